@@ -1,0 +1,120 @@
+"""Command line: ``weight-tuner <command>``; every Makefile target is a thin wrapper over it."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .config import WeightTunerError, load_config
+
+EXIT_USAGE = 2
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="directory of YEDDA .ann files (default: the embedded sample corpus)")
+    p.add_argument("--sample-docs", type=int, default=None, help="size of the sample corpus in documents (default 60)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split by document")
+    p.add_argument("--cache-dir", default="studies/cache", help="feature cache directory ('' disables it)")
+    p.add_argument("--max-chunk-lines", type=int, default=2000,
+                   help="cut longer documents into chunks at block boundaries before splitting")
+
+
+def _prepare(args, verbose=True):
+    from .train import SAMPLE_DOCS, prepare
+
+    return prepare(args.data, split_seed=args.split_seed, sample_docs=args.sample_docs or SAMPLE_DOCS,
+                   cache_dir=args.cache_dir or None, max_chunk_lines=args.max_chunk_lines, verbose=verbose)
+
+
+def _write_json(path: str | Path, payload: dict) -> None:
+    from .features import atomic_write_bytes
+
+    atomic_write_bytes(Path(path), (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+
+
+def cmd_corpus(args) -> int:
+    """Read a corpus and print per-class line counts and reader warnings."""
+    from . import corpus
+    from .train import SAMPLE_DOCS, load_documents
+
+    docs, report, _ = load_documents(args.data, args.sample_docs or SAMPLE_DOCS)
+    corpus.print_report(docs, report)
+    return 0
+
+
+def cmd_sample(args) -> int:
+    """Write the sample corpus as .ann files."""
+    from .sample import write_corpus
+
+    paths = write_corpus(args.out, n_docs=args.docs, seed=args.seed)
+    print(f"wrote {len(paths)} documents under {args.out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    """Train on the training split; report validation and test stats."""
+    from .metrics import format_stats_table
+    from .train import evaluate, train_model
+
+    config = load_config(args.config, args.weights)
+    prepared = _prepare(args)
+    t0 = time.perf_counter()
+    model, history = train_model(prepared, config)
+    stats = {"val": evaluate(model, prepared.splits["val"], config),
+             "test": evaluate(model, prepared.splits["test"], config)}
+    print(format_stats_table(stats))
+    payload = {"model_config": config, "val_stats": stats["val"], "test_stats": stats["test"],
+               "history": history, "train_seconds": time.perf_counter() - t0, **prepared.meta()}
+    _write_json(args.out, payload)
+    print(f"wrote {args.out}")
+    if args.save_model:
+        from .train import save_bundle
+
+        save_bundle(model, prepared.featurizer, config, args.save_model)
+        print(f"saved model to {args.save_model}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``weight-tuner`` argument parser."""
+    parser = argparse.ArgumentParser(prog="weight-tuner", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("corpus", help="read a corpus and print per-class line counts")
+    p.add_argument("--data", default=None)
+    p.add_argument("--sample-docs", type=int, default=None)
+    p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser("sample", help="write the embedded sample corpus as .ann files")
+    p.add_argument("--out", required=True)
+    p.add_argument("--docs", type=int, default=60)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("train", help="train one model and report validation and test stats")
+    _add_data_args(p)
+    p.add_argument("--config", default=None, help="JSON model config (the guide's keys)")
+    p.add_argument("--weights", default=None, help="class weights: inline JSON or a JSON file (an export works)")
+    p.add_argument("--out", default="runs/train_stats.json", help="where to write the stats as JSON")
+    p.add_argument("--save-model", default=None, help="save the trained model (.keras) here")
+    p.set_defaults(func=cmd_train)
+
+    return parser
+
+
+def main(argv=None) -> int:
+    """Entry point of the ``weight-tuner`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except WeightTunerError as exc:
+        print(f"weight-tuner: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+"""Model configuration: the SKOL guide's keys, their defaults and validation.
+
+Every way a config can be wrong raises :class:`ConfigError` with a one-line
+message naming the key or value, before anything is trained.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+CLASSES: tuple[str, ...] = ("Nomenclature", "Description", "Misc")
+"""The three classes, in the order of the model's output units."""
+
+
+class WeightTunerError(Exception):
+    """A user-facing error: the CLI prints its message on one line and exits 2."""
+
+
+class ConfigError(WeightTunerError):
+    """A model or study configuration is invalid."""
+
+
+# The guide's keys plus learning_rate, seed and two of our own (train_stride,
+# max_chunk_lines are documented in README.md).
+DEFAULT_CONFIG: dict[str, Any] = {
+    "model_type": "rnn",
+    "window_size": 15,
+    "prediction_stride": 5,
+    "train_stride": None,  # None: window_size, i.e. non-overlapping training windows
+    "hidden_size": 128,
+    "num_layers": 2,
+    "dropout": 0.3,
+    "epochs": 6,
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "verbosity": 1,
+    "seed": 0,
+    "class_weights": None,  # None: plain (unweighted) cross-entropy
+}
+
+_INT_KEYS = {
+    "window_size": 1,
+    "prediction_stride": 1,
+    "hidden_size": 1,
+    "num_layers": 1,
+    "epochs": 1,
+    "batch_size": 1,
+    "verbosity": 0,
+    "seed": 0,
+}
+
+
+def validate_class_weights(weights: Any, where: str = "class_weights") -> dict[str, float] | None:
+    """Check a class-weight mapping and return it as ``{class: float}`` in class order.
+
+    ``None`` means unweighted. Keys must be exactly :data:`CLASSES`: SKOL keyed a
+    weight "Misc" while its label was "Misc-exposition" and the weight was
+    silently dropped, so an unknown or missing key is an error here.
+    """
+    if weights is None:
+        return None
+    if not isinstance(weights, Mapping):
+        raise ConfigError(f"{where}: expected an object mapping class to weight, got {weights!r}")
+    for key in weights:
+        if key not in CLASSES:
+            raise ConfigError(
+                f"{where}: {key!r} is not a class; the classes are {', '.join(CLASSES)}"
+            )
+    for cls in CLASSES:
+        if cls not in weights:
+            raise ConfigError(f"{where}: missing a weight for class {cls!r}")
+    out: dict[str, float] = {}
+    for cls in CLASSES:
+        value = weights[cls]
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}[{cls!r}]: weight must be a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value) or value <= 0:
+            raise ConfigError(f"{where}[{cls!r}]: weight must be finite and > 0, got {value!r}")
+        out[cls] = value
+    return out
+
+
+def validate_config(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Merge ``config`` over :data:`DEFAULT_CONFIG` and validate every key."""
+    merged = dict(DEFAULT_CONFIG)
+    for key, value in (config or {}).items():
+        if key not in DEFAULT_CONFIG:
+            raise ConfigError(
+                f"unknown config key {key!r}; known keys: {', '.join(sorted(DEFAULT_CONFIG))}"
+            )
+        merged[key] = value
+    if merged["model_type"] not in ("rnn", "bilstm"):
+        raise ConfigError(f"model_type: only 'rnn' (BiLSTM) is supported, got {merged['model_type']!r}")
+    for key, low in _INT_KEYS.items():
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{key}: expected an integer >= {low}, got {value!r}")
+    if merged["train_stride"] is not None:
+        ts = merged["train_stride"]
+        if isinstance(ts, bool) or not isinstance(ts, int) or ts < 1:
+            raise ConfigError(f"train_stride: expected an integer >= 1 or null, got {ts!r}")
+    if merged["prediction_stride"] > merged["window_size"]:
+        raise ConfigError(
+            f"prediction_stride ({merged['prediction_stride']}) must not exceed "
+            f"window_size ({merged['window_size']}): lines would go unscored"
+        )
+    dropout = merged["dropout"]
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigError(f"dropout: expected a number in [0, 1), got {dropout!r}")
+    lr = merged["learning_rate"]
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"learning_rate: expected a finite number > 0, got {lr!r}")
+    merged["dropout"] = float(dropout)
+    merged["learning_rate"] = float(lr)
+    merged["class_weights"] = validate_class_weights(merged["class_weights"])
+    return merged
+
+
+def load_json_file(path: str | Path, what: str) -> Any:
+    """Read a JSON file, turning any failure into a one-line :class:`ConfigError`."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: cannot read ({exc.strerror or exc})") from exc
+    return parse_json(text, f"{what} {path}")
+
+
+def parse_json(text: str, where: str) -> Any:
+    """Parse JSON text; errors name ``where`` and the line and column."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+    except ValueError as exc:  # e.g. NaN handling differences
+        raise ConfigError(f"{where}: invalid JSON: {exc}") from exc
+
+
+def load_config(path: str | Path | None, weights: str | None = None) -> dict[str, Any]:
+    """Build a validated config from an optional JSON file and optional weights.
+
+    ``weights`` is either inline JSON or a path to a JSON file; it may be a bare
+    ``{class: weight}`` mapping or an export file holding ``class_weights``.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        loaded = load_json_file(path, "config")
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config {path}: expected a JSON object")
+        raw.update(loaded["model_config"] if "model_config" in loaded else loaded)
+    if weights is not None:
+        text = weights.strip()
+        if text.startswith("{"):
+            parsed = parse_json(text, "--weights")
+        else:
+            parsed = load_json_file(text, "weights file")
+        if isinstance(parsed, dict) and "class_weights" in parsed:
+            parsed = parsed["class_weights"]
+        raw["class_weights"] = parsed
+    return validate_config(raw)

@@ -1,0 +1,262 @@
+"""Corpus stage: read YEDDA ``.ann`` files into labelled lines, chunk and split them.
+
+A YEDDA block is ``[@text#Label*]`` and may span many lines. The label is the
+text after the *last* ``#`` of the block, because OCR puts ``#`` inside text
+(``/#m`` for µm). Lines come out in reading order with their line number in the
+file; text outside blocks is unlabelled and only counted.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+
+from .config import CLASSES, WeightTunerError
+
+
+class DataError(WeightTunerError):
+    """The data directory or a split cannot be used."""
+
+
+@dataclass(frozen=True)
+class Line:
+    """One non-blank labelled line."""
+
+    doc: str
+    line_no: int  # 1-based line number in the source file
+    text: str
+    label: str  # the raw YEDDA label, e.g. "Misc-exposition"
+    block: int  # index of the block in its document, for chunking at block boundaries
+
+
+@dataclass
+class Document:
+    """The labelled lines of one file, in reading order."""
+
+    doc_id: str
+    lines: list[Line]
+    unlabelled_lines: int = 0
+
+
+@dataclass
+class ReadReport:
+    """What the reader saw: warnings (``file:line: ...``), counts of labels and skipped lines."""
+
+    files: int = 0
+    warnings: list[str] = field(default_factory=list)
+    unlabelled_lines: int = 0
+    raw_labels: Counter = field(default_factory=Counter)
+
+
+def default_label_map(label: str) -> str:
+    """Map a raw YEDDA label to a class: Nomenclature and Description keep theirs, all else is Misc."""
+    return label if label in ("Nomenclature", "Description") else "Misc"
+
+
+def make_label_map(overrides: Mapping[str, str] | None = None):
+    """Return a label-mapping function: ``overrides`` (raw label -> class) over the default."""
+    overrides = dict(overrides or {})
+    for raw, cls in overrides.items():
+        if cls not in CLASSES:
+            raise DataError(f"label map: {raw!r} maps to {cls!r}, which is not one of {', '.join(CLASSES)}")
+
+    def mapper(label: str) -> str:
+        return overrides.get(label, default_label_map(label))
+
+    return mapper
+
+
+def parse_yedda(text: str, doc_id: str, report: ReadReport | None = None) -> Document:
+    """Parse YEDDA text into a :class:`Document`. Malformed blocks become warnings, never errors."""
+    report = report if report is not None else ReadReport()
+    newlines = [i for i, ch in enumerate(text) if ch == "\n"]
+
+    def line_at(pos: int) -> int:
+        return bisect.bisect_left(newlines, pos) + 1
+
+    def count_unlabelled(segment: str) -> int:
+        return sum(1 for t in segment.split("\n") if t.strip(" \t\r\f\v"))
+
+    lines: list[Line] = []
+    unlabelled = 0
+    block = 0
+    i, n = 0, len(text)
+    while i < n:
+        start = text.find("[@", i)
+        if start == -1:
+            unlabelled += count_unlabelled(text[i:])
+            break
+        unlabelled += count_unlabelled(text[i:start])
+        body_start = start + 2
+        close = text.find("*]", body_start)
+        reopen = text.find("[@", body_start)
+        if close == -1 or (reopen != -1 and reopen < close):
+            nxt = reopen if reopen != -1 else n
+            where = f"next block opens at line {line_at(reopen)}" if reopen != -1 else "end of file"
+            report.warnings.append(
+                f"{doc_id}:{line_at(start)}: block opened here is not closed before the {where}; its lines are unlabelled"
+            )
+            unlabelled += count_unlabelled(text[body_start:nxt])
+            i = nxt
+            continue
+        body = text[body_start:close]
+        hash_pos = body.rfind("#")
+        label = body[hash_pos + 1 :].strip() if hash_pos != -1 else ""
+        if hash_pos == -1 or not label or "\n" in label:
+            report.warnings.append(f"{doc_id}:{line_at(start)}: block has no label; its lines are unlabelled")
+            unlabelled += count_unlabelled(body)
+            i = close + 2
+            continue
+        first_line = line_at(start)
+        for offset, raw in enumerate(body[:hash_pos].split("\n")):
+            stripped = raw.strip(" \t\r\f\v")
+            if stripped:
+                lines.append(Line(doc_id, first_line + offset, stripped, label, block))
+                report.raw_labels[label] += 1
+        block += 1
+        i = close + 2
+    report.unlabelled_lines += unlabelled
+    return Document(doc_id, lines, unlabelled)
+
+
+def decode_bytes(data: bytes, doc_id: str, report: ReadReport) -> str:
+    """Decode UTF-8, replacing bad bytes with U+FFFD and warning with the first bad line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        text = data.decode("utf-8", errors="replace")
+        report.warnings.append(
+            f"{doc_id}:{line}: undecodable byte(s) (first at byte {exc.start}); replaced with U+FFFD"
+        )
+        return text
+
+
+def find_ann_files(data_dir: str | Path) -> list[Path]:
+    """All ``*.ann`` files under ``data_dir``, sorted; a clear error if there are none."""
+    root = Path(data_dir)
+    if not root.exists():
+        raise DataError(f"data directory {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"data path {root} is not a directory")
+    files = sorted(p for p in root.rglob("*.ann") if p.is_file())
+    if not files:
+        raise DataError(f"data directory {root} holds no .ann files")
+    return files
+
+
+def read_corpus(data_dir: str | Path) -> tuple[list[Document], ReadReport]:
+    """Read every ``.ann`` file under ``data_dir`` in sorted order."""
+    root = Path(data_dir)
+    report = ReadReport()
+    docs = []
+    for path in find_ann_files(root):
+        doc_id = path.relative_to(root).as_posix()
+        text = decode_bytes(path.read_bytes(), doc_id, report)
+        doc = parse_yedda(text, doc_id, report)
+        if not doc.lines:
+            report.warnings.append(f"{doc_id}:1: no labelled lines")
+        docs.append(doc)
+        report.files += 1
+    return docs, report
+
+
+def read_texts(texts: Mapping[str, str]) -> tuple[list[Document], ReadReport]:
+    """Parse in-memory YEDDA documents (``{doc_id: text}``), e.g. the generated sample corpus."""
+    report = ReadReport()
+    docs = [parse_yedda(texts[k], k, report) for k in sorted(texts)]
+    report.files = len(docs)
+    return docs, report
+
+
+def class_counts(lines: Iterable[Line], label_map=default_label_map) -> dict[str, int]:
+    """Line counts per class, in class order."""
+    counts = Counter(label_map(line.label) for line in lines)
+    return {c: int(counts.get(c, 0)) for c in CLASSES}
+
+
+def print_report(docs: list[Document], report: ReadReport, label_map=default_label_map, out=None) -> None:
+    """Print files read, warnings and per-class line counts."""
+    out = out or sys.stdout
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    counts = class_counts((ln for d in docs for ln in d.lines), label_map)
+    total = sum(counts.values())
+    print(f"read {report.files} files: {total} labelled lines, {report.unlabelled_lines} unlabelled lines "
+          f"(skipped), {len(report.warnings)} warnings", file=out)
+    for cls, n in counts.items():
+        print(f"  {cls:<13}{n:>8}  {n / max(total, 1):6.1%}", file=out)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A run of whole blocks of one document: the unit that is split and windowed."""
+
+    chunk_id: str
+    lines: tuple[Line, ...]
+
+
+def chunk_documents(docs: Iterable[Document], max_lines: int = 2000) -> list[Chunk]:
+    """Cut documents longer than ``max_lines`` into chunks at block boundaries.
+
+    Some SKOL files are whole journal issues of 15-30k lines; as single units they
+    would make a document-level split lopsided.
+    """
+    chunks: list[Chunk] = []
+    for doc in docs:
+        if not doc.lines:
+            continue
+        current: list[Line] = []
+        k = 0
+        for idx, line in enumerate(doc.lines):
+            new_block = idx == 0 or line.block != doc.lines[idx - 1].block
+            if new_block and len(current) >= max_lines:
+                chunks.append(Chunk(f"{doc.doc_id}#{k}", tuple(current)))
+                current, k = [], k + 1
+            current.append(line)
+        chunks.append(Chunk(f"{doc.doc_id}#{k}", tuple(current)))
+    return chunks
+
+
+SPLITS = ("train", "val", "test")
+
+
+def split_chunks(chunks: list[Chunk], seed: int = 0, val_fraction: float = 0.15,
+                 test_fraction: float = 0.15) -> dict[str, list[str]]:
+    """Assign chunks to train/val/test, deterministically from ``seed``.
+
+    Whole chunks go to one split, so no line is in two splits. Returns chunk ids
+    per split, each list in reading order (sorted id).
+    """
+    ids = sorted(c.chunk_id for c in chunks)
+    if len(ids) < 3:
+        raise DataError(f"need at least 3 documents (or chunks) to split train/val/test, got {len(ids)}")
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_val = max(1, int(round(val_fraction * len(ids))))
+    n_test = max(1, int(round(test_fraction * len(ids))))
+    if n_val + n_test >= len(ids):
+        n_val, n_test = 1, 1
+    picked = [ids[i] for i in order]
+    out = {
+        "test": picked[:n_test],
+        "val": picked[n_test : n_test + n_val],
+        "train": picked[n_test + n_val :],
+    }
+    return {k: sorted(out[k]) for k in SPLITS}
+
+
+def fingerprint_lines(chunks: Iterable[Chunk]) -> str:
+    """A content hash of the labelled lines (text, label, position): the data fingerprint."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk.chunk_id.encode())
+        for ln in chunk.lines:
+            h.update(f"\x00{ln.line_no}\x01{ln.label}\x02{ln.text}".encode())
+    return h.hexdigest()[:16]

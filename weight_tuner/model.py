@@ -1,0 +1,90 @@
+"""Model stage: the BiLSTM line classifier and the guide's weighted cross-entropy.
+
+The loss is registered as Keras-serialisable: SKOL's custom loss could not be
+deserialised at prediction time and every prediction silently became Misc.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+import keras  # noqa: E402
+from keras import ops  # noqa: E402
+
+from .config import CLASSES  # noqa: E402
+
+EPSILON = 1e-7
+
+
+@keras.saving.register_keras_serializable(package="weight_tuner")
+class WeightedCategoricalCrossentropy(keras.losses.Loss):
+    """The guide's weighted categorical cross-entropy, averaged over real lines only.
+
+    Per line: ``-w[true class] * log(clip(p[true class], 1e-7, 1 - 1e-7))``.
+    Padded steps have an all-zero ``y_true`` row: their cross-entropy *and* their
+    weight are zero, and they are left out of the count that the sum is divided
+    by. (SKOL took ``argmax`` of the padded row, i.e. class 0, and counted it.)
+    With ``class_weights=None`` this is plain cross-entropy.
+    """
+
+    def __init__(self, class_weights=None, name="weighted_categorical_crossentropy", **kwargs):
+        kwargs["reduction"] = "sum"  # call() already divides by the number of real lines
+        super().__init__(name=name, **kwargs)
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        y_pred = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
+        ce = -ops.sum(y_true * ops.log(y_pred), axis=-1)
+        if self.class_weights is not None:
+            weights = ops.convert_to_tensor(self.class_weights, dtype=y_pred.dtype)
+            ce = ce * ops.sum(y_true * weights, axis=-1)
+        n_real = ops.maximum(ops.sum(y_true), 1.0)
+        return ce / n_real
+
+    def get_config(self):
+        config = super().get_config()
+        config["class_weights"] = self.class_weights
+        config.pop("reduction", None)
+        return config
+
+
+def weights_vector(class_weights: dict[str, float] | None) -> list[float] | None:
+    """The weight dict as a list in output-unit order (``None`` stays unweighted)."""
+    return None if class_weights is None else [float(class_weights[c]) for c in CLASSES]
+
+
+def describe_weights(class_weights: dict[str, float] | None) -> str:
+    """The guide's ``[BiLSTM] Using weighted loss with class weights:`` block."""
+    if class_weights is None:
+        return "[BiLSTM] Using unweighted categorical cross-entropy"
+    lines = ["[BiLSTM] Using weighted loss with class weights:"]
+    lines += [f"  {name}: {class_weights[name]}" for name in sorted(class_weights)]
+    return "\n".join(lines)
+
+
+def build_model(n_features: int, config: dict) -> keras.Model:
+    """``num_layers`` x Bidirectional LSTM, then a per-line softmax over the classes, with Adam."""
+    inputs = keras.Input(shape=(None, n_features), name="lines")
+    # All-zero rows are padding (real lines carry a bias feature of 1.0).
+    x = keras.layers.Masking(mask_value=0.0, name="padding_mask")(inputs)
+    for i in range(config["num_layers"]):
+        x = keras.layers.Bidirectional(
+            keras.layers.LSTM(config["hidden_size"], return_sequences=True, dropout=config["dropout"]),
+            name=f"bilstm_{i}",
+        )(x)
+    outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="classes")(x)
+    model = keras.Model(inputs, outputs, name="bilstm_line_classifier")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=config["learning_rate"]),
+        loss=WeightedCategoricalCrossentropy(weights_vector(config["class_weights"])),
+    )
+    return model
+
+
+def load_model(path) -> keras.Model:
+    """Load a saved ``.keras`` model; the loss deserialises because it is registered."""
+    return keras.saving.load_model(path)

@@ -1,0 +1,250 @@
+"""Training stage: from a corpus to a trained model and honest per-split scores.
+
+``prepare`` reads, chunks, splits and featurises once; ``train_model`` trains
+one model for one config (one study trial); ``evaluate`` scores a split that
+the model never trained on.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import corpus, sample
+from .config import CLASSES, ConfigError, WeightTunerError
+from .features import Featurizer, build_features
+from .metrics import compute_stats
+from .windows import build_windows, label_table, merge_window_probs
+
+DEFAULT_CACHE_DIR = Path("studies") / "cache"
+SAMPLE_DOCS = 60
+
+
+class NonFiniteLossError(WeightTunerError):
+    """Training produced a NaN or infinite loss."""
+
+
+@dataclass
+class SplitData:
+    """One split's lines: features (with a trailing zero padding row), labels, chunk boundaries."""
+
+    name: str
+    X: np.ndarray
+    y: np.ndarray
+    offsets: np.ndarray
+    chunk_ids: list[str]
+    refs: list[tuple[str, int]]  # (document, line number) of each line
+
+    @property
+    def n(self) -> int:
+        return len(self.y)
+
+    @property
+    def pad_index(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Prepared:
+    """Everything a trial needs, computed once per corpus: splits, featurizer and provenance."""
+
+    source: str
+    fingerprint: str
+    split: dict[str, list[str]]
+    splits: dict[str, SplitData]
+    featurizer: Featurizer
+    class_counts: dict[str, dict[str, int]]
+    warnings: list[str] = field(default_factory=list)
+    unlabelled_lines: int = 0
+    cache_hit: bool = False
+
+    def meta(self) -> dict:
+        """Provenance to store with a study or a results file."""
+        return {
+            "source": self.source,
+            "data_fingerprint": self.fingerprint,
+            "class_counts": self.class_counts,
+            "split": self.split,
+            "unlabelled_lines": self.unlabelled_lines,
+            "reader_warnings": len(self.warnings),
+            "n_features": self.featurizer.n_features,
+        }
+
+
+def load_documents(data_dir: str | Path | None, sample_docs: int = SAMPLE_DOCS, sample_seed: int = 0):
+    """Documents from ``data_dir``, or the generated sample corpus when it is ``None``."""
+    if data_dir is None:
+        docs, report = corpus.read_texts(sample.generate_corpus(sample_docs, sample_seed))
+        return docs, report, f"sample corpus ({sample_docs} documents, seed {sample_seed})"
+    docs, report = corpus.read_corpus(data_dir)
+    return docs, report, str(Path(data_dir))
+
+
+def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_docs: int = SAMPLE_DOCS,
+            cache_dir: str | Path | None = DEFAULT_CACHE_DIR, max_chunk_lines: int = 2000,
+            label_map=None, verbose: bool = True) -> Prepared:
+    """Read, chunk, split (by document chunk) and featurise a corpus."""
+    label_map = label_map or corpus.default_label_map
+    docs, report, source = load_documents(data_dir, sample_docs)
+    if verbose:
+        corpus.print_report(docs, report, label_map, out=sys.stderr)
+    chunks = corpus.chunk_documents(docs, max_chunk_lines)
+    split = corpus.split_chunks(chunks, seed=split_seed)
+    by_id = {c.chunk_id: c for c in chunks}
+    fingerprint = corpus.fingerprint_lines(chunks)
+    class_index = {c: i for i, c in enumerate(CLASSES)}
+    texts, parts = {}, {}
+    for name in corpus.SPLITS:
+        lines = [ln for cid in split[name] for ln in by_id[cid].lines]
+        sizes = [len(by_id[cid].lines) for cid in split[name]]
+        texts[name] = [ln.text for ln in lines]
+        parts[name] = (
+            np.array([class_index[label_map(ln.label)] for ln in lines], dtype=np.int64),
+            np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            [(ln.doc, ln.line_no) for ln in lines],
+        )
+    counts = {name: {c: int((parts[name][0] == i).sum()) for i, c in enumerate(CLASSES)} for name in corpus.SPLITS}
+    for c in CLASSES:
+        if counts["train"][c] == 0:
+            raise ConfigError(f"class {c!r} is absent from the training split of {source}; "
+                              "it cannot be learned or weighted")
+    featurizer, mats, hit = build_features(texts, fingerprint, split, cache_dir, verbose=verbose)
+    if verbose and hit:
+        print("features: loaded from cache", file=sys.stderr)
+    splits = {name: SplitData(name, mats[name], parts[name][0], parts[name][1], split[name], parts[name][2])
+              for name in corpus.SPLITS}
+    return Prepared(source, fingerprint, split, splits, featurizer, counts, report.warnings,
+                    report.unlabelled_lines, hit)
+
+
+def _tf():
+    from . import model as _model  # noqa: F401  (sets the Keras backend before TF is imported)
+    import tensorflow as tf
+
+    return tf
+
+
+def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labels: bool,
+                 shuffle_seed: int | None = None):
+    """A tf.data pipeline that gathers window batches from the feature matrix (no dense copies)."""
+    tf = _tf()
+    X = tf.constant(split.X)
+    ds = tf.data.Dataset.from_tensor_slices(windows)
+    if shuffle_seed is not None:
+        ds = ds.shuffle(len(windows), seed=shuffle_seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if labels:
+        Y = tf.constant(label_table(split.y))
+        ds = ds.map(lambda idx: (tf.gather(X, idx), tf.gather(Y, idx)), num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(lambda idx: tf.gather(X, idx), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def predict_probs(model, split: SplitData, config: dict) -> np.ndarray:
+    """Per-line probabilities for a split: overlapping windows averaged, each line once."""
+    windows = build_windows(split.offsets, config["window_size"], config["prediction_stride"], split.pad_index)
+    ds = make_dataset(split, windows, max(config["batch_size"], 64), labels=False)
+    probs = model.predict(ds, verbose=0)
+    return merge_window_probs(windows, probs, split.n)
+
+
+def evaluate(model, split: SplitData, config: dict) -> dict:
+    """Per-class stats of ``model`` on ``split``."""
+    return compute_stats(split.y, predict_probs(model, split, config))
+
+
+EpochHook = Callable[[int, dict], None]
+
+
+def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None = None, log=None):
+    """Train one model on the training split.
+
+    After every epoch the validation split is scored; ``epoch_hook(epoch, stats)``
+    receives those stats (a study reports and prunes there). Returns
+    ``(model, history)`` where history holds one dict per epoch.
+    """
+    import keras
+
+    from .model import build_model, describe_weights
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    keras.utils.set_random_seed(config["seed"])
+    train = prepared.splits["train"]
+    stride = config["train_stride"] or config["window_size"]
+    windows = build_windows(train.offsets, config["window_size"], stride, train.pad_index)
+    ds = make_dataset(train, windows, config["batch_size"], labels=True, shuffle_seed=config["seed"])
+    model = build_model(prepared.featurizer.n_features, config)
+    if config["verbosity"] >= 1:
+        log(describe_weights(config["class_weights"]))
+        steps = math.ceil(len(windows) / config["batch_size"])
+        log(f"[BiLSTM] {len(windows)} training windows, {steps} steps/epoch, {config['epochs']} epochs")
+    history: list[dict] = []
+
+    class EpochEnd(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            loss = float((logs or {}).get("loss", float("nan")))
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(f"training loss became {loss} at epoch {epoch + 1}")
+            train_s = time.perf_counter() - self.t0
+            stats = evaluate(self.model, prepared.splits["val"], config)
+            entry = {"epoch": epoch + 1, "loss": loss, "train_seconds": train_s,
+                     "seconds": time.perf_counter() - self.t0, "val": stats}
+            history.append(entry)
+            if config["verbosity"] >= 1:
+                log(f"epoch {epoch + 1}/{config['epochs']} loss {loss:.4f} "
+                    f"val important_f1 {stats['important_f1']:.4f} "
+                    f"(Nomenclature {stats['Nomenclature_f1']:.3f}, Description {stats['Description_f1']:.3f}) "
+                    f"{entry['seconds']:.1f}s")
+            if epoch_hook is not None:
+                epoch_hook(epoch, stats)
+
+    model.fit(ds, epochs=config["epochs"], verbose=0, shuffle=False, callbacks=[EpochEnd()])
+    return model, history
+
+
+def bundle_paths(model_path: str | Path) -> tuple[Path, Path, Path]:
+    """The files of a saved model bundle: ``X.keras``, ``X.featurizer.pkl``, ``X.config.json``."""
+    model_path = Path(model_path)
+    if model_path.suffix != ".keras":
+        raise ConfigError(f"model path {model_path} must end in .keras")
+    stem = model_path.with_suffix("")
+    return model_path, Path(f"{stem}.featurizer.pkl"), Path(f"{stem}.config.json")
+
+
+def save_bundle(model, featurizer: Featurizer, config: dict, model_path: str | Path) -> None:
+    """Save model, featurizer and config; each file is written atomically."""
+    import json
+    import os
+
+    from .features import atomic_write_bytes
+
+    keras_path, feat_path, cfg_path = bundle_paths(model_path)
+    keras_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = keras_path.with_name(f".{keras_path.stem}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, keras_path)
+    featurizer.save(feat_path)
+    atomic_write_bytes(cfg_path, json.dumps(config, indent=2).encode())
+
+
+def load_bundle(model_path: str | Path):
+    """Load ``(model, featurizer, config)`` saved by :func:`save_bundle`."""
+    import json
+
+    from .model import load_model
+
+    keras_path, feat_path, cfg_path = bundle_paths(model_path)
+    for p in (keras_path, feat_path, cfg_path):
+        if not p.exists():
+            raise ConfigError(f"model bundle file {p} does not exist")
+    return load_model(keras_path), Featurizer.load(feat_path), json.loads(cfg_path.read_text())
