@@ -78,6 +78,53 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _add_study_args(p: argparse.ArgumentParser, study_default: str | None = "default") -> None:
+    p.add_argument("--study", default=study_default, required=study_default is None, help="Optuna study name")
+    p.add_argument("--storage", default=None,
+                   help="Optuna RDB storage URL (default sqlite:///studies/<study>.db; postgresql://... scales out)")
+
+
+def _storage(args) -> str:
+    return args.storage or f"sqlite:///studies/{args.study}.db"
+
+
+def cmd_tune(args) -> int:
+    """Run (or resume) the study, then score the best weights once on the test split."""
+    from .study import StudyConfig, final_test_evaluation, tune
+
+    if args.trials < 1:
+        raise WeightTunerError(f"--trials must be >= 1, got {args.trials}")
+    study_config = StudyConfig.load(args.config)
+    prepared = _prepare(args)
+    storage = _storage(args)
+    study = tune(prepared, storage, args.study, args.trials, study_config, seed=args.seed)
+    final_test_evaluation(study, prepared, storage)
+    from .study import finished_count
+
+    print(f"study {args.study!r} in {storage}: {finished_count(study)} finished trials. "
+          f"Next: weight-tuner report --study {args.study} --storage {storage}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write the best weights of a study as JSON."""
+    from .export import export_study
+
+    out = args.output or f"studies/{args.study}-best.json"
+    payload = export_study(_storage(args), args.study, out)
+    print(json.dumps({"class_weights": payload["class_weights"]}))
+    print(f"wrote {out} (trial {payload['trial_number']}, scheme {payload['scheme']})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Print the trials table, best first, and write the plots."""
+    from .report import report
+
+    report(_storage(args), args.study, plots=not args.no_plots)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``weight-tuner`` argument parser."""
     parser = argparse.ArgumentParser(prog="weight-tuner", description=__doc__)
@@ -102,6 +149,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-model", default=None, help="save the trained model (.keras) here")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("tune", help="run or resume the Optuna study over class weights")
+    _add_data_args(p)
+    _add_study_args(p)
+    p.add_argument("--trials", type=int, default=16,
+                   help="finished (complete or pruned) trials the study should hold in total")
+    p.add_argument("--config", default=None,
+                   help="study config (.toml with [space], [model], [pruner]) or a model config (.json)")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("export", help="write the best weights of a study as JSON")
+    _add_study_args(p, study_default=None)
+    p.add_argument("-o", "--output", default=None, help="output file (default studies/<study>-best.json)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("report", help="print the trials table and write plots next to the study")
+    _add_study_args(p, study_default=None)
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(func=cmd_report)
     return parser
 
 

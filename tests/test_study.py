@@ -1,0 +1,171 @@
+"""The study: warm start, resume without replay, pruning, test evaluation, export and report."""
+
+import json
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from weight_tuner.cli import main
+from weight_tuner.config import CLASSES
+from weight_tuner.export import build_export
+from weight_tuner.study import (GUIDE_SCHEMES, SearchSpace, StudyConfig, StudyError, count_schemes,
+                                final_test_evaluation, load_existing_study, tune, warm_start_schemes)
+
+from conftest import TINY_DOCS
+
+TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, "window_size": 10,
+              "prediction_stride": 5, "learning_rate": 0.01, "verbosity": 0}
+
+
+def quiet(msg):
+    pass
+
+
+@pytest.fixture(scope="module")
+def tiny_study(prepared, tmp_path_factory):
+    """A 4-trial study on the sample corpus, shared by the tests that only read it."""
+    storage = f"sqlite:///{tmp_path_factory.mktemp('study')}/s.db"
+    cfg = StudyConfig(model=dict(TINY_MODEL))
+    study = tune(prepared, storage, "tiny", 4, cfg, log=quiet)
+    final_test_evaluation(study, prepared, storage, log=quiet)
+    return storage, study
+
+
+def test_study_persists_finished_trials_and_schemes_run_first(tiny_study, prepared):
+    storage, _ = tiny_study
+    study = load_existing_study(storage, "tiny")
+    ran = [t for t in study.trials if t.state != TrialState.WAITING]
+    assert len(ran) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ran)
+    expected = list(warm_start_schemes(prepared.class_counts["train"]))
+    assert [t.user_attrs["scheme"] for t in ran] == expected[:4]
+    all_schemes = [t.user_attrs["scheme"] for t in study.trials]
+    assert sorted(all_schemes) == sorted(expected)  # each enqueued exactly once
+    first = ran[0]
+    assert first.user_attrs["class_weights"] == {"Nomenclature": 1.0, "Description": 1.0, "Misc": 1.0}
+    for key in ("val_Nomenclature_f1", "val_Description_loss", "val_Misc_support", "val_important_f1",
+                "epochs_run", "seconds"):
+        assert key in first.user_attrs
+    assert study.metric_names == ["val_important_f1"]
+    assert study.user_attrs["data_fingerprint"] == prepared.fingerprint
+    assert study.user_attrs["search_space"]["version"] == 1
+    assert set(study.user_attrs["class_counts"]) == {"train", "val", "test"}
+    assert "optuna" in study.user_attrs["library_versions"]
+
+
+def test_guide_scheme_trains_with_its_weights_as_given(tiny_study):
+    storage, _ = tiny_study
+    study = load_existing_study(storage, "tiny")
+    guide = [t for t in study.trials if t.user_attrs["scheme"] == "guide_recommended_100_10_0.1"][0]
+    assert guide.user_attrs["class_weights"] == GUIDE_SCHEMES["guide_recommended_100_10_0.1"]
+    assert guide.params == {"w_Nomenclature": pytest.approx(1000.0), "w_Description": pytest.approx(100.0)}
+
+
+def test_test_split_is_scored_once_for_the_best_trial(tiny_study, prepared):
+    storage, study = tiny_study
+    test = load_existing_study(storage, "tiny").user_attrs["test_stats"]
+    assert test["trial"] == study.best_trial.number
+    assert test["stats"]["lines"] == prepared.splits["test"].n
+    assert test["verdict"]
+
+
+def test_export_parses_and_round_trips_into_train(tiny_study, tmp_path, cache_dir, capsys):
+    storage, study = tiny_study
+    out = tmp_path / "best.json"
+    assert main(["export", "--study", "tiny", "--storage", storage, "-o", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    assert set(payload["class_weights"]) == set(CLASSES)
+    assert payload["trial_number"] == study.best_trial.number
+    assert payload["model_config"]["class_weights"] == payload["class_weights"]
+    assert "unweighted" in payload["baselines"] and payload["data_fingerprint"]
+    cfg = tmp_path / "model.json"
+    cfg.write_text(json.dumps(dict(TINY_MODEL, epochs=1)))
+    stats = tmp_path / "stats.json"
+    rc = main(["train", "--weights", str(out), "--config", str(cfg), "--sample-docs", str(TINY_DOCS),
+               "--cache-dir", str(cache_dir), "--out", str(stats)])
+    assert rc == 0
+    assert json.loads(stats.read_text())["model_config"]["class_weights"] == payload["class_weights"]
+
+
+def test_report_prints_table_best_first_and_writes_plots(tiny_study, capsys):
+    storage, _ = tiny_study
+    assert main(["report", "--study", "tiny", "--storage", storage]) == 0
+    out = capsys.readouterr().out
+    assert "unweighted" in out and "val_important_f1" in out
+    plots = {p.name for p in (load_existing_study(storage, "tiny") and __import__("pathlib").Path(
+        storage[len("sqlite:///"):]).parent / "tiny").glob("*.html")}
+    assert {"optimization_history.html", "weight_map.html"} <= plots
+
+
+def test_resume_counts_total_trials_and_never_replays_params(prepared, tmp_path):
+    storage = f"sqlite:///{tmp_path}/r.db"
+    cfg = StudyConfig(model=dict(TINY_MODEL, epochs=1), schemes=["unweighted"])
+    tune(prepared, storage, "resume", 2, cfg, log=quiet)
+    study = tune(prepared, storage, "resume", 4, cfg, log=quiet)
+    done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
+    assert len(done) == 4
+    params = [tuple(sorted(t.params.items())) for t in done]
+    assert len(set(params)) == 4, params
+    again = tune(prepared, storage, "resume", 4, cfg, log=quiet)  # already complete: runs nothing
+    assert len(again.trials) == 4
+    assert sum(t.user_attrs["scheme"] == "unweighted" for t in again.trials) == 1
+
+
+class AlwaysPrune(optuna.pruners.BasePruner):
+    def prune(self, study, trial):
+        return True
+
+
+def test_pruning_stops_a_trial_early(prepared, tmp_path):
+    storage = f"sqlite:///{tmp_path}/p.db"
+    cfg = StudyConfig(model=dict(TINY_MODEL, epochs=4), schemes=["unweighted"])
+    study = tune(prepared, storage, "prune", 2, cfg, log=quiet, pruner=AlwaysPrune())
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    assert all(t.user_attrs["epochs_run"] == 1 for t in study.trials)
+    assert all(t.intermediate_values.keys() == {1} for t in study.trials)
+
+
+def test_export_errors_name_the_problem(prepared, tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path}/e.db"
+    optuna.create_study(study_name="empty", storage=storage)
+    out = tmp_path / "x.json"
+    assert main(["export", "--study", "empty", "--storage", storage, "-o", str(out)]) == 2
+    assert "has no completed trial" in capsys.readouterr().err
+    assert main(["export", "--study", "nope", "--storage", storage, "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "study 'nope' not found" in err and "existing studies: empty" in err
+    assert main(["export", "--study", "x", "--storage", f"sqlite:///{tmp_path}/missing.db"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "missing.db").exists()
+
+
+def test_search_space_includes_unweighted_point_and_schemes():
+    space = SearchSpace()
+    assert space.nomenclature[0] <= 1 <= space.nomenclature[1]
+    assert space.params_for({"Nomenclature": 100, "Description": 10, "Misc": 0.1}) == {
+        "w_Nomenclature": pytest.approx(1000), "w_Description": pytest.approx(100)}
+    with pytest.raises(Exception, match="include 1"):
+        SearchSpace(nomenclature=(2.0, 10.0))
+    counts = {"Nomenclature": 10, "Description": 40, "Misc": 200}
+    derived = count_schemes(counts)
+    assert derived["inverse_frequency"] == {"Nomenclature": 20.0, "Description": 5.0, "Misc": 1.0}
+    assert derived["balanced"]["Nomenclature"] == pytest.approx(250 / 30)
+    assert derived["effective_number_0.99"]["Misc"] == pytest.approx(0.01 / (1 - 0.99 ** 200))
+    assert derived["sqrt_inverse_frequency"]["Description"] == pytest.approx(5 ** 0.5)
+
+
+def test_study_config_file_widens_the_space_and_rejects_typos(tmp_path):
+    good = tmp_path / "wide.toml"
+    good.write_text('schemes = ["unweighted"]\n[space]\nmisc = [0.01, 10.0]\nepochs = [2, 4]\n'
+                    'window_size = [10, 15]\n[model]\nhidden_size = 16\n[pruner]\ntype = "median"\n')
+    cfg = StudyConfig.load(good)
+    assert cfg.space.misc == (0.01, 10.0) and cfg.model["hidden_size"] == 16
+    trial = optuna.trial.FixedTrial({"w_Nomenclature": 3.0, "w_Description": 2.0, "w_Misc": 0.5,
+                                     "epochs": 3, "window_size": 10})
+    config = cfg.space.suggest(trial, cfg.model)
+    assert config["class_weights"] == {"Nomenclature": 3.0, "Description": 2.0, "Misc": 0.5}
+    assert config["epochs"] == 3 and config["window_size"] == 10
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[space]\nnomenclatur = [1, 2]\n")
+    with pytest.raises(Exception, match="unknown key 'nomenclatur'"):
+        StudyConfig.load(bad)

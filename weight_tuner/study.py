@@ -1,0 +1,533 @@
+"""Study stage: the Optuna study over class weights, with the guide's schemes as baselines.
+
+The search space is in :class:`SearchSpace`; the warm-start schemes in
+:func:`warm_start_schemes`; one trial is :func:`run_trial`; the whole job is
+:func:`tune`. Trials persist in any Optuna RDB storage (SQLite by default).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import sys
+import time
+import tomllib
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from .config import CLASSES, ConfigError, WeightTunerError, validate_config
+
+# Heartbeats, metric names and notes are marked experimental by Optuna; we rely on them knowingly.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # we print one line per trial ourselves
+
+METRIC_NAME = "val_important_f1"
+SPACE_VERSION = 1
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+
+# A small model so that `make tune` on the sample corpus finishes in minutes on 2 cores.
+QUICK_MODEL = {"hidden_size": 32, "num_layers": 1, "epochs": 8, "batch_size": 16, "verbosity": 0}
+
+
+class StudyError(WeightTunerError):
+    """A storage or study problem (unknown study, unreadable storage, empty study)."""
+
+
+# --------------------------------------------------------------------------- search space
+
+@dataclass
+class SearchSpace:
+    """Where the sampler looks. Only weight ratios matter, so Misc is fixed at 1 by default.
+
+    The bounds include the unweighted point (1, 1, 1) and weak weighting: on real
+    data the guide's 100/10/0.1 scored far below no weights at all.
+    """
+
+    nomenclature: tuple[float, float] = (0.1, 1000.0)
+    description: tuple[float, float] = (0.1, 1000.0)
+    misc: tuple[float, float] | None = None  # None: Misc fixed at 1
+    window_size: list[int] | None = None
+    epochs: tuple[int, int] | None = None
+    learning_rate: tuple[float, float] | None = None
+    version: int = SPACE_VERSION
+
+    def __post_init__(self):
+        for name in ("nomenclature", "description", "misc", "learning_rate"):
+            bounds = getattr(self, name)
+            if bounds is None:
+                continue
+            if len(bounds) != 2 or not (0 < float(bounds[0]) < float(bounds[1]) < math.inf):
+                raise ConfigError(f"space.{name}: expected [low, high] with 0 < low < high, got {list(bounds)!r}")
+            setattr(self, name, (float(bounds[0]), float(bounds[1])))
+        if self.epochs is not None and (len(self.epochs) != 2 or not 1 <= self.epochs[0] <= self.epochs[1]):
+            raise ConfigError(f"space.epochs: expected [low, high] integers >= 1, got {list(self.epochs)!r}")
+        if self.window_size is not None and (not self.window_size or min(self.window_size) < 1):
+            raise ConfigError(f"space.window_size: expected a list of integers >= 1, got {self.window_size!r}")
+        if self.misc is None and not (self.nomenclature[0] <= 1.0 <= self.nomenclature[1]
+                                      and self.description[0] <= 1.0 <= self.description[1]):
+            raise ConfigError("space: the bounds must include 1 so that the unweighted point is in the space")
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = "space") -> "SearchSpace":
+        """Build from a config table, rejecting unknown keys."""
+        known = {f for f in cls.__dataclass_fields__}
+        for key in raw:
+            if key not in known:
+                raise ConfigError(f"{where}: unknown key {key!r}; known keys: {', '.join(sorted(known))}")
+        return cls(**raw)
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
+
+    def suggest(self, trial: optuna.Trial, base_config: dict) -> dict:
+        """Sample one trial's config: weights for the three classes plus any widened levers."""
+        with warnings.catch_warnings():
+            # Enqueued schemes may lie outside the bounds (the guide's 100/20/0.01); they still run.
+            warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
+            weights = {
+                "Nomenclature": trial.suggest_float("w_Nomenclature", *self.nomenclature, log=True),
+                "Description": trial.suggest_float("w_Description", *self.description, log=True),
+                "Misc": trial.suggest_float("w_Misc", *self.misc, log=True) if self.misc else 1.0,
+            }
+            config = dict(validate_config(base_config), class_weights=weights)
+            if self.window_size:
+                config["window_size"] = trial.suggest_categorical("window_size", self.window_size)
+                config["prediction_stride"] = min(config["prediction_stride"], config["window_size"])
+            if self.epochs:
+                config["epochs"] = trial.suggest_int("epochs", *self.epochs)
+            if self.learning_rate:
+                config["learning_rate"] = trial.suggest_float("learning_rate", *self.learning_rate, log=True)
+        return validate_config(config)
+
+    def params_for(self, weights: dict[str, float]) -> dict[str, float]:
+        """Trial params for a weight vector: ratios to Misc when Misc is fixed."""
+        if self.misc:
+            return {f"w_{c}": float(weights[c]) for c in CLASSES}
+        return {f"w_{c}": float(weights[c]) / float(weights["Misc"]) for c in ("Nomenclature", "Description")}
+
+
+@dataclass
+class StudyConfig:
+    """A study config file (TOML): ``[space]``, ``[model]`` and ``[pruner]`` tables."""
+
+    space: SearchSpace = field(default_factory=SearchSpace)
+    model: dict = field(default_factory=dict)
+    pruner: dict = field(default_factory=lambda: {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 1})
+    schemes: list[str] | None = None  # warm-start schemes to enqueue; None: all of them
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> "StudyConfig":
+        """Read a TOML study config, or a JSON model config; ``None`` gives the defaults."""
+        if path is None:
+            return cls(model=dict(QUICK_MODEL))
+        path = Path(path)
+        if path.suffix == ".json":
+            from .config import load_json_file
+
+            raw_model = load_json_file(path, "config")
+            if not isinstance(raw_model, dict):
+                raise ConfigError(f"config {path}: expected a JSON object")
+            validate_config(raw_model)
+            return cls(model=raw_model)
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"study config {path}: cannot read ({exc.strerror or exc})") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"study config {path}: invalid TOML: {exc}") from exc
+        for key in raw:
+            if key not in ("space", "model", "pruner", "schemes"):
+                raise ConfigError(f"study config {path}: unknown key {key!r}; expected space, model, pruner, schemes")
+        model = dict(QUICK_MODEL, **raw.get("model", {}))
+        validate_config(model)
+        pruner = dict(cls().pruner, **raw.get("pruner", {}))
+        out = cls(SearchSpace.from_dict(raw.get("space", {}), f"study config {path} [space]"), model, pruner,
+                  raw.get("schemes"))
+        out.check_schemes()
+        out.make_pruner()  # validate now, not after hours of trials
+        return out
+
+    def check_schemes(self) -> None:
+        """Reject scheme names that do not exist."""
+        known = list(GUIDE_SCHEMES) + list(count_schemes({c: 1 for c in CLASSES}))
+        for name in self.schemes or []:
+            if name not in known:
+                raise ConfigError(f"schemes: unknown scheme {name!r}; known: {', '.join(known)}")
+
+    def make_pruner(self) -> optuna.pruners.BasePruner:
+        """The configured Optuna pruner (MedianPruner by default)."""
+        kind = self.pruner.get("type", "median")
+        kwargs = {k: v for k, v in self.pruner.items() if k != "type"}
+        pruners = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
+                   "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner}
+        if kind not in pruners:
+            raise ConfigError(f"pruner.type: unknown {kind!r}; choose from {', '.join(pruners)}")
+        try:
+            return pruners[kind](**kwargs)
+        except TypeError as exc:
+            raise ConfigError(f"pruner: {exc}") from exc
+
+
+# --------------------------------------------------------------------------- warm start
+
+GUIDE_SCHEMES: dict[str, dict[str, float]] = {
+    "unweighted": {"Nomenclature": 1.0, "Description": 1.0, "Misc": 1.0},
+    "guide_recommended_100_10_0.1": {"Nomenclature": 100.0, "Description": 10.0, "Misc": 0.1},
+    "guide_balanced_50_50_0.1": {"Nomenclature": 50.0, "Description": 50.0, "Misc": 0.1},
+    "guide_critical_100_20_0.01": {"Nomenclature": 100.0, "Description": 20.0, "Misc": 0.01},
+    "guide_iteration1_10_5_1": {"Nomenclature": 10.0, "Description": 5.0, "Misc": 1.0},
+    "guide_iteration2_50_10_0.5": {"Nomenclature": 50.0, "Description": 10.0, "Misc": 0.5},
+    "guide_iteration3_30_10_0.5": {"Nomenclature": 30.0, "Description": 10.0, "Misc": 0.5},
+}
+
+
+def count_schemes(counts: dict[str, int]) -> dict[str, dict[str, float]]:
+    """Weights derived from the training split's class counts."""
+    n = {c: float(counts[c]) for c in CLASSES}
+    total = sum(n.values())
+    out = {
+        "inverse_frequency": {c: max(n.values()) / n[c] for c in CLASSES},
+        "balanced": {c: total / (len(CLASSES) * n[c]) for c in CLASSES},
+        "sqrt_inverse_frequency": {c: math.sqrt(max(n.values()) / n[c]) for c in CLASSES},
+    }
+    for beta in (0.99, 0.999):
+        # Effective number of samples (Cui et al. 2019): weight = (1 - beta) / (1 - beta^n).
+        out[f"effective_number_{beta}"] = {c: (1 - beta) / (1 - beta ** n[c]) for c in CLASSES}
+    return out
+
+
+def warm_start_schemes(train_counts: dict[str, int]) -> dict[str, dict[str, float]]:
+    """All baseline schemes, in the order they are enqueued (unweighted first)."""
+    return {**GUIDE_SCHEMES, **count_schemes(train_counts)}
+
+
+# --------------------------------------------------------------------------- storage
+
+def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried.
+
+    With ``must_exist``, a SQLite file that does not exist is an error instead of
+    being created. A file that is not an Optuna database is an error, not modified.
+    """
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if path.exists():
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+            if head and head != b"SQLite format 3\x00":
+                raise StudyError(f"storage {url}: {path} is not a SQLite database")
+        elif must_exist:
+            raise StudyError(f"storage {url}: {path} does not exist (run `weight-tuner tune` first)")
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = {"heartbeat_interval": 10, "grace_period": 30,
+                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as exc:  # sqlalchemy raises many types; all mean "unusable storage"
+        raise StudyError(f"storage {url}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+
+
+def study_names(storage) -> list[str]:
+    """Names of the studies in a storage."""
+    return sorted(s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False))
+
+
+def load_existing_study(storage_url: str, name: str, **kwargs) -> optuna.Study:
+    """Load a study that must exist; the error lists the studies that do."""
+    storage = open_storage(storage_url, must_exist=True, heartbeat=kwargs.pop("heartbeat", False))
+    names = study_names(storage)
+    if name not in names:
+        listing = ", ".join(names) if names else "none"
+        raise StudyError(f"study {name!r} not found in {storage_url}; existing studies: {listing}")
+    return optuna.load_study(study_name=name, storage=storage, **kwargs)
+
+
+def artifacts_dir(storage_url: str, study_name: str) -> Path:
+    """Where plots and models of a study live: beside the SQLite file, else under studies/."""
+    if storage_url.startswith("sqlite:///"):
+        return Path(storage_url[len("sqlite:///"):]).parent / study_name
+    return Path("studies") / study_name
+
+
+def library_versions() -> dict[str, str]:
+    import keras
+    import pandas
+    import sklearn
+    import tensorflow
+
+    return {"python": platform.python_version(), "optuna": optuna.__version__, "keras": keras.__version__,
+            "tensorflow": tensorflow.__version__, "numpy": np.__version__, "pandas": pandas.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+# --------------------------------------------------------------------------- trials
+
+def metrics_markdown(stats: dict, weights: dict, scheme: str) -> str:
+    """Per-class metrics as a Markdown table (the dashboard note of a trial)."""
+    rows = [f"**scheme**: `{scheme}`  ",
+            "**class weights**: " + ", ".join(f"{c} {weights[c]:.4g}" for c in CLASSES), "",
+            "| class | precision | recall | F1 | support | loss |", "|---|---|---|---|---|---|"]
+    for c in CLASSES:
+        rows.append(f"| {c} | {stats[f'{c}_precision']:.4f} | {stats[f'{c}_recall']:.4f} | {stats[f'{c}_f1']:.4f} "
+                    f"| {stats[f'{c}_support']} | {stats[f'{c}_loss']:.4f} |")
+    rows += ["", f"**important_f1** (validation): {stats['important_f1']:.4f}, accuracy {stats['accuracy']:.4f}"]
+    return "\n".join(rows)
+
+
+def model_path(models_dir: Path, number: int) -> Path:
+    return models_dir / f"trial-{number}.keras"
+
+
+class Objective:
+    """One trial: sample weights, train, report each epoch, store every metric on the trial."""
+
+    def __init__(self, prepared, space: SearchSpace, base_config: dict, models_dir: Path | None, log=None):
+        self.prepared = prepared
+        self.space = space
+        self.base_config = base_config
+        self.models_dir = models_dir
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from .config import validate_class_weights
+        from .train import NonFiniteLossError, train_model
+
+        config = self.space.suggest(trial, self.base_config)
+        given = trial.user_attrs.get("weights_given")
+        if given is not None:  # a named scheme trains with its weights exactly as the guide gives them
+            config["class_weights"] = validate_class_weights(given, "weights_given")
+        if "scheme" not in trial.user_attrs:
+            trial.set_user_attr("scheme", "search")
+        trial.set_user_attr("class_weights", config["class_weights"])
+        epochs_run = 0
+        t0 = time.perf_counter()
+
+        def report(epoch: int, stats: dict) -> None:
+            nonlocal epochs_run
+            epochs_run = epoch + 1
+            trial.report(stats["important_f1"], epochs_run)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epochs_run}: "
+                                         f"val important_f1 {stats['important_f1']:.4f}")
+
+        try:
+            model, history = train_model(self.prepared, config, report, log=self.log)
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise
+        except NonFiniteLossError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        finally:
+            trial.set_user_attr("epochs_run", epochs_run)
+            trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+        stats = history[-1]["val"]
+        for key, value in stats.items():
+            trial.set_user_attr(f"val_{key}", value)
+        try:
+            import optuna_dashboard
+
+            optuna_dashboard.save_note(trial, metrics_markdown(stats, config["class_weights"],
+                                                               trial.user_attrs["scheme"]))
+        except Exception as exc:  # a note is a convenience; never lose a trial over it
+            self.log(f"warning: could not save the dashboard note: {exc}")
+        self._keep_model(trial, model, config, stats["important_f1"])
+        return stats["important_f1"]
+
+    def _keep_model(self, trial: optuna.Trial, model, config: dict, value: float) -> None:
+        """Save this trial's model if it is the best so far or the unweighted baseline; drop superseded ones."""
+        if self.models_dir is None:
+            return
+        from .train import bundle_paths, save_bundle
+
+        done = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        best_other = max((t.value for t in done), default=-math.inf)
+        scheme = trial.user_attrs.get("scheme")
+        if value >= best_other or scheme == "unweighted":
+            save_bundle(model, self.prepared.featurizer, config, model_path(self.models_dir, trial.number))
+        keep = {t.number for t in done if t.user_attrs.get("scheme") == "unweighted"}
+        if done:
+            keep.add(max(done, key=lambda t: t.value).number)
+        if value < best_other and scheme != "unweighted":
+            return
+        for t in done:
+            if t.number not in keep:
+                for p in bundle_paths(model_path(self.models_dir, t.number)):
+                    p.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- the job
+
+def create_or_resume(storage_url: str, study_name: str, prepared, study_config: StudyConfig,
+                     base_config: dict, seed: int = 0, log=None) -> tuple[optuna.Study, bool]:
+    """Create the study (storing provenance and enqueuing every scheme once) or resume it.
+
+    The sampler is re-seeded with the number of trials already in the study, so a
+    resumed run never replays the parameters of the first run.
+    """
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    storage = open_storage(storage_url)
+    created = study_name not in study_names(storage)
+    n_before = 0 if created else len(optuna.load_study(study_name=study_name, storage=storage).trials)
+    sampler = optuna.samplers.TPESampler(seed=seed + n_before, n_startup_trials=10)
+    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", sampler=sampler,
+                                pruner=study_config.make_pruner(), load_if_exists=True)
+    space = study_config.space
+    if created:
+        study.set_metric_names([METRIC_NAME])
+        meta = prepared.meta()
+        for key in ("source", "data_fingerprint", "class_counts", "split", "n_features"):
+            study.set_user_attr(key, meta[key])
+        study.set_user_attr("model_config", base_config)
+        study.set_user_attr("search_space", space.to_dict())
+        study.set_user_attr("library_versions", library_versions())
+        study.set_user_attr("seed", seed)
+        schemes = warm_start_schemes(prepared.class_counts["train"])
+        if study_config.schemes is not None:
+            study_config.check_schemes()
+            schemes = {k: v for k, v in schemes.items() if k in study_config.schemes}
+        for name, weights in schemes.items():
+            study.enqueue_trial(space.params_for(weights), user_attrs={"scheme": name, "weights_given": weights})
+        log(f"created study {study_name!r} in {storage_url}; enqueued {len(schemes)} baseline schemes")
+    else:
+        attrs = study.user_attrs
+        if attrs.get("data_fingerprint") not in (None, prepared.fingerprint):
+            raise StudyError(f"study {study_name!r} was run on data {attrs['data_fingerprint']} "
+                             f"({attrs.get('source')}); this data is {prepared.fingerprint}. Use a new --study name.")
+        if attrs.get("search_space") not in (None, space.to_dict()):
+            raise StudyError(f"study {study_name!r} was created with search space {attrs['search_space']}; "
+                             "this config differs. Use a new --study name.")
+        if attrs.get("model_config") not in (None, base_config):
+            raise StudyError(f"study {study_name!r} was created with model config {attrs['model_config']}; "
+                             "this config differs. Use a new --study name.")
+        log(f"resuming study {study_name!r}: {n_before} trials so far")
+    return study, created
+
+
+def finished_count(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+def tune(prepared, storage_url: str, study_name: str, n_trials: int, study_config: StudyConfig,
+         seed: int = 0, log=None, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """Run the study until it holds ``n_trials`` finished (complete or pruned) trials in total."""
+    from tqdm import tqdm
+
+    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    base_config = validate_config(study_config.model)
+    study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, log)
+    if pruner is not None:
+        study.pruner = pruner
+    done = finished_count(study)
+    if done >= n_trials:
+        log(f"study {study_name!r} already has {done} finished trials (--trials {n_trials}); nothing to run")
+    else:
+        models_dir = artifacts_dir(storage_url, study_name) / "models"
+        objective = Objective(prepared, study_config.space, base_config, models_dir, log)
+        bar = tqdm(total=n_trials, initial=done, desc=f"study {study_name}", unit="trial", file=sys.stderr)
+
+        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            bar.n = finished_count(study)
+            bar.refresh()
+            value = "-" if trial.value is None else f"{trial.value:.4f}"
+            weights = trial.user_attrs.get("class_weights") or {}
+            log(f"trial {trial.number} {trial.state.name.lower()} {trial.user_attrs.get('scheme', '')} "
+                f"weights {', '.join(f'{c[:4]} {weights[c]:.3g}' for c in weights)} -> {METRIC_NAME} {value}")
+
+        from .train import NonFiniteLossError
+
+        remaining = n_trials - done
+        try:
+            # MaxTrialsCallback makes --trials a total; n_trials bounds a run of failing trials.
+            study.optimize(objective, n_trials=2 * remaining + 5, gc_after_trial=True,
+                           callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), after_trial],
+                           catch=(NonFiniteLossError,))
+        finally:
+            bar.close()
+    return study
+
+
+def final_test_evaluation(study: optuna.Study, prepared, storage_url: str, log=None) -> dict | None:
+    """Score the best trial's weights once on the test split, beside the unweighted baseline.
+
+    The search never saw the test split; the result is stored as the study's
+    ``test_stats`` user attr.
+    """
+    from .train import evaluate, load_bundle, train_model
+
+    log = log or (lambda msg: print(msg, file=sys.stderr))
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        log("no completed trial: nothing to evaluate on the test split")
+        return None
+    models_dir = artifacts_dir(storage_url, study.study_name) / "models"
+
+    def test_stats_of(trial) -> dict:
+        path = model_path(models_dir, trial.number)
+        if path.exists():
+            model, _, config = load_bundle(path)
+        else:
+            config = trial_config(study, trial)
+            log(f"model of trial {trial.number} not on disk; retraining it for the test evaluation")
+            model, _ = train_model(prepared, config)
+        return evaluate(model, prepared.splits["test"], config)
+
+    best = max(complete, key=lambda t: t.value)
+    result = {"trial": best.number, "scheme": best.user_attrs.get("scheme"),
+              "class_weights": best.user_attrs.get("class_weights"), "val_important_f1": best.value,
+              "stats": test_stats_of(best)}
+    unweighted = [t for t in complete if t.user_attrs.get("scheme") == "unweighted"]
+    if unweighted and unweighted[0].number != best.number:
+        u = unweighted[0]
+        result["unweighted"] = {"trial": u.number, "val_important_f1": u.value, "stats": test_stats_of(u)}
+    elif unweighted:
+        result["unweighted"] = {"trial": best.number, "val_important_f1": best.value, "stats": result["stats"]}
+    result["verdict"] = verdict(result)
+    study.set_user_attr("test_stats", result)
+    log(f"best trial {best.number} ({result['scheme']}): val important_f1 {best.value:.4f}, "
+        f"test important_f1 {result['stats']['important_f1']:.4f}")
+    log(result["verdict"])
+    return result
+
+
+def verdict(result: dict) -> str:
+    """A plain sentence on whether the tuned weights beat no weights, on validation and on test."""
+    test = result["stats"]["important_f1"]
+    gap = result["val_important_f1"] - test
+    lines = []
+    if "unweighted" not in result:
+        lines.append("The unweighted baseline has not completed; no comparison with it is possible yet.")
+    elif result["unweighted"]["trial"] == result["trial"]:
+        lines.append("No weighting beat the unweighted model on validation: use no class weights.")
+    else:
+        u_val = result["unweighted"]["val_important_f1"]
+        u_test = result["unweighted"]["stats"]["important_f1"]
+        if test > u_test:
+            lines.append(f"The tuned weights beat the unweighted model on validation ({result['val_important_f1']:.4f} "
+                         f"vs {u_val:.4f}) and on test ({test:.4f} vs {u_test:.4f}).")
+        else:
+            lines.append(f"Validation and test disagree: the tuned weights beat the unweighted model on validation "
+                         f"({result['val_important_f1']:.4f} vs {u_val:.4f}) but not on test "
+                         f"({test:.4f} vs {u_test:.4f}). Prefer no weights unless a larger study confirms them.")
+    if abs(gap) > 0.05:
+        lines.append(f"Validation and test important_f1 differ by {gap:+.4f}: the validation split may be too small "
+                     "or unlike the test split.")
+    return " ".join(lines)
+
+
+def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
+    """The full model config a finished trial trained with, re-derived from its params."""
+    space = SearchSpace.from_dict(study.user_attrs["search_space"])
+    config = space.suggest(optuna.trial.FixedTrial(trial.params), study.user_attrs["model_config"])
+    config["class_weights"] = trial.user_attrs.get("class_weights", config["class_weights"])
+    return validate_config(config)
