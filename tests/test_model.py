@@ -52,8 +52,10 @@ def test_padded_steps_add_no_loss():
         assert float(loss_fn(pad_y, pad_p)) == pytest.approx(float(loss_fn(y, p)), rel=1e-6)
 
 
-def test_padding_changes_no_prediction_of_a_real_line():
-    cfg = validate_config({"hidden_size": 8, "num_layers": 2, "dropout": 0.0, "seed": 0})
+@pytest.mark.parametrize("projection", [0, 6])
+def test_padding_changes_no_prediction_of_a_real_line(projection):
+    cfg = validate_config({"hidden_size": 8, "num_layers": 2, "dropout": 0.0, "seed": 0,
+                           "input_projection": projection})
     model = build_model(5, cfg)
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1, 6, 5)).astype(np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -66,8 +67,13 @@ def cmd_train(args) -> int:
     stats = {"val": evaluate(model, prepared.splits["val"], config),
              "test": evaluate(model, prepared.splits["test"], config)}
     print(format_stats_table(stats))
+    import resource
+
+    epoch_seconds = [h["train_seconds"] for h in history]
     payload = {"model_config": config, "val_stats": stats["val"], "test_stats": stats["test"],
-               "history": history, "train_seconds": time.perf_counter() - t0, **prepared.meta()}
+               "history": history, "train_seconds": time.perf_counter() - t0,
+               "mean_epoch_train_seconds": sum(epoch_seconds) / len(epoch_seconds),
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **prepared.meta()}
     _write_json(args.out, payload)
     print(f"wrote {args.out}")
     if args.save_model:
@@ -84,6 +90,15 @@ def _add_study_args(p: argparse.ArgumentParser, study_default: str | None = "def
                    help="Optuna RDB storage URL (default sqlite:///studies/<study>.db; postgresql://... scales out)")
 
 
+def _add_worker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    p.add_argument("--trial-timeout", type=float, default=None,
+                   help="fail a trial that runs longer than this many seconds (checked after each epoch)")
+    p.add_argument("--heartbeat", type=int, default=10,
+                   help="heartbeat interval in seconds; a trial of a killed worker is failed and retried "
+                        "after three missed beats")
+
+
 def _storage(args) -> str:
     return args.storage or f"sqlite:///studies/{args.study}.db"
 
@@ -94,15 +109,31 @@ def cmd_tune(args) -> int:
 
     if args.trials < 1:
         raise WeightTunerError(f"--trials must be >= 1, got {args.trials}")
+    from .study import check_storage
+
     study_config = StudyConfig.load(args.config)
-    prepared = _prepare(args)
     storage = _storage(args)
-    study = tune(prepared, storage, args.study, args.trials, study_config, seed=args.seed)
+    check_storage(storage)
+    prepared = _prepare(args)
+    study = tune(prepared, storage, args.study, args.trials, study_config, seed=args.seed,
+                 trial_timeout=args.trial_timeout, heartbeat=args.heartbeat)
     final_test_evaluation(study, prepared, storage)
     from .study import finished_count
 
     print(f"study {args.study!r} in {storage}: {finished_count(study)} finished trials. "
           f"Next: weight-tuner report --study {args.study} --storage {storage}")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    """Join an existing study as one more worker."""
+    from .study import check_storage, finished_count, join_study
+
+    check_storage(_storage(args), must_exist=True)
+    prepared = _prepare(args)
+    study = join_study(prepared, _storage(args), args.study, args.trials, seed=args.seed,
+                       trial_timeout=args.trial_timeout, heartbeat=args.heartbeat)
+    print(f"worker done: study {args.study!r} holds {finished_count(study)} finished trials")
     return 0
 
 
@@ -156,8 +187,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finished (complete or pruned) trials the study should hold in total")
     p.add_argument("--config", default=None,
                    help="study config (.toml with [space], [model], [pruner]) or a model config (.json)")
-    p.add_argument("--seed", type=int, default=0, help="sampler seed")
+    _add_worker_args(p)
     p.set_defaults(func=cmd_tune)
+
+    p = sub.add_parser("worker", help="join an existing study (created by tune) as one more worker")
+    _add_data_args(p)
+    _add_study_args(p, study_default=None)
+    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold in total")
+    _add_worker_args(p)
+    p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("export", help="write the best weights of a study as JSON")
     _add_study_args(p, study_default=None)
@@ -171,15 +209,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that Optuna marks the running trial FAIL."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
 def main(argv=None) -> int:
     """Entry point of the ``weight-tuner`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.func(args) or 0)
     except WeightTunerError as exc:
         print(f"weight-tuner: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        code = 143 if isinstance(exc, Terminated) else 130
+        print(f"weight-tuner: interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}); the running trial, if any, "
+              "is marked FAIL and finished trials are kept. Run the same command again to resume.", file=sys.stderr)
+        return code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "window_size": 15,
     "prediction_stride": 5,
     "train_stride": None,  # None: window_size, i.e. non-overlapping training windows
+    "input_projection": 0,  # >0: a per-line Dense layer of this width before the LSTMs (faster on CPU)
     "hidden_size": 128,
     "num_layers": 2,
     "dropout": 0.3,
@@ -50,6 +51,7 @@ _INT_KEYS = {
     "batch_size": 1,
     "verbosity": 0,
     "seed": 0,
+    "input_projection": 0,
 }
 
 

@@ -67,10 +67,16 @@ def describe_weights(class_weights: dict[str, float] | None) -> str:
 
 
 def build_model(n_features: int, config: dict) -> keras.Model:
-    """``num_layers`` x Bidirectional LSTM, then a per-line softmax over the classes, with Adam."""
+    """``num_layers`` x Bidirectional LSTM, then a per-line softmax over the classes, with Adam.
+
+    With ``input_projection`` > 0 a per-line Dense layer first narrows the features.
+    """
     inputs = keras.Input(shape=(None, n_features), name="lines")
     # All-zero rows are padding (real lines carry a bias feature of 1.0).
     x = keras.layers.Masking(mask_value=0.0, name="padding_mask")(inputs)
+    if config.get("input_projection"):
+        # One matmul over all lines at once, instead of a wide LSTM input kernel at every step.
+        x = keras.layers.Dense(config["input_projection"], activation="relu", name="projection")(x)
     for i in range(config["num_layers"]):
         x = keras.layers.Bidirectional(
             keras.layers.LSTM(config["hidden_size"], return_sequences=True, dropout=config["dropout"]),

@@ -8,6 +8,7 @@ The search space is in :class:`SearchSpace`; the warm-start schemes in
 from __future__ import annotations
 
 import math
+import os
 import platform
 import sys
 import time
@@ -37,6 +38,10 @@ QUICK_MODEL = {"hidden_size": 32, "num_layers": 1, "epochs": 8, "batch_size": 16
 
 class StudyError(WeightTunerError):
     """A storage or study problem (unknown study, unreadable storage, empty study)."""
+
+
+class TrialTimeoutError(WeightTunerError):
+    """A trial ran past ``--trial-timeout`` (checked after each epoch)."""
 
 
 # --------------------------------------------------------------------------- search space
@@ -146,7 +151,9 @@ class StudyConfig:
                 raise ConfigError(f"study config {path}: unknown key {key!r}; expected space, model, pruner, schemes")
         model = dict(QUICK_MODEL, **raw.get("model", {}))
         validate_config(model)
-        pruner = dict(cls().pruner, **raw.get("pruner", {}))
+        user_pruner = raw.get("pruner", {})
+        # The default's arguments apply only to the default pruner type.
+        pruner = user_pruner if user_pruner.get("type", "median") != "median" else dict(cls().pruner, **user_pruner)
         out = cls(SearchSpace.from_dict(raw.get("space", {}), f"study config {path} [space]"), model, pruner,
                   raw.get("schemes"))
         out.check_schemes()
@@ -209,26 +216,48 @@ def warm_start_schemes(train_counts: dict[str, int]) -> dict[str, dict[str, floa
 
 # --------------------------------------------------------------------------- storage
 
-def open_storage(url: str, *, must_exist: bool = False, heartbeat: bool = True) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried.
-
-    With ``must_exist``, a SQLite file that does not exist is an error instead of
-    being created. A file that is not an Optuna database is an error, not modified.
-    """
+def check_storage(url: str, must_exist: bool = False) -> None:
+    """Fail fast, touching nothing, on a SQLite path that is not a database (or is missing, if it must exist)."""
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         if path.exists():
+            if path.is_dir():
+                raise StudyError(f"storage {url}: {path} is a directory")
             with open(path, "rb") as fh:
                 head = fh.read(16)
             if head and head != b"SQLite format 3\x00":
                 raise StudyError(f"storage {url}: {path} is not a SQLite database")
+            if head:
+                import sqlite3
+
+                try:
+                    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                    con.close()
+                except sqlite3.DatabaseError as exc:
+                    raise StudyError(f"storage {url}: {path} is not a readable SQLite database ({exc})") from exc
+                if tables and "studies" not in tables:
+                    raise StudyError(f"storage {url}: {path} is a SQLite database but not an Optuna storage")
         elif must_exist:
             raise StudyError(f"storage {url}: {path} does not exist (run `weight-tuner tune` first)")
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+    elif "://" not in url:
+        raise StudyError(f"storage {url!r} is not a database URL (e.g. sqlite:///studies/x.db, postgresql://...)")
+
+
+def open_storage(url: str, *, must_exist: bool = False, heartbeat: int = 0) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried.
+
+    ``heartbeat`` is the interval in seconds (0: none, for read-only use); a trial
+    silent for three intervals is failed and retried with the same parameters.
+    With ``must_exist``, a SQLite file that does not exist is an error instead of
+    being created. A file that is not an Optuna database is an error, not modified.
+    """
+    check_storage(url, must_exist=must_exist)
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     kwargs: dict[str, Any] = {}
     if heartbeat:
-        kwargs = {"heartbeat_interval": 10, "grace_period": 30,
+        kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat,
                   "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     try:
@@ -244,7 +273,7 @@ def study_names(storage) -> list[str]:
 
 def load_existing_study(storage_url: str, name: str, **kwargs) -> optuna.Study:
     """Load a study that must exist; the error lists the studies that do."""
-    storage = open_storage(storage_url, must_exist=True, heartbeat=kwargs.pop("heartbeat", False))
+    storage = open_storage(storage_url, must_exist=True, heartbeat=kwargs.pop("heartbeat", 0))
     names = study_names(storage)
     if name not in names:
         listing = ", ".join(names) if names else "none"
@@ -291,7 +320,10 @@ def model_path(models_dir: Path, number: int) -> Path:
 class Objective:
     """One trial: sample weights, train, report each epoch, store every metric on the trial."""
 
-    def __init__(self, prepared, space: SearchSpace, base_config: dict, models_dir: Path | None, log=None):
+    def __init__(self, prepared, space: SearchSpace, base_config: dict, models_dir: Path | None, log=None,
+                 trial_timeout: float | None = None, n_trials: int | None = None):
+        self.trial_timeout = trial_timeout
+        self.n_trials = n_trials
         self.prepared = prepared
         self.space = space
         self.base_config = base_config
@@ -302,7 +334,8 @@ class Objective:
         from .config import validate_class_weights
         from .train import NonFiniteLossError, train_model
 
-        config = self.space.suggest(trial, self.base_config)
+        config = self.space.suggest(trial, self.base_config)  # an enqueued trial gets its fixed params here
+        self._check_surplus(trial)
         given = trial.user_attrs.get("weights_given")
         if given is not None:  # a named scheme trains with its weights exactly as the guide gives them
             config["class_weights"] = validate_class_weights(given, "weights_given")
@@ -316,6 +349,10 @@ class Objective:
             nonlocal epochs_run
             epochs_run = epoch + 1
             trial.report(stats["important_f1"], epochs_run)
+            elapsed = time.perf_counter() - t0
+            if self.trial_timeout is not None and elapsed > self.trial_timeout and epochs_run < config["epochs"]:
+                raise TrialTimeoutError(f"trial ran {elapsed:.1f}s, over --trial-timeout {self.trial_timeout:g}s, "
+                                        f"after epoch {epochs_run}")
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epochs_run}: "
                                          f"val important_f1 {stats['important_f1']:.4f}")
@@ -325,8 +362,12 @@ class Objective:
         except optuna.TrialPruned as exc:
             trial.set_user_attr("pruned_reason", str(exc))
             raise
-        except NonFiniteLossError as exc:
+        except (NonFiniteLossError, TrialTimeoutError) as exc:
             trial.set_user_attr("fail_reason", str(exc))
+            raise
+        except KeyboardInterrupt as exc:
+            trial.set_user_attr("fail_reason", f"interrupted ({type(exc).__name__})")
+            self._give_back(trial)  # the next run retries these parameters
             raise
         finally:
             trial.set_user_attr("epochs_run", epochs_run)
@@ -343,6 +384,27 @@ class Objective:
             self.log(f"warning: could not save the dashboard note: {exc}")
         self._keep_model(trial, model, config, stats["important_f1"])
         return stats["important_f1"]
+
+    def _check_surplus(self, trial: optuna.Trial) -> None:
+        """Give the trial back if finished and running trials numbered before it already reach the total."""
+        if self.n_trials is None:
+            return
+        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,))
+                 if t.number < trial.number]
+        if len(ahead) < self.n_trials:
+            return
+        trial.set_user_attr("surplus", True)
+        self._give_back(trial)
+        raise SurplusTrial(f"surplus: {len(ahead)} trials were already finished or running")
+
+    @staticmethod
+    def _give_back(trial: optuna.Trial) -> None:
+        """Re-enqueue a trial that will not finish, so its parameters (an enqueued scheme too) are not lost."""
+        params = trial.params  # already suggested: an enqueued trial's fixed params
+        if params:
+            attrs = {k: v for k, v in trial.user_attrs.items()
+                     if k in ("scheme", "weights_given")}
+            trial.study.enqueue_trial(params, user_attrs=dict(attrs, retry_of=trial.number))
 
     def _keep_model(self, trial: optuna.Trial, model, config: dict, value: float) -> None:
         """Save this trial's model if it is the best so far or the unweighted baseline; drop superseded ones."""
@@ -369,19 +431,26 @@ class Objective:
 # --------------------------------------------------------------------------- the job
 
 def create_or_resume(storage_url: str, study_name: str, prepared, study_config: StudyConfig,
-                     base_config: dict, seed: int = 0, log=None) -> tuple[optuna.Study, bool]:
+                     base_config: dict, seed: int = 0, log=None, heartbeat: int = 10) -> tuple[optuna.Study, bool]:
     """Create the study (storing provenance and enqueuing every scheme once) or resume it.
 
     The sampler is re-seeded with the number of trials already in the study, so a
     resumed run never replays the parameters of the first run.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
-    storage = open_storage(storage_url)
-    created = study_name not in study_names(storage)
-    n_before = 0 if created else len(optuna.load_study(study_name=study_name, storage=storage).trials)
-    sampler = optuna.samplers.TPESampler(seed=seed + n_before, n_startup_trials=10)
-    study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize", sampler=sampler,
-                                pruner=study_config.make_pruner(), load_if_exists=True)
+    storage = open_storage(storage_url, heartbeat=heartbeat)
+    pruner = study_config.make_pruner()
+    try:
+        # Creation is atomic in the database: of two racing `tune` commands only one creates
+        # the study, and only that one enqueues the schemes.
+        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+                                    sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=10), pruner=pruner)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        n_before = len(storage.get_all_trials(storage.get_study_id_from_name(study_name), deepcopy=False))
+        study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
+                                  sampler=optuna.samplers.TPESampler(seed=seed + n_before, n_startup_trials=10))
+        created = False
     space = study_config.space
     if created:
         study.set_metric_names([METRIC_NAME])
@@ -390,6 +459,7 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
             study.set_user_attr(key, meta[key])
         study.set_user_attr("model_config", base_config)
         study.set_user_attr("search_space", space.to_dict())
+        study.set_user_attr("pruner", study_config.pruner)
         study.set_user_attr("library_versions", library_versions())
         study.set_user_attr("seed", seed)
         schemes = warm_start_schemes(prepared.class_counts["train"])
@@ -410,7 +480,7 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         if attrs.get("model_config") not in (None, base_config):
             raise StudyError(f"study {study_name!r} was created with model config {attrs['model_config']}; "
                              "this config differs. Use a new --study name.")
-        log(f"resuming study {study_name!r}: {n_before} trials so far")
+        log(f"resuming study {study_name!r}: {len(study.trials)} trials so far")
     return study, created
 
 
@@ -419,42 +489,107 @@ def finished_count(study: optuna.Study) -> int:
 
 
 def tune(prepared, storage_url: str, study_name: str, n_trials: int, study_config: StudyConfig,
-         seed: int = 0, log=None, pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-    """Run the study until it holds ``n_trials`` finished (complete or pruned) trials in total."""
-    from tqdm import tqdm
-
-    log = log or (lambda msg: tqdm.write(msg, file=sys.stderr))
+         seed: int = 0, log=None, pruner: optuna.pruners.BasePruner | None = None,
+         trial_timeout: float | None = None, heartbeat: int = 10) -> optuna.Study:
+    """Create or resume the study, then run it to ``n_trials`` finished (complete or pruned) trials in total."""
+    log = log or _tqdm_log
     base_config = validate_config(study_config.model)
-    study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, log)
+    study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, log, heartbeat)
     if pruner is not None:
         study.pruner = pruner
+    run_trials(study, prepared, storage_url, n_trials, study_config.space, base_config, log, trial_timeout)
+    return study
+
+
+def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed: int = 0, log=None,
+               trial_timeout: float | None = None, heartbeat: int = 10) -> optuna.Study:
+    """A worker: join a study that ``tune`` created, with the study's own space and model config.
+
+    Workers never enqueue anything; the study's creator did that once.
+    """
+    log = log or _tqdm_log
+    probe = load_existing_study(storage_url, study_name)
+    attrs = probe.user_attrs
+    if "search_space" not in attrs or "model_config" not in attrs:
+        raise StudyError(f"study {study_name!r} was not created by `weight-tuner tune`; start it with tune first")
+    if attrs.get("data_fingerprint") != prepared.fingerprint:
+        raise StudyError(f"study {study_name!r} was run on data {attrs.get('data_fingerprint')} "
+                         f"({attrs.get('source')}); this worker's data is {prepared.fingerprint}")
+    space = SearchSpace.from_dict(attrs["search_space"])
+    pruner_cfg = attrs.get("pruner") or StudyConfig().pruner
+    sampler = optuna.samplers.TPESampler(seed=seed + len(probe.trials) + os.getpid(), n_startup_trials=10)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=heartbeat),
+                              sampler=sampler,
+                              pruner=StudyConfig(pruner=pruner_cfg).make_pruner())
+    run_trials(study, prepared, storage_url, n_trials, space, validate_config(attrs["model_config"]), log,
+               trial_timeout)
+    return study
+
+
+def _tqdm_log(msg: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(msg, file=sys.stderr)
+
+
+class SurplusTrial(Exception):
+    """Another worker already holds the last of the requested trials."""
+
+
+def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, space: SearchSpace,
+               base_config: dict, log, trial_timeout: float | None = None, poll_seconds: float = 5.0,
+               max_failures: int = 5) -> None:
+    """Run trials one at a time until the study holds exactly ``n_trials`` finished trials.
+
+    Before each trial the finished and running trials of every worker are counted,
+    so several workers together stop at the total; a trial that finds itself
+    beyond the total (a race between workers) gives its parameters back.
+    """
+    from tqdm import tqdm
+
+    from .train import NonFiniteLossError
+
+    models_dir = artifacts_dir(storage_url, study.study_name) / "models"
+    objective = Objective(prepared, space, base_config, models_dir, log, trial_timeout, n_trials)
     done = finished_count(study)
     if done >= n_trials:
-        log(f"study {study_name!r} already has {done} finished trials (--trials {n_trials}); nothing to run")
-    else:
-        models_dir = artifacts_dir(storage_url, study_name) / "models"
-        objective = Objective(prepared, study_config.space, base_config, models_dir, log)
-        bar = tqdm(total=n_trials, initial=done, desc=f"study {study_name}", unit="trial", file=sys.stderr)
+        log(f"study {study.study_name!r} already has {done} finished trials (--trials {n_trials}); nothing to run")
+        return
+    bar = tqdm(total=n_trials, initial=done, desc=f"study {study.study_name}", unit="trial", file=sys.stderr)
+    failures = 0
 
-        def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-            bar.n = finished_count(study)
-            bar.refresh()
-            value = "-" if trial.value is None else f"{trial.value:.4f}"
-            weights = trial.user_attrs.get("class_weights") or {}
-            log(f"trial {trial.number} {trial.state.name.lower()} {trial.user_attrs.get('scheme', '')} "
-                f"weights {', '.join(f'{c[:4]} {weights[c]:.3g}' for c in weights)} -> {METRIC_NAME} {value}")
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        bar.n = min(finished_count(study), n_trials)
+        bar.refresh()
+        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        weights = trial.user_attrs.get("class_weights") or {}
+        reason = trial.user_attrs.get("fail_reason", "")
+        log(f"trial {trial.number} {trial.state.name.lower()} {trial.user_attrs.get('scheme', '')} "
+            f"weights {', '.join(f'{c[:4]} {weights[c]:.3g}' for c in weights)} -> {METRIC_NAME} {value} {reason}")
 
-        from .train import NonFiniteLossError
-
-        remaining = n_trials - done
-        try:
-            # MaxTrialsCallback makes --trials a total; n_trials bounds a run of failing trials.
-            study.optimize(objective, n_trials=2 * remaining + 5, gc_after_trial=True,
-                           callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=FINISHED), after_trial],
-                           catch=(NonFiniteLossError,))
-        finally:
-            bar.close()
-    return study
+    try:
+        while True:
+            finished = finished_count(study)
+            if finished >= n_trials:
+                break
+            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+            if finished + running >= n_trials:
+                # The other workers hold the remaining trials; one may still die and be retried.
+                optuna.storages.fail_stale_trials(study)
+                time.sleep(poll_seconds)
+                continue
+            study.optimize(objective, n_trials=1, gc_after_trial=True, callbacks=[after_trial],
+                           catch=(NonFiniteLossError, TrialTimeoutError, SurplusTrial))
+            last = study.trials[-1] if study.trials else None
+            if last is not None and last.state == TrialState.FAIL and "surplus" not in last.user_attrs:
+                failures += 1
+                if failures >= max_failures:
+                    raise StudyError(f"{failures} trials failed in a row; last reason: "
+                                     f"{last.user_attrs.get('fail_reason', 'see the log')}")
+            else:
+                failures = 0
+    finally:
+        bar.close()
 
 
 def final_test_evaluation(study: optuna.Study, prepared, storage_url: str, log=None) -> dict | None:

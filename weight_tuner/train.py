@@ -49,6 +49,13 @@ class SplitData:
     def pad_index(self) -> int:
         return len(self.y)
 
+    def tensors(self):
+        """Features and one-hot labels as TF tensors, made once and reused by every trial."""
+        if getattr(self, "_tensors", None) is None:
+            tf = _tf()
+            self._tensors = (tf.constant(self.X), tf.constant(label_table(self.y)))
+        return self._tensors
+
 
 @dataclass
 class Prepared:
@@ -134,16 +141,16 @@ def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labe
                  shuffle_seed: int | None = None):
     """A tf.data pipeline that gathers window batches from the feature matrix (no dense copies)."""
     tf = _tf()
-    X = tf.constant(split.X)
+    X, Y = split.tensors()
     ds = tf.data.Dataset.from_tensor_slices(windows)
     if shuffle_seed is not None:
         ds = ds.shuffle(len(windows), seed=shuffle_seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size)
     if labels:
-        Y = tf.constant(label_table(split.y))
-        ds = ds.map(lambda idx: (tf.gather(X, idx), tf.gather(Y, idx)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda idx: (tf.cast(tf.gather(X, idx), tf.float32), tf.gather(Y, idx)),
+                    num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = ds.map(lambda idx: tf.gather(X, idx), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda idx: tf.cast(tf.gather(X, idx), tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

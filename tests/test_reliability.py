@@ -1,0 +1,253 @@
+"""Faults as a user meets them: kill -9, Ctrl-C, many workers, NaN losses, timeouts, bad input."""
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from weight_tuner.cli import main
+from weight_tuner.study import StudyConfig, StudyError, tune
+
+PG_URL = os.environ.get("WEIGHT_TUNER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+SAMPLE_DOCS = "30"
+
+
+def study_toml(tmp_path, epochs=12, schemes=("unweighted", "inverse_frequency", "balanced", "sqrt_inverse_frequency")):
+    path = tmp_path / "tiny.toml"
+    path.write_text(f"schemes = {json.dumps(list(schemes))}\n[model]\nhidden_size = 8\nnum_layers = 1\n"
+                    f"epochs = {epochs}\nbatch_size = 16\nwindow_size = 10\nprediction_stride = 5\n"
+                    "learning_rate = 0.01\n[pruner]\ntype = \"none\"\n")
+    return path
+
+
+def cli(args, cache_dir, **kw):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "weight_tuner.cli", *args, "--sample-docs", SAMPLE_DOCS, "--cache-dir", str(cache_dir)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def trials(url, name):
+    try:
+        return optuna.load_study(study_name=name, storage=url).trials
+    except KeyError:
+        return []
+
+
+def wait_for(predicate, proc, timeout=180, what="condition"):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_mid_epoch(url, name, after_complete=0):
+    def check():
+        ts = trials(url, name)
+        done = sum(t.state == TrialState.COMPLETE for t in ts)
+        return done >= after_complete and any(t.state == TrialState.RUNNING and t.intermediate_values for t in ts)
+    return check
+
+
+def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
+    url = f"sqlite:///{tmp_path}/k.db"
+    # 4 schemes, 4 trials: the retry joins the end of the queue, so the rerun reaches it.
+    args = ["tune", "--storage", url, "--study", "k", "--trials", "4", "--config", str(study_toml(tmp_path)),
+            "--heartbeat", "1"]
+    proc = cli(args, cache_dir)
+    wait_for(running_mid_epoch(url, "k", after_complete=1), proc, what="a running trial after one completed")
+    before = trials(url, "k")
+    complete_before = sum(t.state == TrialState.COMPLETE for t in before)
+    killed = [t for t in before if t.state == TrialState.RUNNING][0]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    time.sleep(3.5)  # three missed heartbeats
+    rerun = cli(args, cache_dir)
+    out, err = rerun.communicate(timeout=400)
+    assert rerun.returncode == 0, err[-2000:]
+    after = trials(url, "k")
+    by_number = {t.number: t for t in after}
+    assert by_number[killed.number].state == TrialState.FAIL
+    retries = [t for t in after if t.system_attrs.get("failed_trial") == killed.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == killed.params
+    assert retries[0].user_attrs["scheme"] == killed.user_attrs["scheme"]
+    assert sum(t.state == TrialState.COMPLETE for t in after) >= complete_before
+    for t in before:  # completed trials are untouched
+        if t.state == TrialState.COMPLETE:
+            assert by_number[t.number].value == t.value and by_number[t.number].state == TrialState.COMPLETE
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 4
+
+
+def test_sigint_marks_trial_failed_and_exits_130(tmp_path, cache_dir):
+    url = f"sqlite:///{tmp_path}/i.db"
+    proc = cli(["tune", "--storage", url, "--study", "i", "--trials", "2", "--config", str(study_toml(tmp_path))],
+               cache_dir)
+    wait_for(running_mid_epoch(url, "i"), proc, what="a running trial")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "Run the same command again to resume" in err
+    ts = trials(url, "i")
+    failed = [t for t in ts if t.state == TrialState.FAIL]
+    assert len(failed) == 1 and "interrupted" in failed[0].user_attrs["fail_reason"]
+    assert not [t for t in ts if t.state == TrialState.RUNNING]
+    # its parameters wait in the queue for the next run
+    assert any(t.state == TrialState.WAITING and t.user_attrs.get("retry_of") == failed[0].number for t in ts)
+    con = sqlite3.connect(tmp_path / "i.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+
+
+def _workers_reach_exactly_n(url, name, tmp_path, cache_dir, n_workers=2, total=4):
+    toml = study_toml(tmp_path, epochs=2)
+    first = cli(["tune", "--storage", url, "--study", name, "--trials", "1", "--config", str(toml)], cache_dir)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    workers = [cli(["worker", "--storage", url, "--study", name, "--trials", str(total), "--seed", str(i)], cache_dir)
+               for i in range(n_workers)]
+    for w in workers:
+        _, err = w.communicate(timeout=400)
+        assert w.returncode == 0, err[-2000:]
+    ts = trials(url, name)
+    complete = [t for t in ts if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(complete) == total
+    schemes = [t.user_attrs["scheme"] for t in complete if t.user_attrs["scheme"] != "search"]
+    assert len(schemes) == len(set(schemes))  # no enqueued scheme ran twice
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == total
+    return ts
+
+
+def _pg_available():
+    try:
+        import sqlalchemy
+
+        with sqlalchemy.create_engine(PG_URL).connect():
+            return True
+    except Exception:
+        return False
+
+
+@pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
+def test_two_workers_on_postgresql_finish_exactly_n(tmp_path, cache_dir):
+    name = f"wt-test-{os.getpid()}-{int(time.time() * 1000)}"
+    try:
+        _workers_reach_exactly_n(PG_URL, name, tmp_path, cache_dir)
+        # report and export work on PostgreSQL too
+        assert main(["export", "--study", name, "--storage", PG_URL, "-o", str(tmp_path / "e.json")]) == 0
+        assert main(["report", "--study", name, "--storage", PG_URL, "--no-plots"]) == 0
+    finally:
+        try:
+            optuna.delete_study(study_name=name, storage=PG_URL)
+        except KeyError:
+            pass
+
+
+def test_two_workers_on_sqlite_are_serialised_safely(tmp_path, cache_dir):
+    url = f"sqlite:///{tmp_path}/w.db"
+    _workers_reach_exactly_n(url, "w", tmp_path, cache_dir)
+    con = sqlite3.connect(tmp_path / "w.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_nan_loss_fails_the_trial_and_the_study_goes_on(prepared, tmp_path):
+    from weight_tuner.train import NonFiniteLossError
+    import weight_tuner.train as train_mod
+
+    calls = {"n": 0}
+    real = train_mod.train_model
+
+    def sometimes_nan(prepared, config, epoch_hook=None, log=None):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise NonFiniteLossError("training loss became nan at epoch 1")
+        return real(prepared, config, epoch_hook, log)
+
+    cfg = StudyConfig(model={"hidden_size": 4, "num_layers": 1, "epochs": 1, "batch_size": 32, "verbosity": 0},
+                      schemes=["unweighted", "balanced"])
+    train_mod.train_model = sometimes_nan
+    try:
+        study = tune(prepared, f"sqlite:///{tmp_path}/n.db", "n", 2, cfg, log=lambda m: None)
+    finally:
+        train_mod.train_model = real
+    states = [t.state for t in study.trials]
+    assert states[0] == TrialState.FAIL and "nan" in study.trials[0].user_attrs["fail_reason"]
+    assert states.count(TrialState.COMPLETE) == 2
+
+
+def test_real_nan_loss_is_detected(prepared):
+    from weight_tuner.config import validate_config
+    from weight_tuner.train import NonFiniteLossError, train_model
+
+    cfg = validate_config({"hidden_size": 4, "num_layers": 1, "epochs": 2, "verbosity": 0, "learning_rate": 1e30,
+                           "class_weights": {"Nomenclature": 1e30, "Description": 1e30, "Misc": 1e30}})
+    with pytest.raises(NonFiniteLossError, match="loss became"):
+        train_model(prepared, cfg)
+
+
+def test_trial_timeout_fails_the_trial_with_reason(prepared, tmp_path):
+    cfg = StudyConfig(model={"hidden_size": 4, "num_layers": 1, "epochs": 2, "batch_size": 32, "verbosity": 0},
+                      schemes=["unweighted"])
+    url = f"sqlite:///{tmp_path}/t.db"
+    # Every trial times out here: after a run of failures the study stops with a clear error.
+    with pytest.raises(StudyError, match="failed in a row; last reason: trial ran"):
+        tune(prepared, url, "t", 1, cfg, log=lambda m: None, trial_timeout=0.001)
+    first = optuna.load_study(study_name="t", storage=url).trials[0]
+    assert first.state == TrialState.FAIL and "--trial-timeout" in first.user_attrs["fail_reason"]
+    assert first.user_attrs["epochs_run"] == 1
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, cache_dir, capsys):
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not a database\n" * 10)
+    digest = _digest(junk)
+    for argv in (["tune", "--storage", f"sqlite:///{junk}", "--cache-dir", str(cache_dir), "--sample-docs", "12"],
+                 ["export", "--study", "x", "--storage", f"sqlite:///{junk}"],
+                 ["report", "--study", "x", "--storage", f"sqlite:///{junk}"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert "is not a SQLite database" in err and len(err.splitlines()) == 1
+    assert _digest(junk) == digest
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["tune", "--data", str(empty), "--storage", f"sqlite:///{tmp_path}/d.db"]) == 2
+    assert "holds no .ann files" in capsys.readouterr().err
+    assert not (tmp_path / "d.db").exists()
+    assert main(["train", "--weights", "{not json", "--out", str(tmp_path / "o.json")]) == 2
+    assert "invalid JSON" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_export_failure_keeps_the_previous_file(tmp_path, monkeypatch, capsys):
+    url = f"sqlite:///{tmp_path}/x.db"
+    optuna.create_study(study_name="empty", storage=url)
+    out = tmp_path / "best.json"
+    out.write_text('{"class_weights": {"Nomenclature": 2.0, "Description": 1.5, "Misc": 1.0}}\n')
+    digest = _digest(out)
+    assert main(["export", "--study", "empty", "--storage", url, "-o", str(out)]) == 2
+    assert _digest(out) == digest
+    from weight_tuner import features
+
+    def broken_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(features.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        features.atomic_write_bytes(out, b"partial")
+    assert _digest(out) == digest
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".best.json")] == []
