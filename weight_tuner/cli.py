@@ -111,7 +111,10 @@ def cmd_tune(args) -> int:
         raise WeightTunerError(f"--trials must be >= 1, got {args.trials}")
     from .study import check_storage
 
+    from .study import parse_objectives
+
     study_config = StudyConfig.load(args.config)
+    study_config.objectives = parse_objectives(args.objectives)
     storage = _storage(args)
     check_storage(storage)
     prepared = _prepare(args)
@@ -137,12 +140,39 @@ def cmd_worker(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    """Label text or .ann files with a saved model (a study's best, or --model)."""
+    from .metrics import format_stats_table
+    from .predict import predict_files
+
+    if bool(args.model) == bool(args.study):
+        raise WeightTunerError("predict: give exactly one of --model PATH or --study NAME")
+    if args.model:
+        model_path = args.model
+    else:
+        from .study import best_model_path
+
+        model_path = best_model_path(_storage(args), args.study)
+    results = predict_files(model_path, args.files, out_dir=args.out_dir, probs_csv=args.probs,
+                            sequence_threshold=args.sequence_rules)
+    for path, entry in results["files"].items():
+        print(f"{path}: {entry['lines']} lines -> {entry['output']}" +
+              (f" (probabilities: {entry['probs_csv']})" if "probs_csv" in entry else ""))
+        if "stats" in entry:
+            print(format_stats_table({"file": entry["stats"]}))
+    if "stats" in results and len(results["files"]) > 1:
+        print(format_stats_table({"all": results["stats"]}))
+    if args.json:
+        _write_json(args.json, results)
+    return 0
+
+
 def cmd_export(args) -> int:
     """Write the best weights of a study as JSON."""
     from .export import export_study
 
     out = args.output or f"studies/{args.study}-best.json"
-    payload = export_study(_storage(args), args.study, out)
+    payload = export_study(_storage(args), args.study, out, args.trial)
     print(json.dumps({"class_weights": payload["class_weights"]}))
     print(f"wrote {out} (trial {payload['trial_number']}, scheme {payload['scheme']})")
     return 0
@@ -188,6 +218,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None,
                    help="study config (.toml with [space], [model], [pruner]) or a model config (.json)")
     _add_worker_args(p)
+    p.add_argument("--objectives", default=None,
+                   help="comma-separated objectives; two or more search the Pareto front, e.g. "
+                        "nomenclature_f1,description_f1 (default: important_f1)")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("worker", help="join an existing study (created by tune) as one more worker")
@@ -197,9 +230,23 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker_args(p)
     p.set_defaults(func=cmd_worker)
 
+    p = sub.add_parser("predict", help="label plain-text or .ann files with a saved model")
+    p.add_argument("files", nargs="+", help="plain-text or YEDDA .ann files; .ann files are also scored")
+    p.add_argument("--study", default=None, help="use the best trial's model of this study")
+    p.add_argument("--storage", default=None)
+    p.add_argument("--model", default=None, help="a saved .keras model (from train --save-model)")
+    p.add_argument("--out-dir", default=None, help="where to write <name>.pred.txt.ann (default: beside the input)")
+    p.add_argument("--probs", action="store_true", help="also write per-line probabilities as CSV")
+    p.add_argument("--sequence-rules", type=float, nargs="?", const=0.3, default=None, metavar="THRESHOLD",
+                   help="apply the Nomenclature -> Description rules with this Description-probability threshold")
+    p.add_argument("--json", default=None, help="write the results (and scores) as JSON here")
+    p.set_defaults(func=cmd_predict)
+
     p = sub.add_parser("export", help="write the best weights of a study as JSON")
     _add_study_args(p, study_default=None)
     p.add_argument("-o", "--output", default=None, help="output file (default studies/<study>-best.json)")
+    p.add_argument("--trial", type=int, default=None,
+                   help="export this completed trial (e.g. another point of the Pareto front) instead of the best")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("report", help="print the trials table and write plots next to the study")

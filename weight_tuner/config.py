@@ -39,6 +39,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "learning_rate": 1e-3,
     "verbosity": 1,
     "seed": 0,
+    "oversample": 1,  # >1: repeat the training windows of documents with Nomenclature this many times
     "class_weights": None,  # None: plain (unweighted) cross-entropy
 }
 
@@ -52,6 +53,7 @@ _INT_KEYS = {
     "verbosity": 0,
     "seed": 0,
     "input_projection": 0,
+    "oversample": 1,
 }
 
 

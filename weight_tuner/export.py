@@ -9,17 +9,28 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from .features import atomic_write_bytes
-from .study import METRIC_NAME, StudyError, load_existing_study, trial_config
+from .study import METRIC_NAME, StudyError, load_existing_study, trial_config, trial_score
 
 
-def build_export(storage_url: str, study_name: str) -> dict:
-    """The export payload of a study's best trial; an error if no trial has completed."""
+def build_export(storage_url: str, study_name: str, trial_number: int | None = None) -> dict:
+    """The export payload of a study's best trial (or of ``trial_number``); an error if none has completed.
+
+    In multi-objective mode the default is the point of the Pareto front with the best
+    validation important_f1 (the trial with the best mean of two F1s is always on that front).
+    """
     study = load_existing_study(storage_url, study_name)
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         raise StudyError(f"study {study_name!r} has no completed trial yet ({len(study.trials)} trials in all); "
                          "run `weight-tuner tune` first")
-    best = max(complete, key=lambda t: t.value)
+    if trial_number is None:
+        best = max(complete, key=trial_score)
+    else:
+        chosen = [t for t in complete if t.number == trial_number]
+        if not chosen:
+            raise StudyError(f"study {study_name!r} has no completed trial number {trial_number}; completed: "
+                             f"{', '.join(str(t.number) for t in complete)}")
+        best = chosen[0]
     attrs = study.user_attrs
     config = trial_config(study, best)
     val_stats = {k[len("val_"):]: v for k, v in best.user_attrs.items() if k.startswith("val_")}
@@ -28,7 +39,7 @@ def build_export(storage_url: str, study_name: str) -> dict:
         scheme = t.user_attrs.get("scheme")
         if scheme and scheme != "search":
             baselines[scheme] = {"trial": t.number, "state": t.state.name, "class_weights": t.user_attrs.get("class_weights"),
-                                 METRIC_NAME: t.value if t.state == TrialState.COMPLETE else None}
+                                 METRIC_NAME: trial_score(t) if t.state == TrialState.COMPLETE else None}
     test = attrs.get("test_stats")
     return {
         "class_weights": config["class_weights"],
@@ -37,7 +48,8 @@ def build_export(storage_url: str, study_name: str) -> dict:
         "storage": storage_url,
         "trial_number": best.number,
         "scheme": best.user_attrs.get("scheme"),
-        "objective": METRIC_NAME,
+        "objectives": attrs.get("objectives", ["important_f1"]),
+        "pareto_front": [t.number for t in study.best_trials] if len(study.directions) > 1 else None,
         "val_stats": val_stats,
         "test_stats": test["stats"] if test and test.get("trial") == best.number else None,
         "verdict": test.get("verdict") if test and test.get("trial") == best.number else None,
@@ -48,8 +60,8 @@ def build_export(storage_url: str, study_name: str) -> dict:
     }
 
 
-def export_study(storage_url: str, study_name: str, out: str | Path) -> dict:
+def export_study(storage_url: str, study_name: str, out: str | Path, trial_number: int | None = None) -> dict:
     """Write the export atomically: a reader never sees a partial file, and a failure leaves the old one."""
-    payload = build_export(storage_url, study_name)
+    payload = build_export(storage_url, study_name, trial_number)
     atomic_write_bytes(Path(out), (json.dumps(payload, indent=2) + "\n").encode())
     return payload

@@ -8,38 +8,46 @@ import pandas as pd
 
 from .study import METRIC_NAME, artifacts_dir, load_existing_study
 
-VALUE = f"value_{METRIC_NAME}"  # trials_dataframe names the value column after the metric name
-COLUMNS = ["number", "state", VALUE, "user_attrs_scheme", "params_w_Nomenclature", "params_w_Description",
-           "params_w_Misc", "user_attrs_val_Nomenclature_f1", "user_attrs_val_Description_f1",
-           "user_attrs_epochs_run", "user_attrs_seconds"]
+SCORE = "user_attrs_val_important_f1"
+COLUMNS = ["number", "state", SCORE, "user_attrs_scheme", "params_w_Nomenclature", "params_w_Description",
+           "params_w_Misc", "params_window_size", "params_epochs", "params_learning_rate",
+           "user_attrs_val_Nomenclature_f1", "user_attrs_val_Description_f1", "user_attrs_epochs_run",
+           "user_attrs_seconds", "user_attrs_fail_reason"]
 
 
 def trials_table(study) -> pd.DataFrame:
-    """``study.trials_dataframe()`` trimmed to the useful columns, best first."""
-    df = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs"))
+    """``study.trials_dataframe()`` trimmed to the useful columns, best validation important_f1 first."""
+    df = study.trials_dataframe(attrs=("number", "state", "params", "user_attrs"))
     if df.empty:
         return df
-    df = df[[c for c in COLUMNS if c in df.columns]].sort_values(VALUE, ascending=False, na_position="last")
-    return df.rename(columns=lambda c: c.replace("user_attrs_val_", "").replace("user_attrs_", "")
-                     .replace("params_", "").replace(VALUE, METRIC_NAME))
+    df = df[[c for c in COLUMNS if c in df.columns]]
+    if SCORE in df:
+        df = df.sort_values(SCORE, ascending=False, na_position="last")
+    return df.rename(columns=lambda c: c.replace("user_attrs_val_", "val_").replace("user_attrs_", "")
+                     .replace("params_", ""))
 
 
 def write_plots(study, out_dir: Path) -> list[Path]:
-    """Optimisation history, parameter importances and the weight map, as HTML (plotly)."""
+    """Optimisation history, parameter importances, the weight map (and the Pareto front), as HTML."""
     import optuna.visualization as vis
     import plotly.express as px
 
+    from .study import trial_score
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    figures = {"optimization_history": lambda: vis.plot_optimization_history(study),
-               "param_importances": lambda: vis.plot_param_importances(study)}
-    df = study.trials_dataframe(attrs=("number", "value", "params", "user_attrs", "state"))
+    target = {} if len(study.directions) == 1 else {"target": trial_score, "target_name": METRIC_NAME}
+    figures = {"optimization_history": lambda: vis.plot_optimization_history(study, **target),
+               "param_importances": lambda: vis.plot_param_importances(study, **target)}
+    if len(study.directions) > 1:
+        figures["pareto_front"] = lambda: vis.plot_pareto_front(study)
+    df = study.trials_dataframe(attrs=("number", "params", "user_attrs", "state"))
     done = df[df["state"] == "COMPLETE"] if not df.empty else df
-    if not done.empty and "params_w_Nomenclature" in done:
+    if not done.empty and "params_w_Nomenclature" in done and SCORE in done:
         figures["weight_map"] = lambda: px.scatter(
-            done, x="params_w_Nomenclature", y="params_w_Description", color=VALUE, log_x=True, log_y=True,
-            hover_data=["number", "user_attrs_scheme"], labels={VALUE: METRIC_NAME},
+            done, x="params_w_Nomenclature", y="params_w_Description", color=SCORE, log_x=True, log_y=True,
+            hover_data=["number", "user_attrs_scheme"], labels={SCORE: METRIC_NAME},
             title="Nomenclature weight x Description weight (relative to Misc), coloured by validation important_f1")
+    written = []
     for name, make in figures.items():
         try:
             fig = make()

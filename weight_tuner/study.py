@@ -33,7 +33,8 @@ SPACE_VERSION = 1
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 
 # A small model so that `make tune` on the sample corpus finishes in minutes on 2 cores.
-QUICK_MODEL = {"hidden_size": 32, "num_layers": 1, "epochs": 8, "batch_size": 16, "verbosity": 0}
+QUICK_MODEL = {"input_projection": 64, "hidden_size": 32, "num_layers": 1, "epochs": 6, "batch_size": 32,
+               "learning_rate": 0.003, "verbosity": 0}
 
 
 class StudyError(WeightTunerError):
@@ -42,6 +43,22 @@ class StudyError(WeightTunerError):
 
 class TrialTimeoutError(WeightTunerError):
     """A trial ran past ``--trial-timeout`` (checked after each epoch)."""
+
+
+# Objective names on the command line -> keys of the validation stats.
+OBJECTIVES = {"important_f1": "important_f1", "nomenclature_f1": "Nomenclature_f1",
+              "description_f1": "Description_f1", "misc_f1": "Misc_f1", "accuracy": "accuracy"}
+
+
+def parse_objectives(text: str | None) -> list[str]:
+    """``"nomenclature_f1,description_f1"`` -> objective names; the default is important_f1 alone."""
+    names = [n.strip() for n in (text or "important_f1").split(",") if n.strip()]
+    for n in names:
+        if n not in OBJECTIVES:
+            raise ConfigError(f"--objectives: unknown objective {n!r}; choose from {', '.join(OBJECTIVES)}")
+    if len(set(names)) != len(names) or not names:
+        raise ConfigError(f"--objectives: give distinct objective names, got {text!r}")
+    return names
 
 
 # --------------------------------------------------------------------------- search space
@@ -125,6 +142,7 @@ class StudyConfig:
     model: dict = field(default_factory=dict)
     pruner: dict = field(default_factory=lambda: {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 1})
     schemes: list[str] | None = None  # warm-start schemes to enqueue; None: all of them
+    objectives: list[str] = field(default_factory=lambda: ["important_f1"])
 
     @classmethod
     def load(cls, path: str | Path | None) -> "StudyConfig":
@@ -321,7 +339,9 @@ class Objective:
     """One trial: sample weights, train, report each epoch, store every metric on the trial."""
 
     def __init__(self, prepared, space: SearchSpace, base_config: dict, models_dir: Path | None, log=None,
-                 trial_timeout: float | None = None, n_trials: int | None = None):
+                 trial_timeout: float | None = None, n_trials: int | None = None,
+                 objectives: list[str] | None = None):
+        self.objectives = objectives or ["important_f1"]
         self.trial_timeout = trial_timeout
         self.n_trials = n_trials
         self.prepared = prepared
@@ -348,12 +368,13 @@ class Objective:
         def report(epoch: int, stats: dict) -> None:
             nonlocal epochs_run
             epochs_run = epoch + 1
-            trial.report(stats["important_f1"], epochs_run)
+            if len(self.objectives) == 1:  # Optuna prunes single-objective studies only
+                trial.report(stats[OBJECTIVES[self.objectives[0]]], epochs_run)
             elapsed = time.perf_counter() - t0
             if self.trial_timeout is not None and elapsed > self.trial_timeout and epochs_run < config["epochs"]:
                 raise TrialTimeoutError(f"trial ran {elapsed:.1f}s, over --trial-timeout {self.trial_timeout:g}s, "
                                         f"after epoch {epochs_run}")
-            if trial.should_prune():
+            if len(self.objectives) == 1 and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epochs_run}: "
                                          f"val important_f1 {stats['important_f1']:.4f}")
 
@@ -383,7 +404,8 @@ class Objective:
         except Exception as exc:  # a note is a convenience; never lose a trial over it
             self.log(f"warning: could not save the dashboard note: {exc}")
         self._keep_model(trial, model, config, stats["important_f1"])
-        return stats["important_f1"]
+        values = [stats[OBJECTIVES[o]] for o in self.objectives]
+        return values[0] if len(values) == 1 else tuple(values)
 
     def _check_surplus(self, trial: optuna.Trial) -> None:
         """Give the trial back if finished and running trials numbered before it already reach the total."""
@@ -413,13 +435,13 @@ class Objective:
         from .train import bundle_paths, save_bundle
 
         done = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        best_other = max((t.value for t in done), default=-math.inf)
+        best_other = max((trial_score(t) for t in done), default=-math.inf)
         scheme = trial.user_attrs.get("scheme")
         if value >= best_other or scheme == "unweighted":
             save_bundle(model, self.prepared.featurizer, config, model_path(self.models_dir, trial.number))
         keep = {t.number for t in done if t.user_attrs.get("scheme") == "unweighted"}
         if done:
-            keep.add(max(done, key=lambda t: t.value).number)
+            keep.add(max(done, key=trial_score).number)
         if value < best_other and scheme != "unweighted":
             return
         for t in done:
@@ -443,7 +465,8 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
     try:
         # Creation is atomic in the database: of two racing `tune` commands only one creates
         # the study, and only that one enqueues the schemes.
-        study = optuna.create_study(storage=storage, study_name=study_name, direction="maximize",
+        study = optuna.create_study(storage=storage, study_name=study_name,
+                                    directions=["maximize"] * len(study_config.objectives),
                                     sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=10), pruner=pruner)
         created = True
     except optuna.exceptions.DuplicatedStudyError:
@@ -453,7 +476,8 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         created = False
     space = study_config.space
     if created:
-        study.set_metric_names([METRIC_NAME])
+        study.set_metric_names([f"val_{o}" for o in study_config.objectives])
+        study.set_user_attr("objectives", study_config.objectives)
         meta = prepared.meta()
         for key in ("source", "data_fingerprint", "class_counts", "split", "n_features"):
             study.set_user_attr(key, meta[key])
@@ -477,6 +501,9 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         if attrs.get("search_space") not in (None, space.to_dict()):
             raise StudyError(f"study {study_name!r} was created with search space {attrs['search_space']}; "
                              "this config differs. Use a new --study name.")
+        if attrs.get("objectives", ["important_f1"]) != study_config.objectives:
+            raise StudyError(f"study {study_name!r} optimises {attrs.get('objectives')}; this run asks for "
+                             f"{study_config.objectives}. Use a new --study name.")
         if attrs.get("model_config") not in (None, base_config):
             raise StudyError(f"study {study_name!r} was created with model config {attrs['model_config']}; "
                              "this config differs. Use a new --study name.")
@@ -517,6 +544,7 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
                          f"({attrs.get('source')}); this worker's data is {prepared.fingerprint}")
     space = SearchSpace.from_dict(attrs["search_space"])
     pruner_cfg = attrs.get("pruner") or StudyConfig().pruner
+    # Distinct per worker, so that workers started together do not sample alike.
     sampler = optuna.samplers.TPESampler(seed=seed + len(probe.trials) + os.getpid(), n_startup_trials=10)
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=heartbeat),
                               sampler=sampler,
@@ -550,7 +578,8 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
     from .train import NonFiniteLossError
 
     models_dir = artifacts_dir(storage_url, study.study_name) / "models"
-    objective = Objective(prepared, space, base_config, models_dir, log, trial_timeout, n_trials)
+    objectives = study.user_attrs.get("objectives", ["important_f1"])
+    objective = Objective(prepared, space, base_config, models_dir, log, trial_timeout, n_trials, objectives)
     done = finished_count(study)
     if done >= n_trials:
         log(f"study {study.study_name!r} already has {done} finished trials (--trials {n_trials}); nothing to run")
@@ -561,7 +590,7 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         bar.n = min(finished_count(study), n_trials)
         bar.refresh()
-        value = "-" if trial.value is None else f"{trial.value:.4f}"
+        value = "-" if not trial.values else "/".join(f"{v:.4f}" for v in trial.values)
         weights = trial.user_attrs.get("class_weights") or {}
         reason = trial.user_attrs.get("fail_reason", "")
         log(f"trial {trial.number} {trial.state.name.lower()} {trial.user_attrs.get('scheme', '')} "
@@ -617,19 +646,19 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str, log=N
             model, _ = train_model(prepared, config)
         return evaluate(model, prepared.splits["test"], config)
 
-    best = max(complete, key=lambda t: t.value)
+    best = max(complete, key=trial_score)
     result = {"trial": best.number, "scheme": best.user_attrs.get("scheme"),
-              "class_weights": best.user_attrs.get("class_weights"), "val_important_f1": best.value,
+              "class_weights": best.user_attrs.get("class_weights"), "val_important_f1": trial_score(best),
               "stats": test_stats_of(best)}
     unweighted = [t for t in complete if t.user_attrs.get("scheme") == "unweighted"]
     if unweighted and unweighted[0].number != best.number:
         u = unweighted[0]
-        result["unweighted"] = {"trial": u.number, "val_important_f1": u.value, "stats": test_stats_of(u)}
+        result["unweighted"] = {"trial": u.number, "val_important_f1": trial_score(u), "stats": test_stats_of(u)}
     elif unweighted:
-        result["unweighted"] = {"trial": best.number, "val_important_f1": best.value, "stats": result["stats"]}
+        result["unweighted"] = {"trial": best.number, "val_important_f1": trial_score(best), "stats": result["stats"]}
     result["verdict"] = verdict(result)
     study.set_user_attr("test_stats", result)
-    log(f"best trial {best.number} ({result['scheme']}): val important_f1 {best.value:.4f}, "
+    log(f"best trial {best.number} ({result['scheme']}): val important_f1 {trial_score(best):.4f}, "
         f"test important_f1 {result['stats']['important_f1']:.4f}")
     log(result["verdict"])
     return result
@@ -658,6 +687,25 @@ def verdict(result: dict) -> str:
         lines.append(f"Validation and test important_f1 differ by {gap:+.4f}: the validation split may be too small "
                      "or unlike the test split.")
     return " ".join(lines)
+
+
+def best_model_path(storage_url: str, study_name: str) -> Path:
+    """The saved model of a study's best completed trial."""
+    study = load_existing_study(storage_url, study_name)
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise StudyError(f"study {study_name!r} has no completed trial yet")
+    best = max(complete, key=trial_score)
+    path = model_path(artifacts_dir(storage_url, study_name) / "models", best.number)
+    if not path.exists():
+        raise StudyError(f"the model of best trial {best.number} is not at {path} (it is kept on the machine "
+                         "that ran the trial); use weight-tuner train --save-model with the exported weights")
+    return path
+
+
+def trial_score(trial) -> float:
+    """Validation important_f1 of a finished trial: the value, or the stored metric in multi-objective mode."""
+    return trial.user_attrs.get("val_important_f1", trial.value if trial.values and len(trial.values) == 1 else -1.0)
 
 
 def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:

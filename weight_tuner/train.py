@@ -20,7 +20,7 @@ from . import corpus, sample
 from .config import CLASSES, ConfigError, WeightTunerError
 from .features import Featurizer, build_features
 from .metrics import compute_stats
-from .windows import build_windows, label_table, merge_window_probs
+from .windows import build_windows, label_table, merge_window_probs, oversample_windows
 
 DEFAULT_CACHE_DIR = Path("studies") / "cache"
 SAMPLE_DOCS = 60
@@ -186,6 +186,7 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     train = prepared.splits["train"]
     stride = config["train_stride"] or config["window_size"]
     windows = build_windows(train.offsets, config["window_size"], stride, train.pad_index)
+    windows = oversample_windows(windows, train.offsets, train.y, CLASSES.index("Nomenclature"), config["oversample"])
     ds = make_dataset(train, windows, config["batch_size"], labels=True, shuffle_seed=config["seed"])
     model = build_model(prepared.featurizer.n_features, config)
     if config["verbosity"] >= 1:

@@ -65,3 +65,17 @@ def merge_window_probs(windows: np.ndarray, probs: np.ndarray, n_lines: int) -> 
         missing = int(np.flatnonzero(counts == 0)[0])
         raise RuntimeError(f"line {missing} was covered by no prediction window")
     return (sums / counts[:, None]).astype(np.float32)
+
+
+def oversample_windows(windows: np.ndarray, offsets: np.ndarray, y: np.ndarray, rare_class: int,
+                       factor: int) -> np.ndarray:
+    """Repeat ``factor`` times the windows of every chunk (document) that holds ``rare_class``.
+
+    The guide's document-level oversampling: whole windows keep their reading order.
+    """
+    if factor <= 1 or len(windows) == 0:
+        return windows
+    chunk_of_window = np.searchsorted(offsets, windows[:, 0], side="right") - 1
+    has_rare = np.array([(y[lo:hi] == rare_class).any() for lo, hi in zip(offsets[:-1], offsets[1:])])
+    rare = windows[has_rare[chunk_of_window]]
+    return np.concatenate([windows] + [rare] * (factor - 1))

@@ -1,0 +1,123 @@
+"""Predict on new files, the sequence rules, oversampling and the multi-objective mode."""
+
+import csv
+import json
+
+import numpy as np
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from weight_tuner.cli import main
+from weight_tuner.predict import apply_sequence_rules, to_yedda, tune_sequence_threshold
+from weight_tuner.sample import generate_corpus
+from weight_tuner.study import StudyConfig, tune
+from weight_tuner.windows import build_windows, oversample_windows
+
+from conftest import TINY_DOCS
+
+N, D, M = 0, 1, 2
+
+
+def rows(*ps):
+    return np.array(ps, dtype=np.float32)
+
+
+def test_rule_extends_description_after_nomenclature():
+    probs = rows([0.9, 0.05, 0.05], [0.1, 0.35, 0.55], [0.05, 0.6, 0.35], [0.0, 0.1, 0.9])
+    assert list(probs.argmax(1)) == [N, M, D, M]
+    assert list(apply_sequence_rules(probs, 0.3)) == [N, D, D, M]  # line 3 is too unlikely Description
+    assert list(apply_sequence_rules(probs, 0.4)) == [N, M, D, M]  # 0.35 < 0.4: unchanged
+    assert list(apply_sequence_rules(probs, 1.01)) == list(probs.argmax(1))  # rules off
+
+
+def test_rule_fills_a_single_misc_gap_inside_a_description():
+    probs = rows([0.0, 0.9, 0.1], [0.0, 0.2, 0.8], [0.0, 0.9, 0.1])
+    assert list(apply_sequence_rules(probs, 0.15)) == [D, D, D]
+    assert list(apply_sequence_rules(probs, 0.25)) == [D, M, D]
+
+
+def test_rule_does_not_touch_misc_after_misc():
+    probs = rows([0.0, 0.1, 0.9], [0.0, 0.45, 0.55])
+    assert list(apply_sequence_rules(probs, 0.3)) == [M, M]
+
+
+def test_threshold_tuning_picks_rules_off_when_they_hurt():
+    probs = rows([0.9, 0.05, 0.05], [0.1, 0.35, 0.55])
+    t_help, _ = tune_sequence_threshold(probs, np.array([N, D]))
+    t_hurt, _ = tune_sequence_threshold(probs, np.array([N, M]))
+    assert t_help <= 0.35 and t_hurt > 1
+
+
+def test_to_yedda_merges_runs_into_blocks():
+    out = to_yedda(["a", "b", "c"], np.array([D, D, M]))
+    assert out == "[@a\nb#Description*]\n[@c#Misc*]\n"
+
+
+def test_oversampling_repeats_only_documents_with_nomenclature():
+    offsets = np.array([0, 6, 12])
+    y = np.array([2, 0, 2, 2, 2, 2] + [2] * 6)  # only the first document has a Nomenclature line
+    win = build_windows(offsets, 3, 3, pad_index=12)
+    out = oversample_windows(win, offsets, y, rare_class=0, factor=3)
+    assert len(out) == len(win) + 2 * 2
+    assert (out[len(win):] < 6).all()
+
+
+def test_predict_reproduces_train_stats_on_held_out_files(prepared, tmp_path, cache_dir, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"hidden_size": 8, "num_layers": 1, "epochs": 3, "batch_size": 8,
+                               "learning_rate": 0.01, "verbosity": 0}))
+    model = tmp_path / "m.keras"
+    stats_file = tmp_path / "stats.json"
+    assert main(["train", "--config", str(cfg), "--sample-docs", str(TINY_DOCS), "--cache-dir", str(cache_dir),
+                 "--out", str(stats_file), "--save-model", str(model)]) == 0
+    trained = json.loads(stats_file.read_text())
+    texts = generate_corpus(TINY_DOCS)
+    files = []
+    for chunk_id in trained["split"]["test"]:
+        doc_id = chunk_id.split("#")[0]
+        path = tmp_path / "held_out" / doc_id.split("/")[-1]
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(texts[doc_id])
+        files.append(str(path))
+    out_json = tmp_path / "pred.json"
+    assert main(["predict", "--model", str(model), *files, "--out-dir", str(tmp_path / "out"), "--probs",
+                 "--json", str(out_json)]) == 0
+    result = json.loads(out_json.read_text())
+    for key in ("important_f1", "Nomenclature_f1", "Description_f1", "accuracy", "Misc_loss"):
+        assert result["stats"][key] == pytest.approx(trained["test_stats"][key], abs=1e-5)
+    assert result["stats"]["confusion_matrix"] == trained["test_stats"]["confusion_matrix"]
+    first = result["files"][files[0]]
+    pred_text = open(first["output"]).read()
+    assert pred_text.startswith("[@") and "#Misc*]" in pred_text
+    with open(first["probs_csv"]) as fh:
+        rows_ = list(csv.DictReader(fh))
+    assert len(rows_) == first["lines"] and abs(sum(float(rows_[0][f"p_{c}"]) for c in ("Nomenclature",
+               "Description", "Misc")) - 1) < 1e-4
+    # plain text is labelled too
+    plain = tmp_path / "plain.txt"
+    plain.write_text("Agaricus pallidus Singer, sp. nov.\nPileus 3-5 µm, convex, brown.\n")
+    assert main(["predict", "--model", str(model), str(plain)]) == 0
+    assert (tmp_path / "plain.pred.txt.ann").read_text().count("[@") >= 1
+
+
+def test_multi_objective_study_and_export_picks_best_important_f1(prepared, tmp_path, capsys):
+    storage = f"sqlite:///{tmp_path}/mo.db"
+    cfg = StudyConfig(model={"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "verbosity": 0,
+                             "learning_rate": 0.01}, schemes=["unweighted", "inverse_frequency"],
+                      objectives=["nomenclature_f1", "description_f1"])
+    study = tune(prepared, storage, "mo", 3, cfg, log=lambda m: None)
+    assert len(study.directions) == 2
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 3 and all(len(t.values) == 2 for t in done)
+    assert all(t.values == [t.user_attrs["val_Nomenclature_f1"], t.user_attrs["val_Description_f1"]] for t in done)
+    out = tmp_path / "mo.json"
+    assert main(["export", "--study", "mo", "--storage", storage, "-o", str(out)]) == 0
+    payload = json.loads(out.read_text())
+    best = max(done, key=lambda t: t.user_attrs["val_important_f1"])
+    assert payload["trial_number"] == best.number and payload["pareto_front"]
+    other = [t for t in done if t.number != best.number][0]
+    assert main(["export", "--study", "mo", "--storage", storage, "-o", str(out), "--trial", str(other.number)]) == 0
+    assert json.loads(out.read_text())["trial_number"] == other.number
+    assert main(["report", "--study", "mo", "--storage", storage]) == 0
+    assert (tmp_path / "mo" / "pareto_front.html").exists()

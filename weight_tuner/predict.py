@@ -1,0 +1,149 @@
+"""Predict stage: label new text with a saved model, write YEDDA and per-line probabilities.
+
+Also the guide's optional sequence-rule pass, which uses the Nomenclature →
+Description pattern of taxonomic papers.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import corpus
+from .config import CLASSES, ConfigError
+from .metrics import compute_stats
+from .train import SplitData, load_bundle, predict_probs
+
+NOM, DESC, MISC = (CLASSES.index(c) for c in ("Nomenclature", "Description", "Misc"))
+
+
+def apply_sequence_rules(probs: np.ndarray, threshold: float = 0.3) -> np.ndarray:
+    """Predicted classes after the Nomenclature → Description rules.
+
+    1. A line right after a Nomenclature line or a Description line, whose own
+       Description probability is at least ``threshold``, is Description (a
+       description follows its name and continues until it clearly stops).
+    2. A single Misc line between two Description lines, with Description
+       probability at least ``threshold``, is Description.
+    With ``threshold`` > 1 nothing changes. Rules run in reading order.
+    """
+    pred = probs.argmax(axis=1).copy()
+    for i in range(1, len(pred)):
+        if pred[i] == MISC and pred[i - 1] in (NOM, DESC) and probs[i, DESC] >= threshold:
+            pred[i] = DESC
+    for i in range(1, len(pred) - 1):
+        if pred[i] == MISC and pred[i - 1] == DESC and pred[i + 1] == DESC and probs[i, DESC] >= threshold:
+            pred[i] = DESC
+    return pred
+
+
+def tune_sequence_threshold(probs: np.ndarray, y: np.ndarray, grid=None) -> tuple[float, float]:
+    """The rule threshold that maximises important_f1 on (validation) data; ``(threshold, score)``.
+
+    A threshold above 1 (rules off) is always a candidate, so the rules are used only when they help.
+    """
+    grid = grid if grid is not None else [1.01, 0.5, 0.4, 0.3, 0.2, 0.1]
+    best = (1.01, -1.0)
+    for t in grid:
+        score = compute_stats(y, one_hot_probs(apply_sequence_rules(probs, t)))["important_f1"]
+        if score > best[1] + 1e-12:
+            best = (t, score)
+    return best
+
+
+def one_hot_probs(pred: np.ndarray) -> np.ndarray:
+    """Hard predictions as probability rows, for scoring with :func:`compute_stats`."""
+    out = np.zeros((len(pred), len(CLASSES)), dtype=np.float32)
+    out[np.arange(len(pred)), pred] = 1.0
+    return out
+
+
+@dataclass
+class FileLines:
+    """The lines of one input file that get a prediction, with true labels when it is annotated."""
+
+    path: Path
+    texts: list[str]
+    line_nos: list[int]
+    y: np.ndarray | None
+    offsets: np.ndarray
+
+
+def read_input(path: Path, max_chunk_lines: int = 2000) -> FileLines:
+    """An ``.ann`` file gives its labelled lines (and labels); other files give every non-blank line."""
+    if not path.is_file():
+        raise ConfigError(f"input file {path} does not exist")
+    report = corpus.ReadReport()
+    text = corpus.decode_bytes(path.read_bytes(), path.name, report)
+    if path.suffix == ".ann":
+        doc = corpus.parse_yedda(text, path.name, report)
+        chunks = corpus.chunk_documents([doc], max_chunk_lines)
+        lines = [ln for ch in chunks for ln in ch.lines]
+        y = np.array([CLASSES.index(corpus.default_label_map(ln.label)) for ln in lines], dtype=np.int64)
+        sizes = [len(ch.lines) for ch in chunks]
+        out = FileLines(path, [ln.text for ln in lines], [ln.line_no for ln in lines], y,
+                        np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+    else:
+        pairs = [(i + 1, t.strip(" \t\r\f\v")) for i, t in enumerate(text.split("\n")) if t.strip(" \t\r\f\v")]
+        out = FileLines(path, [t for _, t in pairs], [n for n, _ in pairs], None,
+                        np.array([0, len(pairs)], dtype=np.int64))
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return out
+
+
+def to_yedda(texts: list[str], pred: np.ndarray) -> str:
+    """YEDDA text: runs of lines with the same predicted class become one block."""
+    blocks, start = [], 0
+    for i in range(1, len(texts) + 1):
+        if i == len(texts) or pred[i] != pred[start]:
+            blocks.append("[@" + "\n".join(texts[start:i]) + "#" + CLASSES[pred[start]] + "*]")
+            start = i
+    return "\n".join(blocks) + ("\n" if blocks else "")
+
+
+def predict_files(model_path: str | Path, files: list[str | Path], out_dir: str | Path | None = None,
+                  probs_csv: bool = False, sequence_threshold: float | None = None) -> dict:
+    """Label ``files`` with a saved model bundle; return per-file and overall stats for annotated files."""
+    model, featurizer, config = load_bundle(model_path)
+    results: dict = {"files": {}}
+    all_y, all_p, all_pred = [], [], []
+    for f in files:
+        fl = read_input(Path(f))
+        if not fl.texts:
+            print(f"{fl.path}: no lines to label")
+            continue
+        split = SplitData(fl.path.name, featurizer.transform(fl.texts), fl.y if fl.y is not None else
+                          np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [fl.path.name], [])
+        probs = predict_probs(model, split, config)
+        pred = (apply_sequence_rules(probs, sequence_threshold) if sequence_threshold is not None
+                else probs.argmax(axis=1))
+        target = Path(out_dir) / fl.path.name if out_dir else fl.path
+        out_path = target.with_name(target.name.removesuffix(".ann").removesuffix(".txt") + ".pred.txt.ann")
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        out_path.write_text(to_yedda(fl.texts, pred), encoding="utf-8")
+        entry = {"output": str(out_path), "lines": len(fl.texts)}
+        if probs_csv:
+            csv_path = out_path.with_name(out_path.name.removesuffix(".txt.ann") + ".probs.csv")
+            with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+                w = csv.writer(fh)
+                w.writerow(["line", *[f"p_{c}" for c in CLASSES], "predicted", "true", "text"])
+                for i, text in enumerate(fl.texts):
+                    w.writerow([fl.line_nos[i], *[f"{p:.6f}" for p in probs[i]], CLASSES[pred[i]],
+                                CLASSES[fl.y[i]] if fl.y is not None else "", text])
+            entry["probs_csv"] = str(csv_path)
+        if fl.y is not None:
+            entry["stats"] = compute_stats(fl.y, one_hot_probs(pred) if sequence_threshold is not None else probs)
+            all_y.append(fl.y)
+            all_p.append(probs)
+            all_pred.append(pred)
+        results["files"][str(fl.path)] = entry
+    if all_y:
+        y = np.concatenate(all_y)
+        p = np.concatenate(all_p) if sequence_threshold is None else one_hot_probs(np.concatenate(all_pred))
+        results["stats"] = compute_stats(y, p)
+    return results
