@@ -1,0 +1,111 @@
+"""The user's views of a study: the analysis notebook, optuna-dashboard's API, and the page in Chromium."""
+
+import json
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from weight_tuner.study import StudyConfig, final_test_evaluation, tune
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analyze_study.ipynb"
+
+
+@pytest.fixture(scope="module")
+def view_study(prepared, tmp_path_factory):
+    d = tmp_path_factory.mktemp("views")
+    storage = f"sqlite:///{d}/v.db"
+    cfg = StudyConfig(model={"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "verbosity": 0,
+                             "learning_rate": 0.01}, schemes=["unweighted", "inverse_frequency", "balanced"])
+    study = tune(prepared, storage, "views", 3, cfg, log=lambda m: None)
+    final_test_evaluation(study, prepared, storage, log=lambda m: None)
+    return storage, study
+
+
+def test_notebook_is_committed_without_outputs():
+    nb = json.loads(NOTEBOOK.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert code and all(not c["outputs"] and c["execution_count"] is None for c in code)
+    assert "parameters" in code[0]["metadata"]["tags"]
+
+
+def test_notebook_runs_headless_against_a_tiny_study(view_study, tmp_path):
+    import nbformat
+    from nbclient import NotebookClient
+
+    storage, study = view_study
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb.cells[1].source = f"STORAGE = {storage!r}\nSTUDY = 'views'"
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "\n".join(json.dumps(o) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "unweighted" in text and "Pareto front" in text and "pred Nomenclature" in text
+    assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def dashboard(view_study):
+    storage, study = view_study
+    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
+    port = _free_port()
+    proc = subprocess.Popen([exe, storage, "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{base}/api/studies", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"optuna-dashboard exited: {proc.stderr.read()[-1000:]}")
+            time.sleep(0.5)
+    yield base, study
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def _get(url):
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def test_dashboard_api_shows_study_trials_attrs_and_best_note(dashboard):
+    base, study = dashboard
+    summaries = _get(f"{base}/api/studies")["study_summaries"]
+    summary = [s for s in summaries if s["study_name"] == "views"][0]
+    detail = _get(f"{base}/api/studies/{summary['study_id']}")
+    assert detail["name"] == "views" and len([t for t in detail["trials"] if t["state"] == "Complete"]) == 3
+    best = [t for t in detail["trials"] if t["number"] == study.best_trial.number][0]
+    keys = {a["key"] for a in best["user_attrs"]}
+    assert {"scheme", "val_Nomenclature_f1", "val_Description_f1", "val_Misc_f1", "val_important_f1"} <= keys
+    assert "| Nomenclature |" in best["note"]["body"] and "important_f1" in best["note"]["body"]
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
+def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
+    base, study = dashboard
+    summary = [s for s in _get(f"{base}/api/studies")["study_summaries"] if s["study_name"] == "views"][0]
+    url = f"{base}/dashboard/studies/{summary['study_id']}"
+    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}",
+                           "--virtual-time-budget=20000", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=120)
+    text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", proc.stdout, flags=re.S)).split())
+    assert "views" in text, proc.stderr[-1500:]
+    assert f"Best Trial (number={study.best_trial.number}) {repr(study.best_value)[:8]}" in text
