@@ -12,6 +12,7 @@ CONFIG  ?=
 OUT     ?= studies/$(STUDY)-best.json
 PORT    ?= 8080
 BENCH_DATA ?= ../shared/skol-corpus
+BENCH_STUDY ?=
 
 DATA_ARG   := $(if $(DATA),--data $(DATA),)
 CONFIG_ARG := $(if $(CONFIG),--config $(CONFIG),)
@@ -45,7 +46,7 @@ corpus: $(STAMP)
 	$(BIN)/weight-tuner corpus $(DATA_ARG)
 
 bench: $(STAMP)
-	$(BIN)/weight-tuner bench --data $(BENCH_DATA)
+	$(BIN)/weight-tuner bench --data $(BENCH_DATA) $(if $(BENCH_STUDY),--study $(BENCH_STUDY) --storage sqlite:///studies/$(BENCH_STUDY).db,)
 
 clean:
 	rm -rf $(VENV) studies/cache runs .pytest_cache

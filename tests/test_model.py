@@ -135,3 +135,19 @@ np.save({str(tmp_path / 'out.npy')!r}, predict_probs(model, split, cfg))
     got = np.load(tmp_path / "out.npy")
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
     assert (got.argmax(1) != 2).any()  # not silently all-Misc
+
+
+def test_reused_model_trains_exactly_like_a_fresh_one(prepared):
+    from weight_tuner import train as train_mod
+
+    cfg_a = tiny_config(epochs=2, class_weights={"Nomenclature": 9.0, "Description": 3.0, "Misc": 1.0})
+    cfg_b = tiny_config(epochs=2)
+    train_mod._REUSABLE.clear()
+    _, fresh_a = train_mod.train_model(prepared, cfg_a)
+    _, fresh_b_after_a = train_mod.train_model(prepared, cfg_b)  # reuses the model trained with cfg_a
+    train_mod._REUSABLE.clear()
+    _, fresh_b = train_mod.train_model(prepared, cfg_b)
+    assert [h["loss"] for h in fresh_b_after_a] == pytest.approx([h["loss"] for h in fresh_b], rel=1e-5)
+    assert fresh_b_after_a[-1]["val"]["important_f1"] == pytest.approx(fresh_b[-1]["val"]["important_f1"])
+    # and the weights did reach the reused loss
+    assert [h["loss"] for h in fresh_a] != pytest.approx([h["loss"] for h in fresh_b], rel=1e-3)

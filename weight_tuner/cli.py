@@ -167,6 +167,45 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    """Benchmark tuned weights against fixed schemes, threshold tuning and a linear model."""
+    from .bench import run_bench, write_outputs
+    from .study import QUICK_MODEL, load_existing_study
+
+    if args.data and not Path(args.data).is_dir():
+        print(f"weight-tuner bench: corpus {args.data} not found; skipping the benchmark")
+        return 0
+    if args.config:
+        base = load_config(args.config)
+    elif args.study:
+        base = load_existing_study(_storage(args), args.study).user_attrs["model_config"]
+    else:
+        base = dict(QUICK_MODEL)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    prepared = _prepare(args)
+    result = run_bench(prepared, base, seeds=seeds, study=args.study,
+                       storage=_storage(args) if args.study else None, scaling=not args.no_scaling)
+    command = "weight-tuner " + " ".join(sys.argv[1:]) if argv_is_cli() else "weight-tuner bench"
+    write_outputs(result, args.out, args.json, command)
+    print(f"wrote {args.out} and {args.json}")
+    return 0
+
+
+def argv_is_cli() -> bool:
+    return bool(sys.argv) and Path(sys.argv[0]).name in ("weight-tuner", "cli.py", "__main__.py")
+
+
+def cmd_screen(args) -> int:
+    """Rank weight vectors post hoc on the unweighted model; enqueue the best into the study."""
+    from .posthoc import screen_into_study
+
+    prepared = _prepare(args)
+    picked = screen_into_study(prepared, _storage(args), args.study, samples=args.samples, top_k=args.top_k,
+                               seed=args.seed, log=print)
+    print(f"enqueued {len(picked)} trials; run `weight-tuner tune` (or a worker) with a larger --trials to train them")
+    return 0
+
+
 def cmd_export(args) -> int:
     """Write the best weights of a study as JSON."""
     from .export import export_study
@@ -229,6 +268,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold in total")
     _add_worker_args(p)
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("bench", help="benchmark tuned weights against fixed schemes on a real corpus")
+    _add_data_args(p)
+    p.add_argument("--study", default=None, help="take the tuned weights (and model config) from this study")
+    p.add_argument("--storage", default=None)
+    p.add_argument("--config", default=None, help="model config JSON (default: the study's, else tune's default)")
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (at least 3 for a std)")
+    p.add_argument("--out", default="docs/benchmarks.md")
+    p.add_argument("--json", default="docs/bench.json")
+    p.add_argument("--no-scaling", action="store_true", help="skip the 1x/2x/4x sample-corpus timing")
+    p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("screen", help="rank weight vectors post hoc and enqueue the top ones into a study")
+    _add_data_args(p)
+    _add_study_args(p, study_default=None)
+    p.add_argument("--samples", type=int, default=5000, help="weight vectors to score")
+    p.add_argument("--top-k", type=int, default=5, help="how many to enqueue for confirmation by training")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_screen)
 
     p = sub.add_parser("predict", help="label plain-text or .ann files with a saved model")
     p.add_argument("files", nargs="+", help="plain-text or YEDDA .ann files; .ann files are also scored")

@@ -34,12 +34,25 @@ class WeightedCategoricalCrossentropy(keras.losses.Loss):
         kwargs["reduction"] = "sum"  # call() already divides by the number of real lines
         super().__init__(name=name, **kwargs)
         self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self._weights_variable = None
+
+    def make_reweightable(self) -> None:
+        """Hold the weights in a variable, so :meth:`set_class_weights` needs no retracing of the train step."""
+        self._weights_variable = keras.Variable(self.class_weights or [1.0] * len(CLASSES), trainable=False,
+                                                dtype="float32", name="class_weights")
+
+    def set_class_weights(self, class_weights) -> None:
+        """Change the weights in place (after :meth:`make_reweightable`); ``None`` is unweighted."""
+        self.class_weights = None if class_weights is None else [float(w) for w in class_weights]
+        self._weights_variable.assign(self.class_weights or [1.0] * len(CLASSES))
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
         y_pred = ops.clip(y_pred, EPSILON, 1.0 - EPSILON)
         ce = -ops.sum(y_true * ops.log(y_pred), axis=-1)
-        if self.class_weights is not None:
+        if self._weights_variable is not None:  # all ones when unweighted: the same values as plain CE
+            ce = ce * ops.sum(y_true * ops.cast(self._weights_variable, y_pred.dtype), axis=-1)
+        elif self.class_weights is not None:
             weights = ops.convert_to_tensor(self.class_weights, dtype=y_pred.dtype)
             ce = ce * ops.sum(y_true * weights, axis=-1)
         n_real = ops.maximum(ops.sum(y_true), 1.0)

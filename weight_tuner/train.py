@@ -169,9 +169,39 @@ def evaluate(model, split: SplitData, config: dict) -> dict:
 
 EpochHook = Callable[[int, dict], None]
 
+# One compiled model kept between trials of the same architecture: re-initialising it is
+# far cheaper than building and tracing a new one (graph tracing dominated short trials).
+_REUSABLE: dict = {}
+_ARCHITECTURE_KEYS = ("input_projection", "hidden_size", "num_layers", "dropout", "learning_rate", "seed")
+
+
+def reusable_model(n_features: int, config: dict):
+    """A compiled model for ``config``, freshly initialised: reused (weights, optimizer and loss weights
+    reset) when the architecture, learning rate and seed match the previous call, else built."""
+    from .model import build_model, weights_vector
+
+    key = (n_features,) + tuple(config[k] for k in _ARCHITECTURE_KEYS)
+    if _REUSABLE.get("key") != key:
+        _REUSABLE.clear()
+        model = build_model(n_features, config)
+        model.loss.make_reweightable()
+        _REUSABLE.update(key=key, model=model, initial=[w.copy() for w in model.get_weights()])
+        return model
+    model = _REUSABLE["model"]
+    model.set_weights(_REUSABLE["initial"])
+    for var in model.optimizer.variables:  # Adam moments and the step counter back to zero
+        if var is not model.optimizer.learning_rate and not var.path.endswith("learning_rate"):
+            var.assign(np.zeros(var.shape, dtype=var.dtype))
+    model.loss.set_class_weights(weights_vector(config["class_weights"]))
+    model.stop_training = False
+    return model
+
 
 def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None = None, log=None):
     """Train one model on the training split.
+
+    The returned model object is reused (re-initialised) by the next call with the same
+    architecture: save or evaluate it before training another.
 
     After every epoch the validation split is scored; ``epoch_hook(epoch, stats)``
     receives those stats (a study reports and prunes there). Returns
@@ -179,7 +209,7 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     """
     import keras
 
-    from .model import build_model, describe_weights
+    from .model import describe_weights
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     keras.utils.set_random_seed(config["seed"])
@@ -188,7 +218,7 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     windows = build_windows(train.offsets, config["window_size"], stride, train.pad_index)
     windows = oversample_windows(windows, train.offsets, train.y, CLASSES.index("Nomenclature"), config["oversample"])
     ds = make_dataset(train, windows, config["batch_size"], labels=True, shuffle_seed=config["seed"])
-    model = build_model(prepared.featurizer.n_features, config)
+    model = reusable_model(prepared.featurizer.n_features, config)
     if config["verbosity"] >= 1:
         log(describe_weights(config["class_weights"]))
         steps = math.ceil(len(windows) / config["batch_size"])

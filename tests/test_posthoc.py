@@ -1,0 +1,68 @@
+"""Post-hoc reweighting (the screen and threshold tuning), checked against plain numpy."""
+
+import numpy as np
+
+from weight_tuner.metrics import compute_stats
+from weight_tuner.posthoc import fit_adjustment, important_f1_batch, reweighted_predictions, sample_weights, screen
+
+
+def random_case(seed=0, n=400):
+    rng = np.random.default_rng(seed)
+    y = rng.choice(3, size=n, p=[0.05, 0.2, 0.75])
+    logits = rng.normal(size=(n, 3)) + 1.5 * np.eye(3)[y]
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    return y, p
+
+
+def test_reweighted_argmax_matches_numpy_reference():
+    y, p = random_case()
+    w = sample_weights(50, seed=3)
+    got = reweighted_predictions(p, w)
+    for k in range(len(w)):
+        expected = np.array([np.argmax([w[k, c] * p[i, c] for c in range(3)]) for i in range(len(p))])
+        assert (got[k] == expected).all()
+
+
+def test_batched_important_f1_matches_compute_stats():
+    y, p = random_case(1)
+    w = sample_weights(20, seed=4)
+    preds = reweighted_predictions(p, w)
+    fast = important_f1_batch(y, preds)
+    for k in range(len(w)):
+        onehot = np.eye(3)[preds[k]]
+        assert abs(fast[k] - compute_stats(y, onehot)["important_f1"]) < 1e-12
+    assert np.allclose(screen(p, y, w, chunk=7), fast)
+
+
+def test_unit_weights_reproduce_plain_argmax_and_tuning_never_loses_on_its_data():
+    y, p = random_case(2)
+    plain = compute_stats(y, p)["important_f1"]
+    assert sample_weights(5)[0].tolist() == [1.0, 1.0, 1.0]
+    assert abs(screen(p, y, np.ones((1, 3)))[0] - plain) < 1e-12
+    w, score = fit_adjustment(p, y, n=500)
+    assert score >= plain - 1e-12
+    assert w[2] == 1.0 and w.shape == (3,)
+    # a skewed model: boosting the rare class must help
+    y2, p2 = random_case(3)
+    p2 = p2 * np.array([0.2, 1.0, 1.0])
+    p2 /= p2.sum(1, keepdims=True)
+    w2, score2 = fit_adjustment(p2, y2, n=500)
+    assert w2[0] > 1.0 and score2 > compute_stats(y2, p2)["important_f1"]
+
+
+def test_screen_enqueues_top_k_and_tune_confirms_them(prepared, tmp_path):
+    from optuna.trial import TrialState
+
+    from weight_tuner.posthoc import screen_into_study
+    from weight_tuner.study import StudyConfig, load_existing_study, tune
+
+    storage = f"sqlite:///{tmp_path}/s.db"
+    cfg = StudyConfig(model={"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "verbosity": 0,
+                             "learning_rate": 0.01}, schemes=["unweighted"])
+    tune(prepared, storage, "scr", 1, cfg, log=lambda m: None)
+    picked = screen_into_study(prepared, storage, "scr", samples=300, top_k=2, log=lambda m: None)
+    assert [p["rank"] for p in picked] == [1, 2] and picked[0]["screen_score"] >= picked[1]["screen_score"]
+    study = tune(prepared, storage, "scr", 3, cfg, log=lambda m: None)
+    done = {t.user_attrs["scheme"]: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert {"screen_top1", "screen_top2"} <= set(done)
+    assert done["screen_top1"].user_attrs["class_weights"] == picked[0]["class_weights"]

@@ -1,0 +1,273 @@
+"""Benchmark stage: does tuning pay for itself? Every row uses the same split, model config and epochs.
+
+Rows: unweighted, the guide's 100/10/0.1, inverse frequency, balanced, effective
+number (beta 0.999), post-hoc threshold (logit-adjustment) tuning of the unweighted
+model, the tuned weights of a study, and a per-line linear model without context.
+Each is trained with several seeds and scored on the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import CLASSES, validate_config
+from .metrics import compute_stats
+from .posthoc import fit_adjustment, reweighted_predictions, sample_weights, screen
+from .predict import one_hot_probs
+
+MARK_START = "<!-- bench:start -->"
+MARK_END = "<!-- bench:end -->"
+SCHEMES = ("unweighted", "guide_recommended_100_10_0.1", "inverse_frequency", "balanced", "effective_number_0.999")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _summary(values: list[float]) -> dict:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
+            "values": [float(v) for v in values]}
+
+
+def _linear_baseline(prepared, seed: int) -> tuple[dict, float]:
+    """A per-line logistic regression on the same features, no context (SKOL's production model)."""
+    from sklearn.linear_model import SGDClassifier
+
+    t0 = time.perf_counter()
+    train, test = prepared.splits["train"], prepared.splits["test"]
+    clf = SGDClassifier(loss="log_loss", alpha=1e-5, max_iter=15, tol=None, random_state=seed)
+    clf.fit(train.X[:-1].astype(np.float32), train.y)
+    probs = clf.predict_proba(test.X[:-1].astype(np.float32))
+    return compute_stats(test.y, probs), time.perf_counter() - t0
+
+
+def tuned_weights_from_study(storage: str, study: str) -> tuple[dict, list]:
+    """The best weights of a study, and every completed trial's (weights, val important_f1)."""
+    from optuna.trial import TrialState
+
+    from .study import load_existing_study, trial_score
+
+    st = load_existing_study(storage, study)
+    done = [t for t in st.get_trials(states=(TrialState.COMPLETE,)) if t.user_attrs.get("class_weights")]
+    if not done:
+        raise ValueError(f"study {study!r} has no completed trial")
+    best = max(done, key=trial_score)
+    return best.user_attrs["class_weights"], [(t.user_attrs["class_weights"], trial_score(t)) for t in done]
+
+
+def bare_fit_seconds(prepared, config: dict) -> float:
+    """Wall time of a bare ``model.fit`` on the same data pipeline: the floor a trial is compared with."""
+    import keras
+
+    from .model import build_model
+    from .train import make_dataset
+    from .windows import build_windows
+
+    keras.utils.set_random_seed(config["seed"])
+    train = prepared.splits["train"]
+    windows = build_windows(train.offsets, config["window_size"], config["train_stride"] or config["window_size"],
+                            train.pad_index)
+    ds = make_dataset(train, windows, config["batch_size"], labels=True, shuffle_seed=config["seed"])
+    t0 = time.perf_counter()
+    model = build_model(prepared.featurizer.n_features, config)
+    model.fit(ds, epochs=config["epochs"], verbose=0, shuffle=False)
+    return time.perf_counter() - t0
+
+
+def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = None, storage: str | None = None,
+              scaling: bool = True) -> dict:
+    """Train and score every row for every seed; return the raw numbers."""
+    from .study import warm_start_schemes
+    from .train import evaluate, predict_probs, train_model
+
+    all_schemes = warm_start_schemes(prepared.class_counts["train"])
+    rows: dict[str, dict] = {name: {"weights": all_schemes[name], "runs": []} for name in SCHEMES}
+    trials = []
+    if study:
+        tuned, trials = tuned_weights_from_study(storage, study)
+        rows[f"tuned ({study})"] = {"weights": tuned, "runs": []}
+    rows["threshold tuning on unweighted"] = {"weights": None, "runs": []}
+    rows["linear per-line (no context)"] = {"weights": None, "runs": []}
+    val, test = prepared.splits["val"], prepared.splits["test"]
+    speed: dict = {}
+    screen_info: dict = {}
+    for seed in seeds:
+        for name, row in rows.items():
+            if name.startswith("linear"):
+                stats, secs = _linear_baseline(prepared, seed)
+                row["runs"].append({"seed": seed, "stats": stats, "seconds": secs})
+                _log(f"seed {seed} {name}: test important_f1 {stats['important_f1']:.4f} ({secs:.0f}s)")
+                continue
+            if name.startswith("threshold"):
+                continue  # filled in with the unweighted model below
+            cfg = validate_config(dict(base_config, seed=seed, class_weights=row["weights"], verbosity=0))
+            t0 = time.perf_counter()
+            model, history = train_model(prepared, cfg)
+            stats = evaluate(model, test, cfg)
+            secs = time.perf_counter() - t0
+            row["runs"].append({"seed": seed, "stats": stats, "seconds": secs,
+                                "epoch_train_seconds": [h["train_seconds"] for h in history]})
+            _log(f"seed {seed} {name}: test important_f1 {stats['important_f1']:.4f} ({secs:.0f}s)")
+            if name == "unweighted":
+                t1 = time.perf_counter()
+                p_val = predict_probs(model, val, cfg)
+                w, _ = fit_adjustment(p_val, val.y, seed=seed)
+                p_test = predict_probs(model, test, cfg)
+                adj = compute_stats(test.y, one_hot_probs(reweighted_predictions(p_test, w)[0]))
+                rows["threshold tuning on unweighted"]["runs"].append(
+                    {"seed": seed, "stats": adj, "seconds": secs + time.perf_counter() - t1,
+                     "multipliers": dict(zip(CLASSES, map(float, w)))})
+                _log(f"seed {seed} threshold tuning: test important_f1 {adj['important_f1']:.4f}")
+                if seed == seeds[0]:
+                    screen_info = _screen_report(p_val, val.y, trials)
+                    speed = _speed_report(prepared, cfg, secs, history)
+    result = {"config": base_config, "seeds": list(seeds), "data": prepared.meta() | {"split": None},
+              "rows": {}, "speed": speed, "screen": screen_info}
+    for name, row in rows.items():
+        if not row["runs"]:
+            continue
+        result["rows"][name] = {
+            "weights": row["weights"],
+            **{k: _summary([r["stats"][k] for r in row["runs"]]) for k in
+               ("Nomenclature_f1", "Description_f1", "important_f1")},
+            "seconds": _summary([r["seconds"] for r in row["runs"]]),
+            "runs": row["runs"],
+        }
+    if scaling:
+        result["scaling"] = _scaling(base_config)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _screen_report(p_val, y_val, trials) -> dict:
+    """Screening speed, and how well the screen's ranking predicts the trained ranking (Spearman)."""
+    from scipy.stats import spearmanr
+
+    w = sample_weights(5000)
+    t0 = time.perf_counter()
+    screen(p_val, y_val, w)
+    per_second = len(w) / (time.perf_counter() - t0)
+    out = {"vectors_per_second": per_second, "lines": int(len(y_val))}
+    if len(trials) >= 3:
+        ws = np.array([[tw[c] for c in CLASSES] for tw, _ in trials])
+        predicted = screen(p_val, y_val, ws)
+        trained = np.array([v for _, v in trials])
+        rho = spearmanr(predicted, trained)
+        out.update({"spearman": float(rho.statistic), "p_value": float(rho.pvalue), "trials": len(trials)})
+    return out
+
+
+def _speed_report(prepared, cfg: dict, trial_seconds: float, history: list) -> dict:
+    train = prepared.splits["train"]
+    bare = bare_fit_seconds(prepared, cfg)
+    epoch_train = [h["train_seconds"] for h in history]
+    windows_per_epoch = int(np.ceil(train.n / (cfg["train_stride"] or cfg["window_size"])))
+    return {"trial_seconds": trial_seconds, "bare_fit_seconds": bare,
+            "overhead_fraction": (trial_seconds - bare) / trial_seconds,
+            "mean_epoch_train_seconds": float(np.mean(epoch_train)),
+            "lines_per_second": train.n / float(np.mean(epoch_train[1:] or epoch_train)),
+            "windows_per_epoch": windows_per_epoch}
+
+
+def _scaling(base_config: dict) -> list[dict]:
+    """Trial wall time on the sample corpus at 1x, 2x and 4x its default size."""
+    from .train import SAMPLE_DOCS, evaluate, prepare, train_model
+
+    out = []
+    for factor in (1, 2, 4):
+        prepared = prepare(None, sample_docs=SAMPLE_DOCS * factor, cache_dir=None, verbose=False)
+        cfg = validate_config(dict(base_config, verbosity=0))
+        t0 = time.perf_counter()
+        model, _ = train_model(prepared, cfg)
+        evaluate(model, prepared.splits["test"], cfg)
+        out.append({"factor": factor, "documents": SAMPLE_DOCS * factor, "train_lines": prepared.splits["train"].n,
+                    "trial_seconds": time.perf_counter() - t0})
+        _log(f"scaling x{factor}: {out[-1]['trial_seconds']:.1f}s")
+    return out
+
+
+def render_markdown(result: dict, command: str) -> str:
+    """The benchmark table and notes as Markdown."""
+    seeds = result["seeds"]
+    lines = [MARK_START, "", f"Command: `{command}`", "",
+             f"Model config: `{json.dumps({k: v for k, v in result['config'].items() if k != 'class_weights'})}`; "
+             f"seeds {seeds}; test split of {result['data']['source']} "
+             f"(data fingerprint `{result['data']['data_fingerprint']}`). Mean ± std over seeds.", "",
+             "| row | weights (N / D / M) | Nomenclature F1 | Description F1 | important_f1 | seconds |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    ordered = sorted(result["rows"].items(), key=lambda kv: -kv[1]["important_f1"]["mean"])
+    for name, row in ordered:
+        w = row["weights"]
+        ws = " / ".join(f"{w[c]:.3g}" for c in CLASSES) if w else "-"
+        cells = [f"{row[k]['mean']:.4f} ± {row[k]['std']:.4f}" for k in ("Nomenclature_f1", "Description_f1",
+                                                                          "important_f1")]
+        lines.append(f"| {name} | {ws} | {' | '.join(cells)} | {row['seconds']['mean']:.0f} |")
+    lines.append("")
+    lines += verdict_lines(result)
+    sp = result.get("speed") or {}
+    if sp:
+        lines += ["", f"Speed (seed {seeds[0]}, unweighted): trial {sp['trial_seconds']:.1f}s, bare `model.fit` of the "
+                  f"same model and pipeline {sp['bare_fit_seconds']:.1f}s, so per-trial overhead (per-epoch validation, "
+                  f"final evaluation, model build) is {sp['overhead_fraction']:.1%}; "
+                  f"{sp['mean_epoch_train_seconds']:.1f}s per training epoch, "
+                  f"{sp['lines_per_second']:.0f} training lines/s."]
+    sc = result.get("screen") or {}
+    if sc:
+        text = f"Post-hoc screen: {sc['vectors_per_second']:.0f} weight vectors/s on {sc['lines']} validation lines."
+        if "spearman" in sc:
+            text += (f" Spearman between the screen's score and the trained validation important_f1 over "
+                     f"{sc['trials']} study trials: {sc['spearman']:.3f} (p = {sc['p_value']:.3g}).")
+        lines += ["", text]
+    if result.get("scaling"):
+        lines += ["", "Trial wall time against sample-corpus size: " + ", ".join(
+            f"{s['factor']}x ({s['train_lines']} train lines) {s['trial_seconds']:.1f}s" for s in result["scaling"]) + "."]
+    lines += ["", f"Peak RSS of the benchmark process: {result['peak_rss_mb']:.0f} MB.", "", MARK_END]
+    return "\n".join(lines)
+
+
+def verdict_lines(result: dict) -> list[str]:
+    """Plain statements: does the tuned row beat every fixed scheme and threshold tuning by > 1 std?"""
+    tuned = [k for k in result["rows"] if k.startswith("tuned")]
+    if not tuned:
+        return ["No tuned row (run with `--study`): nothing to compare."]
+    t = result["rows"][tuned[0]]["important_f1"]
+    losers, ties = [], []
+    for name, row in result["rows"].items():
+        if name == tuned[0]:
+            continue
+        other = row["important_f1"]
+        margin = max(t["std"], other["std"])
+        if t["mean"] - other["mean"] > margin:
+            continue
+        (losers if other["mean"] >= t["mean"] else ties).append(name)
+    if not losers and not ties:
+        return [f"**Finding:** the tuned weights beat every other row by more than one standard deviation "
+                f"(important_f1 {t['mean']:.4f})."]
+    out = []
+    if losers:
+        out.append(f"**Finding:** the tuned weights do *not* beat {', '.join(losers)} on mean test important_f1.")
+    if ties:
+        out.append(f"**Finding:** the tuned weights are ahead of {', '.join(ties)} by less than one standard "
+                   "deviation: not a clear win.")
+    return out
+
+
+def write_outputs(result: dict, md_path: str | Path, json_path: str | Path, command: str) -> None:
+    """Replace the benchmark section of ``md_path`` (creating it if needed) and write the raw JSON."""
+    from .features import atomic_write_bytes
+
+    md_path, json_path = Path(md_path), Path(json_path)
+    section = render_markdown(result, command)
+    old = md_path.read_text() if md_path.exists() else "# Benchmarks\n\n## Tuning against fixed schemes\n\n"
+    if MARK_START in old and MARK_END in old:
+        new = old[: old.index(MARK_START)] + section + old[old.index(MARK_END) + len(MARK_END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    atomic_write_bytes(md_path, new.encode())
+    atomic_write_bytes(json_path, (json.dumps(result, indent=2) + "\n").encode())
