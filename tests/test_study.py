@@ -1,6 +1,7 @@
 """The study: warm start, resume without replay, pruning, test evaluation, export and report."""
 
 import json
+from pathlib import Path
 
 import optuna
 import pytest
@@ -92,8 +93,7 @@ def test_report_prints_table_best_first_and_writes_plots(tiny_study, capsys):
     assert main(["report", "--study", "tiny", "--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "unweighted" in out and "val_important_f1" in out
-    plots = {p.name for p in (load_existing_study(storage, "tiny") and __import__("pathlib").Path(
-        storage[len("sqlite:///"):]).parent / "tiny").glob("*.html")}
+    plots = {p.name for p in (Path(storage[len("sqlite:///"):]).parent / "tiny").glob("*.html")}
     assert {"optimization_history.html", "weight_map.html"} <= plots
 
 
@@ -169,3 +169,11 @@ def test_study_config_file_widens_the_space_and_rejects_typos(tmp_path):
     bad.write_text("[space]\nnomenclatur = [1, 2]\n")
     with pytest.raises(Exception, match="unknown key 'nomenclatur'"):
         StudyConfig.load(bad)
+
+
+def test_only_the_best_and_the_unweighted_models_are_kept(tiny_study):
+    storage, study = tiny_study
+    models = Path(storage[len("sqlite:///"):]).parent / "tiny" / "models"
+    kept = sorted(int(p.stem.split("-")[1]) for p in models.glob("trial-*.keras"))
+    unweighted = [t.number for t in study.trials if t.user_attrs.get("scheme") == "unweighted"]
+    assert kept == sorted({study.best_trial.number, *unweighted})

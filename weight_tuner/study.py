@@ -434,17 +434,15 @@ class Objective:
             return
         from .train import bundle_paths, save_bundle
 
-        done = [t for t in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-        best_other = max((trial_score(t) for t in done), default=-math.inf)
-        scheme = trial.user_attrs.get("scheme")
-        if value >= best_other or scheme == "unweighted":
+        done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        is_best = value >= max((trial_score(t) for t in done), default=-math.inf)
+        is_unweighted = trial.user_attrs.get("scheme") == "unweighted"
+        if is_best or is_unweighted:
             save_bundle(model, self.prepared.featurizer, config, model_path(self.models_dir, trial.number))
-        keep = {t.number for t in done if t.user_attrs.get("scheme") == "unweighted"}
-        if done:
-            keep.add(max(done, key=trial_score).number)
-        if value < best_other and scheme != "unweighted":
+        if not is_best:
             return
-        for t in done:
+        keep = {t.number for t in done if t.user_attrs.get("scheme") == "unweighted"}
+        for t in done:  # the previous best is superseded
             if t.number not in keep:
                 for p in bundle_paths(model_path(self.models_dir, t.number)):
                     p.unlink(missing_ok=True)
