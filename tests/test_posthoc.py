@@ -66,3 +66,27 @@ def test_screen_enqueues_top_k_and_tune_confirms_them(prepared, tmp_path):
     done = {t.user_attrs["scheme"]: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert {"screen_top1", "screen_top2"} <= set(done)
     assert done["screen_top1"].user_attrs["class_weights"] == picked[0]["class_weights"]
+
+
+def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
+    import json
+
+    from weight_tuner.bench import MARK_END, MARK_START, run_bench, write_outputs
+
+    base = {"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "learning_rate": 0.01}
+    result = run_bench(prepared, base, seeds=(0, 1), scaling=False)
+    rows = result["rows"]
+    assert {"unweighted", "guide_recommended_100_10_0.1", "inverse_frequency", "balanced", "effective_number_0.999",
+            "unweighted + oversample x3", "threshold tuning on unweighted", "sequence rules on unweighted",
+            "linear per-line (no context)"} <= set(rows)
+    for row in rows.values():
+        assert len(row["runs"]) == 2 and 0 <= row["important_f1"]["mean"] <= 1
+    assert result["speed"]["bare_fit_seconds"] > 0 and result["speed"]["trial_seconds"] > 0
+    md = tmp_path / "b.md"
+    md.write_text("# Benchmarks\n\nhand-written text\n")
+    write_outputs(result, md, tmp_path / "b.json", "weight-tuner bench test")
+    write_outputs(result, md, tmp_path / "b.json", "weight-tuner bench test")  # replaces, never duplicates
+    text = md.read_text()
+    assert text.count(MARK_START) == 1 and "hand-written text" in text and MARK_END in text
+    assert "| threshold tuning on unweighted |" in text and "No tuned row" in text
+    assert json.loads((tmp_path / "b.json").read_text())["seeds"] == [0, 1]

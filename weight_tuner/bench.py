@@ -19,7 +19,7 @@ import numpy as np
 from .config import CLASSES, validate_config
 from .metrics import compute_stats
 from .posthoc import fit_adjustment, reweighted_predictions, sample_weights, screen
-from .predict import one_hot_probs
+from .predict import apply_sequence_rules, one_hot_probs, tune_sequence_threshold
 
 MARK_START = "<!-- bench:start -->"
 MARK_END = "<!-- bench:end -->"
@@ -92,7 +92,9 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = 
     if study:
         tuned, trials = tuned_weights_from_study(storage, study)
         rows[f"tuned ({study})"] = {"weights": tuned, "runs": []}
+    rows["unweighted + oversample x3"] = {"weights": all_schemes["unweighted"], "runs": [], "extra": {"oversample": 3}}
     rows["threshold tuning on unweighted"] = {"weights": None, "runs": []}
+    rows["sequence rules on unweighted"] = {"weights": None, "runs": []}
     rows["linear per-line (no context)"] = {"weights": None, "runs": []}
     val, test = prepared.splits["val"], prepared.splits["test"]
     speed: dict = {}
@@ -104,9 +106,10 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = 
                 row["runs"].append({"seed": seed, "stats": stats, "seconds": secs})
                 _log(f"seed {seed} {name}: test important_f1 {stats['important_f1']:.4f} ({secs:.0f}s)")
                 continue
-            if name.startswith("threshold"):
-                continue  # filled in with the unweighted model below
-            cfg = validate_config(dict(base_config, seed=seed, class_weights=row["weights"], verbosity=0))
+            if row["weights"] is None:
+                continue  # post-hoc rows: filled in with the unweighted model below
+            cfg = validate_config(dict(base_config, seed=seed, class_weights=row["weights"], verbosity=0,
+                                       **row.get("extra", {})))
             t0 = time.perf_counter()
             model, history = train_model(prepared, cfg)
             stats = evaluate(model, test, cfg)
@@ -124,6 +127,12 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = 
                     {"seed": seed, "stats": adj, "seconds": secs + time.perf_counter() - t1,
                      "multipliers": dict(zip(CLASSES, map(float, w)))})
                 _log(f"seed {seed} threshold tuning: test important_f1 {adj['important_f1']:.4f}")
+                threshold, _ = tune_sequence_threshold(p_val, val.y)
+                ruled = compute_stats(test.y, one_hot_probs(apply_sequence_rules(p_test, threshold)))
+                rows["sequence rules on unweighted"]["runs"].append(
+                    {"seed": seed, "stats": ruled, "seconds": secs, "threshold": threshold})
+                _log(f"seed {seed} sequence rules (threshold {threshold}): test important_f1 "
+                     f"{ruled['important_f1']:.4f}")
                 if seed == seeds[0]:
                     screen_info = _screen_report(p_val, val.y, trials)
                     speed = _speed_report(prepared, cfg, secs, history)
