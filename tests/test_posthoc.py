@@ -54,7 +54,7 @@ def test_screen_enqueues_top_k_and_tune_confirms_them(prepared, tmp_path):
     from optuna.trial import TrialState
 
     from weight_tuner.posthoc import screen_into_study
-    from weight_tuner.study import StudyConfig, load_existing_study, tune
+    from weight_tuner.study import StudyConfig, tune
 
     storage = f"sqlite:///{tmp_path}/s.db"
     cfg = StudyConfig(model={"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "verbosity": 0,

@@ -4,7 +4,6 @@ import csv
 import json
 
 import numpy as np
-import optuna
 import pytest
 from optuna.trial import TrialState
 

@@ -9,8 +9,7 @@ from optuna.trial import TrialState
 
 from weight_tuner.cli import main
 from weight_tuner.config import CLASSES
-from weight_tuner.export import build_export
-from weight_tuner.study import (GUIDE_SCHEMES, SearchSpace, StudyConfig, StudyError, count_schemes,
+from weight_tuner.study import (GUIDE_SCHEMES, SearchSpace, StudyConfig, count_schemes,
                                 final_test_evaluation, load_existing_study, tune, warm_start_schemes)
 
 from conftest import TINY_DOCS

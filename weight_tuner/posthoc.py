@@ -67,7 +67,7 @@ def screen_into_study(prepared, storage_url: str, study_name: str, samples: int 
     import time
 
     from .study import (SearchSpace, StudyError, artifacts_dir, load_existing_study, model_path)
-    from .train import evaluate, load_bundle, predict_probs, train_model
+    from .train import load_bundle, predict_probs, train_model
     from .config import validate_config
 
     study = load_existing_study(storage_url, study_name)
