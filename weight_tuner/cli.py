@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import signal
 import sys
 import time
@@ -185,14 +186,10 @@ def cmd_bench(args) -> int:
     prepared = _prepare(args)
     result = run_bench(prepared, base, seeds=seeds, study=args.study,
                        storage=_storage(args) if args.study else None, scaling=not args.no_scaling)
-    command = "weight-tuner " + " ".join(sys.argv[1:]) if argv_is_cli() else "weight-tuner bench"
+    command = "weight-tuner " + shlex.join(args.argv)
     write_outputs(result, args.out, args.json, command)
     print(f"wrote {args.out} and {args.json}")
     return 0
-
-
-def argv_is_cli() -> bool:
-    return bool(sys.argv) and Path(sys.argv[0]).name in ("weight-tuner", "cli.py", "__main__.py")
 
 
 def cmd_screen(args) -> int:
@@ -325,7 +322,9 @@ def _raise_terminated(signum, frame):
 def main(argv=None) -> int:
     """Entry point of the ``weight-tuner`` console script."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the command line, recorded with benchmark results
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return int(args.func(args) or 0)
