@@ -140,8 +140,8 @@ np.save({str(tmp_path / 'out.npy')!r}, predict_probs(model, split, cfg))
 def test_reused_model_trains_exactly_like_a_fresh_one(prepared):
     from weight_tuner import train as train_mod
 
-    cfg_a = tiny_config(epochs=2, class_weights={"Nomenclature": 9.0, "Description": 3.0, "Misc": 1.0})
-    cfg_b = tiny_config(epochs=2)
+    cfg_a = tiny_config(epochs=2, dropout=0.3, class_weights={"Nomenclature": 9.0, "Description": 3.0, "Misc": 1.0})
+    cfg_b = tiny_config(epochs=2, dropout=0.3)
     train_mod._REUSABLE.clear()
     _, fresh_a = train_mod.train_model(prepared, cfg_a)
     _, fresh_b_after_a = train_mod.train_model(prepared, cfg_b)  # reuses the model trained with cfg_a

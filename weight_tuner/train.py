@@ -185,10 +185,14 @@ def reusable_model(n_features: int, config: dict):
         _REUSABLE.clear()
         model = build_model(n_features, config)
         model.loss.make_reweightable()
-        _REUSABLE.update(key=key, model=model, initial=[w.copy() for w in model.get_weights()])
+        # Dropout's random state too, so a reused model draws the same masks as a fresh one.
+        seeds = [(v, v.numpy().copy()) for v in model.variables if "seed_generator" in v.path]
+        _REUSABLE.update(key=key, model=model, initial=[w.copy() for w in model.get_weights()], seeds=seeds)
         return model
     model = _REUSABLE["model"]
     model.set_weights(_REUSABLE["initial"])
+    for var, value in _REUSABLE["seeds"]:
+        var.assign(value)
     for var in model.optimizer.variables:  # Adam moments and the step counter back to zero
         if var is not model.optimizer.learning_rate and not var.path.endswith("learning_rate"):
             var.assign(np.zeros(var.shape, dtype=var.dtype))
