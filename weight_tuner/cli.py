@@ -100,6 +100,14 @@ def _add_worker_args(p: argparse.ArgumentParser) -> None:
                         "after three missed beats")
 
 
+def _check_worker_args(args) -> None:
+    if args.trials < 1:
+        raise WeightTunerError(f"--trials must be >= 1, got {args.trials}")
+    if args.heartbeat < 1:
+        raise WeightTunerError(f"--heartbeat must be >= 1 second, got {args.heartbeat}: without heartbeats "
+                               "a killed worker's trial would never be retried")
+
+
 def _storage(args) -> str:
     return args.storage or f"sqlite:///studies/{args.study}.db"
 
@@ -108,8 +116,7 @@ def cmd_tune(args) -> int:
     """Run (or resume) the study, then score the best weights once on the test split."""
     from .study import StudyConfig, final_test_evaluation, tune
 
-    if args.trials < 1:
-        raise WeightTunerError(f"--trials must be >= 1, got {args.trials}")
+    _check_worker_args(args)
     from .study import check_storage
 
     from .study import parse_objectives
@@ -133,6 +140,7 @@ def cmd_worker(args) -> int:
     """Join an existing study as one more worker."""
     from .study import check_storage, finished_count, join_study
 
+    _check_worker_args(args)
     check_storage(_storage(args), must_exist=True)
     prepared = _prepare(args)
     study = join_study(prepared, _storage(args), args.study, args.trials, seed=args.seed,

@@ -584,8 +584,10 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
         return
     bar = tqdm(total=n_trials, initial=done, desc=f"study {study.study_name}", unit="trial", file=sys.stderr)
     failures = 0
+    ran: list[optuna.trial.FrozenTrial] = []  # this process's trials, in order
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        ran.append(trial)
         bar.n = min(finished_count(study), n_trials)
         bar.refresh()
         value = "-" if not trial.values else "/".join(f"{v:.4f}" for v in trial.values)
@@ -607,7 +609,7 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
                 continue
             study.optimize(objective, n_trials=1, gc_after_trial=True, callbacks=[after_trial],
                            catch=(NonFiniteLossError, TrialTimeoutError, SurplusTrial))
-            last = study.trials[-1] if study.trials else None
+            last = ran[-1] if ran else None
             if last is not None and last.state == TrialState.FAIL and "surplus" not in last.user_attrs:
                 failures += 1
                 if failures >= max_failures:
