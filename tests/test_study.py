@@ -176,3 +176,24 @@ def test_only_the_best_and_the_unweighted_models_are_kept(tiny_study):
     kept = sorted(int(p.stem.split("-")[1]) for p in models.glob("trial-*.keras"))
     unweighted = [t.number for t in study.trials if t.user_attrs.get("scheme") == "unweighted"]
     assert kept == sorted({study.best_trial.number, *unweighted})
+
+
+def test_a_tie_keeps_the_earlier_best_model(prepared, tmp_path):
+    from weight_tuner.config import validate_config
+    from weight_tuner.model import build_model
+    from weight_tuner.study import Objective, model_path
+
+    study = optuna.create_study(direction="maximize")
+    dist = {"w_Nomenclature": optuna.distributions.FloatDistribution(0.1, 1000, log=True)}
+    study.add_trial(optuna.trial.create_trial(params={"w_Nomenclature": 2.0}, distributions=dist, value=0.5,
+                                              user_attrs={"val_important_f1": 0.5, "scheme": "search"}))
+    earlier = model_path(tmp_path, 0)
+    earlier.write_bytes(b"model of trial 0")
+    cfg = validate_config({"hidden_size": 2, "num_layers": 1})
+    objective = Objective(prepared, SearchSpace(), cfg, tmp_path)
+    trial = study.ask()
+    trial.set_user_attr("scheme", "search")
+    objective._keep_model(trial, build_model(prepared.featurizer.n_features, cfg), cfg, 0.5)  # a tie
+    assert earlier.exists() and not model_path(tmp_path, trial.number).exists()
+    objective._keep_model(trial, build_model(prepared.featurizer.n_features, cfg), cfg, 0.6)  # better
+    assert model_path(tmp_path, trial.number).exists() and not earlier.exists()

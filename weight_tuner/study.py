@@ -435,7 +435,8 @@ class Objective:
         from .train import bundle_paths, save_bundle
 
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        is_best = value >= max((trial_score(t) for t in done), default=-math.inf)
+        # Strictly better: on a tie the earlier trial stays best, as max() over trials in order picks it.
+        is_best = value > max((trial_score(t) for t in done), default=-math.inf)
         is_unweighted = trial.user_attrs.get("scheme") == "unweighted"
         if is_best or is_unweighted:
             save_bundle(model, self.prepared.featurizer, config, model_path(self.models_dir, trial.number))
