@@ -86,3 +86,16 @@ def test_feature_cache_is_hit_and_keyed_by_data(tmp_path):
     assert first.fingerprint == second.fingerprint != other.fingerprint
     assert (first.splits["train"].X == second.splits["train"].X).all()
     assert len(list(tmp_path.glob("features-*"))) == 2
+
+
+def test_label_map_changes_classes_and_fingerprint(tmp_path, capsys):
+    from weight_tuner.train import prepare
+
+    plain = prepare(None, sample_docs=12, cache_dir=None, verbose=False)
+    mapped = prepare(None, sample_docs=12, cache_dir=None, verbose=False, label_map={"Diagnosis": "Description"})
+    total = lambda p, c: sum(p.class_counts[s][c] for s in p.class_counts)  # noqa: E731
+    assert total(mapped, "Description") > total(plain, "Description")
+    assert total(mapped, "Misc") < total(plain, "Misc")
+    assert mapped.fingerprint != plain.fingerprint
+    assert main(["train", "--label-map", '{"Diagnosis": "Desc"}', "--out", str(tmp_path / "o.json")]) == 2
+    assert "'Diagnosis' maps to 'Desc'" in capsys.readouterr().err

@@ -22,13 +22,23 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default="studies/cache", help="feature cache directory ('' disables it)")
     p.add_argument("--max-chunk-lines", type=int, default=2000,
                    help="cut longer documents into chunks at block boundaries before splitting")
+    p.add_argument("--label-map", default=None,
+                   help='JSON mapping raw YEDDA labels to classes, over the default, e.g. \'{"Diagnosis": "Description"}\'')
 
 
 def _prepare(args, verbose=True):
     from .train import SAMPLE_DOCS, prepare
 
+    label_map = None
+    if args.label_map:
+        from .config import ConfigError, parse_json
+
+        label_map = parse_json(args.label_map, "--label-map")
+        if not isinstance(label_map, dict):
+            raise ConfigError("--label-map: expected a JSON object of raw label -> class")
     return prepare(args.data, split_seed=args.split_seed, sample_docs=args.sample_docs or SAMPLE_DOCS,
-                   cache_dir=args.cache_dir or None, max_chunk_lines=args.max_chunk_lines, verbose=verbose)
+                   cache_dir=args.cache_dir or None, max_chunk_lines=args.max_chunk_lines, label_map=label_map,
+                   verbose=verbose)
 
 
 def _write_json(path: str | Path, payload: dict) -> None:

@@ -252,9 +252,11 @@ def split_chunks(chunks: list[Chunk], seed: int = 0, val_fraction: float = 0.15,
     return {k: sorted(out[k]) for k in SPLITS}
 
 
-def fingerprint_lines(chunks: Iterable[Chunk]) -> str:
-    """A content hash of the labelled lines (text, label, position): the data fingerprint."""
+def fingerprint_lines(chunks: Iterable[Chunk], label_overrides: Mapping[str, str] | None = None) -> str:
+    """A content hash of the labelled lines (text, label, position) and of any label mapping: the data fingerprint."""
     h = hashlib.sha256()
+    if label_overrides:
+        h.update(repr(sorted(label_overrides.items())).encode())
     for chunk in chunks:
         h.update(chunk.chunk_id.encode())
         for ln in chunk.lines:

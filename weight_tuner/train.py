@@ -95,16 +95,20 @@ def load_documents(data_dir: str | Path | None, sample_docs: int = SAMPLE_DOCS, 
 
 def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_docs: int = SAMPLE_DOCS,
             cache_dir: str | Path | None = DEFAULT_CACHE_DIR, max_chunk_lines: int = 2000,
-            label_map=None, verbose: bool = True) -> Prepared:
-    """Read, chunk, split (by document chunk) and featurise a corpus."""
-    label_map = label_map or corpus.default_label_map
+            label_map: dict[str, str] | None = None, verbose: bool = True) -> Prepared:
+    """Read, chunk, split (by document chunk) and featurise a corpus.
+
+    ``label_map`` overrides the default raw-label -> class mapping, e.g. ``{"Diagnosis": "Description"}``.
+    """
+    overrides = dict(label_map or {})
+    label_map = corpus.make_label_map(overrides)
     docs, report, source = load_documents(data_dir, sample_docs)
     if verbose:
         corpus.print_report(docs, report, label_map, out=sys.stderr)
     chunks = corpus.chunk_documents(docs, max_chunk_lines)
     split = corpus.split_chunks(chunks, seed=split_seed)
     by_id = {c.chunk_id: c for c in chunks}
-    fingerprint = corpus.fingerprint_lines(chunks)
+    fingerprint = corpus.fingerprint_lines(chunks, overrides)
     class_index = {c: i for i, c in enumerate(CLASSES)}
     texts, parts = {}, {}
     for name in corpus.SPLITS:
