@@ -49,14 +49,9 @@ def _linear_baseline(prepared, seed: int) -> tuple[dict, float]:
 
 def tuned_weights_from_study(storage: str, study: str) -> tuple[dict, list]:
     """The best weights of a study, and every completed trial's (weights, val important_f1)."""
-    from optuna.trial import TrialState
+    from .study import completed_trials, load_existing_study, trial_score
 
-    from .study import load_existing_study, trial_score
-
-    st = load_existing_study(storage, study)
-    done = [t for t in st.get_trials(states=(TrialState.COMPLETE,)) if t.user_attrs.get("class_weights")]
-    if not done:
-        raise ValueError(f"study {study!r} has no completed trial")
+    done = [t for t in completed_trials(load_existing_study(storage, study)) if t.user_attrs.get("class_weights")]
     best = max(done, key=trial_score)
     return best.user_attrs["class_weights"], [(t.user_attrs["class_weights"], trial_score(t)) for t in done]
 

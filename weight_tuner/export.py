@@ -9,7 +9,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from .features import atomic_write_bytes
-from .study import METRIC_NAME, StudyError, load_existing_study, trial_config, trial_score
+from .study import METRIC_NAME, StudyError, completed_trials, load_existing_study, trial_config, trial_score
 
 
 def build_export(storage_url: str, study_name: str, trial_number: int | None = None) -> dict:
@@ -19,10 +19,7 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
     validation important_f1 (the trial with the best mean of two F1s is always on that front).
     """
     study = load_existing_study(storage_url, study_name)
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        raise StudyError(f"study {study_name!r} has no completed trial yet ({len(study.trials)} trials in all); "
-                         "run `weight-tuner tune` first")
+    complete = completed_trials(study)
     if trial_number is None:
         best = max(complete, key=trial_score)
     else:
@@ -34,10 +31,11 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
     attrs = study.user_attrs
     config = trial_config(study, best)
     val_stats = {k[len("val_"):]: v for k, v in best.user_attrs.items() if k.startswith("val_")}
-    baselines = {}
+    baselines: dict = {}
     for t in study.trials:
         scheme = t.user_attrs.get("scheme")
-        if scheme and scheme != "search":
+        # A scheme retried after a fault has several trials: the completed one speaks for it.
+        if scheme and scheme != "search" and baselines.get(scheme, {}).get("state") != "COMPLETE":
             baselines[scheme] = {"trial": t.number, "state": t.state.name, "class_weights": t.user_attrs.get("class_weights"),
                                  METRIC_NAME: trial_score(t) if t.state == TrialState.COMPLETE else None}
     test = attrs.get("test_stats")

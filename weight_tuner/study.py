@@ -690,13 +690,18 @@ def verdict(result: dict) -> str:
     return " ".join(lines)
 
 
-def best_model_path(storage_url: str, study_name: str) -> Path:
-    """The saved model of a study's best completed trial."""
-    study = load_existing_study(storage_url, study_name)
+def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's completed trials; a clear error if there are none yet."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
-        raise StudyError(f"study {study_name!r} has no completed trial yet")
-    best = max(complete, key=trial_score)
+        raise StudyError(f"study {study.study_name!r} has no completed trial yet ({len(study.trials)} trials in "
+                         "all); run `weight-tuner tune` first")
+    return complete
+
+
+def best_model_path(storage_url: str, study_name: str) -> Path:
+    """The saved model of a study's best completed trial."""
+    best = max(completed_trials(load_existing_study(storage_url, study_name)), key=trial_score)
     path = model_path(artifacts_dir(storage_url, study_name) / "models", best.number)
     if not path.exists():
         raise StudyError(f"the model of best trial {best.number} is not at {path} (it is kept on the machine "
