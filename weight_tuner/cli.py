@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shlex
 import signal
 import sys
@@ -78,8 +79,6 @@ def cmd_train(args) -> int:
     stats = {"val": evaluate(model, prepared.splits["val"], config),
              "test": evaluate(model, prepared.splits["test"], config)}
     print(format_stats_table(stats))
-    import resource
-
     epoch_seconds = [h["train_seconds"] for h in history]
     payload = {"model_config": config, "val_stats": stats["val"], "test_stats": stats["test"],
                "history": history, "train_seconds": time.perf_counter() - t0,
@@ -124,13 +123,10 @@ def _storage(args) -> str:
 
 def cmd_tune(args) -> int:
     """Run (or resume) the study, then score the best weights once on the test split."""
-    from .study import StudyConfig, final_test_evaluation, tune
+    from .study import (StudyConfig, check_storage, final_test_evaluation, finished_count, parse_objectives,
+                        tune)
 
     _check_worker_args(args)
-    from .study import check_storage
-
-    from .study import parse_objectives
-
     study_config = StudyConfig.load(args.config)
     study_config.objectives = parse_objectives(args.objectives)
     storage = _storage(args)
@@ -139,8 +135,6 @@ def cmd_tune(args) -> int:
     study = tune(prepared, storage, args.study, args.trials, study_config, seed=args.seed,
                  trial_timeout=args.trial_timeout, heartbeat=args.heartbeat)
     final_test_evaluation(study, prepared, storage)
-    from .study import finished_count
-
     print(f"study {args.study!r} in {storage}: {finished_count(study)} finished trials. "
           f"Next: weight-tuner report --study {args.study} --storage {storage}")
     return 0
