@@ -158,17 +158,25 @@ def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labe
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def predict_probs(model, split: SplitData, config: dict) -> np.ndarray:
-    """Per-line probabilities for a split: overlapping windows averaged, each line once."""
-    windows = build_windows(split.offsets, config["window_size"], config["prediction_stride"], split.pad_index)
-    ds = make_dataset(split, windows, max(config["batch_size"], 64), labels=False)
+# Windows per inference batch: large enough to amortise per-batch overhead (no gradients are kept).
+PREDICT_BATCH = 512
+
+
+def predict_probs(model, split: SplitData, config: dict, stride: int | None = None) -> np.ndarray:
+    """Per-line probabilities for a split: overlapping windows averaged, each line once.
+
+    ``stride`` defaults to the config's ``prediction_stride``.
+    """
+    windows = build_windows(split.offsets, config["window_size"], stride or config["prediction_stride"],
+                            split.pad_index)
+    ds = make_dataset(split, windows, max(config["batch_size"], PREDICT_BATCH), labels=False)
     probs = model.predict(ds, verbose=0)
     return merge_window_probs(windows, probs, split.n)
 
 
-def evaluate(model, split: SplitData, config: dict) -> dict:
-    """Per-class stats of ``model`` on ``split``."""
-    return compute_stats(split.y, predict_probs(model, split, config))
+def evaluate(model, split: SplitData, config: dict, stride: int | None = None) -> dict:
+    """Per-class stats of ``model`` on ``split`` (windows every ``stride`` lines, default ``prediction_stride``)."""
+    return compute_stats(split.y, predict_probs(model, split, config, stride))
 
 
 EpochHook = Callable[[int, dict], None]
@@ -212,8 +220,11 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     architecture: save or evaluate it before training another.
 
     After every epoch the validation split is scored; ``epoch_hook(epoch, stats)``
-    receives those stats (a study reports and prunes there). Returns
-    ``(model, history)`` where history holds one dict per epoch.
+    receives those stats (a study reports and prunes there). Epochs before the last
+    score non-overlapping windows (stride = ``window_size``), a cheap check that is
+    enough to compare trials for pruning; the last epoch scores with
+    ``prediction_stride``, as prediction does, and that is the trial's result.
+    Returns ``(model, history)`` where history holds one dict per epoch.
     """
     import keras
 
@@ -242,9 +253,11 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
             if not math.isfinite(loss):
                 raise NonFiniteLossError(f"training loss became {loss} at epoch {epoch + 1}")
             train_s = time.perf_counter() - self.t0
-            stats = evaluate(self.model, prepared.splits["val"], config)
+            last = epoch + 1 == config["epochs"]
+            val_stride = config["prediction_stride"] if last else config["window_size"]
+            stats = evaluate(self.model, prepared.splits["val"], config, val_stride)
             entry = {"epoch": epoch + 1, "loss": loss, "train_seconds": train_s,
-                     "seconds": time.perf_counter() - self.t0, "val": stats}
+                     "seconds": time.perf_counter() - self.t0, "val": stats, "val_stride": val_stride}
             history.append(entry)
             if config["verbosity"] >= 1:
                 log(f"epoch {epoch + 1}/{config['epochs']} loss {loss:.4f} "
