@@ -81,7 +81,9 @@ def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
             "linear per-line (no context)"} <= set(rows)
     for row in rows.values():
         assert len(row["runs"]) == 2 and 0 <= row["important_f1"]["mean"] <= 1
-    assert result["speed"]["bare_fit_seconds"] > 0 and result["speed"]["trial_seconds"] > 0
+    speed = result["speed"]
+    assert min(speed["bare_fit_seconds"], speed["reused_fit_seconds"], speed["trial_seconds"]) > 0
+    assert len(speed["validation_seconds"]) == speed["epochs"] == base["epochs"]
     md = tmp_path / "b.md"
     md.write_text("# Benchmarks\n\nhand-written text\n")
     write_outputs(result, md, tmp_path / "b.json", "weight-tuner bench test")
@@ -89,4 +91,15 @@ def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
     text = md.read_text()
     assert text.count(MARK_START) == 1 and "hand-written text" in text and MARK_END in text
     assert "| threshold tuning on unweighted |" in text and "No tuned row" in text
+    assert "per-trial overhead" in text
     assert json.loads((tmp_path / "b.json").read_text())["seeds"] == [0, 1]
+
+
+def test_linear_baseline_learns_from_chunks(prepared, monkeypatch):
+    from weight_tuner import bench
+
+    monkeypatch.setattr(bench, "LINEAR_CHUNK", 500)  # several chunks per epoch, and a partial last one
+    assert prepared.splits["train"].n % 500 and prepared.splits["train"].n > 2000
+    stats, _ = bench._linear_baseline(prepared, seed=0)
+    assert stats["lines"] == prepared.splits["test"].n
+    assert stats["important_f1"] > 0.5  # an all-Misc model scores 0
