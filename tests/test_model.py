@@ -109,6 +109,10 @@ def test_tiny_model_learns_above_majority_baseline(prepared):
     assert test["important_f1"] > 0.5
     assert test["accuracy"] > majority
     assert test["lines"] == prepared.splits["test"].n  # every test line scored once
+    # Pruning checks score non-overlapping windows; the last epoch, the trial's result, scores
+    # exactly as prediction does.
+    assert [h["val_stride"] for h in history] == [cfg["window_size"]] * 7 + [cfg["prediction_stride"]]
+    assert history[-1]["val"] == evaluate(model, prepared.splits["val"], cfg)
 
 
 def test_saved_model_predicts_identically_in_a_new_process(prepared, tmp_path):
