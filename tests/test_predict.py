@@ -62,14 +62,16 @@ def test_oversampling_repeats_only_documents_with_nomenclature():
     assert (out[len(win):] < 6).all()
 
 
-def test_predict_reproduces_train_stats_on_held_out_files(prepared, tmp_path, cache_dir, capsys):
+@pytest.mark.parametrize("label_map", [None, '{"Diagnosis": "Description"}'])
+def test_predict_reproduces_train_stats_on_held_out_files(prepared, tmp_path, cache_dir, capsys, label_map):
     cfg = tmp_path / "c.json"
     cfg.write_text(json.dumps({"hidden_size": 8, "num_layers": 1, "epochs": 3, "batch_size": 8,
                                "learning_rate": 0.01, "verbosity": 0}))
     model = tmp_path / "m.keras"
     stats_file = tmp_path / "stats.json"
+    mapping = ["--label-map", label_map] if label_map else []
     assert main(["train", "--config", str(cfg), "--sample-docs", str(TINY_DOCS), "--cache-dir", str(cache_dir),
-                 "--out", str(stats_file), "--save-model", str(model)]) == 0
+                 "--out", str(stats_file), "--save-model", str(model), *mapping]) == 0
     trained = json.loads(stats_file.read_text())
     texts = generate_corpus(TINY_DOCS)
     files = []
@@ -79,6 +81,9 @@ def test_predict_reproduces_train_stats_on_held_out_files(prepared, tmp_path, ca
         path.parent.mkdir(exist_ok=True)
         path.write_text(texts[doc_id])
         files.append(str(path))
+    # The mapped run matters only if held-out files hold the remapped label: predict must score
+    # them with the model's own mapping, not the default one.
+    assert not label_map or any("#Diagnosis*]" in open(f).read() for f in files)
     out_json = tmp_path / "pred.json"
     assert main(["predict", "--model", str(model), *files, "--out-dir", str(tmp_path / "out"), "--probs",
                  "--json", str(out_json)]) == 0
@@ -120,3 +125,16 @@ def test_multi_objective_study_and_export_picks_best_important_f1(prepared, tmp_
     assert json.loads(out.read_text())["trial_number"] == other.number
     assert main(["report", "--study", "mo", "--storage", storage]) == 0
     assert (tmp_path / "mo" / "pareto_front.html").exists()
+
+
+def test_a_bundles_label_map_is_checked_and_defaults_when_absent(tmp_path):
+    from weight_tuner.config import ConfigError
+    from weight_tuner.train import load_label_map
+
+    model = tmp_path / "m.keras"
+    assert load_label_map(model) == {}  # a bundle saved before mappings were recorded
+    (tmp_path / "m.labels.json").write_text('{"Diagnosis": "Desc"}')
+    with pytest.raises(ConfigError, match=r"m\.labels\.json: 'Diagnosis' maps to 'Desc'"):
+        load_label_map(model)
+    (tmp_path / "m.labels.json").write_text('{"Diagnosis": "Description"}')
+    assert load_label_map(model) == {"Diagnosis": "Description"}

@@ -89,7 +89,7 @@ def cmd_train(args) -> int:
     if args.save_model:
         from .train import save_bundle
 
-        save_bundle(model, prepared.featurizer, config, args.save_model)
+        save_bundle(model, prepared.featurizer, config, args.save_model, prepared.label_map)
         print(f"saved model to {args.save_model}")
     return 0
 

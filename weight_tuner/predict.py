@@ -16,7 +16,7 @@ import numpy as np
 from . import corpus
 from .config import CLASSES, ConfigError
 from .metrics import compute_stats
-from .train import SplitData, load_bundle, predict_probs
+from .train import SplitData, load_bundle, load_label_map, predict_probs
 
 NOM, DESC, MISC = (CLASSES.index(c) for c in ("Nomenclature", "Description", "Misc"))
 
@@ -73,8 +73,9 @@ class FileLines:
     offsets: np.ndarray
 
 
-def read_input(path: Path, max_chunk_lines: int = 2000) -> FileLines:
-    """An ``.ann`` file gives its labelled lines (and labels); other files give every non-blank line."""
+def read_input(path: Path, max_chunk_lines: int = 2000, label_map=corpus.default_label_map) -> FileLines:
+    """An ``.ann`` file gives its labelled lines (and labels, through ``label_map``); other files give
+    every non-blank line."""
     if not path.is_file():
         raise ConfigError(f"input file {path} does not exist")
     report = corpus.ReadReport()
@@ -83,7 +84,7 @@ def read_input(path: Path, max_chunk_lines: int = 2000) -> FileLines:
         doc = corpus.parse_yedda(text, path.name, report)
         chunks = corpus.chunk_documents([doc], max_chunk_lines)
         lines = [ln for ch in chunks for ln in ch.lines]
-        y = np.array([CLASSES.index(corpus.default_label_map(ln.label)) for ln in lines], dtype=np.int64)
+        y = np.array([CLASSES.index(label_map(ln.label)) for ln in lines], dtype=np.int64)
         sizes = [len(ch.lines) for ch in chunks]
         out = FileLines(path, [ln.text for ln in lines], [ln.line_no for ln in lines], y,
                         np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
@@ -108,12 +109,16 @@ def to_yedda(texts: list[str], pred: np.ndarray) -> str:
 
 def predict_files(model_path: str | Path, files: list[str | Path], out_dir: str | Path | None = None,
                   probs_csv: bool = False, sequence_threshold: float | None = None) -> dict:
-    """Label ``files`` with a saved model bundle; return per-file and overall stats for annotated files."""
+    """Label ``files`` with a saved model bundle; return per-file and overall stats for annotated files.
+
+    Labels of ``.ann`` files are mapped to classes as the model's training data was (its ``--label-map``).
+    """
     model, featurizer, config = load_bundle(model_path)
+    label_map = corpus.make_label_map(load_label_map(model_path))
     results: dict = {"files": {}}
     all_y, all_p, all_pred = [], [], []
     for f in files:
-        fl = read_input(Path(f))
+        fl = read_input(Path(f), label_map=label_map)
         if not fl.texts:
             print(f"{fl.path}: no lines to label")
             continue

@@ -439,7 +439,8 @@ class Objective:
         is_best = value > max((trial_score(t) for t in done), default=-math.inf)
         is_unweighted = trial.user_attrs.get("scheme") == "unweighted"
         if is_best or is_unweighted:
-            save_bundle(model, self.prepared.featurizer, config, model_path(self.models_dir, trial.number))
+            save_bundle(model, self.prepared.featurizer, config, model_path(self.models_dir, trial.number),
+                        self.prepared.label_map)
         if not is_best:
             return
         keep = {t.number for t in done if t.user_attrs.get("scheme") == "unweighted"}
@@ -478,7 +479,7 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         study.set_metric_names([f"val_{o}" for o in study_config.objectives])
         study.set_user_attr("objectives", study_config.objectives)
         meta = prepared.meta()
-        for key in ("source", "data_fingerprint", "class_counts", "split", "n_features"):
+        for key in ("source", "data_fingerprint", "class_counts", "split", "n_features", "label_map"):
             study.set_user_attr(key, meta[key])
         study.set_user_attr("model_config", base_config)
         study.set_user_attr("search_space", space.to_dict())

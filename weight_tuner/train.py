@@ -70,6 +70,7 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)
     unlabelled_lines: int = 0
     cache_hit: bool = False
+    label_map: dict[str, str] = field(default_factory=dict)  # overrides of the default raw-label mapping
 
     def meta(self) -> dict:
         """Provenance to store with a study or a results file."""
@@ -81,6 +82,7 @@ class Prepared:
             "unlabelled_lines": self.unlabelled_lines,
             "reader_warnings": len(self.warnings),
             "n_features": self.featurizer.n_features,
+            "label_map": self.label_map,
         }
 
 
@@ -131,7 +133,7 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
     splits = {name: SplitData(name, mats[name], parts[name][0], parts[name][1], split[name], parts[name][2])
               for name in corpus.SPLITS}
     return Prepared(source, fingerprint, split, splits, featurizer, counts, report.warnings,
-                    report.unlabelled_lines, hit)
+                    report.unlabelled_lines, hit, overrides)
 
 
 def _tf():
@@ -271,29 +273,32 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     return model, history
 
 
-def bundle_paths(model_path: str | Path) -> tuple[Path, Path, Path]:
-    """The files of a saved model bundle: ``X.keras``, ``X.featurizer.pkl``, ``X.config.json``."""
+def bundle_paths(model_path: str | Path) -> tuple[Path, Path, Path, Path]:
+    """The files of a saved model bundle: ``X.keras``, ``X.featurizer.pkl``, ``X.config.json``
+    and ``X.labels.json`` (the raw-label mapping the model was trained with)."""
     model_path = Path(model_path)
     if model_path.suffix != ".keras":
         raise ConfigError(f"model path {model_path} must end in .keras")
     stem = model_path.with_suffix("")
-    return model_path, Path(f"{stem}.featurizer.pkl"), Path(f"{stem}.config.json")
+    return model_path, Path(f"{stem}.featurizer.pkl"), Path(f"{stem}.config.json"), Path(f"{stem}.labels.json")
 
 
-def save_bundle(model, featurizer: Featurizer, config: dict, model_path: str | Path) -> None:
-    """Save model, featurizer and config; each file is written atomically."""
+def save_bundle(model, featurizer: Featurizer, config: dict, model_path: str | Path,
+                label_map: dict[str, str] | None = None) -> None:
+    """Save model, featurizer, config and label mapping; each file is written atomically."""
     import json
     import os
 
     from .features import atomic_write_bytes
 
-    keras_path, feat_path, cfg_path = bundle_paths(model_path)
+    keras_path, feat_path, cfg_path, labels_path = bundle_paths(model_path)
     keras_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = keras_path.with_name(f".{keras_path.stem}.tmp.keras")
     model.save(tmp)
     os.replace(tmp, keras_path)
     featurizer.save(feat_path)
     atomic_write_bytes(cfg_path, json.dumps(config, indent=2).encode())
+    atomic_write_bytes(labels_path, json.dumps(label_map or {}, indent=2).encode())
 
 
 def load_bundle(model_path: str | Path):
@@ -302,8 +307,26 @@ def load_bundle(model_path: str | Path):
 
     from .model import load_model
 
-    keras_path, feat_path, cfg_path = bundle_paths(model_path)
+    keras_path, feat_path, cfg_path, _ = bundle_paths(model_path)
     for p in (keras_path, feat_path, cfg_path):
         if not p.exists():
             raise ConfigError(f"model bundle file {p} does not exist")
     return load_model(keras_path), Featurizer.load(feat_path), json.loads(cfg_path.read_text())
+
+
+def load_label_map(model_path: str | Path) -> dict[str, str]:
+    """The raw-label mapping a bundle was trained with (``{}``: the default; also for bundles saved
+    before the mapping was recorded)."""
+    from .config import load_json_file
+
+    labels_path = bundle_paths(model_path)[3]
+    if not labels_path.exists():
+        return {}
+    mapping = load_json_file(labels_path, "label map")
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"label map {labels_path}: expected a JSON object of raw label -> class")
+    for raw, cls in mapping.items():
+        if cls not in CLASSES:
+            raise ConfigError(f"label map {labels_path}: {raw!r} maps to {cls!r}, which is not one of "
+                              f"{', '.join(CLASSES)}")
+    return mapping
