@@ -128,13 +128,13 @@ def test_multi_objective_study_and_export_picks_best_important_f1(prepared, tmp_
 
 
 def test_a_bundles_label_map_is_checked_and_defaults_when_absent(tmp_path):
-    from weight_tuner.config import ConfigError
+    from weight_tuner.corpus import DataError
     from weight_tuner.train import load_label_map
 
     model = tmp_path / "m.keras"
-    assert load_label_map(model) == {}  # a bundle saved before mappings were recorded
+    assert load_label_map(model)("Diagnosis") == "Misc"  # a bundle saved before mappings were recorded
     (tmp_path / "m.labels.json").write_text('{"Diagnosis": "Desc"}')
-    with pytest.raises(ConfigError, match=r"m\.labels\.json: 'Diagnosis' maps to 'Desc'"):
+    with pytest.raises(DataError, match=r"m\.labels\.json: 'Diagnosis' maps to 'Desc'"):
         load_label_map(model)
     (tmp_path / "m.labels.json").write_text('{"Diagnosis": "Description"}')
-    assert load_label_map(model) == {"Diagnosis": "Description"}
+    assert load_label_map(model)("Diagnosis") == "Description"

@@ -60,12 +60,15 @@ def default_label_map(label: str) -> str:
     return label if label in ("Nomenclature", "Description") else "Misc"
 
 
-def make_label_map(overrides: Mapping[str, str] | None = None):
-    """Return a label-mapping function: ``overrides`` (raw label -> class) over the default."""
+def make_label_map(overrides: Mapping[str, str] | None = None, where: str = "label map"):
+    """Return a label-mapping function: ``overrides`` (raw label -> class) over the default.
+
+    ``where`` names the mapping's source in errors.
+    """
     overrides = dict(overrides or {})
     for raw, cls in overrides.items():
         if cls not in CLASSES:
-            raise DataError(f"label map: {raw!r} maps to {cls!r}, which is not one of {', '.join(CLASSES)}")
+            raise DataError(f"{where}: {raw!r} maps to {cls!r}, which is not one of {', '.join(CLASSES)}")
 
     def mapper(label: str) -> str:
         return overrides.get(label, default_label_map(label))

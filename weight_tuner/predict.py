@@ -114,7 +114,7 @@ def predict_files(model_path: str | Path, files: list[str | Path], out_dir: str 
     Labels of ``.ann`` files are mapped to classes as the model's training data was (its ``--label-map``).
     """
     model, featurizer, config = load_bundle(model_path)
-    label_map = corpus.make_label_map(load_label_map(model_path))
+    label_map = load_label_map(model_path)
     results: dict = {"files": {}}
     all_y, all_p, all_pred = [], [], []
     for f in files:

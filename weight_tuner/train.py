@@ -314,19 +314,13 @@ def load_bundle(model_path: str | Path):
     return load_model(keras_path), Featurizer.load(feat_path), json.loads(cfg_path.read_text())
 
 
-def load_label_map(model_path: str | Path) -> dict[str, str]:
-    """The raw-label mapping a bundle was trained with (``{}``: the default; also for bundles saved
-    before the mapping was recorded)."""
+def load_label_map(model_path: str | Path):
+    """The raw-label -> class function a bundle was trained with (the default mapping where the bundle
+    records none, as bundles saved before mappings were recorded)."""
     from .config import load_json_file
 
     labels_path = bundle_paths(model_path)[3]
-    if not labels_path.exists():
-        return {}
-    mapping = load_json_file(labels_path, "label map")
+    mapping = load_json_file(labels_path, "label map") if labels_path.exists() else {}
     if not isinstance(mapping, dict):
         raise ConfigError(f"label map {labels_path}: expected a JSON object of raw label -> class")
-    for raw, cls in mapping.items():
-        if cls not in CLASSES:
-            raise ConfigError(f"label map {labels_path}: {raw!r} maps to {cls!r}, which is not one of "
-                              f"{', '.join(CLASSES)}")
-    return mapping
+    return corpus.make_label_map(mapping, where=f"label map {labels_path}")
