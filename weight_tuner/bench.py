@@ -76,14 +76,10 @@ def bare_fit_seconds(prepared, config: dict, reuse: bool = False) -> float:
     import keras
 
     from .model import build_model
-    from .train import make_dataset, reusable_model
-    from .windows import build_windows
+    from .train import reusable_model, training_data
 
     keras.utils.set_random_seed(config["seed"])
-    train = prepared.splits["train"]
-    windows = build_windows(train.offsets, config["window_size"], config["train_stride"] or config["window_size"],
-                            train.pad_index)
-    ds = make_dataset(train, windows, config["batch_size"], labels=True, shuffle_seed=config["seed"])
+    _, ds = training_data(prepared, config)
     t0 = time.perf_counter()
     if reuse:
         model = reusable_model(prepared.featurizer.n_features, config)

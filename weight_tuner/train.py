@@ -215,6 +215,16 @@ def reusable_model(n_features: int, config: dict):
     return model
 
 
+def training_data(prepared: Prepared, config: dict):
+    """The training split's windows (``train_stride`` apart, oversampled as configured) and their
+    shuffled, batched ``tf.data`` pipeline."""
+    train = prepared.splits["train"]
+    stride = config["train_stride"] or config["window_size"]
+    windows = build_windows(train.offsets, config["window_size"], stride, train.pad_index)
+    windows = oversample_windows(windows, train.offsets, train.y, CLASSES.index("Nomenclature"), config["oversample"])
+    return windows, make_dataset(train, windows, config["batch_size"], labels=True, shuffle_seed=config["seed"])
+
+
 def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None = None, log=None):
     """Train one model on the training split.
 
@@ -234,11 +244,7 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
     keras.utils.set_random_seed(config["seed"])
-    train = prepared.splits["train"]
-    stride = config["train_stride"] or config["window_size"]
-    windows = build_windows(train.offsets, config["window_size"], stride, train.pad_index)
-    windows = oversample_windows(windows, train.offsets, train.y, CLASSES.index("Nomenclature"), config["oversample"])
-    ds = make_dataset(train, windows, config["batch_size"], labels=True, shuffle_seed=config["seed"])
+    windows, ds = training_data(prepared, config)
     model = reusable_model(prepared.featurizer.n_features, config)
     if config["verbosity"] >= 1:
         log(describe_weights(config["class_weights"]))
