@@ -47,7 +47,7 @@ def wait_for(predicate, proc, timeout=180, what="condition"):
         if predicate():
             return
         if proc.poll() is not None:
-            raise AssertionError(f"process exited ({proc.returncode}) before {what}: {proc.stderr.read()[-2000:]}")
+            raise AssertionError(f"process exited ({proc.returncode}) before {what}: {proc.stderr.read()[-8000:]}")
         time.sleep(0.3)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -75,7 +75,7 @@ def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
     time.sleep(3.5)  # three missed heartbeats
     rerun = cli(args, cache_dir)
     out, err = rerun.communicate(timeout=400)
-    assert rerun.returncode == 0, err[-2000:]
+    assert rerun.returncode == 0, err[-8000:]
     after = trials(url, "k")
     by_number = {t.number: t for t in after}
     assert by_number[killed.number].state == TrialState.FAIL
@@ -114,12 +114,12 @@ def _workers_reach_exactly_n(url, name, tmp_path, cache_dir, n_workers=2, total=
     toml = study_toml(tmp_path, epochs=2)
     first = cli(["tune", "--storage", url, "--study", name, "--trials", "1", "--config", str(toml)], cache_dir)
     _, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err[-2000:]
+    assert first.returncode == 0, err[-8000:]
     workers = [cli(["worker", "--storage", url, "--study", name, "--trials", str(total), "--seed", str(i)], cache_dir)
                for i in range(n_workers)]
     for w in workers:
         _, err = w.communicate(timeout=400)
-        assert w.returncode == 0, err[-2000:]
+        assert w.returncode == 0, err[-8000:]
     ts = trials(url, name)
     complete = [t for t in ts if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
     assert len(complete) == total
