@@ -118,8 +118,13 @@ def test_tiny_model_learns_above_majority_baseline(prepared):
 def test_saved_model_predicts_identically_in_a_new_process(prepared, tmp_path):
     from weight_tuner.train import predict_probs, save_bundle, train_model
 
+    from weight_tuner.model import weights_vector
+    from weight_tuner.train import trained_weights
+
     cfg = tiny_config(epochs=1, class_weights={"Nomenclature": 20.0, "Description": 4.0, "Misc": 1.0})
     model, _ = train_model(prepared, cfg)
+    trained = weights_vector(trained_weights(prepared, cfg))  # normalised: the same ratios, mean 1 over lines
+    assert trained[0] / trained[2] == pytest.approx(20.0) and model.loss.class_weights == trained
     path = tmp_path / "m.keras"
     save_bundle(model, prepared.featurizer, cfg, path)
     split = prepared.splits["val"]
@@ -129,7 +134,7 @@ def test_saved_model_predicts_identically_in_a_new_process(prepared, tmp_path):
 import json, numpy as np
 from weight_tuner.train import load_bundle, SplitData, predict_probs
 model, feat, cfg = load_bundle({str(path)!r})
-assert model.loss.class_weights == [20.0, 4.0, 1.0], model.loss.class_weights
+assert np.allclose(model.loss.class_weights, {trained!r}), model.loss.class_weights
 X = np.load({str(tmp_path / 'X.npy')!r})
 offsets = np.array({json.dumps(split.offsets.tolist())})
 split = SplitData('val', X, np.zeros(len(X) - 1, dtype=np.int64), offsets, [], [])

@@ -73,10 +73,19 @@ def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
 
     from weight_tuner.bench import MARK_END, MARK_START, run_bench, write_outputs
 
+    from weight_tuner.recommend import confirm
+    from weight_tuner.study import StudyConfig, tune
+
     base = {"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "learning_rate": 0.01}
-    result = run_bench(prepared, base, seeds=(0, 1), scaling=False)
+    storage = f"sqlite:///{tmp_path}/bench.db"
+    study = tune(prepared, storage, "b", 2, StudyConfig(model=dict(base, verbosity=0),
+                                                        schemes=["unweighted", "sqrt_inverse_frequency"]),
+                 log=lambda m: None)
+    decision = confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1}, log=lambda m: None)["decision"]
+    result = run_bench(prepared, base, seeds=(0, 1), scaling=False, study="b", storage=storage)
     rows = result["rows"]
-    assert {"unweighted", "guide_recommended_100_10_0.1", "inverse_frequency", "balanced", "effective_number_0.999",
+    assert {"tuned (b)", f"recommended (b): {decision}"} <= set(rows)
+    assert {"unweighted", "guide_recommended_100_10_0.1", "inverse_frequency", "effective_number_0.99999",
             "unweighted + oversample x3", "threshold tuning on unweighted", "sequence rules on unweighted",
             "linear per-line (no context)"} <= set(rows)
     for row in rows.values():
@@ -90,7 +99,7 @@ def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
     write_outputs(result, md, tmp_path / "b.json", "weight-tuner bench test")  # replaces, never duplicates
     text = md.read_text()
     assert text.count(MARK_START) == 1 and "hand-written text" in text and MARK_END in text
-    assert "| threshold tuning on unweighted |" in text and "No tuned row" in text
+    assert "| threshold tuning on unweighted |" in text and "| recommended (b): " in text
     assert "per-trial overhead" in text
     assert json.loads((tmp_path / "b.json").read_text())["seeds"] == [0, 1]
 

@@ -20,7 +20,8 @@ PG_URL = os.environ.get("WEIGHT_TUNER_TEST_PG_URL", "postgresql+psycopg2://postg
 SAMPLE_DOCS = "30"
 
 
-def study_toml(tmp_path, epochs=12, schemes=("unweighted", "inverse_frequency", "balanced", "sqrt_inverse_frequency")):
+def study_toml(tmp_path, epochs=12, schemes=("unweighted", "inverse_frequency", "sqrt_inverse_frequency",
+                                             "guide_iteration1_10_5_1")):
     path = tmp_path / "tiny.toml"
     path.write_text(f"schemes = {json.dumps(list(schemes))}\n[model]\nhidden_size = 8\nnum_layers = 1\n"
                     f"epochs = {epochs}\nbatch_size = 16\nwindow_size = 10\nprediction_stride = 5\n"
@@ -64,7 +65,7 @@ def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
     url = f"sqlite:///{tmp_path}/k.db"
     # 4 schemes, 4 trials: the retry joins the end of the queue, so the rerun reaches it.
     args = ["tune", "--storage", url, "--study", "k", "--trials", "4", "--config", str(study_toml(tmp_path)),
-            "--heartbeat", "1"]
+            "--heartbeat", "1", "--no-confirm"]
     proc = cli(args, cache_dir)
     wait_for(running_mid_epoch(url, "k", after_complete=1), proc, what="a running trial after one completed")
     before = trials(url, "k")
@@ -90,10 +91,16 @@ def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
     assert sum(t.state == TrialState.COMPLETE for t in after) == 4
 
 
-def test_sigint_marks_trial_failed_and_exits_130(tmp_path, cache_dir):
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize("inherited", ["default", "ignored"])
+def test_sigint_marks_trial_failed_and_exits_130(tmp_path, cache_dir, inherited):
+    # "ignored": started as a background job of a non-interactive shell is, with SIGINT ignored
     url = f"sqlite:///{tmp_path}/i.db"
     proc = cli(["tune", "--storage", url, "--study", "i", "--trials", "2", "--config", str(study_toml(tmp_path))],
-               cache_dir)
+               cache_dir, preexec_fn=_ignore_sigint if inherited == "ignored" else None)
     wait_for(running_mid_epoch(url, "i"), proc, what="a running trial")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -112,7 +119,8 @@ def test_sigint_marks_trial_failed_and_exits_130(tmp_path, cache_dir):
 
 def _workers_reach_exactly_n(url, name, tmp_path, cache_dir, n_workers=2, total=4):
     toml = study_toml(tmp_path, epochs=2)
-    first = cli(["tune", "--storage", url, "--study", name, "--trials", "1", "--config", str(toml)], cache_dir)
+    first = cli(["tune", "--storage", url, "--study", name, "--trials", "1", "--config", str(toml), "--no-confirm"],
+                cache_dir)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-8000:]
     workers = [cli(["worker", "--storage", url, "--study", name, "--trials", str(total), "--seed", str(i)], cache_dir)
@@ -187,13 +195,22 @@ def test_nan_loss_fails_the_trial_and_the_study_goes_on(prepared, tmp_path):
 
 
 def test_real_nan_loss_is_detected(prepared):
+    import dataclasses
+
+    import numpy as np
+
     from weight_tuner.config import validate_config
     from weight_tuner.train import NonFiniteLossError, train_model
 
-    cfg = validate_config({"hidden_size": 4, "num_layers": 1, "epochs": 2, "verbosity": 0, "learning_rate": 1e30,
-                           "class_weights": {"Nomenclature": 1e30, "Description": 1e30, "Misc": 1e30}})
+    # Huge weights no longer overflow (they are normalised); a NaN feature (a corrupt cache, say) still poisons
+    # the loss, and training must stop on it.
+    train = prepared.splits["train"]
+    X = train.X.copy()
+    X[3, 5] = np.nan
+    poisoned = dataclasses.replace(prepared, splits=dict(prepared.splits, train=dataclasses.replace(train, X=X)))
+    cfg = validate_config({"hidden_size": 4, "num_layers": 1, "epochs": 2, "verbosity": 0})
     with pytest.raises(NonFiniteLossError, match="loss became"):
-        train_model(prepared, cfg)
+        train_model(poisoned, cfg)
 
 
 def test_trial_timeout_fails_the_trial_with_reason(prepared, tmp_path):

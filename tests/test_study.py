@@ -9,8 +9,9 @@ from optuna.trial import TrialState
 
 from weight_tuner.cli import main
 from weight_tuner.config import CLASSES
-from weight_tuner.study import (GUIDE_SCHEMES, SearchSpace, StudyConfig, count_schemes,
-                                final_test_evaluation, load_existing_study, tune, warm_start_schemes)
+from weight_tuner.recommend import confirm, final_test_evaluation
+from weight_tuner.study import (GUIDE_SCHEMES, SearchSpace, StudyConfig, count_schemes, group_schemes,
+                                load_existing_study, tune, warm_start_schemes)
 
 from conftest import TINY_DOCS
 
@@ -28,6 +29,7 @@ def tiny_study(prepared, tmp_path_factory):
     storage = f"sqlite:///{tmp_path_factory.mktemp('study')}/s.db"
     cfg = StudyConfig(model=dict(TINY_MODEL))
     study = tune(prepared, storage, "tiny", 4, cfg, log=quiet)
+    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 2}, log=quiet)
     final_test_evaluation(study, prepared, storage, log=quiet)
     return storage, study
 
@@ -37,10 +39,12 @@ def test_study_persists_finished_trials_and_schemes_run_first(tiny_study, prepar
     study = load_existing_study(storage, "tiny")
     ran = [t for t in study.trials if t.state != TrialState.WAITING]
     assert len(ran) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ran)
-    expected = list(warm_start_schemes(prepared.class_counts["train"]))
-    assert [t.user_attrs["scheme"] for t in ran] == expected[:4]
-    all_schemes = [t.user_attrs["scheme"] for t in study.trials]
-    assert sorted(all_schemes) == sorted(expected)  # each enqueued exactly once
+    named = warm_start_schemes(prepared.class_counts["train"])
+    groups = group_schemes(named, prepared.class_counts["train"])
+    assert [t.user_attrs["scheme"] for t in ran] == [g[0] for g in groups][:4]
+    all_schemes = [name for t in study.trials for name in t.user_attrs["schemes"]]
+    assert sorted(all_schemes) == sorted(named)  # each named once, each distinct point enqueued once
+    assert ["inverse_frequency", "balanced"] in groups  # the same ratios: one point
     first = ran[0]
     assert first.user_attrs["class_weights"] == {"Nomenclature": 1.0, "Description": 1.0, "Misc": 1.0}
     for key in ("val_Nomenclature_f1", "val_Description_loss", "val_Misc_support", "val_important_f1",
@@ -63,10 +67,12 @@ def test_guide_scheme_trains_with_its_weights_as_given(tiny_study):
 
 def test_test_split_is_scored_once_for_the_best_trial(tiny_study, prepared):
     storage, study = tiny_study
-    test = load_existing_study(storage, "tiny").user_attrs["test_stats"]
-    assert test["trial"] == study.best_trial.number
-    assert test["stats"]["lines"] == prepared.splits["test"].n
-    assert test["verdict"]
+    attrs = load_existing_study(storage, "tiny").user_attrs
+    test, rec = attrs["test_stats"], attrs["recommendation"]
+    assert test["decision"] == rec["decision"]
+    for name in ("recommended", "unweighted"):
+        assert test[name]["stats"]["lines"] == prepared.splits["test"].n
+    assert test["unweighted"]["trial"] == 0
 
 
 def test_export_parses_and_round_trips_into_train(tiny_study, tmp_path, cache_dir, capsys):
@@ -74,8 +80,15 @@ def test_export_parses_and_round_trips_into_train(tiny_study, tmp_path, cache_di
     out = tmp_path / "best.json"
     assert main(["export", "--study", "tiny", "--storage", storage, "-o", str(out)]) == 0
     payload = json.loads(out.read_text())
-    assert set(payload["class_weights"]) == set(CLASSES)
-    assert payload["trial_number"] == study.best_trial.number
+    rec = load_existing_study(storage, "tiny").user_attrs["recommendation"]
+    shape = payload["recommendation"]
+    assert shape["decision"] in ("weights", "no_weights", "thresholds") and shape["decision"] == rec["decision"]
+    assert set(shape["diff_vs_unweighted"]) == {"mean", "ci_low", "ci_high"}
+    assert (shape["n_units"], shape["folds"], shape["repeats"]) == (2, 2, 1)
+    assert [c["candidate"] for c in shape["candidates"]][:2] == ["unweighted", "thresholds"]
+    assert payload["class_weights"] == shape["class_weights"]
+    assert (payload["class_weights"] is None) == (shape["decision"] != "weights")
+    assert payload["trial_number"] == rec["trial"]
     assert payload["model_config"]["class_weights"] == payload["class_weights"]
     assert "unweighted" in payload["baselines"] and payload["data_fingerprint"]
     cfg = tmp_path / "model.json"
@@ -92,8 +105,9 @@ def test_report_prints_table_best_first_and_writes_plots(tiny_study, capsys):
     assert main(["report", "--study", "tiny", "--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "unweighted" in out and "val_important_f1" in out
+    assert "diff vs none" in out and "Recommendation: Use" in out and "test split (scored once" in out
     plots = {p.name for p in (Path(storage[len("sqlite:///"):]).parent / "tiny").glob("*.html")}
-    assert {"optimization_history.html", "weight_map.html"} <= plots
+    assert {"optimization_history.html", "weight_map.html", "paired_differences.html"} <= plots
 
 
 def test_resume_counts_total_trials_and_never_replays_params(prepared, tmp_path):
@@ -149,7 +163,11 @@ def test_search_space_includes_unweighted_point_and_schemes():
     derived = count_schemes(counts)
     assert derived["inverse_frequency"] == {"Nomenclature": 20.0, "Description": 5.0, "Misc": 1.0}
     assert derived["balanced"]["Nomenclature"] == pytest.approx(250 / 30)
-    assert derived["effective_number_0.99"]["Misc"] == pytest.approx(0.01 / (1 - 0.99 ** 200))
+    assert derived["effective_number_0.9999"]["Misc"] == pytest.approx(1e-4 / (1 - 0.9999 ** 200))
+    big = count_schemes({"Nomenclature": 7425, "Description": 27337, "Misc": 129500})  # SKOL's counts
+    for beta in ("0.9999", "0.99999"):  # not uniform there, unlike beta 0.99 / 0.999
+        w = big[f"effective_number_{beta}"]
+        assert w["Nomenclature"] / w["Misc"] > 1.5
     assert derived["sqrt_inverse_frequency"]["Description"] == pytest.approx(5 ** 0.5)
 
 

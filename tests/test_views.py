@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from weight_tuner.study import StudyConfig, final_test_evaluation, tune
+from weight_tuner.recommend import confirm, final_test_evaluation
+from weight_tuner.study import StudyConfig, tune
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analyze_study.ipynb"
 
@@ -24,6 +25,7 @@ def view_study(prepared, tmp_path_factory):
     cfg = StudyConfig(model={"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "verbosity": 0,
                              "learning_rate": 0.01}, schemes=["unweighted", "inverse_frequency", "balanced"])
     study = tune(prepared, storage, "views", 3, cfg, log=lambda m: None)
+    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1}, log=lambda m: None)
     final_test_evaluation(study, prepared, storage, log=lambda m: None)
     return storage, study
 
@@ -45,6 +47,7 @@ def test_notebook_runs_headless_against_a_tiny_study(view_study, tmp_path):
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     text = "\n".join(json.dumps(o) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "unweighted" in text and "Pareto front" in text and "pred Nomenclature" in text
+    assert "paired over 2 units" in text and "Use " in text and "ci_low" in text  # the recommendation section
     assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
 
 
@@ -90,6 +93,11 @@ def test_dashboard_api_shows_study_trials_attrs_and_best_note(dashboard):
     keys = {a["key"] for a in best["user_attrs"]}
     assert {"scheme", "val_Nomenclature_f1", "val_Description_f1", "val_Misc_f1", "val_important_f1"} <= keys
     assert "| Nomenclature |" in best["note"]["body"] and "important_f1" in best["note"]["body"]
+    note = detail["note"]["body"]  # the study's note: the decision, the candidates, what to paste
+    assert "## Recommendation" in note and "| thresholds |" in note and 'model_config["class_weights"] = ' in note
+    assert "Test split (scored once, after the decision)" in note
+    unweighted = [t for t in detail["trials"] if t["number"] == 0][0]
+    assert "confirmation (unweighted)" in unweighted["note"]["body"] and "| r0f1 |" in unweighted["note"]["body"]
 
 
 def _chromium():

@@ -1,8 +1,9 @@
 """Benchmark stage: does tuning pay for itself? Every row uses the same split, model config and epochs.
 
-Rows: unweighted, the guide's 100/10/0.1, inverse frequency, balanced, effective
-number (beta 0.999), post-hoc threshold (logit-adjustment) tuning of the unweighted
-model, the tuned weights of a study, and a per-line linear model without context.
+Rows: unweighted, the guide's 100/10/0.1, inverse frequency (balanced has the same ratios,
+so it trains identically), effective number (beta 0.99999), post-hoc threshold
+(logit-adjustment) tuning of the unweighted model, the best weights of a study and what the
+study recommends, and a per-line linear model without context.
 Each is trained with several seeds and scored on the test split.
 """
 
@@ -23,7 +24,7 @@ from .predict import apply_sequence_rules, one_hot_probs, tune_sequence_threshol
 
 MARK_START = "<!-- bench:start -->"
 MARK_END = "<!-- bench:end -->"
-SCHEMES = ("unweighted", "guide_recommended_100_10_0.1", "inverse_frequency", "balanced", "effective_number_0.999")
+SCHEMES = ("unweighted", "guide_recommended_100_10_0.1", "inverse_frequency", "effective_number_0.99999")
 
 
 def _log(msg: str) -> None:
@@ -98,9 +99,15 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = 
     all_schemes = warm_start_schemes(prepared.class_counts["train"])
     rows: dict[str, dict] = {name: {"weights": all_schemes[name], "runs": []} for name in SCHEMES}
     trials = []
+    recommendation = None
     if study:
+        from .study import load_existing_study
+
         tuned, trials = tuned_weights_from_study(storage, study)
         rows[f"tuned ({study})"] = {"weights": tuned, "runs": []}
+        recommendation = load_existing_study(storage, study).user_attrs.get("recommendation")
+        if recommendation and recommendation["decision"] == "weights":
+            rows[f"recommended ({study}): weights"] = {"weights": recommendation["class_weights"], "runs": []}
     rows["unweighted + oversample x3"] = {"weights": all_schemes["unweighted"], "runs": [], "extra": {"oversample": 3}}
     rows["threshold tuning on unweighted"] = {"weights": None, "runs": []}
     rows["sequence rules on unweighted"] = {"weights": None, "runs": []}
@@ -145,6 +152,10 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = 
                 if seed == seeds[0]:
                     screen_info = _screen_report(p_val, val.y, trials)
                     speed = _speed_report(prepared, cfg, history)
+    if recommendation and recommendation["decision"] != "weights":
+        # No weights, or thresholds on the unweighted model: the same runs as that row.
+        same = "unweighted" if recommendation["decision"] == "no_weights" else "threshold tuning on unweighted"
+        rows[f"recommended ({study}): {recommendation['decision']}"] = dict(rows[same])
     result = {"config": base_config, "seeds": list(seeds), "data": prepared.meta() | {"split": None},
               "rows": {}, "speed": speed, "screen": screen_info}
     for name, row in rows.items():

@@ -19,6 +19,8 @@ EXIT_USAGE = 2
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="directory of YEDDA .ann files (default: the embedded sample corpus)")
     p.add_argument("--sample-docs", type=int, default=None, help="size of the sample corpus in documents (default 60)")
+    p.add_argument("--sample-rare-nomenclature", type=int, default=1, metavar="K",
+                   help="sample corpus only: keep each Nomenclature block with probability 1/K (K times rarer)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split by document")
     p.add_argument("--cache-dir", default="studies/cache", help="feature cache directory ('' disables it)")
     p.add_argument("--max-chunk-lines", type=int, default=2000,
@@ -30,6 +32,10 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _prepare(args, verbose=True):
     from .train import SAMPLE_DOCS, prepare
 
+    if args.sample_rare_nomenclature < 1:
+        raise WeightTunerError(f"--sample-rare-nomenclature must be >= 1, got {args.sample_rare_nomenclature}")
+    if args.data and args.sample_rare_nomenclature != 1:
+        raise WeightTunerError("--sample-rare-nomenclature applies to the sample corpus only, not to --data")
     label_map = None
     if args.label_map:
         from .config import ConfigError, parse_json
@@ -39,7 +45,7 @@ def _prepare(args, verbose=True):
             raise ConfigError("--label-map: expected a JSON object of raw label -> class")
     return prepare(args.data, split_seed=args.split_seed, sample_docs=args.sample_docs or SAMPLE_DOCS,
                    cache_dir=args.cache_dir or None, max_chunk_lines=args.max_chunk_lines, label_map=label_map,
-                   verbose=verbose)
+                   verbose=verbose, sample_rare_nomenclature=args.sample_rare_nomenclature)
 
 
 def _write_json(path: str | Path, payload: dict) -> None:
@@ -123,20 +129,41 @@ def _storage(args) -> str:
 
 def cmd_tune(args) -> int:
     """Run (or resume) the study, then score the best weights once on the test split."""
-    from .study import (StudyConfig, check_storage, final_test_evaluation, finished_count, parse_objectives,
-                        tune)
+    from .recommend import candidates_table, confirm, decision_sentence, final_test_evaluation
+    from .study import StudyConfig, check_storage, finished_count, parse_objectives, tune
 
     _check_worker_args(args)
     study_config = StudyConfig.load(args.config)
     study_config.objectives = parse_objectives(args.objectives)
+    study_config.set_evaluation(design=args.design, folds=args.folds, repeats=args.repeats, top=args.confirm_top)
+    if study_config.evaluation["design"] == "cv" and len(study_config.objectives) > 1:
+        raise WeightTunerError("--design cv needs a single objective (Optuna prunes single-objective studies only)")
     storage = _storage(args)
     check_storage(storage)
     prepared = _prepare(args)
+    t0 = time.perf_counter()
     study = tune(prepared, storage, args.study, args.trials, study_config, seed=args.seed,
                  trial_timeout=args.trial_timeout, heartbeat=args.heartbeat)
+    search_s = time.perf_counter() - t0
+    print(f"study {args.study!r} in {storage}: {finished_count(study)} finished trials ({search_s:.0f}s)")
+    if args.no_confirm:
+        rec = study.user_attrs.get("recommendation")
+        if rec and rec.get("finished_trials") != finished_count(study):
+            study.set_user_attr("recommendation", None)  # new trials ran: the old decision no longer covers them
+            print("the study's earlier recommendation predates these trials and was withdrawn.")
+        print("confirmation skipped (--no-confirm): no recommendation is made. Run the same command without it "
+              "to confirm and decide.")
+        return 0
+    evaluation = dict(study.user_attrs.get("evaluation") or study_config.evaluation)
+    if evaluation["design"] == "cv":
+        evaluation["first_repeat"] = evaluation["repeats"]  # fresh partitions and seeds, not the searched ones
+    recommendation = confirm(study, prepared, evaluation)
+    confirm_s = time.perf_counter() - t0 - search_s
+    print(f"\nconfirmation ({confirm_s:.0f}s), paired against no weights over {recommendation['n_units']} units:")
+    print(candidates_table(recommendation))
+    print(f"\nRecommendation: {decision_sentence(recommendation)}")
     final_test_evaluation(study, prepared, storage)
-    print(f"study {args.study!r} in {storage}: {finished_count(study)} finished trials. "
-          f"Next: weight-tuner report --study {args.study} --storage {storage}")
+    print(f"Next: weight-tuner export --study {args.study} --storage {storage}")
     return 0
 
 
@@ -160,14 +187,15 @@ def cmd_predict(args) -> int:
 
     if bool(args.model) == bool(args.study):
         raise WeightTunerError("predict: give exactly one of --model PATH or --study NAME")
+    multipliers = None
     if args.model:
         model_path = args.model
     else:
-        from .study import best_model_path
+        from .study import recommended_model
 
-        model_path = best_model_path(_storage(args), args.study)
+        model_path, multipliers = recommended_model(_storage(args), args.study)
     results = predict_files(model_path, args.files, out_dir=args.out_dir, probs_csv=args.probs,
-                            sequence_threshold=args.sequence_rules)
+                            sequence_threshold=args.sequence_rules, multipliers=multipliers)
     for path, entry in results["files"].items():
         print(f"{path}: {entry['lines']} lines -> {entry['output']}" +
               (f" (probabilities: {entry['probs_csv']})" if "probs_csv" in entry else ""))
@@ -222,7 +250,11 @@ def cmd_export(args) -> int:
     out = args.output or f"studies/{args.study}-best.json"
     payload = export_study(_storage(args), args.study, out, args.trial)
     print(json.dumps({"class_weights": payload["class_weights"]}))
-    print(f"wrote {out} (trial {payload['trial_number']}, scheme {payload['scheme']})")
+    rec = payload["recommendation"]
+    what = (f"recommendation: {rec['decision']}" if rec else
+            f"trial {payload['trial_number']}, scheme {payload['scheme']}; no recommendation"
+            + ("" if args.trial is not None else " yet (the confirmation has not run)"))
+    print(f"wrote {out} ({what})")
     return 0
 
 
@@ -269,6 +301,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", default=None,
                    help="comma-separated objectives; two or more search the Pareto front, e.g. "
                         "nomenclature_f1,description_f1 (default: important_f1)")
+    p.add_argument("--design", choices=("confirm", "cv"), default=None,
+                   help="confirm (default): search on one split, then confirm the top candidates on folds x "
+                        "repeats; cv: score every trial on the units with Wilcoxon pruning, then confirm")
+    p.add_argument("--folds", type=int, default=None, help="folds of the non-test chunks per repeat (default 3)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats, each a new partition and seed (default 2)")
+    p.add_argument("--confirm-top", type=int, default=None,
+                   help="distinct weight vectors confirmed against no weights (default 3)")
+    p.add_argument("--no-confirm", action="store_true", help="run the search only; make no recommendation")
     p.set_defaults(func=cmd_tune)
 
     p = sub.add_parser("worker", help="join an existing study (created by tune) as one more worker")
@@ -338,6 +378,9 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # the command line, recorded with benchmark results
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    # Python installs its Ctrl-C handler only when SIGINT was not ignored at start, and a background
+    # job of a non-interactive shell starts with it ignored: install it ourselves, always.
+    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return int(args.func(args) or 0)
     except WeightTunerError as exc:
@@ -350,6 +393,7 @@ def main(argv=None) -> int:
         return code
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
 
 
 if __name__ == "__main__":

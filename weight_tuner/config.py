@@ -158,7 +158,9 @@ def load_config(path: str | Path | None, weights: str | None = None) -> dict[str
         raw.update(loaded["model_config"] if "model_config" in loaded else loaded)
     if weights is not None:
         text = weights.strip()
-        if text.startswith("{"):
+        if text == "null":  # no class weights, as an export recommends when weighting did not help
+            parsed = None
+        elif text.startswith("{"):
             parsed = parse_json(text, "--weights")
         else:
             parsed = load_json_file(text, "weights file")

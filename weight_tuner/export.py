@@ -12,15 +12,35 @@ from .features import atomic_write_bytes
 from .study import METRIC_NAME, StudyError, completed_trials, load_existing_study, trial_config, trial_score
 
 
-def build_export(storage_url: str, study_name: str, trial_number: int | None = None) -> dict:
-    """The export payload of a study's best trial (or of ``trial_number``); an error if none has completed.
+def recommendation_export(rec: dict) -> dict:
+    """The ``recommendation`` object of an export: the decision, its interval and the candidates table."""
+    return {"decision": rec["decision"], "class_weights": rec["class_weights"],
+            "multipliers": rec.get("multipliers"), "diff_vs_unweighted": {k: rec["diff_vs_unweighted"][k]
+                                                                          for k in ("mean", "ci_low", "ci_high")},
+            "level": rec["level"], "interval": rec["interval"], "n_units": rec["n_units"], "folds": rec["folds"],
+            "repeats": rec["repeats"], "design": rec.get("design"), "trial": rec.get("trial"),
+            "candidates": [{"candidate": r["candidate"], "kind": r["kind"], "trial": r.get("trial"),
+                            "class_weights": r.get("class_weights"), "important_f1": r["mean"],
+                            "diff_vs_unweighted": {k: r["diff"][k] for k in ("mean", "ci_low", "ci_high")}}
+                           for r in rec["candidates"]]}
 
-    In multi-objective mode the default is the point of the Pareto front with the best
-    validation important_f1 (the trial with the best mean of two F1s is always on that front).
+
+def build_export(storage_url: str, study_name: str, trial_number: int | None = None) -> dict:
+    """The export payload: the study's recommendation, or ``trial_number``'s weights when given.
+
+    ``class_weights`` is what to paste into a SKOL ``model_config``: the recommended weights,
+    or ``null`` (no class weights) when the confirmation found none that beat no weights. A study
+    whose confirmation has not run yet exports its best trial, with ``recommendation`` null.
+    In multi-objective mode that is the point of the Pareto front with the best validation
+    important_f1 (the trial with the best mean of two F1s is always on that front).
     """
     study = load_existing_study(storage_url, study_name)
     complete = completed_trials(study)
-    if trial_number is None:
+    rec = study.user_attrs.get("recommendation")
+    if trial_number is None and rec is not None:
+        number = rec["trial"] if rec.get("trial") is not None else max(complete, key=trial_score).number
+        best = next(t for t in study.trials if t.number == number)
+    elif trial_number is None:
         best = max(complete, key=trial_score)
     else:
         chosen = [t for t in complete if t.number == trial_number]
@@ -39,8 +59,14 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
             baselines[scheme] = {"trial": t.number, "state": t.state.name, "class_weights": t.user_attrs.get("class_weights"),
                                  METRIC_NAME: trial_score(t) if t.state == TrialState.COMPLETE else None}
     test = attrs.get("test_stats")
+    follows = trial_number is None and rec is not None
+    if follows:
+        config = dict(config, class_weights=rec["class_weights"])
+    else:  # the weights this trial trained with
+        config = dict(config, class_weights=best.user_attrs.get("class_weights_trained", config["class_weights"]))
     return {
         "class_weights": config["class_weights"],
+        "recommendation": recommendation_export(rec) if follows else None,
         "model_config": config,
         "study": study_name,
         "storage": storage_url,
@@ -49,8 +75,9 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
         "objectives": attrs.get("objectives", ["important_f1"]),
         "pareto_front": [t.number for t in study.best_trials] if len(study.directions) > 1 else None,
         "val_stats": val_stats,
-        "test_stats": test["stats"] if test and test.get("trial") == best.number else None,
-        "verdict": test.get("verdict") if test and test.get("trial") == best.number else None,
+        "weights_given": best.user_attrs.get("class_weights"),
+        "test_stats": ({k: test[k]["stats"] for k in ("recommended", "unweighted") if k in test}
+                       if test and follows else None),
         "data_fingerprint": attrs.get("data_fingerprint"),
         "source": attrs.get("source"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),

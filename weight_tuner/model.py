@@ -70,6 +70,25 @@ def weights_vector(class_weights: dict[str, float] | None) -> list[float] | None
     return None if class_weights is None else [float(class_weights[c]) for c in CLASSES]
 
 
+def normalise_weights(class_weights: dict[str, float] | None, counts: dict[str, int]) -> dict[str, float] | None:
+    """Scale weights so that their mean over the training lines is 1, keeping only their ratios.
+
+    ``counts`` are the training lines per class. The loss then has the same scale in every
+    trial, so two weight vectors with the same ratios train identically. Values are rounded to
+    9 significant digits so that equal ratios give bit-equal weights; the function is idempotent.
+    """
+    if class_weights is None:
+        return None
+    total = sum(float(counts[c]) for c in CLASSES)
+    mass = sum(float(counts[c]) * float(class_weights[c]) for c in CLASSES)
+    if total <= 0 or mass <= 0:
+        raise ValueError(f"cannot normalise weights {class_weights} over class counts {counts}")
+    factor = total / mass
+    if abs(factor - 1.0) < 1e-8:  # already normalised (up to rounding): leave as is
+        factor = 1.0
+    return {c: float(f"{float(class_weights[c]) * factor:.9g}") for c in CLASSES}
+
+
 def describe_weights(class_weights: dict[str, float] | None) -> str:
     """The guide's ``[BiLSTM] Using weighted loss with class weights:`` block."""
     if class_weights is None:

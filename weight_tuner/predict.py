@@ -108,8 +108,11 @@ def to_yedda(texts: list[str], pred: np.ndarray) -> str:
 
 
 def predict_files(model_path: str | Path, files: list[str | Path], out_dir: str | Path | None = None,
-                  probs_csv: bool = False, sequence_threshold: float | None = None) -> dict:
+                  probs_csv: bool = False, sequence_threshold: float | None = None,
+                  multipliers: dict[str, float] | None = None) -> dict:
     """Label ``files`` with a saved model bundle; return per-file and overall stats for annotated files.
+
+    ``multipliers`` (a study's ``thresholds`` recommendation) predict ``argmax_c m_c p_c`` instead of argmax.
 
     Labels of ``.ann`` files are mapped to classes as the model's training data was (its ``--label-map``).
     """
@@ -125,6 +128,9 @@ def predict_files(model_path: str | Path, files: list[str | Path], out_dir: str 
         split = SplitData(fl.path.name, featurizer.transform(fl.texts), fl.y if fl.y is not None else
                           np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [fl.path.name], [])
         probs = predict_probs(model, split, config)
+        if multipliers is not None:
+            probs = probs * np.array([multipliers[c] for c in CLASSES], dtype=probs.dtype)
+            probs = probs / probs.sum(axis=1, keepdims=True)
         pred = (apply_sequence_rules(probs, sequence_threshold) if sequence_threshold is not None
                 else probs.argmax(axis=1))
         target = Path(out_dir) / fl.path.name if out_dir else fl.path

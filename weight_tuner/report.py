@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .recommend import candidates_table, decision_sentence
 from .study import METRIC_NAME, artifacts_dir, load_existing_study
 
 SCORE = "user_attrs_val_important_f1"
@@ -47,6 +48,9 @@ def write_plots(study, out_dir: Path) -> list[Path]:
             done, x="params_w_Nomenclature", y="params_w_Description", color=SCORE, log_x=True, log_y=True,
             hover_data=["number", "user_attrs_scheme"], labels={SCORE: METRIC_NAME},
             title="Nomenclature weight x Description weight (relative to Misc), coloured by validation important_f1")
+    rec = study.user_attrs.get("recommendation")
+    if rec and len(rec["candidates"]) > 1:
+        figures["paired_differences"] = lambda: paired_differences_figure(rec)
     written = []
     for name, make in figures.items():
         try:
@@ -61,21 +65,44 @@ def write_plots(study, out_dir: Path) -> list[Path]:
 
 
 def report(storage_url: str, study_name: str, plots: bool = True) -> pd.DataFrame:
-    """Print the trials table and the test verdict; write the plots."""
+    """Print the trials table, the recommendation and the test check; write the plots."""
     study = load_existing_study(storage_url, study_name)
     table = trials_table(study)
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_columns", 20,
                            "display.float_format", "{:.4g}".format):
         print(table.to_string(index=False) if not table.empty else f"study {study_name!r} has no trials")
+    rec = study.user_attrs.get("recommendation")
+    if rec:
+        print(f"\nconfirmation, paired against no weights over {rec['n_units']} units "
+              f"({rec['folds']} folds x {rec['repeats']} repeats):")
+        print(candidates_table(rec))
+        print(f"Recommendation: {decision_sentence(rec)}")
+    else:
+        print("\nno recommendation yet: run `weight-tuner tune` to the end (it confirms the top candidates)")
     test = study.user_attrs.get("test_stats")
-    if test:
-        print(f"\ntest split (never seen by the search): best trial {test['trial']} important_f1 "
-              f"{test['stats']['important_f1']:.4f}")
-        if "unweighted" in test:
-            print(f"unweighted baseline trial {test['unweighted']['trial']}: "
-                  f"{test['unweighted']['stats']['important_f1']:.4f}")
-        print(test.get("verdict", ""))
+    if test and "recommended" in test:
+        print(f"test split (scored once, after the decision): recommended "
+              f"{test['recommended']['stats']['important_f1']:.4f}, unweighted "
+              f"{test['unweighted']['stats']['important_f1']:.4f}")
     if plots and not table.empty:
         for path in write_plots(study, artifacts_dir(storage_url, study_name)):
             print(f"wrote {path}")
     return table
+
+
+def paired_differences_figure(rec: dict):
+    """Each candidate's mean paired difference to no weights, with its interval (a plotly figure)."""
+    import plotly.graph_objects as go
+
+    rows = rec["candidates"][1:]
+    names = [r["candidate"] for r in rows]
+    means = [r["diff"]["mean"] for r in rows]
+    fig = go.Figure(go.Scatter(
+        x=means, y=names, mode="markers",
+        error_x={"type": "data", "symmetric": False, "array": [r["diff"]["ci_high"] - r["diff"]["mean"] for r in rows],
+                 "arrayminus": [r["diff"]["mean"] - r["diff"]["ci_low"] for r in rows]}))
+    fig.add_vline(x=0, line_dash="dash")
+    fig.update_layout(title=f"important_f1 minus no weights, paired over {rec['n_units']} units, "
+                            f"{int(round(rec['level'] * 100))}% intervals; decision: {rec['decision']}",
+                      xaxis_title="difference in important_f1", yaxis={"autorange": "reversed"})
+    return fig

@@ -92,14 +92,18 @@ def _description_line(rng):
     return f"{organ} {shape}, {colour}, {_words(rng, MISC_WORDS, int(rng.integers(3, 8)))}."
 
 
-def _taxon(rng, year):
-    """Nomenclature, then description, then discussion: the Nom → Desc pattern of real papers."""
+def _taxon(rng, year, keep_name: bool = True):
+    """Nomenclature, then description, then discussion: the Nom → Desc pattern of real papers.
+
+    Without ``keep_name`` the nomenclature block is left out (the taxon is treated in running text).
+    """
     blocks = []
     name = _binomial(rng)
     nom = [f"{name} {_author(rng)}, sp. nov." if rng.random() < 0.5 else f"{name} ({_author(rng)}) {_author(rng)}, comb. nov."]
     if rng.random() < 0.5:
         nom.append(f"≡ {_binomial(rng)} {_author(rng)}, {JOURNALS[rng.integers(len(JOURNALS))]} {int(rng.integers(10, 120))}: {int(rng.integers(1, 400))}. {year - int(rng.integers(1, 80))}.")
-    blocks.append(_block(nom, "Nomenclature"))
+    if keep_name:
+        blocks.append(_block(nom, "Nomenclature"))
     if rng.random() < 0.5:
         blocks.append(_block([f"MycoBank MB{int(rng.integers(100000, 999999))}"], "MB"))
     if rng.random() < 0.3:
@@ -114,9 +118,14 @@ def _taxon(rng, year):
     return blocks
 
 
-def generate_document(seed: int, index: int) -> str:
-    """One YEDDA document; the same ``(seed, index)`` always gives the same text."""
+def generate_document(seed: int, index: int, rare_nomenclature: int = 1) -> str:
+    """One YEDDA document; the same ``(seed, index)`` always gives the same text.
+
+    ``rare_nomenclature`` k > 1 keeps each taxon's nomenclature block with probability 1/k, making
+    Nomenclature about k times rarer; k = 1 gives exactly the default corpus.
+    """
     rng = np.random.default_rng([seed, index])
+    keep = np.random.default_rng([seed, index, 1]) if rare_nomenclature > 1 else None  # own stream: k=1 unchanged
     year = int(rng.integers(1990, 2012))
     journal = JOURNALS[rng.integers(len(JOURNALS))]
     blocks = [
@@ -129,7 +138,7 @@ def generate_document(seed: int, index: int) -> str:
     for _ in range(int(rng.integers(2, 5))):
         blocks.append(_block(_paragraph(rng, int(rng.integers(4, 12))), "Misc-exposition"))
     for _ in range(int(rng.integers(1, 4))):
-        blocks.extend(_taxon(rng, year))
+        blocks.extend(_taxon(rng, year, keep is None or keep.random() < 1.0 / rare_nomenclature))
         if rng.random() < 0.5:
             blocks.append(_block([f"{journal} ... {_author(rng)}"], "Page-header"))
     refs = [f"{_author(rng)} {year - int(rng.integers(1, 60))}. {_binomial(rng)} sp. nov. {journal} {int(rng.integers(1, 120))}: {int(rng.integers(1, 600))}."
@@ -139,9 +148,9 @@ def generate_document(seed: int, index: int) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
-def generate_corpus(n_docs: int = 60, seed: int = 0) -> dict[str, str]:
+def generate_corpus(n_docs: int = 60, seed: int = 0, rare_nomenclature: int = 1) -> dict[str, str]:
     """The sample corpus as ``{doc_id: YEDDA text}``: ``n_docs`` documents from ``seed``."""
-    return {f"sample/doc{i:04d}.txt.ann": generate_document(seed, i) for i in range(n_docs)}
+    return {f"sample/doc{i:04d}.txt.ann": generate_document(seed, i, rare_nomenclature) for i in range(n_docs)}
 
 
 def write_corpus(out_dir: str | Path, n_docs: int = 60, seed: int = 0) -> list[Path]:

@@ -37,6 +37,13 @@ QUICK_MODEL = {"input_projection": 64, "hidden_size": 32, "num_layers": 1, "epoc
                "learning_rate": 0.003, "verbosity": 0}
 
 
+# How candidates are evaluated (see recommend.py): search on one split, then confirm the top
+# candidates on folds x repeats units ("confirm"), or score every trial on the units with
+# Wilcoxon pruning and then confirm on fresh units ("cv").
+DESIGNS = ("confirm", "cv")
+DEFAULT_EVALUATION = {"design": "confirm", "folds": 3, "repeats": 2, "top": 3}
+
+
 class StudyError(WeightTunerError):
     """A storage or study problem (unknown study, unreadable storage, empty study)."""
 
@@ -143,6 +150,24 @@ class StudyConfig:
     pruner: dict = field(default_factory=lambda: {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 1})
     schemes: list[str] | None = None  # warm-start schemes to enqueue; None: all of them
     objectives: list[str] = field(default_factory=lambda: ["important_f1"])
+    evaluation: dict = field(default_factory=lambda: dict(DEFAULT_EVALUATION))
+
+    def set_evaluation(self, **values) -> None:
+        """Override evaluation settings (``design``, ``folds``, ``repeats``, ``top``), validating them."""
+        merged = dict(self.evaluation, **{k: v for k, v in values.items() if v is not None})
+        for key in merged:
+            if key not in DEFAULT_EVALUATION:
+                raise ConfigError(f"evaluation: unknown key {key!r}; known keys: {', '.join(DEFAULT_EVALUATION)}")
+        if merged["design"] not in DESIGNS:
+            raise ConfigError(f"evaluation.design: unknown {merged['design']!r}; choose from {', '.join(DESIGNS)}")
+        for key, low in (("folds", 2), ("repeats", 1), ("top", 1)):
+            value = merged[key]
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"evaluation.{key}: expected an integer >= {low}, got {value!r}")
+        self.evaluation = merged
+        if merged["design"] == "cv":
+            # Per-unit reports are compared paired against the best trial; per-epoch pruning cannot mix with it.
+            self.pruner = {"type": "wilcoxon", "p_threshold": 0.1, "n_startup_steps": 2}
 
     @classmethod
     def load(cls, path: str | Path | None) -> "StudyConfig":
@@ -165,8 +190,9 @@ class StudyConfig:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"study config {path}: invalid TOML: {exc}") from exc
         for key in raw:
-            if key not in ("space", "model", "pruner", "schemes"):
-                raise ConfigError(f"study config {path}: unknown key {key!r}; expected space, model, pruner, schemes")
+            if key not in ("space", "model", "pruner", "schemes", "evaluation"):
+                raise ConfigError(f"study config {path}: unknown key {key!r}; "
+                                  "expected space, model, pruner, schemes, evaluation")
         model = dict(QUICK_MODEL, **raw.get("model", {}))
         validate_config(model)
         user_pruner = raw.get("pruner", {})
@@ -174,6 +200,7 @@ class StudyConfig:
         pruner = user_pruner if user_pruner.get("type", "median") != "median" else dict(cls().pruner, **user_pruner)
         out = cls(SearchSpace.from_dict(raw.get("space", {}), f"study config {path} [space]"), model, pruner,
                   raw.get("schemes"))
+        out.set_evaluation(**raw.get("evaluation", {}))
         out.check_schemes()
         out.make_pruner()  # validate now, not after hours of trials
         return out
@@ -190,7 +217,8 @@ class StudyConfig:
         kind = self.pruner.get("type", "median")
         kwargs = {k: v for k, v in self.pruner.items() if k != "type"}
         pruners = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
-                   "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner}
+                   "hyperband": optuna.pruners.HyperbandPruner, "none": optuna.pruners.NopPruner,
+                   "wilcoxon": optuna.pruners.WilcoxonPruner}
         if kind not in pruners:
             raise ConfigError(f"pruner.type: unknown {kind!r}; choose from {', '.join(pruners)}")
         try:
@@ -212,6 +240,11 @@ GUIDE_SCHEMES: dict[str, dict[str, float]] = {
 }
 
 
+# beta 0.99 and 0.999 give uniform weights once every class has thousands of lines (beta^n ~ 0);
+# these two still differ between classes at SKOL's counts (7k / 27k / 130k lines).
+EFFECTIVE_NUMBER_BETAS = (0.9999, 0.99999)
+
+
 def count_schemes(counts: dict[str, int]) -> dict[str, dict[str, float]]:
     """Weights derived from the training split's class counts."""
     n = {c: float(counts[c]) for c in CLASSES}
@@ -221,15 +254,30 @@ def count_schemes(counts: dict[str, int]) -> dict[str, dict[str, float]]:
         "balanced": {c: total / (len(CLASSES) * n[c]) for c in CLASSES},
         "sqrt_inverse_frequency": {c: math.sqrt(max(n.values()) / n[c]) for c in CLASSES},
     }
-    for beta in (0.99, 0.999):
+    for beta in EFFECTIVE_NUMBER_BETAS:
         # Effective number of samples (Cui et al. 2019): weight = (1 - beta) / (1 - beta^n).
         out[f"effective_number_{beta}"] = {c: (1 - beta) / (1 - beta ** n[c]) for c in CLASSES}
     return out
 
 
+
 def warm_start_schemes(train_counts: dict[str, int]) -> dict[str, dict[str, float]]:
     """All baseline schemes, in the order they are enqueued (unweighted first)."""
     return {**GUIDE_SCHEMES, **count_schemes(train_counts)}
+
+
+def group_schemes(schemes: dict[str, dict[str, float]], train_counts: dict[str, int]) -> list[list[str]]:
+    """Scheme names grouped by the weights they train with (normalised), in order of first appearance.
+
+    ``inverse_frequency`` and ``balanced`` have the same ratios, so they are one point and train once.
+    """
+    from .model import normalise_weights
+
+    groups: dict[tuple, list[str]] = {}
+    for name, weights in schemes.items():
+        trained = normalise_weights(weights, train_counts)
+        groups.setdefault(tuple(trained[c] for c in CLASSES), []).append(name)
+    return list(groups.values())
 
 
 # --------------------------------------------------------------------------- storage
@@ -340,8 +388,9 @@ class Objective:
 
     def __init__(self, prepared, space: SearchSpace, base_config: dict, models_dir: Path | None, log=None,
                  trial_timeout: float | None = None, n_trials: int | None = None,
-                 objectives: list[str] | None = None):
+                 objectives: list[str] | None = None, evaluation: dict | None = None):
         self.objectives = objectives or ["important_f1"]
+        self.evaluation = evaluation or dict(DEFAULT_EVALUATION)
         self.trial_timeout = trial_timeout
         self.n_trials = n_trials
         self.prepared = prepared
@@ -352,7 +401,7 @@ class Objective:
 
     def __call__(self, trial: optuna.Trial) -> float:
         from .config import validate_class_weights
-        from .train import NonFiniteLossError, train_model
+        from .train import NonFiniteLossError, train_model, trained_weights
 
         config = self.space.suggest(trial, self.base_config)  # an enqueued trial gets its fixed params here
         self._check_surplus(trial)
@@ -362,6 +411,9 @@ class Objective:
         if "scheme" not in trial.user_attrs:
             trial.set_user_attr("scheme", "search")
         trial.set_user_attr("class_weights", config["class_weights"])
+        trial.set_user_attr("class_weights_trained", trained_weights(self.prepared, config))
+        if self.evaluation["design"] == "cv":
+            return self._cross_validated(trial, config)
         epochs_run = 0
         t0 = time.perf_counter()
 
@@ -406,6 +458,47 @@ class Objective:
         self._keep_model(trial, model, config, stats["important_f1"])
         values = [stats[OBJECTIVES[o]] for o in self.objectives]
         return values[0] if len(values) == 1 else tuple(values)
+
+    def _cross_validated(self, trial: optuna.Trial, config: dict) -> float:
+        """The cv design: score the trial on every unit, in an order shuffled per trial, reporting each.
+
+        ``trial.report(value, step=unit index)`` feeds Optuna's WilcoxonPruner, which compares the
+        trial paired with the best one; when it prunes, the mean so far is returned (as its docs
+        advise, so the sampler still learns) and ``pruned_at_unit`` is recorded.
+        """
+        from .units import make_units, run_unit, unit_data
+
+        units = make_units(self.evaluation["folds"], self.evaluation["repeats"])
+        order = np.random.default_rng([trial.number, 17]).permutation(len(units))
+        t0 = time.perf_counter()
+        scores: dict[str, dict] = {}
+        try:
+            for i in order:
+                unit = units[int(i)]
+                res = run_unit(unit_data(self.prepared, unit, self.evaluation["folds"]), config, unit)
+                scores[unit.key] = res["scores"]
+                trial.set_user_attr("unit_scores", scores)
+                trial.report(res["scores"]["important_f1"], step=int(i))
+                if self.trial_timeout is not None and time.perf_counter() - t0 > self.trial_timeout:
+                    raise TrialTimeoutError(f"trial ran {time.perf_counter() - t0:.1f}s, over --trial-timeout "
+                                            f"{self.trial_timeout:g}s, after {len(scores)} units")
+                if len(scores) < len(units) and trial.should_prune():
+                    trial.set_user_attr("pruned_at_unit", len(scores))
+                    break
+        except KeyboardInterrupt as exc:
+            trial.set_user_attr("fail_reason", f"interrupted ({type(exc).__name__})")
+            self._give_back(trial)
+            raise
+        except TrialTimeoutError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        finally:
+            trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+        value = float(np.mean([v["important_f1"] for v in scores.values()]))
+        for key in ("important_f1", "Nomenclature_f1", "Description_f1", "Misc_f1"):
+            trial.set_user_attr(f"val_{key}", float(np.mean([v[key] for v in scores.values()])))
+        trial.set_user_attr("units_run", len(scores))
+        return value
 
     def _check_surplus(self, trial: optuna.Trial) -> None:
         """Give the trial back if finished and running trials numbered before it already reach the total."""
@@ -475,6 +568,7 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
                                   sampler=optuna.samplers.TPESampler(seed=seed + n_before, n_startup_trials=10))
         created = False
     space = study_config.space
+    evaluation = study_config.evaluation
     if created:
         study.set_metric_names([f"val_{o}" for o in study_config.objectives])
         study.set_user_attr("objectives", study_config.objectives)
@@ -486,13 +580,18 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         study.set_user_attr("pruner", study_config.pruner)
         study.set_user_attr("library_versions", library_versions())
         study.set_user_attr("seed", seed)
+        study.set_user_attr("evaluation", evaluation)
         schemes = warm_start_schemes(prepared.class_counts["train"])
         if study_config.schemes is not None:
             study_config.check_schemes()
             schemes = {k: v for k, v in schemes.items() if k in study_config.schemes}
-        for name, weights in schemes.items():
-            study.enqueue_trial(space.params_for(weights), user_attrs={"scheme": name, "weights_given": weights})
-        log(f"created study {study_name!r} in {storage_url}; enqueued {len(schemes)} baseline schemes")
+        groups = group_schemes(schemes, prepared.class_counts["train"])
+        for names in groups:
+            weights = schemes[names[0]]
+            study.enqueue_trial(space.params_for(weights),
+                                user_attrs={"scheme": names[0], "schemes": names, "weights_given": weights})
+        log(f"created study {study_name!r} in {storage_url}; enqueued {len(groups)} baseline schemes "
+            f"({len(schemes)} named, the same weight ratios once)")
     else:
         attrs = study.user_attrs
         if attrs.get("data_fingerprint") not in (None, prepared.fingerprint):
@@ -504,6 +603,9 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         if attrs.get("objectives", ["important_f1"]) != study_config.objectives:
             raise StudyError(f"study {study_name!r} optimises {attrs.get('objectives')}; this run asks for "
                              f"{study_config.objectives}. Use a new --study name.")
+        if attrs.get("evaluation", evaluation) != evaluation:
+            raise StudyError(f"study {study_name!r} was created with evaluation {attrs['evaluation']}; this run "
+                             f"asks for {evaluation} (--design/--folds/--repeats/--confirm-top). Use a new --study name.")
         if attrs.get("model_config") not in (None, base_config):
             raise StudyError(f"study {study_name!r} was created with model config {attrs['model_config']}; "
                              "this config differs. Use a new --study name.")
@@ -579,7 +681,8 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
 
     models_dir = artifacts_dir(storage_url, study.study_name) / "models"
     objectives = study.user_attrs.get("objectives", ["important_f1"])
-    objective = Objective(prepared, space, base_config, models_dir, log, trial_timeout, n_trials, objectives)
+    objective = Objective(prepared, space, base_config, models_dir, log, trial_timeout, n_trials, objectives,
+                          study.user_attrs.get("evaluation"))
     done = finished_count(study)
     if done >= n_trials:
         log(f"study {study.study_name!r} already has {done} finished trials (--trials {n_trials}); nothing to run")
@@ -623,74 +726,6 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
         bar.close()
 
 
-def final_test_evaluation(study: optuna.Study, prepared, storage_url: str, log=None) -> dict | None:
-    """Score the best trial's weights once on the test split, beside the unweighted baseline.
-
-    The search never saw the test split; the result is stored as the study's
-    ``test_stats`` user attr.
-    """
-    from .train import evaluate, load_bundle, train_model
-
-    log = log or (lambda msg: print(msg, file=sys.stderr))
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        log("no completed trial: nothing to evaluate on the test split")
-        return None
-    models_dir = artifacts_dir(storage_url, study.study_name) / "models"
-
-    def test_stats_of(trial) -> dict:
-        path = model_path(models_dir, trial.number)
-        if path.exists():
-            model, _, config = load_bundle(path)
-        else:
-            config = trial_config(study, trial)
-            log(f"model of trial {trial.number} not on disk; retraining it for the test evaluation")
-            model, _ = train_model(prepared, config)
-        return evaluate(model, prepared.splits["test"], config)
-
-    best = max(complete, key=trial_score)
-    result = {"trial": best.number, "scheme": best.user_attrs.get("scheme"),
-              "class_weights": best.user_attrs.get("class_weights"), "val_important_f1": trial_score(best),
-              "stats": test_stats_of(best)}
-    unweighted = [t for t in complete if t.user_attrs.get("scheme") == "unweighted"]
-    if unweighted and unweighted[0].number != best.number:
-        u = unweighted[0]
-        result["unweighted"] = {"trial": u.number, "val_important_f1": trial_score(u), "stats": test_stats_of(u)}
-    elif unweighted:
-        result["unweighted"] = {"trial": best.number, "val_important_f1": trial_score(best), "stats": result["stats"]}
-    result["verdict"] = verdict(result)
-    study.set_user_attr("test_stats", result)
-    log(f"best trial {best.number} ({result['scheme']}): val important_f1 {trial_score(best):.4f}, "
-        f"test important_f1 {result['stats']['important_f1']:.4f}")
-    log(result["verdict"])
-    return result
-
-
-def verdict(result: dict) -> str:
-    """A plain sentence on whether the tuned weights beat no weights, on validation and on test."""
-    test = result["stats"]["important_f1"]
-    gap = result["val_important_f1"] - test
-    lines = []
-    if "unweighted" not in result:
-        lines.append("The unweighted baseline has not completed; no comparison with it is possible yet.")
-    elif result["unweighted"]["trial"] == result["trial"]:
-        lines.append("No weighting beat the unweighted model on validation: use no class weights.")
-    else:
-        u_val = result["unweighted"]["val_important_f1"]
-        u_test = result["unweighted"]["stats"]["important_f1"]
-        if test > u_test:
-            lines.append(f"The tuned weights beat the unweighted model on validation ({result['val_important_f1']:.4f} "
-                         f"vs {u_val:.4f}) and on test ({test:.4f} vs {u_test:.4f}).")
-        else:
-            lines.append(f"Validation and test disagree: the tuned weights beat the unweighted model on validation "
-                         f"({result['val_important_f1']:.4f} vs {u_val:.4f}) but not on test "
-                         f"({test:.4f} vs {u_test:.4f}). Prefer no weights unless a larger study confirms them.")
-    if abs(gap) > 0.05:
-        lines.append(f"Validation and test important_f1 differ by {gap:+.4f}: the validation split may be too small "
-                     "or unlike the test split.")
-    return " ".join(lines)
-
-
 def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     """The study's completed trials; a clear error if there are none yet."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -700,14 +735,22 @@ def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return complete
 
 
-def best_model_path(storage_url: str, study_name: str) -> Path:
-    """The saved model of a study's best completed trial."""
-    best = max(completed_trials(load_existing_study(storage_url, study_name)), key=trial_score)
-    path = model_path(artifacts_dir(storage_url, study_name) / "models", best.number)
+def recommended_model(storage_url: str, study_name: str) -> tuple[Path, dict | None]:
+    """The saved model a study recommends, and the post-hoc multipliers to apply (``None``: plain argmax).
+
+    With a recommendation that is the recommended weights' model or, for no weights and thresholds,
+    the unweighted model; a study without one (confirmation not run yet) falls back to its best trial.
+    """
+    study = load_existing_study(storage_url, study_name)
+    complete = completed_trials(study)
+    rec = study.user_attrs.get("recommendation")
+    number = rec["trial"] if rec and rec.get("trial") is not None else max(complete, key=trial_score).number
+    multipliers = rec.get("multipliers") if rec and rec["decision"] == "thresholds" else None
+    path = model_path(artifacts_dir(storage_url, study_name) / "models", number)
     if not path.exists():
-        raise StudyError(f"the model of best trial {best.number} is not at {path} (it is kept on the machine "
-                         "that ran the trial); use weight-tuner train --save-model with the exported weights")
-    return path
+        raise StudyError(f"the model of trial {number} is not at {path} (models are kept on the machine that ran "
+                         "the study); use weight-tuner train --save-model with the exported weights")
+    return path, multipliers
 
 
 def trial_score(trial) -> float:

@@ -49,6 +49,10 @@ class SplitData:
     def pad_index(self) -> int:
         return len(self.y)
 
+    def class_counts(self) -> dict[str, int]:
+        """Lines per class."""
+        return dict(zip(CLASSES, np.bincount(self.y, minlength=len(CLASSES)).astype(int).tolist()))
+
     def tensors(self):
         """Features and one-hot labels as TF tensors, made once and reused by every trial."""
         if getattr(self, "_tensors", None) is None:
@@ -86,25 +90,28 @@ class Prepared:
         }
 
 
-def load_documents(data_dir: str | Path | None, sample_docs: int = SAMPLE_DOCS, sample_seed: int = 0):
+def load_documents(data_dir: str | Path | None, sample_docs: int = SAMPLE_DOCS, sample_seed: int = 0,
+                   rare_nomenclature: int = 1):
     """Documents from ``data_dir``, or the generated sample corpus when it is ``None``."""
     if data_dir is None:
-        docs, report = corpus.read_texts(sample.generate_corpus(sample_docs, sample_seed))
-        return docs, report, f"sample corpus ({sample_docs} documents, seed {sample_seed})"
+        docs, report = corpus.read_texts(sample.generate_corpus(sample_docs, sample_seed, rare_nomenclature))
+        rare = f", Nomenclature {rare_nomenclature}x rarer" if rare_nomenclature > 1 else ""
+        return docs, report, f"sample corpus ({sample_docs} documents, seed {sample_seed}{rare})"
     docs, report = corpus.read_corpus(data_dir)
     return docs, report, str(Path(data_dir))
 
 
 def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_docs: int = SAMPLE_DOCS,
             cache_dir: str | Path | None = DEFAULT_CACHE_DIR, max_chunk_lines: int = 2000,
-            label_map: dict[str, str] | None = None, verbose: bool = True) -> Prepared:
+            label_map: dict[str, str] | None = None, verbose: bool = True,
+            sample_rare_nomenclature: int = 1) -> Prepared:
     """Read, chunk, split (by document chunk) and featurise a corpus.
 
     ``label_map`` overrides the default raw-label -> class mapping, e.g. ``{"Diagnosis": "Description"}``.
     """
     overrides = dict(label_map or {})
     label_map = corpus.make_label_map(overrides)
-    docs, report, source = load_documents(data_dir, sample_docs)
+    docs, report, source = load_documents(data_dir, sample_docs, rare_nomenclature=sample_rare_nomenclature)
     if verbose:
         corpus.print_report(docs, report, label_map, out=sys.stderr)
     chunks = corpus.chunk_documents(docs, max_chunk_lines)
@@ -225,8 +232,17 @@ def training_data(prepared: Prepared, config: dict):
     return windows, make_dataset(train, windows, config["batch_size"], labels=True, shuffle_seed=config["seed"])
 
 
+def trained_weights(prepared: Prepared, config: dict) -> dict[str, float] | None:
+    """The config's class weights as they are trained: normalised over the training split's lines."""
+    from .model import normalise_weights
+
+    return normalise_weights(config["class_weights"], prepared.splits["train"].class_counts())
+
+
 def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None = None, log=None):
     """Train one model on the training split.
+
+    The class weights are normalised first (:func:`trained_weights`): only their ratios matter.
 
     The returned model object is reused (re-initialised) by the next call with the same
     architecture: save or evaluate it before training another.
@@ -243,6 +259,7 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     from .model import describe_weights
 
     log = log or (lambda msg: print(msg, file=sys.stderr))
+    config = dict(config, class_weights=trained_weights(prepared, config))
     keras.utils.set_random_seed(config["seed"])
     windows, ds = training_data(prepared, config)
     model = reusable_model(prepared.featurizer.n_features, config)

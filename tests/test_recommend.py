@@ -1,0 +1,219 @@
+"""The recommendation: one weight scale, paired units, the interval and decision rule, resume, power."""
+
+import json
+
+import numpy as np
+import pytest
+from optuna.trial import TrialState
+
+from weight_tuner.cli import main
+from weight_tuner.config import CLASSES
+from weight_tuner.model import normalise_weights
+from weight_tuner.recommend import confirm, decide, paired_interval
+from weight_tuner.study import StudyConfig, count_schemes, tune
+from weight_tuner.units import fold_of_pieces, make_units, unit_data
+
+from conftest import TINY_DOCS, tiny_config
+
+TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, "window_size": 10,
+              "prediction_stride": 5, "learning_rate": 0.01, "verbosity": 0}
+
+
+def quiet(msg):
+    pass
+
+
+# --------------------------------------------------------------------------- one scale
+
+def test_normalised_weights_average_one_over_training_lines_and_keep_ratios():
+    counts = {"Nomenclature": 10, "Description": 40, "Misc": 200}
+    w = normalise_weights({"Nomenclature": 100.0, "Description": 10.0, "Misc": 0.1}, counts)
+    assert sum(counts[c] * w[c] for c in CLASSES) / sum(counts.values()) == pytest.approx(1.0, rel=1e-8)
+    assert w["Nomenclature"] / w["Misc"] == pytest.approx(1000.0, rel=1e-8)
+    assert normalise_weights(w, counts) == w  # idempotent
+    assert normalise_weights({c: 1.0 for c in CLASSES}, counts) == {c: 1.0 for c in CLASSES}
+    assert normalise_weights(None, counts) is None
+
+
+def test_same_ratios_train_identically(prepared):
+    from weight_tuner.train import train_model
+
+    schemes = count_schemes(prepared.class_counts["train"])
+    inverse, balanced = schemes["inverse_frequency"], schemes["balanced"]
+    assert inverse != balanced  # different numbers, the same ratios
+    _, a = train_model(prepared, tiny_config(epochs=2, class_weights=inverse))
+    _, b = train_model(prepared, tiny_config(epochs=2, class_weights=balanced))
+    _, scaled = train_model(prepared, tiny_config(epochs=2, class_weights={c: 7.0 * inverse[c] for c in CLASSES}))
+    assert [h["loss"] for h in a] == [h["loss"] for h in b] == [h["loss"] for h in scaled]
+    assert a[-1]["val"] == b[-1]["val"]
+    _, other = train_model(prepared, tiny_config(epochs=2, class_weights={"Nomenclature": 1.0, "Description": 1.0,
+                                                                          "Misc": 3.0}))
+    assert [h["loss"] for h in other] != [h["loss"] for h in a]  # ratios do matter
+
+
+# --------------------------------------------------------------------------- units
+
+def test_units_hold_out_each_non_test_chunk_once_per_repeat(prepared):
+    n_pieces = sum(len(prepared.splits[s].offsets) - 1 for s in ("train", "val"))
+    for repeat in (0, 1):
+        fold = fold_of_pieces(prepared, 3, repeat)
+        assert len(fold) == n_pieces and set(fold.tolist()) == {0, 1, 2}
+    assert (fold_of_pieces(prepared, 3, 0) != fold_of_pieces(prepared, 3, 1)).any()  # a new partition per repeat
+    test_ids = set(prepared.splits["test"].chunk_ids)
+    held_lines = 0
+    for unit in make_units(3, 1):
+        data = unit_data(prepared, unit, 3)
+        train_ids, held_ids = set(data.splits["train"].chunk_ids), set(data.splits["val"].chunk_ids)
+        assert not train_ids & held_ids and not (train_ids | held_ids) & test_ids
+        assert data.splits["test"] is prepared.splits["test"]
+        held_lines += data.splits["val"].n
+        # features and labels travel with their chunk
+        src = prepared.splits["train"]
+        cid = src.chunk_ids[0]
+        where = data.splits["train"] if cid in train_ids else data.splits["val"]
+        k = where.chunk_ids.index(cid)
+        lo, hi = where.offsets[k], where.offsets[k + 1]
+        np.testing.assert_array_equal(where.X[lo:hi], src.X[src.offsets[0]:src.offsets[1]])
+        np.testing.assert_array_equal(where.y[lo:hi], src.y[src.offsets[0]:src.offsets[1]])
+        assert not where.X[-1].any()  # the padding row
+    assert held_lines == prepared.splits["train"].n + prepared.splits["val"].n
+
+
+# --------------------------------------------------------------------------- the rule
+
+def _scores(base, diffs):
+    return {f"r0f{i}": b + d for i, (b, d) in enumerate(zip(base, diffs))}
+
+
+BASE = [0.80, 0.83, 0.78, 0.82, 0.79, 0.81]
+
+
+def test_interval_and_decision_on_constructed_scores():
+    ratio = 0.5  # 3 folds: held-out lines are half the training lines
+    win = [0.030, 0.034, 0.028, 0.033, 0.031, 0.029]
+    tie = [0.010, -0.012, 0.004, -0.006, 0.009, -0.003]
+    loss = [-0.030, -0.025, -0.035, -0.028, -0.032, -0.027]
+    d = np.array(win)
+    expected_half = 2.5706 * np.sqrt((1 / 6 + ratio) * d.var(ddof=1))  # t(0.975, 5)
+    got = paired_interval(win, ratio)
+    assert got["mean"] == pytest.approx(d.mean())
+    assert got["ci_high"] - got["mean"] == pytest.approx(expected_half, rel=1e-3)
+    assert got["ci_low"] > 0 and got["n_units"] == 6
+
+    def run(**diffs):
+        cands = {"unweighted": {"kind": "unweighted", "scores": _scores(BASE, [0] * 6)}}
+        for name, (kind, dd) in diffs.items():
+            cands[name] = {"kind": kind, "scores": _scores(BASE, dd)}
+        return decide(cands, ratio)
+
+    assert run(a=("weights", win))["decision"] == "weights"
+    assert run(a=("weights", win))["candidate"] == "a"
+    assert run(a=("weights", tie))["decision"] == "no_weights"
+    tied = run(a=("weights", tie))
+    assert tied["candidates"][1]["diff"]["ci_low"] < 0 < tied["candidates"][1]["diff"]["ci_high"]
+    assert run(a=("weights", loss))["decision"] == "no_weights"
+    assert run(a=("weights", loss))["candidates"][1]["diff"]["ci_high"] < 0
+    # thresholds win only when their own interval clears 0 and beats the weights'
+    assert run(a=("weights", tie), t=("thresholds", win))["decision"] == "thresholds"
+    both = run(a=("weights", [w + 0.01 for w in win]), t=("thresholds", win))
+    assert both["decision"] == "weights" and both["diff_vs_unweighted"]["mean"] == pytest.approx(np.mean(win) + 0.01)
+    # one unit is no evidence
+    one = decide({"unweighted": {"kind": "unweighted", "scores": {"r0f0": 0.5}},
+                  "a": {"kind": "weights", "scores": {"r0f0": 0.9}}}, ratio)
+    assert one["decision"] == "no_weights" and one["candidates"][1]["diff"]["ci_low"] == -np.inf
+
+
+def test_a_noise_winner_is_not_recommended():
+    # the measured failure: a candidate ahead on most units by less than the unit-to-unit noise
+    rng = np.random.default_rng(0)
+    noisy = (0.004 + rng.normal(0, 0.007, size=6)).tolist()
+    result = decide({"unweighted": {"kind": "unweighted", "scores": _scores(BASE, [0] * 6)},
+                     "a": {"kind": "weights", "scores": _scores(BASE, noisy)}}, 0.5)
+    assert result["decision"] == "no_weights"
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+def test_confirmation_resumes_without_redoing_finished_units(prepared, tmp_path):
+    storage = f"sqlite:///{tmp_path}/c.db"
+    cfg = StudyConfig(model=dict(TINY_MODEL, epochs=1), schemes=["unweighted", "inverse_frequency"])
+    study = tune(prepared, storage, "c", 2, cfg, log=quiet)
+    evaluation = {"folds": 2, "repeats": 1, "top": 1}  # unweighted + 1 candidate on 2 units: 4 runs
+    calls = []
+
+    def interrupt_after_three(name, unit):
+        calls.append((name, unit.key))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        confirm(study, prepared, evaluation, log=quiet, after_unit=interrupt_after_three)
+    assert "recommendation" not in study.user_attrs
+    saved = study.user_attrs["confirmation"]["candidates"]
+    assert sum(len(c["units"]) for n, c in saved.items() if n != "thresholds") == 3
+    again = []
+    rec = confirm(study, prepared, evaluation, log=quiet, after_unit=lambda n, u: again.append((n, u.key)))
+    assert len(again) == 1 and again[0] not in calls
+    assert rec["n_units"] == 2 and study.user_attrs["recommendation"]["decision"] == rec["decision"]
+    rerun = []
+    confirm(study, prepared, evaluation, log=quiet, after_unit=lambda n, u: rerun.append(n))
+    assert rerun == []  # everything is done: the decision is recomputed from the stored units
+
+
+def test_weights_are_recommended_where_weighting_truly_helps(tmp_path, capsys):
+    """Power, not only caution: Nomenclature 10x rarer and a short training budget, where an
+    unweighted model learns to ignore the rare class."""
+    toml = tmp_path / "power.toml"
+    toml.write_text('schemes = ["unweighted", "inverse_frequency", "sqrt_inverse_frequency"]\n'
+                    "[model]\nhidden_size = 8\nnum_layers = 1\nepochs = 3\nbatch_size = 16\nwindow_size = 10\n"
+                    'prediction_stride = 5\nlearning_rate = 0.01\ninput_projection = 0\n[pruner]\ntype = "none"\n')
+    storage = f"sqlite:///{tmp_path}/power.db"
+    rc = main(["tune", "--sample-docs", "60", "--sample-rare-nomenclature", "10", "--config", str(toml),
+               "--trials", "3", "--study", "power", "--storage", storage, "--confirm-top", "2",
+               "--cache-dir", str(tmp_path / "cache")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "Recommendation: Use class weights" in out and "diff vs none" in out
+    export = tmp_path / "power.json"
+    assert main(["export", "--study", "power", "--storage", storage, "-o", str(export)]) == 0
+    rec = json.loads(export.read_text())["recommendation"]
+    assert rec["decision"] == "weights" and rec["diff_vs_unweighted"]["ci_low"] > 0
+    assert rec["class_weights"]["Nomenclature"] > rec["class_weights"]["Misc"]
+    assert rec["n_units"] == 6 and rec["folds"] == 3 and rec["repeats"] == 2
+    # predict --study uses the recommended model
+    from weight_tuner.study import recommended_model
+
+    path, multipliers = recommended_model(storage, "power")
+    assert path.name == f"trial-{rec['trial']}.keras" and path.exists() and multipliers is None
+
+
+def test_null_class_weights_are_accepted_by_train(tmp_path, cache_dir):
+    cfg = tmp_path / "model.json"
+    cfg.write_text(json.dumps(dict(TINY_MODEL, epochs=1)))
+    export = tmp_path / "no-weights.json"
+    export.write_text(json.dumps({"class_weights": None, "recommendation": {"decision": "no_weights"}}))
+    for weights in ("null", str(export)):
+        stats = tmp_path / "stats.json"
+        rc = main(["train", "--weights", weights, "--config", str(cfg), "--sample-docs", str(TINY_DOCS),
+                   "--cache-dir", str(cache_dir), "--out", str(stats)])
+        assert rc == 0
+        assert json.loads(stats.read_text())["model_config"]["class_weights"] is None
+
+
+def test_cross_validated_design_reports_one_value_per_unit(prepared, tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/cv.db"
+    cfg = StudyConfig(model=dict(TINY_MODEL, epochs=1), schemes=["unweighted", "inverse_frequency"])
+    cfg.set_evaluation(design="cv", folds=2, repeats=1)
+    assert cfg.make_pruner().__class__ is optuna.pruners.WilcoxonPruner
+    study = tune(prepared, storage, "cv", 2, cfg, log=quiet)
+    done = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(done) == 2
+    for t in done:
+        assert set(t.intermediate_values) == {0, 1}  # step = unit index
+        assert set(t.user_attrs["unit_scores"]) == {"r0f0", "r0f1"}
+        assert t.value == pytest.approx(np.mean(list(t.intermediate_values.values())))
+    assert study.user_attrs["evaluation"]["design"] == "cv"
+    with pytest.raises(Exception, match="evaluation"):  # resuming with another design is refused
+        tune(prepared, storage, "cv", 3, StudyConfig(model=dict(TINY_MODEL, epochs=1)), log=quiet)

@@ -1,0 +1,152 @@
+"""Evaluation units: the (repeat, fold) pairs on which candidates are compared, paired.
+
+The chunks outside the test split (the search's train and validation splits together) are
+cut into K folds by chunk, afresh for every repeat r. Unit (r, k) trains on the other K - 1
+folds with seed ``seed + r`` and scores fold k. Every candidate is scored on the same units,
+so the differences between candidates are paired. The test split is never part of a unit.
+Features are the study's, fitted once on the search's training split (TF-IDF uses no labels).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import CLASSES, validate_config
+from .corpus import DataError
+from .metrics import compute_stats
+
+# Fixed, so that the folds of a study are the same in every process and on every resume.
+FOLD_SEED = 20_26
+UNIT_KEYS = ("important_f1", "Nomenclature_f1", "Description_f1", "Misc_f1")
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One evaluation unit: fold ``fold`` held out of the partition drawn for ``repeat``."""
+
+    repeat: int
+    fold: int
+
+    @property
+    def key(self) -> str:
+        return f"r{self.repeat}f{self.fold}"
+
+
+def make_units(folds: int, repeats: int, first_repeat: int = 0) -> list[Unit]:
+    """All units of ``repeats`` repeats of ``folds``-fold splitting, repeat by repeat."""
+    if folds < 2 or repeats < 1:
+        raise DataError(f"need --folds >= 2 and --repeats >= 1, got {folds} and {repeats}")
+    return [Unit(r, k) for r in range(first_repeat, first_repeat + repeats) for k in range(folds)]
+
+
+def _pieces(prepared) -> list[tuple[str, int]]:
+    """Every non-test chunk as (split name, chunk index within that split)."""
+    return [(name, i) for name in ("train", "val") for i in range(len(prepared.splits[name].offsets) - 1)]
+
+
+def fold_of_pieces(prepared, folds: int, repeat: int) -> np.ndarray:
+    """The fold of every non-test chunk in ``repeat``'s partition, balanced by lines.
+
+    Chunks are taken in a random order (seeded by the repeat) and each goes to the fold that
+    holds the fewest lines so far.
+    """
+    pieces = _pieces(prepared)
+    if len(pieces) < folds:
+        raise DataError(f"{len(pieces)} non-test chunks cannot be cut into {folds} folds; use fewer --folds")
+    sizes = np.array([int(np.diff(prepared.splits[s].offsets)[i]) for s, i in pieces])
+    order = np.random.default_rng([FOLD_SEED, repeat]).permutation(len(pieces))
+    fold = np.empty(len(pieces), dtype=np.int64)
+    totals = np.zeros(folds, dtype=np.int64)
+    for j in order:
+        k = int(np.argmin(totals))
+        fold[j] = k
+        totals[k] += sizes[j]
+    return fold
+
+
+def _subset(prepared, name: str, pieces: list[tuple[str, int]]):
+    """A split made of the given chunks, in their order (features copied, one padding row appended)."""
+    from .train import SplitData
+
+    xs, ys, sizes, ids, refs = [], [], [], [], []
+    for split_name, i in pieces:
+        src = prepared.splits[split_name]
+        lo, hi = int(src.offsets[i]), int(src.offsets[i + 1])
+        xs.append(src.X[lo:hi])
+        ys.append(src.y[lo:hi])
+        sizes.append(hi - lo)
+        ids.append(src.chunk_ids[i])
+        refs.extend(src.refs[lo:hi])
+    width = prepared.splits["train"].X.shape[1]
+    X = np.concatenate(xs + [np.zeros((1, width), dtype=prepared.splits["train"].X.dtype)])
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    return SplitData(name, X, np.concatenate(ys), offsets, ids, refs)
+
+
+def unit_data(prepared, unit: Unit, folds: int):
+    """``prepared`` with the unit's training folds as ``train`` and its held-out fold as ``val``."""
+    fold = fold_of_pieces(prepared, folds, unit.repeat)
+    pieces = _pieces(prepared)
+    train = _subset(prepared, "train", [p for p, f in zip(pieces, fold) if f != unit.fold])
+    held = _subset(prepared, "val", [p for p, f in zip(pieces, fold) if f == unit.fold])
+    counts = {"train": train.class_counts(), "val": held.class_counts(), "test": prepared.class_counts["test"]}
+    missing = [c for c in CLASSES if counts["train"][c] == 0]
+    if missing:
+        raise DataError(f"unit {unit.key}: class {missing[0]!r} is absent from its training folds; use fewer --folds")
+    return dataclasses.replace(prepared, splits={"train": train, "val": held, "test": prepared.splits["test"]},
+                               class_counts=counts)
+
+
+def unit_config(config: dict, unit: Unit) -> dict:
+    """The config a unit trains with: the candidate's, seeded by the unit's repeat."""
+    return validate_config(dict(config, seed=int(config["seed"]) + unit.repeat, verbosity=0))
+
+
+def _scores(stats: dict) -> dict:
+    return {k: float(stats[k]) for k in UNIT_KEYS}
+
+
+def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int = 0) -> dict:
+    """Train ``config`` on the unit's training folds and score its held-out fold.
+
+    Returns ``{"scores": {...}, "lines": held-out lines, "train_lines": ..., "seconds": ...}``; with
+    ``thresholds``, also the post-hoc threshold competitor on the same model, fitted by 2-way
+    cross-fitting inside the held-out fold (fitted on one half of its chunks, scored on the other).
+    """
+    from .train import predict_probs, train_model
+
+    t0 = time.perf_counter()
+    cfg = unit_config(config, unit)
+    model, _ = train_model(data, cfg)
+    held = data.splits["val"]
+    probs = predict_probs(model, held, cfg)
+    out = {"scores": _scores(compute_stats(held.y, probs)), "lines": int(held.n),
+           "train_lines": int(data.splits["train"].n), "seconds": round(time.perf_counter() - t0, 3)}
+    if thresholds:
+        out["thresholds"] = _scores(compute_stats(held.y, cross_fitted_adjustment(probs, held, seed)))
+    return out
+
+
+def cross_fitted_adjustment(probs: np.ndarray, split, seed: int = 0) -> np.ndarray:
+    """One-hot predictions of per-class multipliers fitted on alternate chunks, applied to the others.
+
+    Fitting the multipliers on the lines they are scored on would be in-sample; each half of the
+    held-out fold's chunks is scored with the multipliers fitted on the other half.
+    """
+    from .posthoc import fit_adjustment, reweighted_predictions
+    from .predict import one_hot_probs
+
+    half = np.zeros(split.n, dtype=bool)
+    for i, (lo, hi) in enumerate(zip(split.offsets[:-1], split.offsets[1:])):
+        half[lo:hi] = i % 2 == 1
+    if half.all() or not half.any():  # a single chunk: no honest fit possible, keep argmax
+        return probs
+    pred = probs.argmax(axis=1)
+    for part in (half, ~half):
+        w, _ = fit_adjustment(probs[~part], split.y[~part], seed=seed)
+        pred[part] = reweighted_predictions(probs[part], w)[0]
+    return one_hot_probs(pred)
