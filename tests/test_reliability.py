@@ -95,16 +95,17 @@ def _ignore_sigint():
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-@pytest.mark.parametrize("inherited", ["default", "ignored"])
-def test_sigint_marks_trial_failed_and_exits_130(tmp_path, cache_dir, inherited):
-    # "ignored": started as a background job of a non-interactive shell is, with SIGINT ignored
+@pytest.mark.parametrize("signum,inherited,code", [(signal.SIGINT, "default", 130), (signal.SIGINT, "ignored", 130),
+                                                    (signal.SIGTERM, "default", 143)])
+def test_sigint_or_sigterm_fails_the_trial_requeues_it_and_exits(tmp_path, cache_dir, signum, inherited, code):
+    # "ignored": a background job of a non-interactive shell starts with SIGINT ignored
     url = f"sqlite:///{tmp_path}/i.db"
     proc = cli(["tune", "--storage", url, "--study", "i", "--trials", "2", "--config", str(study_toml(tmp_path))],
                cache_dir, preexec_fn=_ignore_sigint if inherited == "ignored" else None)
     wait_for(running_mid_epoch(url, "i"), proc, what="a running trial")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    assert proc.returncode == code, err[-8000:]
     assert "Run the same command again to resume" in err
     ts = trials(url, "i")
     failed = [t for t in ts if t.state == TrialState.FAIL]
@@ -117,14 +118,36 @@ def test_sigint_marks_trial_failed_and_exits_130(tmp_path, cache_dir, inherited)
     con.close()
 
 
+def test_two_sigints_leave_no_running_trial_and_end_the_process(tmp_path, cache_dir):
+    url = f"sqlite:///{tmp_path}/d.db"
+    proc = cli(["tune", "--storage", url, "--study", "d", "--trials", "2", "--config", str(study_toml(tmp_path))],
+               cache_dir)
+    wait_for(running_mid_epoch(url, "d"), proc, what="a running trial")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.02)  # a user pressing Ctrl-C twice
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)  # gone within 30 s, heartbeat thread and all
+    assert proc.returncode == 130, err[-8000:]
+    deadline = time.time() + 30  # the trial is failed at once, or by a helper once the process is gone
+    while [t for t in trials(url, "d") if t.state == TrialState.RUNNING] and time.time() < deadline:
+        time.sleep(0.5)
+    ts = trials(url, "d")
+    assert not [t for t in ts if t.state == TrialState.RUNNING], err[-8000:]
+    failed = [t for t in ts if t.state == TrialState.FAIL]
+    assert len(failed) == 1
+    retries = [t for t in ts if t.state == TrialState.WAITING and t.user_attrs.get("retry_of") == failed[0].number]
+    assert len(retries) == 1  # re-queued once, whichever signal did it
+
+
 def _workers_reach_exactly_n(url, name, tmp_path, cache_dir, n_workers=2, total=4):
     toml = study_toml(tmp_path, epochs=2)
+    # cwd: a server storage keeps its artifacts under ./studies; tests leave nothing in the working directory
     first = cli(["tune", "--storage", url, "--study", name, "--trials", "1", "--config", str(toml), "--no-confirm"],
-                cache_dir)
+                cache_dir, cwd=tmp_path)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-8000:]
-    workers = [cli(["worker", "--storage", url, "--study", name, "--trials", str(total), "--seed", str(i)], cache_dir)
-               for i in range(n_workers)]
+    workers = [cli(["worker", "--storage", url, "--study", name, "--trials", str(total), "--seed", str(i)], cache_dir,
+                   cwd=tmp_path) for i in range(n_workers)]
     for w in workers:
         _, err = w.communicate(timeout=400)
         assert w.returncode == 0, err[-8000:]
@@ -148,7 +171,8 @@ def _pg_available():
 
 
 @pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
-def test_two_workers_on_postgresql_finish_exactly_n(tmp_path, cache_dir):
+def test_two_workers_on_postgresql_finish_exactly_n(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     name = f"wt-test-{os.getpid()}-{int(time.time() * 1000)}"
     try:
         _workers_reach_exactly_n(PG_URL, name, tmp_path, cache_dir)
@@ -176,11 +200,11 @@ def test_nan_loss_fails_the_trial_and_the_study_goes_on(prepared, tmp_path):
     calls = {"n": 0}
     real = train_mod.train_model
 
-    def sometimes_nan(prepared, config, epoch_hook=None, log=None):
+    def sometimes_nan(prepared, config, epoch_hook=None, log=None, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
             raise NonFiniteLossError("training loss became nan at epoch 1")
-        return real(prepared, config, epoch_hook, log)
+        return real(prepared, config, epoch_hook, log, **kwargs)
 
     cfg = StudyConfig(model={"hidden_size": 4, "num_layers": 1, "epochs": 1, "batch_size": 32, "verbosity": 0},
                       schemes=["unweighted", "balanced"])
@@ -268,3 +292,72 @@ def test_export_failure_keeps_the_previous_file(tmp_path, monkeypatch, capsys):
         features.atomic_write_bytes(out, b"partial")
     assert _digest(out) == digest
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".best.json")] == []
+
+
+def _tree(root):
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None for p in sorted(root.rglob("*"))}
+
+
+BAD_TOML = {"model-not-a-table": "model = 5\n",
+            "bound-not-a-number": '[space]\nnomenclature = [1, "a"]\n',
+            "window-size-not-a-list": "[space]\nwindow_size = 10\n",
+            "negative-startup-trials": "[pruner]\nn_startup_trials = -3\n",
+            "fractional-epochs": "[space]\nepochs = [1.5, 3]\n"}
+
+
+@pytest.mark.parametrize("case", ["model-config-null", *BAD_TOML, "unreachable-postgres", "export-onto-directory",
+                                  "export-under-a-file", "predict-missing-file", "predict-directory",
+                                  "weights-inline-list"])
+def test_each_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, monkeypatch, capsys):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "good.ann").write_text("[@Agaricus pallidus Singer, sp. nov.#Nomenclature*]\n")
+    (work / "a-file").write_text("not a directory\n")
+    (work / "outdir").mkdir()
+    monkeypatch.chdir(work)
+    storage = "sqlite:///studies/s.db"
+    if case == "model-config-null":
+        (work / "cfg.json").write_text('{"model_config": null}')
+        argv = ["train", "--config", "cfg.json", "--out", "o.json"]
+    elif case in BAD_TOML:
+        (work / "bad.toml").write_text(BAD_TOML[case])
+        argv = ["tune", "--config", "bad.toml", "--storage", storage, "--sample-docs", "12"]
+    elif case == "unreachable-postgres":
+        argv = ["tune", "--storage", "postgresql+psycopg2://postgres@127.0.0.1:5999/test", "--sample-docs", "12"]
+    elif case == "export-onto-directory":
+        argv = ["export", "--study", "e", "--storage", storage, "-o", "outdir"]
+    elif case == "export-under-a-file":
+        argv = ["export", "--study", "e", "--storage", storage, "-o", "a-file/best.json"]
+    elif case == "predict-missing-file":
+        argv = ["predict", "--model", "m.keras", "good.ann", "missing.txt"]
+    elif case == "predict-directory":
+        argv = ["predict", "--model", "m.keras", "outdir"]
+    else:
+        argv = ["train", "--weights", "[1,2,3]", "--out", "o.json"]
+    if case.startswith("export"):
+        (work / "studies").mkdir()
+        study = optuna.create_study(study_name="e", storage=storage)
+        trial = study.ask()  # a completed trial with weights, so that export gets as far as writing
+        for c in ("Nomenclature", "Description"):
+            trial.suggest_float(f"w_{c}", 0.1, 1000.0, log=True)
+        trial.set_user_attr("class_weights", {"Nomenclature": 2.0, "Description": 1.0, "Misc": 1.0})
+        study.tell(trial, 0.5)
+        study.set_user_attr("search_space", {"nomenclature": [0.1, 1000.0], "description": [0.1, 1000.0]})
+        study.set_user_attr("model_config", {})
+    before = _tree(work)
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("weight-tuner: error: "), err
+    assert _tree(work) == before
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    from weight_tuner.features import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "x.json", b"{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644

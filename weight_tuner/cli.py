@@ -6,12 +6,12 @@ import argparse
 import json
 import resource
 import shlex
-import signal
 import sys
 import time
 from pathlib import Path
 
 from .config import WeightTunerError, load_config
+from .signals import StopGuard, Terminated
 
 EXIT_USAGE = 2
 
@@ -139,11 +139,11 @@ def cmd_tune(args) -> int:
     if study_config.evaluation["design"] == "cv" and len(study_config.objectives) > 1:
         raise WeightTunerError("--design cv needs a single objective (Optuna prunes single-objective studies only)")
     storage = _storage(args)
-    check_storage(storage)
+    check_storage(storage, connect=True)  # before the corpus is read or the feature cache written
     prepared = _prepare(args)
     t0 = time.perf_counter()
     study = tune(prepared, storage, args.study, args.trials, study_config, seed=args.seed,
-                 trial_timeout=args.trial_timeout, heartbeat=args.heartbeat)
+                 trial_timeout=args.trial_timeout, heartbeat=args.heartbeat, stop=args.guard)
     search_s = time.perf_counter() - t0
     print(f"study {args.study!r} in {storage}: {finished_count(study)} finished trials ({search_s:.0f}s)")
     if args.no_confirm:
@@ -157,7 +157,7 @@ def cmd_tune(args) -> int:
     evaluation = dict(study.user_attrs.get("evaluation") or study_config.evaluation)
     if evaluation["design"] == "cv":
         evaluation["first_repeat"] = evaluation["repeats"]  # fresh partitions and seeds, not the searched ones
-    recommendation = confirm(study, prepared, evaluation)
+    recommendation = confirm(study, prepared, evaluation, stop=args.guard)
     confirm_s = time.perf_counter() - t0 - search_s
     print(f"\nconfirmation ({confirm_s:.0f}s), paired against no weights over {recommendation['n_units']} units:")
     print(candidates_table(recommendation))
@@ -172,10 +172,10 @@ def cmd_worker(args) -> int:
     from .study import check_storage, finished_count, join_study
 
     _check_worker_args(args)
-    check_storage(_storage(args), must_exist=True)
+    check_storage(_storage(args), must_exist=True, connect=True)
     prepared = _prepare(args)
     study = join_study(prepared, _storage(args), args.study, args.trials, seed=args.seed,
-                       trial_timeout=args.trial_timeout, heartbeat=args.heartbeat)
+                       trial_timeout=args.trial_timeout, heartbeat=args.heartbeat, stop=args.guard)
     print(f"worker done: study {args.study!r} holds {finished_count(study)} finished trials")
     return 0
 
@@ -187,6 +187,11 @@ def cmd_predict(args) -> int:
 
     if bool(args.model) == bool(args.study):
         raise WeightTunerError("predict: give exactly one of --model PATH or --study NAME")
+    for f in args.files:  # every input is checked before the model loads or anything is written
+        if not Path(f).exists():
+            raise WeightTunerError(f"predict: input file {f} does not exist")
+        if not Path(f).is_file():
+            raise WeightTunerError(f"predict: input {f} is not a file (give the files, e.g. DIR/*.ann)")
     multipliers = None
     if args.model:
         model_path = args.model
@@ -363,24 +368,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that Optuna marks the running trial FAIL."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated()
-
-
 def main(argv=None) -> int:
     """Entry point of the ``weight-tuner`` console script."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # the command line, recorded with benchmark results
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    # Python installs its Ctrl-C handler only when SIGINT was not ignored at start, and a background
-    # job of a non-interactive shell starts with it ignored: install it ourselves, always.
-    previous_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    args.guard = StopGuard()
+    args.guard.install()
     try:
         return int(args.func(args) or 0)
     except WeightTunerError as exc:
@@ -392,8 +387,7 @@ def main(argv=None) -> int:
               "is marked FAIL and finished trials are kept. Run the same command again to resume.", file=sys.stderr)
         return code
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
+        args.guard.uninstall()
 
 
 if __name__ == "__main__":

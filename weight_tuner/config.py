@@ -155,16 +155,22 @@ def load_config(path: str | Path | None, weights: str | None = None) -> dict[str
         loaded = load_json_file(path, "config")
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path}: expected a JSON object")
-        raw.update(loaded["model_config"] if "model_config" in loaded else loaded)
+        model = loaded["model_config"] if "model_config" in loaded else loaded
+        if not isinstance(model, dict):
+            raise ConfigError(f"config {path}: model_config must be a JSON object, got {model!r}")
+        raw.update(model)
     if weights is not None:
         text = weights.strip()
         if text == "null":  # no class weights, as an export recommends when weighting did not help
             parsed = None
-        elif text.startswith("{"):
+        elif text[:1] in "{[":  # inline JSON; a list is read so that the error can say what is wrong
             parsed = parse_json(text, "--weights")
         else:
             parsed = load_json_file(text, "weights file")
         if isinstance(parsed, dict) and "class_weights" in parsed:
             parsed = parsed["class_weights"]
+        elif not isinstance(parsed, dict) and parsed is not None:
+            raise ConfigError(f"--weights: expected an object of class -> weight, inline or in a JSON file, or null; "
+                              f"got {weights!r}")
         raw["class_weights"] = parsed
     return validate_config(raw)

@@ -130,11 +130,33 @@ class Featurizer:
             return pickle.load(fh)
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename, so no partial file is ever seen."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``data`` to ``path`` via a temporary file and rename, so no partial file is ever seen.
+
+    The file gets the permissions a plain write would (0666 less the umask; mkstemp alone gives 0600).
+    A path that cannot be written is a one-line :class:`WeightTunerError`, and an existing file stays.
+    """
+    from .config import WeightTunerError
+
+    path = Path(path)
+    if path.is_dir():
+        raise WeightTunerError(f"cannot write {path}: it is a directory")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise WeightTunerError(f"cannot write {path}: {blocking} is not a directory")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WeightTunerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

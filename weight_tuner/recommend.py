@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
+from contextlib import nullcontext
 
 import numpy as np
 import optuna
@@ -118,12 +119,13 @@ def select_candidates(study: optuna.Study, top: int) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------- confirmation
 
-def confirm(study: optuna.Study, prepared, evaluation: dict, log=None, after_unit=None) -> dict:
+def confirm(study: optuna.Study, prepared, evaluation: dict, log=None, after_unit=None, stop=None) -> dict:
     """Score every candidate on every unit not yet done, saving after each; then decide.
 
     ``evaluation`` holds ``folds``, ``repeats``, ``top`` and ``first_repeat``. The state lives in
     the study's ``confirmation`` user attr; ``after_unit(name, unit)`` is called after each
-    saved result. Returns the recommendation, also stored as the ``recommendation`` user attr.
+    saved result; ``stop`` (a :class:`.signals.StopGuard`) stops between training batches.
+    Returns the recommendation, also stored as the ``recommendation`` user attr.
     """
     log = log or (lambda msg: print(msg, file=sys.stderr))
     folds, repeats = evaluation["folds"], evaluation["repeats"]
@@ -143,21 +145,24 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, log=None, after_uni
     log(f"confirming {len(candidates) - 2} weight candidates, the unweighted model and thresholds on "
         f"{len(units)} units ({folds} folds x {repeats} repeats): {done}/{total} unit runs already done")
     current = None
-    for unit, name in todo:
-        if current is None or current[0] != unit:
-            current = (unit, unit_data(prepared, unit, folds))
-        res = run_unit(current[1], candidates[name]["config"], unit, thresholds=name == UNWEIGHTED,
-                       seed=unit.repeat)
-        results[name]["units"][unit.key] = {k: v for k, v in res.items() if k != "thresholds"}
-        if name == UNWEIGHTED:
-            results[THRESHOLDS]["units"][unit.key] = dict(res, scores=res["thresholds"])
-            results[THRESHOLDS]["units"][unit.key].pop("thresholds")
-        study.set_user_attr("confirmation", state)
-        done += 1
-        log(f"confirm {done}/{total}: {name} on unit {unit.key}: important_f1 "
-            f"{res['scores']['important_f1']:.4f} ({res['seconds']:.0f}s)")
-        if after_unit is not None:
-            after_unit(name, unit)
+    with stop.safe_points() if stop is not None else nullcontext():
+        for unit, name in todo:
+            if stop is not None:
+                stop.check()
+            if current is None or current[0] != unit:
+                current = (unit, unit_data(prepared, unit, folds))
+            res = run_unit(current[1], candidates[name]["config"], unit, thresholds=name == UNWEIGHTED,
+                           seed=unit.repeat, should_stop=stop.check if stop is not None else None)
+            results[name]["units"][unit.key] = {k: v for k, v in res.items() if k != "thresholds"}
+            if name == UNWEIGHTED:
+                results[THRESHOLDS]["units"][unit.key] = dict(res, scores=res["thresholds"])
+                results[THRESHOLDS]["units"][unit.key].pop("thresholds")
+            study.set_user_attr("confirmation", state)
+            done += 1
+            log(f"confirm {done}/{total}: {name} on unit {unit.key}: important_f1 "
+                f"{res['scores']['important_f1']:.4f} ({res['seconds']:.0f}s)")
+            if after_unit is not None:
+                after_unit(name, unit)
     recommendation = recommendation_from(state, evaluation)
     recommendation["finished_trials"] = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
                                                                                      TrialState.PRUNED)))

@@ -7,6 +7,7 @@ The search space is in :class:`SearchSpace`; the warm-start schemes in
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import platform
@@ -87,16 +88,23 @@ class SearchSpace:
     version: int = SPACE_VERSION
 
     def __post_init__(self):
+        def numbers(value, kind) -> bool:
+            return isinstance(value, (list, tuple)) and all(
+                isinstance(v, kind) and not isinstance(v, bool) for v in value)
+
         for name in ("nomenclature", "description", "misc", "learning_rate"):
             bounds = getattr(self, name)
             if bounds is None:
                 continue
-            if len(bounds) != 2 or not (0 < float(bounds[0]) < float(bounds[1]) < math.inf):
-                raise ConfigError(f"space.{name}: expected [low, high] with 0 < low < high, got {list(bounds)!r}")
+            if not numbers(bounds, (int, float)) or len(bounds) != 2 or not (
+                    0 < float(bounds[0]) < float(bounds[1]) < math.inf):
+                raise ConfigError(f"space.{name}: expected [low, high] numbers with 0 < low < high, got {bounds!r}")
             setattr(self, name, (float(bounds[0]), float(bounds[1])))
-        if self.epochs is not None and (len(self.epochs) != 2 or not 1 <= self.epochs[0] <= self.epochs[1]):
-            raise ConfigError(f"space.epochs: expected [low, high] integers >= 1, got {list(self.epochs)!r}")
-        if self.window_size is not None and (not self.window_size or min(self.window_size) < 1):
+        if self.epochs is not None and (not numbers(self.epochs, int) or len(self.epochs) != 2
+                                        or not 1 <= self.epochs[0] <= self.epochs[1]):
+            raise ConfigError(f"space.epochs: expected [low, high] integers >= 1, got {self.epochs!r}")
+        if self.window_size is not None and (not numbers(self.window_size, int) or not self.window_size
+                                             or min(self.window_size) < 1):
             raise ConfigError(f"space.window_size: expected a list of integers >= 1, got {self.window_size!r}")
         if self.misc is None and not (self.nomenclature[0] <= 1.0 <= self.nomenclature[1]
                                       and self.description[0] <= 1.0 <= self.description[1]):
@@ -193,6 +201,12 @@ class StudyConfig:
             if key not in ("space", "model", "pruner", "schemes", "evaluation"):
                 raise ConfigError(f"study config {path}: unknown key {key!r}; "
                                   "expected space, model, pruner, schemes, evaluation")
+        for table in ("space", "model", "pruner", "evaluation"):
+            if not isinstance(raw.get(table, {}), dict):
+                raise ConfigError(f"study config {path}: {table} must be a table ([{table}]), got {raw[table]!r}")
+        if raw.get("schemes") is not None and not (isinstance(raw["schemes"], list)
+                                                   and all(isinstance(n, str) for n in raw["schemes"])):
+            raise ConfigError(f"study config {path}: schemes must be a list of scheme names, got {raw['schemes']!r}")
         model = dict(QUICK_MODEL, **raw.get("model", {}))
         validate_config(model)
         user_pruner = raw.get("pruner", {})
@@ -223,8 +237,8 @@ class StudyConfig:
             raise ConfigError(f"pruner.type: unknown {kind!r}; choose from {', '.join(pruners)}")
         try:
             return pruners[kind](**kwargs)
-        except TypeError as exc:
-            raise ConfigError(f"pruner: {exc}") from exc
+        except (TypeError, ValueError) as exc:  # Optuna checks its arguments with ValueError
+            raise ConfigError(f"pruner: {str(exc).splitlines()[0]}") from exc
 
 
 # --------------------------------------------------------------------------- warm start
@@ -282,8 +296,21 @@ def group_schemes(schemes: dict[str, dict[str, float]], train_counts: dict[str, 
 
 # --------------------------------------------------------------------------- storage
 
-def check_storage(url: str, must_exist: bool = False) -> None:
-    """Fail fast, touching nothing, on a SQLite path that is not a database (or is missing, if it must exist)."""
+def check_storage(url: str, must_exist: bool = False, connect: bool = False) -> None:
+    """Fail fast, touching nothing, on a SQLite path that is not a database (or is missing, if it must exist).
+
+    With ``connect``, a server URL (PostgreSQL, ...) must also accept a connection: a job checks
+    its storage before it reads the corpus.
+    """
+    if connect and "://" in url and not url.startswith("sqlite"):
+        import sqlalchemy
+
+        try:
+            with sqlalchemy.create_engine(url).connect():
+                pass
+        except Exception as exc:  # sqlalchemy raises many types; all mean "unusable storage"
+            raise StudyError(f"storage {url}: cannot connect ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0]})") from exc
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///"):])
         if path.exists():
@@ -388,8 +415,10 @@ class Objective:
 
     def __init__(self, prepared, space: SearchSpace, base_config: dict, models_dir: Path | None, log=None,
                  trial_timeout: float | None = None, n_trials: int | None = None,
-                 objectives: list[str] | None = None, evaluation: dict | None = None):
+                 objectives: list[str] | None = None, evaluation: dict | None = None, stop=None):
         self.objectives = objectives or ["important_f1"]
+        self.stop = stop  # a signals.StopGuard: checked between training batches
+        self._given_back: set[int] = set()
         self.evaluation = evaluation or dict(DEFAULT_EVALUATION)
         self.trial_timeout = trial_timeout
         self.n_trials = n_trials
@@ -412,6 +441,8 @@ class Objective:
             trial.set_user_attr("scheme", "search")
         trial.set_user_attr("class_weights", config["class_weights"])
         trial.set_user_attr("class_weights_trained", trained_weights(self.prepared, config))
+        if self.stop is not None:
+            self.stop.abandon = lambda: self._abandon(trial)
         if self.evaluation["design"] == "cv":
             return self._cross_validated(trial, config)
         epochs_run = 0
@@ -431,7 +462,7 @@ class Objective:
                                          f"val important_f1 {stats['important_f1']:.4f}")
 
         try:
-            model, history = train_model(self.prepared, config, report, log=self.log)
+            model, history = train_model(self.prepared, config, report, log=self.log, should_stop=self._should_stop)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("pruned_reason", str(exc))
             raise
@@ -475,7 +506,8 @@ class Objective:
         try:
             for i in order:
                 unit = units[int(i)]
-                res = run_unit(unit_data(self.prepared, unit, self.evaluation["folds"]), config, unit)
+                res = run_unit(unit_data(self.prepared, unit, self.evaluation["folds"]), config, unit,
+                               should_stop=self._should_stop)
                 scores[unit.key] = res["scores"]
                 trial.set_user_attr("unit_scores", scores)
                 trial.report(res["scores"]["important_f1"], step=int(i))
@@ -512,9 +544,32 @@ class Objective:
         self._give_back(trial)
         raise SurplusTrial(f"surplus: {len(ahead)} trials were already finished or running")
 
-    @staticmethod
-    def _give_back(trial: optuna.Trial) -> None:
+    def _should_stop(self) -> None:
+        if self.stop is not None:
+            self.stop.check()
+
+    def _abandon(self, trial: optuna.Trial) -> None:
+        """A second Ctrl-C: fail the running trial (and re-queue it) before the process exits.
+
+        The signal may have interrupted the study's own storage calls, even inside a write, so a
+        fresh connection tries for a second; if the database is locked (by this very process), a
+        detached helper does it as soon as this process is gone and its lock released.
+        """
+        import subprocess
+
+        url = getattr(trial.study._storage, "_backend", trial.study._storage).url
+        try:
+            fail_abandoned_trial(url, trial.study.study_name, trial._trial_id, lock_timeout=1.0)
+        except Exception:
+            subprocess.Popen([sys.executable, "-m", "weight_tuner.signals", url, trial.study.study_name,
+                              str(trial._trial_id), str(os.getpid())], start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _give_back(self, trial: optuna.Trial) -> None:
         """Re-enqueue a trial that will not finish, so its parameters (an enqueued scheme too) are not lost."""
+        if trial.number in self._given_back:
+            return
+        self._given_back.add(trial.number)
         params = trial.params  # already suggested: an enqueued trial's fixed params
         if params:
             attrs = {k: v for k, v in trial.user_attrs.items()
@@ -613,25 +668,46 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
     return study, created
 
 
+def fail_abandoned_trial(url: str, study_name: str, trial_id: int, lock_timeout: float = 60.0) -> None:
+    """Mark a trial left RUNNING by an exiting process FAIL, and queue its parameters once."""
+    engine_kwargs = {"connect_args": {"timeout": lock_timeout}} if url.startswith("sqlite") else None
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=True)
+    trial = storage.get_trial(trial_id)
+    if trial.state != TrialState.RUNNING:
+        return
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    queued = any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(
+        deepcopy=False, states=(TrialState.WAITING,)))
+    if trial.params and not queued:
+        attrs = {k: v for k, v in trial.user_attrs.items() if k in ("scheme", "weights_given")}
+        study.enqueue_trial(trial.params, user_attrs=dict(attrs, retry_of=trial.number))
+    storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted twice: the process exited at once")
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
 def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
 def tune(prepared, storage_url: str, study_name: str, n_trials: int, study_config: StudyConfig,
          seed: int = 0, log=None, pruner: optuna.pruners.BasePruner | None = None,
-         trial_timeout: float | None = None, heartbeat: int = 10) -> optuna.Study:
-    """Create or resume the study, then run it to ``n_trials`` finished (complete or pruned) trials in total."""
+         trial_timeout: float | None = None, heartbeat: int = 10, stop=None) -> optuna.Study:
+    """Create or resume the study, then run it to ``n_trials`` finished (complete or pruned) trials in total.
+
+    ``stop``: the command's :class:`.signals.StopGuard`, so that Ctrl-C stops a trial between batches.
+    """
     log = log or _tqdm_log
     base_config = validate_config(study_config.model)
     study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, log, heartbeat)
     if pruner is not None:
         study.pruner = pruner
-    run_trials(study, prepared, storage_url, n_trials, study_config.space, base_config, log, trial_timeout)
+    run_trials(study, prepared, storage_url, n_trials, study_config.space, base_config, log, trial_timeout,
+               stop=stop)
     return study
 
 
 def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed: int = 0, log=None,
-               trial_timeout: float | None = None, heartbeat: int = 10) -> optuna.Study:
+               trial_timeout: float | None = None, heartbeat: int = 10, stop=None) -> optuna.Study:
     """A worker: join a study that ``tune`` created, with the study's own space and model config.
 
     Workers never enqueue anything; the study's creator did that once.
@@ -652,7 +728,7 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
                               sampler=sampler,
                               pruner=StudyConfig(pruner=pruner_cfg).make_pruner())
     run_trials(study, prepared, storage_url, n_trials, space, validate_config(attrs["model_config"]), log,
-               trial_timeout)
+               trial_timeout, stop=stop)
     return study
 
 
@@ -668,7 +744,7 @@ class SurplusTrial(Exception):
 
 def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, space: SearchSpace,
                base_config: dict, log, trial_timeout: float | None = None, poll_seconds: float = 5.0,
-               max_failures: int = 5) -> None:
+               max_failures: int = 5, stop=None) -> None:
     """Run trials one at a time until the study holds exactly ``n_trials`` finished trials.
 
     Before each trial the finished and running trials of every worker are counted,
@@ -682,7 +758,7 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
     models_dir = artifacts_dir(storage_url, study.study_name) / "models"
     objectives = study.user_attrs.get("objectives", ["important_f1"])
     objective = Objective(prepared, space, base_config, models_dir, log, trial_timeout, n_trials, objectives,
-                          study.user_attrs.get("evaluation"))
+                          study.user_attrs.get("evaluation"), stop)
     done = finished_count(study)
     if done >= n_trials:
         log(f"study {study.study_name!r} already has {done} finished trials (--trials {n_trials}); nothing to run")
@@ -693,6 +769,8 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         ran.append(trial)
+        if stop is not None:
+            stop.abandon = None  # the trial is told: nothing is left RUNNING
         bar.n = min(finished_count(study), n_trials)
         bar.refresh()
         value = "-" if not trial.values else "/".join(f"{v:.4f}" for v in trial.values)
@@ -701,27 +779,31 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
         log(f"trial {trial.number} {trial.state.name.lower()} {trial.user_attrs.get('scheme', '')} "
             f"weights {', '.join(f'{c[:4]} {weights[c]:.3g}' for c in weights)} -> {METRIC_NAME} {value} {reason}")
 
+    guard = stop.safe_points() if stop is not None else contextlib.nullcontext()
     try:
-        while True:
-            finished = finished_count(study)
-            if finished >= n_trials:
-                break
-            running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-            if finished + running >= n_trials:
-                # The other workers hold the remaining trials; one may still die and be retried.
-                optuna.storages.fail_stale_trials(study)
-                time.sleep(poll_seconds)
-                continue
-            study.optimize(objective, n_trials=1, gc_after_trial=True, callbacks=[after_trial],
-                           catch=(NonFiniteLossError, TrialTimeoutError, SurplusTrial))
-            last = ran[-1] if ran else None
-            if last is not None and last.state == TrialState.FAIL and "surplus" not in last.user_attrs:
-                failures += 1
-                if failures >= max_failures:
-                    raise StudyError(f"{failures} trials failed in a row; last reason: "
-                                     f"{last.user_attrs.get('fail_reason', 'see the log')}")
-            else:
-                failures = 0
+        with guard:
+            while True:
+                if stop is not None:
+                    stop.check()
+                finished = finished_count(study)
+                if finished >= n_trials:
+                    break
+                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                if finished + running >= n_trials:
+                    # The other workers hold the remaining trials; one may still die and be retried.
+                    optuna.storages.fail_stale_trials(study)
+                    time.sleep(poll_seconds)
+                    continue
+                study.optimize(objective, n_trials=1, gc_after_trial=True, callbacks=[after_trial],
+                               catch=(NonFiniteLossError, TrialTimeoutError, SurplusTrial))
+                last = ran[-1] if ran else None
+                if last is not None and last.state == TrialState.FAIL and "surplus" not in last.user_attrs:
+                    failures += 1
+                    if failures >= max_failures:
+                        raise StudyError(f"{failures} trials failed in a row; last reason: "
+                                         f"{last.user_attrs.get('fail_reason', 'see the log')}")
+                else:
+                    failures = 0
     finally:
         bar.close()
 

@@ -239,7 +239,8 @@ def trained_weights(prepared: Prepared, config: dict) -> dict[str, float] | None
     return normalise_weights(config["class_weights"], prepared.splits["train"].class_counts())
 
 
-def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None = None, log=None):
+def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None = None, log=None,
+                should_stop: Callable[[], None] | None = None):
     """Train one model on the training split.
 
     The class weights are normalised first (:func:`trained_weights`): only their ratios matter.
@@ -252,7 +253,8 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     score non-overlapping windows (stride = ``window_size``), a cheap check that is
     enough to compare trials for pruning; the last epoch scores with
     ``prediction_stride``, as prediction does, and that is the trial's result.
-    Returns ``(model, history)`` where history holds one dict per epoch.
+    ``should_stop()`` is called after every batch and may raise to stop training there (a
+    signal's safe point). Returns ``(model, history)`` where history holds one dict per epoch.
     """
     import keras
 
@@ -270,6 +272,10 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     history: list[dict] = []
 
     class EpochEnd(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if should_stop is not None:
+                should_stop()
+
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
 

@@ -110,18 +110,19 @@ def _scores(stats: dict) -> dict:
     return {k: float(stats[k]) for k in UNIT_KEYS}
 
 
-def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int = 0) -> dict:
+def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int = 0, should_stop=None) -> dict:
     """Train ``config`` on the unit's training folds and score its held-out fold.
 
     Returns ``{"scores": {...}, "lines": held-out lines, "train_lines": ..., "seconds": ...}``; with
     ``thresholds``, also the post-hoc threshold competitor on the same model, fitted by 2-way
     cross-fitting inside the held-out fold (fitted on one half of its chunks, scored on the other).
+    ``should_stop`` is passed to :func:`.train.train_model`.
     """
     from .train import predict_probs, train_model
 
     t0 = time.perf_counter()
     cfg = unit_config(config, unit)
-    model, _ = train_model(data, cfg)
+    model, _ = train_model(data, cfg, should_stop=should_stop)
     held = data.splits["val"]
     probs = predict_probs(model, held, cfg)
     out = {"scores": _scores(compute_stats(held.y, probs)), "lines": int(held.n),
