@@ -79,7 +79,8 @@ def study_result(storage: str, study: str) -> dict:
     states = [t.state.name for t in s.trials]
     return {"decision": rec["decision"], "candidate": rec["candidate"], "class_weights": rec["class_weights"],
             "diff": rec["diff_vs_unweighted"], "n_units": rec["n_units"],
-            "candidates": [{"candidate": r["candidate"], "mean": r["mean"], **r["diff"]} for r in rec["candidates"]],
+            "candidates": [{"candidate": r["candidate"], "important_f1": r["mean"], "diff": r["diff"]["mean"],
+                            "ci_low": r["diff"]["ci_low"], "ci_high": r["diff"]["ci_high"]} for r in rec["candidates"]],
             "test_recommended": test["recommended"]["stats"]["important_f1"],
             "test_unweighted": test["unweighted"]["stats"]["important_f1"],
             "trials": {"complete": states.count("COMPLETE"), "pruned": states.count("PRUNED")}}
@@ -135,9 +136,9 @@ def render(results: dict) -> str:
                   "| split seed | decision | best diff vs none [95% interval] | test: recommended | test: unweighted "
                   "| search | confirmation | whole command | peak RSS |", "|---|---|---|---|---|---|---|---|---|"]
         for seed, r in sorted(results["skol"].items()):
-            best = max(r["candidates"][1:], key=lambda c: c["mean"])
+            best = max(r["candidates"][1:], key=lambda c: c["diff"])
             lines.append(f"| {seed} | {r['decision']} ({_w(r['class_weights'])}) | {best['candidate']}: "
-                         f"{best['mean'] - r['candidates'][0]['mean']:+.4f} [{best['ci_low']:+.4f}, "
+                         f"{best['diff']:+.4f} [{best['ci_low']:+.4f}, "
                          f"{best['ci_high']:+.4f}] | {r['test_recommended']:.4f} | {r['test_unweighted']:.4f} | "
                          f"{r['search_seconds']:.0f} s | {r['confirm_seconds']:.0f} s | {r['wall_seconds']:.0f} s | "
                          f"{r['peak_rss_mib']:,.0f} MiB |")
@@ -153,9 +154,10 @@ def render(results: dict) -> str:
                   f"30-trial study. Trial-equivalents per hour (30 trials plus one per confirmation unit run, "
                   f"over the whole command's wall time): {min(per_hour):.0f} to {max(per_hour):.0f}.", ""]
         for seed, r in sorted(results["skol"].items()):
-            lines.append(f"Split seed {seed} candidates (mean important_f1 over units; diff vs none with interval): "
-                         + "; ".join(f"{c['candidate']} {c['mean']:.4f} ({c['ci_low']:+.4f} .. {c['ci_high']:+.4f})"
-                                     for c in r["candidates"]) + ".")
+            lines.append(f"Split seed {seed} candidates (mean important_f1 over the units; difference to no weights "
+                         "[95% interval]): " + "; ".join(
+                             f"{c['candidate']} {c['important_f1']:.4f} ({c['diff']:+.4f} [{c['ci_low']:+.4f}, "
+                             f"{c['ci_high']:+.4f}])" for c in r["candidates"]) + ".")
         lines.append("")
     if "power" in results:
         lines += ["### Power: a setting where weighting truly helps", "",

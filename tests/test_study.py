@@ -8,7 +8,6 @@ import pytest
 from optuna.trial import TrialState
 
 from weight_tuner.cli import main
-from weight_tuner.config import CLASSES
 from weight_tuner.recommend import confirm, final_test_evaluation
 from weight_tuner.study import (GUIDE_SCHEMES, SearchSpace, StudyConfig, count_schemes, group_schemes,
                                 load_existing_study, tune, warm_start_schemes)

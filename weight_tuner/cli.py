@@ -128,7 +128,8 @@ def _storage(args) -> str:
 
 
 def cmd_tune(args) -> int:
-    """Run (or resume) the study, then score the best weights once on the test split."""
+    """Run (or resume) the study, confirm its top candidates against no weights, decide, then score the
+    recommendation and no weights once on the test split."""
     from .recommend import candidates_table, confirm, decision_sentence, final_test_evaluation
     from .study import StudyConfig, check_storage, finished_count, parse_objectives, tune
 

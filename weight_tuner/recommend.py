@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 
 from .config import CLASSES, validate_config
-from .units import Unit, make_units, run_unit, unit_data
+from .units import make_units, run_unit, unit_data
 
 LEVEL = 0.95
 INTERVAL_METHOD = ("corrected resampled t (Nadeau & Bengio 2003): the variance of the mean difference is "
