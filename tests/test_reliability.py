@@ -352,6 +352,35 @@ def test_each_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, mo
     assert _tree(work) == before
 
 
+def test_a_storage_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
+    # As a read-only study folder does for a non-root user (tests here run as root, whom permissions do not stop).
+    import weight_tuner.study as study_mod
+
+    def read_only(*args, **kwargs):
+        try:
+            raise PermissionError(13, "attempt to write a readonly database")
+        except PermissionError as exc:
+            raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from exc
+
+    monkeypatch.setattr(study_mod, "create_or_resume", read_only)
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "--storage", f"sqlite:///{tmp_path}/r.db", "--sample-docs", "12", "--cache-dir", ""]) == 2
+    err = capsys.readouterr().err.strip()  # the corpus report, then one error line
+    assert err.splitlines()[-1] == ("weight-tuner: error: storage: cannot write (PermissionError: [Errno 13] "
+                                    "attempt to write a readonly database)")
+    assert "Traceback" not in err
+
+
+def test_report_that_cannot_write_its_plots_is_one_line(tmp_path, capsys):
+    url = f"sqlite:///{tmp_path}/p.db"
+    study = optuna.create_study(study_name="p", storage=url)
+    study.optimize(lambda t: t.suggest_float("w_Nomenclature", 0.1, 10), n_trials=2)
+    (tmp_path / "p").write_text("a file where the plots folder should be\n")
+    assert main(["report", "--study", "p", "--storage", url]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "cannot write plots to" in err
+
+
 def test_written_files_respect_the_umask(tmp_path):
     from weight_tuner.features import atomic_write_bytes
 

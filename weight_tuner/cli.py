@@ -382,6 +382,16 @@ def main(argv=None) -> int:
     except WeightTunerError as exc:
         print(f"weight-tuner: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    except Exception as exc:
+        from optuna.exceptions import StorageInternalError
+
+        if not isinstance(exc, StorageInternalError):
+            raise
+        # e.g. a study whose SQLite file or folder cannot be written: one line, not Optuna's traceback
+        cause = exc.__cause__ or exc
+        print(f"weight-tuner: error: storage: cannot write ({type(cause).__name__}: "
+              f"{str(cause).strip().splitlines()[0]})", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt as exc:
         code = 143 if isinstance(exc, Terminated) else 130
         print(f"weight-tuner: interrupted ({'SIGTERM' if code == 143 else 'SIGINT'}); the running trial, if any, "

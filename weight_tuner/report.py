@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from .config import WeightTunerError
 from .recommend import candidates_table, decision_sentence
 from .study import METRIC_NAME, artifacts_dir, load_existing_study
 
@@ -35,7 +36,10 @@ def write_plots(study, out_dir: Path) -> list[Path]:
 
     from .study import trial_score
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise WeightTunerError(f"cannot write plots to {out_dir}: {exc.strerror or exc}") from exc
     target = {} if len(study.directions) == 1 else {"target": trial_score, "target_name": METRIC_NAME}
     figures = {"optimization_history": lambda: vis.plot_optimization_history(study, **target),
                "param_importances": lambda: vis.plot_param_importances(study, **target)}
@@ -59,7 +63,10 @@ def write_plots(study, out_dir: Path) -> list[Path]:
             print(f"skipped plot {name}: {exc}")
             continue
         path = out_dir / f"{name}.html"
-        fig.write_html(str(path), include_plotlyjs="directory")
+        try:
+            fig.write_html(str(path), include_plotlyjs="directory")
+        except OSError as exc:
+            raise WeightTunerError(f"cannot write {path}: {exc.strerror or exc}") from exc
         written.append(path)
     return written
 
