@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import CLASSES, validate_config
 from .metrics import compute_stats
-from .posthoc import fit_adjustment, reweighted_predictions, sample_weights, screen
+from .posthoc import adjusted_predictions, sample_weights, screen
 from .predict import apply_sequence_rules, one_hot_probs, tune_sequence_threshold
 
 MARK_START = "<!-- bench:start -->"
@@ -136,9 +136,9 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = 
             if name == "unweighted":
                 t1 = time.perf_counter()
                 p_val = predict_probs(model, val, cfg)
-                w, _ = fit_adjustment(p_val, val.y, seed=seed)
                 p_test = predict_probs(model, test, cfg)
-                adj = compute_stats(test.y, one_hot_probs(reweighted_predictions(p_test, w)[0]))
+                pred, w = adjusted_predictions(p_val, val.y, p_test, seed=seed)
+                adj = compute_stats(test.y, one_hot_probs(pred))
                 rows["threshold tuning on unweighted"]["runs"].append(
                     {"seed": seed, "stats": adj, "seconds": secs + time.perf_counter() - t1,
                      "multipliers": dict(zip(CLASSES, map(float, w)))})

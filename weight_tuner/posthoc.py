@@ -57,6 +57,14 @@ def fit_adjustment(probs: np.ndarray, y: np.ndarray, n: int = 4000, seed: int = 
     return w[best], float(scores[best])
 
 
+def adjusted_predictions(fit_probs: np.ndarray, fit_y: np.ndarray, probs: np.ndarray,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Fit multipliers on ``(fit_probs, fit_y)`` (:func:`fit_adjustment`) and apply them to ``probs``:
+    ``(predicted classes, multipliers)``. The fit and the scored lines should be disjoint."""
+    w, _ = fit_adjustment(fit_probs, fit_y, seed=seed)
+    return reweighted_predictions(probs, w)[0], w
+
+
 def screen_into_study(prepared, storage_url: str, study_name: str, samples: int = 5000, top_k: int = 5,
                       seed: int = 0, log=print) -> list[dict]:
     """Screen weight vectors on the unweighted model's validation probabilities; enqueue the top ``top_k``.

@@ -98,7 +98,7 @@ def select_candidates(study: optuna.Study, top: int) -> dict[str, dict]:
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                       key=lambda t: (-trial_score(t), t.number))
     base = validate_config(dict(study.user_attrs["model_config"], class_weights=None))
-    unweighted_trial = next((t.number for t in complete if t.user_attrs.get("scheme") == UNWEIGHTED), None)
+    unweighted_trial = _unweighted_number(study)
     out = {UNWEIGHTED: {"kind": "unweighted", "trial": unweighted_trial, "config": base, "class_weights": None},
            THRESHOLDS: {"kind": "thresholds", "trial": unweighted_trial, "config": base, "class_weights": None}}
     seen = {_weights_key(None)}
@@ -301,7 +301,7 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str, log=N
     and shown in the study's note.
     """
     from .metrics import compute_stats
-    from .posthoc import fit_adjustment, reweighted_predictions
+    from .posthoc import adjusted_predictions
     from .predict import one_hot_probs
     from .study import artifacts_dir, model_path, trial_config
     from .train import evaluate, load_bundle, predict_probs, save_bundle, train_model
@@ -336,8 +336,8 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str, log=N
         result["recommended"] = {"trial": trial.number, "stats": evaluate(model, prepared.splits["test"], cfg)}
     elif rec["decision"] == "thresholds":
         val, test = prepared.splits["val"], prepared.splits["test"]
-        multipliers, _ = fit_adjustment(predict_probs(u_model, val, u_cfg), val.y)
-        pred = reweighted_predictions(predict_probs(u_model, test, u_cfg), multipliers)[0]
+        pred, multipliers = adjusted_predictions(predict_probs(u_model, val, u_cfg), val.y,
+                                                 predict_probs(u_model, test, u_cfg))
         rec = dict(rec, multipliers=dict(zip(CLASSES, map(float, multipliers))))
         study.set_user_attr("recommendation", rec)
         result["recommended"] = {"trial": u_number, "multipliers": rec["multipliers"],

@@ -418,6 +418,7 @@ class Objective:
                  objectives: list[str] | None = None, evaluation: dict | None = None, stop=None):
         self.objectives = objectives or ["important_f1"]
         self.stop = stop  # a signals.StopGuard: checked between training batches
+        self._should_stop = stop.check if stop is not None else None
         self._given_back: set[int] = set()
         self.evaluation = evaluation or dict(DEFAULT_EVALUATION)
         self.trial_timeout = trial_timeout
@@ -497,7 +498,7 @@ class Objective:
         trial paired with the best one; when it prunes, the mean so far is returned (as its docs
         advise, so the sampler still learns) and ``pruned_at_unit`` is recorded.
         """
-        from .units import make_units, run_unit, unit_data
+        from .units import UNIT_KEYS, make_units, run_unit, unit_data
 
         units = make_units(self.evaluation["folds"], self.evaluation["repeats"])
         order = np.random.default_rng([trial.number, 17]).permutation(len(units))
@@ -527,7 +528,7 @@ class Objective:
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
         value = float(np.mean([v["important_f1"] for v in scores.values()]))
-        for key in ("important_f1", "Nomenclature_f1", "Description_f1", "Misc_f1"):
+        for key in UNIT_KEYS:
             trial.set_user_attr(f"val_{key}", float(np.mean([v[key] for v in scores.values()])))
         trial.set_user_attr("units_run", len(scores))
         return value
@@ -543,10 +544,6 @@ class Objective:
         trial.set_user_attr("surplus", True)
         self._give_back(trial)
         raise SurplusTrial(f"surplus: {len(ahead)} trials were already finished or running")
-
-    def _should_stop(self) -> None:
-        if self.stop is not None:
-            self.stop.check()
 
     def _abandon(self, trial: optuna.Trial) -> None:
         """A second Ctrl-C: fail the running trial (and re-queue it) before the process exits.
@@ -570,11 +567,7 @@ class Objective:
         if trial.number in self._given_back:
             return
         self._given_back.add(trial.number)
-        params = trial.params  # already suggested: an enqueued trial's fixed params
-        if params:
-            attrs = {k: v for k, v in trial.user_attrs.items()
-                     if k in ("scheme", "weights_given")}
-            trial.study.enqueue_trial(params, user_attrs=dict(attrs, retry_of=trial.number))
+        requeue(trial.study, trial)  # already suggested: an enqueued trial's fixed params
 
     def _keep_model(self, trial: optuna.Trial, model, config: dict, value: float) -> None:
         """Save this trial's model if it is the best so far or the unweighted baseline; drop superseded ones."""
@@ -668,6 +661,17 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
     return study, created
 
 
+# What a re-queued trial keeps, so that a retried scheme is still that scheme.
+RETRY_ATTRS = ("scheme", "schemes", "weights_given")
+
+
+def requeue(study: optuna.Study, trial) -> None:
+    """Enqueue ``trial``'s parameters again (a live or a frozen trial), marked ``retry_of`` its number."""
+    if trial.params:
+        attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRY_ATTRS}
+        study.enqueue_trial(trial.params, user_attrs=dict(attrs, retry_of=trial.number))
+
+
 def fail_abandoned_trial(url: str, study_name: str, trial_id: int, lock_timeout: float = 60.0) -> None:
     """Mark a trial left RUNNING by an exiting process FAIL, and queue its parameters once."""
     engine_kwargs = {"connect_args": {"timeout": lock_timeout}} if url.startswith("sqlite") else None
@@ -678,9 +682,8 @@ def fail_abandoned_trial(url: str, study_name: str, trial_id: int, lock_timeout:
     study = optuna.load_study(study_name=study_name, storage=storage)
     queued = any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(
         deepcopy=False, states=(TrialState.WAITING,)))
-    if trial.params and not queued:
-        attrs = {k: v for k, v in trial.user_attrs.items() if k in ("scheme", "weights_given")}
-        study.enqueue_trial(trial.params, user_attrs=dict(attrs, retry_of=trial.number))
+    if not queued:
+        requeue(study, trial)
     storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted twice: the process exited at once")
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
 

@@ -272,10 +272,6 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     history: list[dict] = []
 
     class EpochEnd(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            if should_stop is not None:
-                should_stop()
-
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
 
@@ -298,7 +294,10 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
             if epoch_hook is not None:
                 epoch_hook(epoch, stats)
 
-    model.fit(ds, epochs=config["epochs"], verbose=0, shuffle=False, callbacks=[EpochEnd()])
+    callbacks = [EpochEnd()]
+    if should_stop is not None:  # a batch hook costs a call per step: only when there is a signal to check
+        callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: should_stop()))
+    model.fit(ds, epochs=config["epochs"], verbose=0, shuffle=False, callbacks=callbacks)
     return model, history
 
 

@@ -138,7 +138,7 @@ def cross_fitted_adjustment(probs: np.ndarray, split, seed: int = 0) -> np.ndarr
     Fitting the multipliers on the lines they are scored on would be in-sample; each half of the
     held-out fold's chunks is scored with the multipliers fitted on the other half.
     """
-    from .posthoc import fit_adjustment, reweighted_predictions
+    from .posthoc import adjusted_predictions
     from .predict import one_hot_probs
 
     half = np.zeros(split.n, dtype=bool)
@@ -148,6 +148,5 @@ def cross_fitted_adjustment(probs: np.ndarray, split, seed: int = 0) -> np.ndarr
         return probs
     pred = probs.argmax(axis=1)
     for part in (half, ~half):
-        w, _ = fit_adjustment(probs[~part], split.y[~part], seed=seed)
-        pred[part] = reweighted_predictions(probs[part], w)[0]
+        pred[part] = adjusted_predictions(probs[~part], split.y[~part], probs[part], seed=seed)[0]
     return one_hot_probs(pred)
