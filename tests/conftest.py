@@ -33,4 +33,4 @@ def cache_dir(tmp_path_factory):
 def prepared(cache_dir):
     from weight_tuner.train import prepare
 
-    return prepare(None, sample_docs=TINY_DOCS, cache_dir=cache_dir, verbose=False)
+    return prepare(None, sample_docs=TINY_DOCS, cache_dir=cache_dir)

@@ -79,9 +79,9 @@ def test_train_writes_val_and_test_stats(tmp_path, cache_dir, capsys):
 def test_feature_cache_is_hit_and_keyed_by_data(tmp_path):
     from weight_tuner.train import prepare
 
-    first = prepare(None, sample_docs=12, cache_dir=tmp_path, verbose=False)
-    second = prepare(None, sample_docs=12, cache_dir=tmp_path, verbose=False)
-    other = prepare(None, sample_docs=13, cache_dir=tmp_path, verbose=False)
+    first = prepare(None, sample_docs=12, cache_dir=tmp_path)
+    second = prepare(None, sample_docs=12, cache_dir=tmp_path)
+    other = prepare(None, sample_docs=13, cache_dir=tmp_path)
     assert not first.cache_hit and second.cache_hit and not other.cache_hit
     assert first.fingerprint == second.fingerprint != other.fingerprint
     assert (first.splits["train"].X == second.splits["train"].X).all()
@@ -91,8 +91,8 @@ def test_feature_cache_is_hit_and_keyed_by_data(tmp_path):
 def test_label_map_changes_classes_and_fingerprint(tmp_path, capsys):
     from weight_tuner.train import prepare
 
-    plain = prepare(None, sample_docs=12, cache_dir=None, verbose=False)
-    mapped = prepare(None, sample_docs=12, cache_dir=None, verbose=False, label_map={"Diagnosis": "Description"})
+    plain = prepare(None, sample_docs=12, cache_dir=None)
+    mapped = prepare(None, sample_docs=12, cache_dir=None, label_map={"Diagnosis": "Description"})
     total = lambda p, c: sum(p.class_counts[s][c] for s in p.class_counts)  # noqa: E731
     assert total(mapped, "Description") > total(plain, "Description")
     assert total(mapped, "Misc") < total(plain, "Misc")

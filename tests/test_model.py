@@ -137,7 +137,7 @@ model, feat, cfg = load_bundle({str(path)!r})
 assert np.allclose(model.loss.class_weights, {trained!r}), model.loss.class_weights
 X = np.load({str(tmp_path / 'X.npy')!r})
 offsets = np.array({json.dumps(split.offsets.tolist())})
-split = SplitData('val', X, np.zeros(len(X) - 1, dtype=np.int64), offsets, [], [])
+split = SplitData('val', X, np.zeros(len(X) - 1, dtype=np.int64), offsets, [])
 np.save({str(tmp_path / 'out.npy')!r}, predict_probs(model, split, cfg))
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=300)
@@ -147,16 +147,39 @@ np.save({str(tmp_path / 'out.npy')!r}, predict_probs(model, split, cfg))
 
 
 def test_reused_model_trains_exactly_like_a_fresh_one(prepared):
-    from weight_tuner import train as train_mod
+    from weight_tuner.model import ModelCache
+    from weight_tuner.train import train_model
 
     cfg_a = tiny_config(epochs=2, dropout=0.3, class_weights={"Nomenclature": 9.0, "Description": 3.0, "Misc": 1.0})
     cfg_b = tiny_config(epochs=2, dropout=0.3)
-    train_mod._REUSABLE.clear()
-    _, fresh_a = train_mod.train_model(prepared, cfg_a)
-    _, fresh_b_after_a = train_mod.train_model(prepared, cfg_b)  # reuses the model trained with cfg_a
-    train_mod._REUSABLE.clear()
-    _, fresh_b = train_mod.train_model(prepared, cfg_b)
+    cache = ModelCache()
+    model_a, fresh_a = train_model(prepared, cfg_a, cache=cache)
+    model_b, fresh_b_after_a = train_model(prepared, cfg_b, cache=cache)  # the model trained with cfg_a, reset
+    assert model_b is model_a
+    _, fresh_b = train_model(prepared, cfg_b)  # no cache: a new model
     assert [h["loss"] for h in fresh_b_after_a] == pytest.approx([h["loss"] for h in fresh_b], rel=1e-5)
     assert fresh_b_after_a[-1]["val"]["important_f1"] == pytest.approx(fresh_b[-1]["val"]["important_f1"])
     # and the weights did reach the reused loss
     assert [h["loss"] for h in fresh_a] != pytest.approx([h["loss"] for h in fresh_b], rel=1e-3)
+
+
+def test_model_cache_rebuilds_when_the_architecture_changes(prepared):
+    import keras
+
+    from weight_tuner.model import ModelCache
+
+    n = prepared.featurizer.n_features
+    cache = ModelCache()
+    keras.utils.set_random_seed(0)
+    first = cache.get(n, tiny_config())
+    assert cache.get(n, tiny_config(class_weights={"Nomenclature": 2.0, "Description": 1.0, "Misc": 1.0})) is first
+    for change in ({"hidden_size": 5}, {"num_layers": 2}, {"dropout": 0.1}, {"learning_rate": 0.02}, {"seed": 2},
+                   {"input_projection": 4}):
+        other = cache.get(n, tiny_config(**change))
+        assert other is not first, change
+        assert cache.get(n, tiny_config()) is not other  # and back: rebuilt again
+        first = cache.model
+    assert cache.get(n + 1, tiny_config()) is not first  # another feature width
+    cache.clear()
+    assert cache.model is None and cache.get(n, tiny_config()) is not first
+

@@ -53,16 +53,16 @@ def test_unit_weights_reproduce_plain_argmax_and_tuning_never_loses_on_its_data(
 def test_screen_enqueues_top_k_and_tune_confirms_them(prepared, tmp_path):
     from optuna.trial import TrialState
 
-    from weight_tuner.posthoc import screen_into_study
+    from weight_tuner.study.screen import screen_into_study
     from weight_tuner.study import StudyConfig, tune
 
     storage = f"sqlite:///{tmp_path}/s.db"
     cfg = StudyConfig(model={"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "verbosity": 0,
                              "learning_rate": 0.01}, schemes=["unweighted"])
-    tune(prepared, storage, "scr", 1, cfg, log=lambda m: None)
-    picked = screen_into_study(prepared, storage, "scr", samples=300, top_k=2, log=lambda m: None)
+    tune(prepared, storage, "scr", 1, cfg)
+    picked = screen_into_study(prepared, storage, "scr", samples=300, top_k=2)
     assert [p["rank"] for p in picked] == [1, 2] and picked[0]["screen_score"] >= picked[1]["screen_score"]
-    study = tune(prepared, storage, "scr", 3, cfg, log=lambda m: None)
+    study = tune(prepared, storage, "scr", 3, cfg)
     done = {t.user_attrs["scheme"]: t for t in study.get_trials(states=(TrialState.COMPLETE,))}
     assert {"screen_top1", "screen_top2"} <= set(done)
     assert done["screen_top1"].user_attrs["class_weights"] == picked[0]["class_weights"]
@@ -73,15 +73,14 @@ def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
 
     from weight_tuner.bench import MARK_END, MARK_START, run_bench, write_outputs
 
-    from weight_tuner.recommend import confirm
+    from weight_tuner.study.recommend import confirm
     from weight_tuner.study import StudyConfig, tune
 
     base = {"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "learning_rate": 0.01}
     storage = f"sqlite:///{tmp_path}/bench.db"
     study = tune(prepared, storage, "b", 2, StudyConfig(model=dict(base, verbosity=0),
-                                                        schemes=["unweighted", "sqrt_inverse_frequency"]),
-                 log=lambda m: None)
-    decision = confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1}, log=lambda m: None)["decision"]
+                                                        schemes=["unweighted", "sqrt_inverse_frequency"]))
+    decision = confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1})["decision"]
     result = run_bench(prepared, base, seeds=(0, 1), scaling=False, study="b", storage=storage)
     rows = result["rows"]
     assert {"tuned (b)", f"recommended (b): {decision}"} <= set(rows)

@@ -85,7 +85,7 @@ def test_predict_reproduces_train_stats_on_held_out_files(prepared, tmp_path, ca
     # them with the model's own mapping, not the default one.
     assert not label_map or any("#Diagnosis*]" in open(f).read() for f in files)
     out_json = tmp_path / "pred.json"
-    assert main(["predict", "--model", str(model), *files, "--out-dir", str(tmp_path / "out"), "--probs",
+    assert main(["predict", "--model", str(model), *files, "-o", str(tmp_path / "out"), "--probs",
                  "--json", str(out_json)]) == 0
     result = json.loads(out_json.read_text())
     for key in ("important_f1", "Nomenclature_f1", "Description_f1", "accuracy", "Misc_loss"):
@@ -110,7 +110,7 @@ def test_multi_objective_study_and_export_picks_best_important_f1(prepared, tmp_
     cfg = StudyConfig(model={"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "verbosity": 0,
                              "learning_rate": 0.01}, schemes=["unweighted", "inverse_frequency"],
                       objectives=["nomenclature_f1", "description_f1"])
-    study = tune(prepared, storage, "mo", 3, cfg, log=lambda m: None)
+    study = tune(prepared, storage, "mo", 3, cfg)
     assert len(study.directions) == 2
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == 3 and all(len(t.values) == 2 for t in done)

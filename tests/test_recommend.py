@@ -9,18 +9,15 @@ from optuna.trial import TrialState
 from weight_tuner.cli import main
 from weight_tuner.config import CLASSES
 from weight_tuner.model import normalise_weights
-from weight_tuner.recommend import confirm, decide, paired_interval
-from weight_tuner.study import StudyConfig, count_schemes, tune
-from weight_tuner.units import fold_of_pieces, make_units, unit_data
+from weight_tuner.study.recommend import confirm, decide, paired_interval
+from weight_tuner.study import StudyConfig, tune
+from weight_tuner.study.space import count_schemes
+from weight_tuner.study.units import fold_of_pieces, make_units, unit_data
 
 from conftest import TINY_DOCS, tiny_config
 
 TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, "window_size": 10,
               "prediction_stride": 5, "learning_rate": 0.01, "verbosity": 0}
-
-
-def quiet(msg):
-    pass
 
 
 # --------------------------------------------------------------------------- one scale
@@ -137,7 +134,7 @@ def test_a_noise_winner_is_not_recommended():
 def test_confirmation_resumes_without_redoing_finished_units(prepared, tmp_path):
     storage = f"sqlite:///{tmp_path}/c.db"
     cfg = StudyConfig(model=dict(TINY_MODEL, epochs=1), schemes=["unweighted", "inverse_frequency"])
-    study = tune(prepared, storage, "c", 2, cfg, log=quiet)
+    study = tune(prepared, storage, "c", 2, cfg)
     evaluation = {"folds": 2, "repeats": 1, "top": 1}  # unweighted + 1 candidate on 2 units: 4 runs
     calls = []
 
@@ -147,16 +144,16 @@ def test_confirmation_resumes_without_redoing_finished_units(prepared, tmp_path)
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        confirm(study, prepared, evaluation, log=quiet, after_unit=interrupt_after_three)
+        confirm(study, prepared, evaluation, after_unit=interrupt_after_three)
     assert "recommendation" not in study.user_attrs
     saved = study.user_attrs["confirmation"]["candidates"]
     assert sum(len(c["units"]) for n, c in saved.items() if n != "thresholds") == 3
     again = []
-    rec = confirm(study, prepared, evaluation, log=quiet, after_unit=lambda n, u: again.append((n, u.key)))
+    rec = confirm(study, prepared, evaluation, after_unit=lambda n, u: again.append((n, u.key)))
     assert len(again) == 1 and again[0] not in calls
     assert rec["n_units"] == 2 and study.user_attrs["recommendation"]["decision"] == rec["decision"]
     rerun = []
-    confirm(study, prepared, evaluation, log=quiet, after_unit=lambda n, u: rerun.append(n))
+    confirm(study, prepared, evaluation, after_unit=lambda n, u: rerun.append(n))
     assert rerun == []  # everything is done: the decision is recomputed from the stored units
 
 
@@ -207,7 +204,7 @@ def test_cross_validated_design_reports_one_value_per_unit(prepared, tmp_path):
     cfg = StudyConfig(model=dict(TINY_MODEL, epochs=1), schemes=["unweighted", "inverse_frequency"])
     cfg.set_evaluation(design="cv", folds=2, repeats=1)
     assert cfg.make_pruner().__class__ is optuna.pruners.WilcoxonPruner
-    study = tune(prepared, storage, "cv", 2, cfg, log=quiet)
+    study = tune(prepared, storage, "cv", 2, cfg)
     done = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(done) == 2
     for t in done:
@@ -216,4 +213,4 @@ def test_cross_validated_design_reports_one_value_per_unit(prepared, tmp_path):
         assert t.value == pytest.approx(np.mean(list(t.intermediate_values.values())))
     assert study.user_attrs["evaluation"]["design"] == "cv"
     with pytest.raises(Exception, match="evaluation"):  # resuming with another design is refused
-        tune(prepared, storage, "cv", 3, StudyConfig(model=dict(TINY_MODEL, epochs=1)), log=quiet)
+        tune(prepared, storage, "cv", 3, StudyConfig(model=dict(TINY_MODEL, epochs=1)))

@@ -14,7 +14,8 @@ import pytest
 from optuna.trial import TrialState
 
 from weight_tuner.cli import main
-from weight_tuner.study import StudyConfig, StudyError, tune
+from weight_tuner.errors import StudyError
+from weight_tuner.study import StudyConfig, tune
 
 PG_URL = os.environ.get("WEIGHT_TUNER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 SAMPLE_DOCS = "30"
@@ -200,17 +201,17 @@ def test_nan_loss_fails_the_trial_and_the_study_goes_on(prepared, tmp_path):
     calls = {"n": 0}
     real = train_mod.train_model
 
-    def sometimes_nan(prepared, config, epoch_hook=None, log=None, **kwargs):
+    def sometimes_nan(prepared, config, epoch_hook=None, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
             raise NonFiniteLossError("training loss became nan at epoch 1")
-        return real(prepared, config, epoch_hook, log, **kwargs)
+        return real(prepared, config, epoch_hook, **kwargs)
 
     cfg = StudyConfig(model={"hidden_size": 4, "num_layers": 1, "epochs": 1, "batch_size": 32, "verbosity": 0},
                       schemes=["unweighted", "balanced"])
     train_mod.train_model = sometimes_nan
     try:
-        study = tune(prepared, f"sqlite:///{tmp_path}/n.db", "n", 2, cfg, log=lambda m: None)
+        study = tune(prepared, f"sqlite:///{tmp_path}/n.db", "n", 2, cfg)
     finally:
         train_mod.train_model = real
     states = [t.state for t in study.trials]
@@ -243,7 +244,7 @@ def test_trial_timeout_fails_the_trial_with_reason(prepared, tmp_path):
     url = f"sqlite:///{tmp_path}/t.db"
     # Every trial times out here: after a run of failures the study stops with a clear error.
     with pytest.raises(StudyError, match="failed in a row; last reason: trial ran"):
-        tune(prepared, url, "t", 1, cfg, log=lambda m: None, trial_timeout=0.001)
+        tune(prepared, url, "t", 1, cfg, trial_timeout=0.001)
     first = optuna.load_study(study_name="t", storage=url).trials[0]
     assert first.state == TrialState.FAIL and "--trial-timeout" in first.user_attrs["fail_reason"]
     assert first.user_attrs["epochs_run"] == 1
@@ -282,14 +283,14 @@ def test_export_failure_keeps_the_previous_file(tmp_path, monkeypatch, capsys):
     digest = _digest(out)
     assert main(["export", "--study", "empty", "--storage", url, "-o", str(out)]) == 2
     assert _digest(out) == digest
-    from weight_tuner import features
+    from weight_tuner import paths
 
     def broken_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(features.os, "fsync", broken_fsync)
+    monkeypatch.setattr(paths.os, "fsync", broken_fsync)
     with pytest.raises(OSError):
-        features.atomic_write_bytes(out, b"partial")
+        paths.atomic_write_bytes(out, b"partial")
     assert _digest(out) == digest
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".best.json")] == []
 
@@ -354,7 +355,7 @@ def test_each_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, mo
 
 def test_a_storage_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
     # As a read-only study folder does for a non-root user (tests here run as root, whom permissions do not stop).
-    import weight_tuner.study as study_mod
+    import weight_tuner.study.run as run_mod
 
     def read_only(*args, **kwargs):
         try:
@@ -362,7 +363,7 @@ def test_a_storage_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, cap
         except PermissionError as exc:
             raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from exc
 
-    monkeypatch.setattr(study_mod, "create_or_resume", read_only)
+    monkeypatch.setattr(run_mod, "create_or_resume", read_only)
     monkeypatch.chdir(tmp_path)
     assert main(["tune", "--storage", f"sqlite:///{tmp_path}/r.db", "--sample-docs", "12", "--cache-dir", ""]) == 2
     err = capsys.readouterr().err.strip()  # the corpus report, then one error line
@@ -374,6 +375,8 @@ def test_a_storage_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, cap
 def test_report_that_cannot_write_its_plots_is_one_line(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/p.db"
     study = optuna.create_study(study_name="p", storage=url)
+    study.set_user_attr("search_space", {})  # as tune made it
+    study.set_user_attr("model_config", {})
     study.optimize(lambda t: t.suggest_float("w_Nomenclature", 0.1, 10), n_trials=2)
     (tmp_path / "p").write_text("a file where the plots folder should be\n")
     assert main(["report", "--study", "p", "--storage", url]) == 2
@@ -382,7 +385,7 @@ def test_report_that_cannot_write_its_plots_is_one_line(tmp_path, capsys):
 
 
 def test_written_files_respect_the_umask(tmp_path):
-    from weight_tuner.features import atomic_write_bytes
+    from weight_tuner.paths import atomic_write_bytes
 
     old = os.umask(0o022)
     try:

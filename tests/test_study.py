@@ -8,9 +8,9 @@ import pytest
 from optuna.trial import TrialState
 
 from weight_tuner.cli import main
-from weight_tuner.recommend import confirm, final_test_evaluation
-from weight_tuner.study import (GUIDE_SCHEMES, SearchSpace, StudyConfig, count_schemes, group_schemes,
-                                load_existing_study, tune, warm_start_schemes)
+from weight_tuner.study.recommend import confirm, final_test_evaluation
+from weight_tuner.study import SearchSpace, StudyConfig, load_existing_study, tune, warm_start_schemes
+from weight_tuner.study.space import GUIDE_SCHEMES, count_schemes, group_schemes
 
 from conftest import TINY_DOCS
 
@@ -18,18 +18,14 @@ TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, 
               "prediction_stride": 5, "learning_rate": 0.01, "verbosity": 0}
 
 
-def quiet(msg):
-    pass
-
-
 @pytest.fixture(scope="module")
 def tiny_study(prepared, tmp_path_factory):
     """A 4-trial study on the sample corpus, shared by the tests that only read it."""
     storage = f"sqlite:///{tmp_path_factory.mktemp('study')}/s.db"
     cfg = StudyConfig(model=dict(TINY_MODEL))
-    study = tune(prepared, storage, "tiny", 4, cfg, log=quiet)
-    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 2}, log=quiet)
-    final_test_evaluation(study, prepared, storage, log=quiet)
+    study = tune(prepared, storage, "tiny", 4, cfg)
+    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 2})
+    final_test_evaluation(study, prepared, storage)
     return storage, study
 
 
@@ -112,26 +108,23 @@ def test_report_prints_table_best_first_and_writes_plots(tiny_study, capsys):
 def test_resume_counts_total_trials_and_never_replays_params(prepared, tmp_path):
     storage = f"sqlite:///{tmp_path}/r.db"
     cfg = StudyConfig(model=dict(TINY_MODEL, epochs=1), schemes=["unweighted"])
-    tune(prepared, storage, "resume", 2, cfg, log=quiet)
-    study = tune(prepared, storage, "resume", 4, cfg, log=quiet)
+    tune(prepared, storage, "resume", 2, cfg)
+    study = tune(prepared, storage, "resume", 4, cfg)
     done = study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED))
     assert len(done) == 4
     params = [tuple(sorted(t.params.items())) for t in done]
     assert len(set(params)) == 4, params
-    again = tune(prepared, storage, "resume", 4, cfg, log=quiet)  # already complete: runs nothing
+    again = tune(prepared, storage, "resume", 4, cfg)  # already complete: runs nothing
     assert len(again.trials) == 4
     assert sum(t.user_attrs["scheme"] == "unweighted" for t in again.trials) == 1
 
 
-class AlwaysPrune(optuna.pruners.BasePruner):
-    def prune(self, study, trial):
-        return True
-
-
 def test_pruning_stops_a_trial_early(prepared, tmp_path):
     storage = f"sqlite:///{tmp_path}/p.db"
-    cfg = StudyConfig(model=dict(TINY_MODEL, epochs=4), schemes=["unweighted"])
-    study = tune(prepared, storage, "prune", 2, cfg, log=quiet, pruner=AlwaysPrune())
+    # A threshold no trial reaches: every trial is pruned at its first report.
+    cfg = StudyConfig(model=dict(TINY_MODEL, epochs=4), schemes=["unweighted"],
+                      pruner={"type": "threshold", "lower": 2.0})
+    study = tune(prepared, storage, "prune", 2, cfg)
     assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
     assert all(t.user_attrs["epochs_run"] == 1 for t in study.trials)
     assert all(t.intermediate_values.keys() == {1} for t in study.trials)
@@ -139,7 +132,9 @@ def test_pruning_stops_a_trial_early(prepared, tmp_path):
 
 def test_export_errors_name_the_problem(prepared, tmp_path, capsys):
     storage = f"sqlite:///{tmp_path}/e.db"
-    optuna.create_study(study_name="empty", storage=storage)
+    empty = optuna.create_study(study_name="empty", storage=storage)
+    empty.set_user_attr("search_space", SearchSpace().to_dict())  # as tune leaves it before any trial ends
+    empty.set_user_attr("model_config", {})
     out = tmp_path / "x.json"
     assert main(["export", "--study", "empty", "--storage", storage, "-o", str(out)]) == 2
     assert "has no completed trial" in capsys.readouterr().err
@@ -198,7 +193,8 @@ def test_only_the_best_and_the_unweighted_models_are_kept(tiny_study):
 def test_a_tie_keeps_the_earlier_best_model(prepared, tmp_path):
     from weight_tuner.config import validate_config
     from weight_tuner.model import build_model
-    from weight_tuner.study import Objective, model_path
+    from weight_tuner.paths import model_path
+    from weight_tuner.study.objective import Objective
 
     study = optuna.create_study(direction="maximize")
     dist = {"w_Nomenclature": optuna.distributions.FloatDistribution(0.1, 1000, log=True)}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from weight_tuner.recommend import confirm, final_test_evaluation
+from weight_tuner.study.recommend import confirm, final_test_evaluation
 from weight_tuner.study import StudyConfig, tune
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analyze_study.ipynb"
@@ -24,9 +24,9 @@ def view_study(prepared, tmp_path_factory):
     storage = f"sqlite:///{d}/v.db"
     cfg = StudyConfig(model={"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "verbosity": 0,
                              "learning_rate": 0.01}, schemes=["unweighted", "inverse_frequency", "balanced"])
-    study = tune(prepared, storage, "views", 3, cfg, log=lambda m: None)
-    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1}, log=lambda m: None)
-    final_test_evaluation(study, prepared, storage, log=lambda m: None)
+    study = tune(prepared, storage, "views", 3, cfg)
+    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1})
+    final_test_evaluation(study, prepared, storage)
     return storage, study
 
 

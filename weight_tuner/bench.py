@@ -10,8 +10,8 @@ Each is trained with several seeds and scored on the test split.
 from __future__ import annotations
 
 import json
+import logging
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import numpy as np
 
 from .config import CLASSES, validate_config
 from .metrics import compute_stats
+from .paths import atomic_write_bytes, write_json
 from .posthoc import adjusted_predictions, sample_weights, screen
 from .predict import apply_sequence_rules, one_hot_probs, tune_sequence_threshold
 
@@ -27,8 +28,7 @@ MARK_END = "<!-- bench:end -->"
 SCHEMES = ("unweighted", "guide_recommended_100_10_0.1", "inverse_frequency", "effective_number_0.99999")
 
 
-def _log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+logger = logging.getLogger(__name__)
 
 
 def _summary(values: list[float]) -> dict:
@@ -61,29 +61,30 @@ def _linear_baseline(prepared, seed: int) -> tuple[dict, float]:
 
 def tuned_weights_from_study(storage: str, study: str) -> tuple[dict, list]:
     """The best weights of a study, and every completed trial's (weights, val important_f1)."""
-    from .study import completed_trials, load_existing_study, trial_score
+    from .study.storage import completed_trials, trial_score, tuned_study
 
-    done = [t for t in completed_trials(load_existing_study(storage, study)) if t.user_attrs.get("class_weights")]
+    done = [t for t in completed_trials(tuned_study(storage, study)) if t.user_attrs.get("class_weights")]
     best = max(done, key=trial_score)
     return best.user_attrs["class_weights"], [(t.user_attrs["class_weights"], trial_score(t)) for t in done]
 
 
-def bare_fit_seconds(prepared, config: dict, reuse: bool = False) -> float:
+def bare_fit_seconds(prepared, config: dict, cache=None) -> float:
     """Wall time of a bare ``model.fit`` on the same data pipeline: the floor a trial is compared with.
 
     The model is built (and its training step traced) inside the timing, as a plain script would;
-    with ``reuse`` the trials' re-initialised model is fitted instead, isolating a trial's extra work.
+    with a ``cache`` (:class:`.model.ModelCache`) holding the trials' model, that model is
+    re-initialised and fitted instead, isolating a trial's extra work.
     """
     import keras
 
     from .model import build_model
-    from .train import reusable_model, training_data
+    from .train import training_data
 
     keras.utils.set_random_seed(config["seed"])
     _, ds = training_data(prepared, config)
     t0 = time.perf_counter()
-    if reuse:
-        model = reusable_model(prepared.featurizer.n_features, config)
+    if cache is not None:
+        model = cache.get(prepared.featurizer.n_features, config)
     else:
         model = build_model(prepared.featurizer.n_features, config)
     model.fit(ds, epochs=config["epochs"], verbose=0, shuffle=False)
@@ -93,7 +94,9 @@ def bare_fit_seconds(prepared, config: dict, reuse: bool = False) -> float:
 def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = None, storage: str | None = None,
               scaling: bool = True) -> dict:
     """Train and score every row for every seed; return the raw numbers."""
-    from .study import warm_start_schemes
+    from .model import ModelCache
+    from .study.space import warm_start_schemes
+    from .study.storage import tuned_study
     from .train import evaluate, predict_probs, train_model
 
     all_schemes = warm_start_schemes(prepared.class_counts["train"])
@@ -101,11 +104,9 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = 
     trials = []
     recommendation = None
     if study:
-        from .study import load_existing_study
-
         tuned, trials = tuned_weights_from_study(storage, study)
         rows[f"tuned ({study})"] = {"weights": tuned, "runs": []}
-        recommendation = load_existing_study(storage, study).user_attrs.get("recommendation")
+        recommendation = tuned_study(storage, study).user_attrs.get("recommendation")
         if recommendation and recommendation["decision"] == "weights":
             rows[f"recommended ({study}): weights"] = {"weights": recommendation["class_weights"], "runs": []}
     rows["unweighted + oversample x3"] = {"weights": all_schemes["unweighted"], "runs": [], "extra": {"oversample": 3}}
@@ -115,24 +116,25 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = 
     val, test = prepared.splits["val"], prepared.splits["test"]
     speed: dict = {}
     screen_info: dict = {}
+    cache = ModelCache()
     for seed in seeds:
         for name, row in rows.items():
             if name.startswith("linear"):
                 stats, secs = _linear_baseline(prepared, seed)
                 row["runs"].append({"seed": seed, "stats": stats, "seconds": secs})
-                _log(f"seed {seed} {name}: test important_f1 {stats['important_f1']:.4f} ({secs:.0f}s)")
+                logger.info(f"seed {seed} {name}: test important_f1 {stats['important_f1']:.4f} ({secs:.0f}s)")
                 continue
             if row["weights"] is None:
                 continue  # post-hoc rows: filled in with the unweighted model below
             cfg = validate_config(dict(base_config, seed=seed, class_weights=row["weights"], verbosity=0,
                                        **row.get("extra", {})))
             t0 = time.perf_counter()
-            model, history = train_model(prepared, cfg)
+            model, history = train_model(prepared, cfg, cache=cache)
             stats = evaluate(model, test, cfg)
             secs = time.perf_counter() - t0
             row["runs"].append({"seed": seed, "stats": stats, "seconds": secs,
                                 "epoch_train_seconds": [h["train_seconds"] for h in history]})
-            _log(f"seed {seed} {name}: test important_f1 {stats['important_f1']:.4f} ({secs:.0f}s)")
+            logger.info(f"seed {seed} {name}: test important_f1 {stats['important_f1']:.4f} ({secs:.0f}s)")
             if name == "unweighted":
                 t1 = time.perf_counter()
                 p_val = predict_probs(model, val, cfg)
@@ -142,16 +144,16 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = 
                 rows["threshold tuning on unweighted"]["runs"].append(
                     {"seed": seed, "stats": adj, "seconds": secs + time.perf_counter() - t1,
                      "multipliers": dict(zip(CLASSES, map(float, w)))})
-                _log(f"seed {seed} threshold tuning: test important_f1 {adj['important_f1']:.4f}")
+                logger.info(f"seed {seed} threshold tuning: test important_f1 {adj['important_f1']:.4f}")
                 threshold, _ = tune_sequence_threshold(p_val, val.y)
                 ruled = compute_stats(test.y, one_hot_probs(apply_sequence_rules(p_test, threshold)))
                 rows["sequence rules on unweighted"]["runs"].append(
                     {"seed": seed, "stats": ruled, "seconds": secs, "threshold": threshold})
-                _log(f"seed {seed} sequence rules (threshold {threshold}): test important_f1 "
+                logger.info(f"seed {seed} sequence rules (threshold {threshold}): test important_f1 "
                      f"{ruled['important_f1']:.4f}")
                 if seed == seeds[0]:
                     screen_info = _screen_report(p_val, val.y, trials)
-                    speed = _speed_report(prepared, cfg, history)
+                    speed = _speed_report(prepared, cfg, history, cache)
     if recommendation and recommendation["decision"] != "weights":
         # No weights, or thresholds on the unweighted model: the same runs as that row.
         same = "unweighted" if recommendation["decision"] == "no_weights" else "threshold tuning on unweighted"
@@ -199,13 +201,14 @@ def _study_trial_seconds(prepared, cfg: dict) -> tuple[float, float]:
 
     import optuna
 
-    from .study import StudyConfig, tune
+    from .study.run import tune
+    from .study.space import StudyConfig
 
     study_config = StudyConfig(model=dict(cfg), pruner={"type": "none"}, schemes=["unweighted"])
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/speed.db"
         t0 = time.perf_counter()
-        study = tune(prepared, storage, "speed", 1, study_config, log=_log, heartbeat=10)
+        study = tune(prepared, storage, "speed", 1, study_config, heartbeat=10)
         wall = time.perf_counter() - t0
         trial = study.trials[0]
         if trial.state != optuna.trial.TrialState.COMPLETE:
@@ -213,7 +216,7 @@ def _study_trial_seconds(prepared, cfg: dict) -> tuple[float, float]:
         return wall, (trial.datetime_complete - trial.datetime_start).total_seconds()
 
 
-def _speed_report(prepared, cfg: dict, history: list, rounds: int = 2) -> dict:
+def _speed_report(prepared, cfg: dict, history: list, cache, rounds: int = 2) -> dict:
     """A trial as ``tune`` runs it against a bare ``model.fit`` of the same model on the same arrays.
 
     The runs are interleaved ``rounds`` times and the fastest of each kept, the usual way to
@@ -226,7 +229,7 @@ def _speed_report(prepared, cfg: dict, history: list, rounds: int = 2) -> dict:
         runs["study_call"].append(call)
         runs["trial"].append(trial)
         runs["bare_fit"].append(bare_fit_seconds(prepared, cfg))
-        runs["reused_fit"].append(bare_fit_seconds(prepared, cfg, reuse=True))
+        runs["reused_fit"].append(bare_fit_seconds(prepared, cfg, cache=cache))
     trial_s, bare, reused = min(runs["trial"]), min(runs["bare_fit"]), min(runs["reused_fit"])
     epoch_train = [h["train_seconds"] for h in history]
     validation = [h["seconds"] - h["train_seconds"] for h in history]
@@ -245,15 +248,14 @@ def _scaling(base_config: dict) -> list[dict]:
 
     out = []
     for factor in (1, 2, 4):
-        prepared = train_mod.prepare(None, sample_docs=train_mod.SAMPLE_DOCS * factor, cache_dir=None, verbose=False)
+        prepared = train_mod.prepare(None, sample_docs=train_mod.SAMPLE_DOCS * factor, cache_dir=None)
         cfg = validate_config(dict(base_config, verbosity=0))
-        train_mod._REUSABLE.clear()  # each size pays for building and tracing, as a first trial does
         t0 = time.perf_counter()
         _, history = train_mod.train_model(prepared, cfg)
         out.append({"factor": factor, "documents": train_mod.SAMPLE_DOCS * factor,
                     "train_lines": prepared.splits["train"].n, "trial_seconds": time.perf_counter() - t0,
                     "later_epoch_seconds": float(np.mean([h["seconds"] for h in history[1:]]))})
-        _log(f"scaling x{factor}: {out[-1]['trial_seconds']:.1f}s")
+        logger.info(f"scaling x{factor}: {out[-1]['trial_seconds']:.1f}s")
     return out
 
 
@@ -333,8 +335,6 @@ def verdict_lines(result: dict) -> list[str]:
 
 def write_outputs(result: dict, md_path: str | Path, json_path: str | Path, command: str) -> None:
     """Replace the benchmark section of ``md_path`` (creating it if needed) and write the raw JSON."""
-    from .features import atomic_write_bytes
-
     md_path, json_path = Path(md_path), Path(json_path)
     section = render_markdown(result, command)
     old = md_path.read_text() if md_path.exists() else "# Benchmarks\n\n## Tuning against fixed schemes\n\n"
@@ -343,4 +343,4 @@ def write_outputs(result: dict, md_path: str | Path, json_path: str | Path, comm
     else:
         new = old.rstrip("\n") + "\n\n" + section + "\n"
     atomic_write_bytes(md_path, new.encode())
-    atomic_write_bytes(json_path, (json.dumps(result, indent=2) + "\n").encode())
+    write_json(json_path, result)

@@ -10,48 +10,85 @@ import sys
 import time
 from pathlib import Path
 
-from .config import WeightTunerError, load_config
+from .config import load_config
+from .errors import ConfigError, WeightTunerError
+from .paths import DEFAULT_CACHE_DIR, default_export_path, default_storage_url, write_json
 from .signals import StopGuard, Terminated
 
 EXIT_USAGE = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error on one line (``weight-tuner tune: error: ...``) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def int_at_least(low: int):
+    """An argparse type: an integer >= ``low``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {low}, got {value}")
+        return value
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
+    return value
+
+
+def seed_list(text: str) -> list[int]:
+    """An argparse type: comma-separated integer seeds, e.g. ``0,1,2``."""
+    try:
+        seeds = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, e.g. 0,1,2; got {text!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise argparse.ArgumentTypeError(f"expected distinct comma-separated integers, got {text!r}")
+    return seeds
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="directory of YEDDA .ann files (default: the embedded sample corpus)")
-    p.add_argument("--sample-docs", type=int, default=None, help="size of the sample corpus in documents (default 60)")
-    p.add_argument("--sample-rare-nomenclature", type=int, default=1, metavar="K",
+    p.add_argument("--sample-docs", type=int_at_least(3), default=None,
+                   help="size of the sample corpus in documents (default 60)")
+    p.add_argument("--sample-rare-nomenclature", type=int_at_least(1), default=1, metavar="K",
                    help="sample corpus only: keep each Nomenclature block with probability 1/K (K times rarer)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split by document")
-    p.add_argument("--cache-dir", default="studies/cache", help="feature cache directory ('' disables it)")
-    p.add_argument("--max-chunk-lines", type=int, default=2000,
+    p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="feature cache directory ('' disables it)")
+    p.add_argument("--max-chunk-lines", type=int_at_least(1), default=2000,
                    help="cut longer documents into chunks at block boundaries before splitting")
     p.add_argument("--label-map", default=None,
                    help='JSON mapping raw YEDDA labels to classes, over the default, e.g. \'{"Diagnosis": "Description"}\'')
 
 
-def _prepare(args, verbose=True):
+def _prepare(args):
     from .train import SAMPLE_DOCS, prepare
 
-    if args.sample_rare_nomenclature < 1:
-        raise WeightTunerError(f"--sample-rare-nomenclature must be >= 1, got {args.sample_rare_nomenclature}")
     if args.data and args.sample_rare_nomenclature != 1:
         raise WeightTunerError("--sample-rare-nomenclature applies to the sample corpus only, not to --data")
     label_map = None
     if args.label_map:
-        from .config import ConfigError, parse_json
+        from .paths import parse_json
 
         label_map = parse_json(args.label_map, "--label-map")
         if not isinstance(label_map, dict):
             raise ConfigError("--label-map: expected a JSON object of raw label -> class")
     return prepare(args.data, split_seed=args.split_seed, sample_docs=args.sample_docs or SAMPLE_DOCS,
                    cache_dir=args.cache_dir or None, max_chunk_lines=args.max_chunk_lines, label_map=label_map,
-                   verbose=verbose, sample_rare_nomenclature=args.sample_rare_nomenclature)
-
-
-def _write_json(path: str | Path, payload: dict) -> None:
-    from .features import atomic_write_bytes
-
-    atomic_write_bytes(Path(path), (json.dumps(payload, indent=2, sort_keys=False) + "\n").encode())
+                   sample_rare_nomenclature=args.sample_rare_nomenclature)
 
 
 def cmd_corpus(args) -> int:
@@ -60,7 +97,9 @@ def cmd_corpus(args) -> int:
     from .train import SAMPLE_DOCS, load_documents
 
     docs, report, _ = load_documents(args.data, args.sample_docs or SAMPLE_DOCS)
-    corpus.print_report(docs, report)
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print("\n".join(corpus.report_lines(docs, report)))
     return 0
 
 
@@ -90,7 +129,7 @@ def cmd_train(args) -> int:
                "history": history, "train_seconds": time.perf_counter() - t0,
                "mean_epoch_train_seconds": sum(epoch_seconds) / len(epoch_seconds),
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **prepared.meta()}
-    _write_json(args.out, payload)
+    write_json(args.out, payload)
     print(f"wrote {args.out}")
     if args.save_model:
         from .train import save_bundle
@@ -108,32 +147,23 @@ def _add_study_args(p: argparse.ArgumentParser, study_default: str | None = "def
 
 def _add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampler seed")
-    p.add_argument("--trial-timeout", type=float, default=None,
+    p.add_argument("--trial-timeout", type=positive_float, default=None,
                    help="fail a trial that runs longer than this many seconds (checked after each epoch)")
-    p.add_argument("--heartbeat", type=int, default=10,
+    p.add_argument("--heartbeat", type=int_at_least(1), default=10,
                    help="heartbeat interval in seconds; a trial of a killed worker is failed and retried "
                         "after three missed beats")
 
 
-def _check_worker_args(args) -> None:
-    if args.trials < 1:
-        raise WeightTunerError(f"--trials must be >= 1, got {args.trials}")
-    if args.heartbeat < 1:
-        raise WeightTunerError(f"--heartbeat must be >= 1 second, got {args.heartbeat}: without heartbeats "
-                               "a killed worker's trial would never be retried")
-
-
 def _storage(args) -> str:
-    return args.storage or f"sqlite:///studies/{args.study}.db"
+    return args.storage or default_storage_url(args.study)
 
 
 def cmd_tune(args) -> int:
     """Run (or resume) the study, confirm its top candidates against no weights, decide, then score the
     recommendation and no weights once on the test split."""
-    from .recommend import candidates_table, confirm, decision_sentence, final_test_evaluation
-    from .study import StudyConfig, check_storage, finished_count, parse_objectives, tune
+    from .study import StudyConfig, check_storage, confirm, final_test_evaluation, finished_count, parse_objectives, tune
+    from .study.recommend import candidates_table, decision_sentence
 
-    _check_worker_args(args)
     study_config = StudyConfig.load(args.config)
     study_config.objectives = parse_objectives(args.objectives)
     study_config.set_evaluation(design=args.design, folds=args.folds, repeats=args.repeats, top=args.confirm_top)
@@ -172,7 +202,6 @@ def cmd_worker(args) -> int:
     """Join an existing study as one more worker."""
     from .study import check_storage, finished_count, join_study
 
-    _check_worker_args(args)
     check_storage(_storage(args), must_exist=True, connect=True)
     prepared = _prepare(args)
     study = join_study(prepared, _storage(args), args.study, args.trials, seed=args.seed,
@@ -200,7 +229,7 @@ def cmd_predict(args) -> int:
         from .study import recommended_model
 
         model_path, multipliers = recommended_model(_storage(args), args.study)
-    results = predict_files(model_path, args.files, out_dir=args.out_dir, probs_csv=args.probs,
+    results = predict_files(model_path, args.files, out_dir=args.out, probs_csv=args.probs,
                             sequence_threshold=args.sequence_rules, multipliers=multipliers)
     for path, entry in results["files"].items():
         print(f"{path}: {entry['lines']} lines -> {entry['output']}" +
@@ -210,14 +239,14 @@ def cmd_predict(args) -> int:
     if "stats" in results and len(results["files"]) > 1:
         print(format_stats_table({"all": results["stats"]}))
     if args.json:
-        _write_json(args.json, results)
+        write_json(args.json, results)
     return 0
 
 
 def cmd_bench(args) -> int:
     """Benchmark tuned weights against fixed schemes, threshold tuning and a linear model."""
     from .bench import run_bench, write_outputs
-    from .study import QUICK_MODEL, load_existing_study
+    from .study import QUICK_MODEL, tuned_study
 
     if args.data and not Path(args.data).is_dir():
         print(f"weight-tuner bench: corpus {args.data} not found; skipping the benchmark")
@@ -225,12 +254,11 @@ def cmd_bench(args) -> int:
     if args.config:
         base = load_config(args.config)
     elif args.study:
-        base = load_existing_study(_storage(args), args.study).user_attrs["model_config"]
+        base = tuned_study(_storage(args), args.study).user_attrs["model_config"]
     else:
         base = dict(QUICK_MODEL)
-    seeds = [int(s) for s in args.seeds.split(",")]
     prepared = _prepare(args)
-    result = run_bench(prepared, base, seeds=seeds, study=args.study,
+    result = run_bench(prepared, base, seeds=args.seeds, study=args.study,
                        storage=_storage(args) if args.study else None, scaling=not args.no_scaling)
     command = "weight-tuner " + shlex.join(args.argv)
     write_outputs(result, args.out, args.json, command)
@@ -240,11 +268,11 @@ def cmd_bench(args) -> int:
 
 def cmd_screen(args) -> int:
     """Rank weight vectors post hoc on the unweighted model; enqueue the best into the study."""
-    from .posthoc import screen_into_study
+    from .study.screen import screen_into_study
 
     prepared = _prepare(args)
     picked = screen_into_study(prepared, _storage(args), args.study, samples=args.samples, top_k=args.top_k,
-                               seed=args.seed, log=print)
+                               seed=args.seed)
     print(f"enqueued {len(picked)} trials; run `weight-tuner tune` (or a worker) with a larger --trials to train them")
     return 0
 
@@ -253,7 +281,7 @@ def cmd_export(args) -> int:
     """Write the best weights of a study as JSON."""
     from .export import export_study
 
-    out = args.output or f"studies/{args.study}-best.json"
+    out = args.out or default_export_path(args.study)
     payload = export_study(_storage(args), args.study, out, args.trial)
     print(json.dumps({"class_weights": payload["class_weights"]}))
     rec = payload["recommendation"]
@@ -268,38 +296,56 @@ def cmd_report(args) -> int:
     """Print the trials table, best first, and write the plots."""
     from .report import report
 
-    report(_storage(args), args.study, plots=not args.no_plots)
+    report(_storage(args), args.study, plots=not args.no_plots, out_dir=args.out)
     return 0
 
 
+def _output_options() -> argparse.ArgumentParser:
+    """``-v/-q``, accepted by every command (before or after its name)."""
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_mutually_exclusive_group()
+    group.add_argument("-v", "--verbose", action="store_const", const=1, dest="verbosity", default=argparse.SUPPRESS,
+                       help="more output: details, Optuna's log and TensorFlow's start-up log")
+    group.add_argument("-q", "--quiet", action="store_const", const=-1, dest="verbosity", default=argparse.SUPPRESS,
+                       help="warnings and results only: no progress lines or bars")
+    return common
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The ``weight-tuner`` argument parser."""
-    parser = argparse.ArgumentParser(prog="weight-tuner", description=__doc__)
+    """The ``weight-tuner`` argument parser.
+
+    ``-o/--out`` names what a command writes (a file or, for sample and predict, a folder);
+    ``--json`` adds a JSON copy of the results where there is one.
+    """
+    common = _output_options()
+    parser = _Parser(prog="weight-tuner", description=__doc__, parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("corpus", help="read a corpus and print per-class line counts")
-    p.add_argument("--data", default=None)
-    p.add_argument("--sample-docs", type=int, default=None)
-    p.set_defaults(func=cmd_corpus)
+    def command(name: str, func, help: str, tf: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=func.__doc__, parents=[common])
+        p.set_defaults(func=func, needs_tf=tf)
+        return p
 
-    p = sub.add_parser("sample", help="write the embedded sample corpus as .ann files")
-    p.add_argument("--out", required=True)
-    p.add_argument("--docs", type=int, default=60)
+    p = command("corpus", cmd_corpus, "read a corpus and print per-class line counts")
+    p.add_argument("--data", default=None, help="directory of YEDDA .ann files (default: the sample corpus)")
+    p.add_argument("--sample-docs", type=int_at_least(1), default=None)
+
+    p = command("sample", cmd_sample, "write the embedded sample corpus as .ann files")
+    p.add_argument("-o", "--out", required=True, help="folder to write the .ann files into")
+    p.add_argument("--docs", type=int_at_least(1), default=60)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_sample)
 
-    p = sub.add_parser("train", help="train one model and report validation and test stats")
+    p = command("train", cmd_train, "train one model and report validation and test stats", tf=True)
     _add_data_args(p)
     p.add_argument("--config", default=None, help="JSON model config (the guide's keys)")
     p.add_argument("--weights", default=None, help="class weights: inline JSON or a JSON file (an export works)")
-    p.add_argument("--out", default="runs/train_stats.json", help="where to write the stats as JSON")
+    p.add_argument("-o", "--out", default="runs/train_stats.json", help="where to write the stats as JSON")
     p.add_argument("--save-model", default=None, help="save the trained model (.keras) here")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("tune", help="run or resume the Optuna study over class weights")
+    p = command("tune", cmd_tune, "run or resume the Optuna study over class weights", tf=True)
     _add_data_args(p)
     _add_study_args(p)
-    p.add_argument("--trials", type=int, default=16,
+    p.add_argument("--trials", type=int_at_least(1), default=16,
                    help="finished (complete or pruned) trials the study should hold in total")
     p.add_argument("--config", default=None,
                    help="study config (.toml with [space], [model], [pruner]) or a model config (.json)")
@@ -310,74 +356,77 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--design", choices=("confirm", "cv"), default=None,
                    help="confirm (default): search on one split, then confirm the top candidates on folds x "
                         "repeats; cv: score every trial on the units with Wilcoxon pruning, then confirm")
-    p.add_argument("--folds", type=int, default=None, help="folds of the non-test chunks per repeat (default 3)")
-    p.add_argument("--repeats", type=int, default=None, help="repeats, each a new partition and seed (default 2)")
-    p.add_argument("--confirm-top", type=int, default=None,
+    p.add_argument("--folds", type=int_at_least(2), default=None,
+                   help="folds of the non-test chunks per repeat (default 3)")
+    p.add_argument("--repeats", type=int_at_least(1), default=None,
+                   help="repeats, each a new partition and seed (default 2)")
+    p.add_argument("--confirm-top", type=int_at_least(1), default=None,
                    help="distinct weight vectors confirmed against no weights (default 3)")
     p.add_argument("--no-confirm", action="store_true", help="run the search only; make no recommendation")
-    p.set_defaults(func=cmd_tune)
 
-    p = sub.add_parser("worker", help="join an existing study (created by tune) as one more worker")
+    p = command("worker", cmd_worker, "join an existing study (created by tune) as one more worker", tf=True)
     _add_data_args(p)
     _add_study_args(p, study_default=None)
-    p.add_argument("--trials", type=int, required=True, help="finished trials the study should hold in total")
+    p.add_argument("--trials", type=int_at_least(1), required=True,
+                   help="finished trials the study should hold in total")
     _add_worker_args(p)
-    p.set_defaults(func=cmd_worker)
 
-    p = sub.add_parser("bench", help="benchmark tuned weights against fixed schemes on a real corpus")
+    p = command("bench", cmd_bench, "benchmark tuned weights against fixed schemes on a real corpus", tf=True)
     _add_data_args(p)
     p.add_argument("--study", default=None, help="take the tuned weights (and model config) from this study")
     p.add_argument("--storage", default=None)
     p.add_argument("--config", default=None, help="model config JSON (default: the study's, else tune's default)")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (at least 3 for a std)")
-    p.add_argument("--out", default="docs/benchmarks.md")
-    p.add_argument("--json", default="docs/bench.json")
+    p.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="comma-separated seeds (at least 3 for a std)")
+    p.add_argument("-o", "--out", default="docs/benchmarks.md", help="Markdown file whose benchmark section is replaced")
+    p.add_argument("--json", default="docs/bench.json", help="where to write the raw numbers")
     p.add_argument("--no-scaling", action="store_true", help="skip the 1x/2x/4x sample-corpus timing")
-    p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("screen", help="rank weight vectors post hoc and enqueue the top ones into a study")
+    p = command("screen", cmd_screen, "rank weight vectors post hoc and enqueue the top ones into a study", tf=True)
     _add_data_args(p)
     _add_study_args(p, study_default=None)
-    p.add_argument("--samples", type=int, default=5000, help="weight vectors to score")
-    p.add_argument("--top-k", type=int, default=5, help="how many to enqueue for confirmation by training")
+    p.add_argument("--samples", type=int_at_least(1), default=5000, help="weight vectors to score")
+    p.add_argument("--top-k", type=int_at_least(1), default=5, help="how many to enqueue for confirmation by training")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_screen)
 
-    p = sub.add_parser("predict", help="label plain-text or .ann files with a saved model")
+    p = command("predict", cmd_predict, "label plain-text or .ann files with a saved model", tf=True)
     p.add_argument("files", nargs="+", help="plain-text or YEDDA .ann files; .ann files are also scored")
-    p.add_argument("--study", default=None, help="use the best trial's model of this study")
+    p.add_argument("--study", default=None, help="use the model this study recommends")
     p.add_argument("--storage", default=None)
     p.add_argument("--model", default=None, help="a saved .keras model (from train --save-model)")
-    p.add_argument("--out-dir", default=None, help="where to write <name>.pred.txt.ann (default: beside the input)")
+    p.add_argument("-o", "--out", default=None, help="folder for <name>.pred.txt.ann (default: beside each input)")
     p.add_argument("--probs", action="store_true", help="also write per-line probabilities as CSV")
     p.add_argument("--sequence-rules", type=float, nargs="?", const=0.3, default=None, metavar="THRESHOLD",
                    help="apply the Nomenclature -> Description rules with this Description-probability threshold")
     p.add_argument("--json", default=None, help="write the results (and scores) as JSON here")
-    p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("export", help="write the best weights of a study as JSON")
+    p = command("export", cmd_export, "write the recommended (or a chosen trial's) weights as JSON")
     _add_study_args(p, study_default=None)
-    p.add_argument("-o", "--output", default=None, help="output file (default studies/<study>-best.json)")
+    p.add_argument("-o", "--out", default=None, help="output file (default studies/<study>-best.json)")
     p.add_argument("--trial", type=int, default=None,
-                   help="export this completed trial (e.g. another point of the Pareto front) instead of the best")
-    p.set_defaults(func=cmd_export)
+                   help="export this completed trial (e.g. another point of the Pareto front) instead")
 
-    p = sub.add_parser("report", help="print the trials table and write plots next to the study")
+    p = command("report", cmd_report, "print the trials table and write plots next to the study")
     _add_study_args(p, study_default=None)
+    p.add_argument("-o", "--out", default=None, help="folder for the plots (default: studies/<study>/)")
     p.add_argument("--no-plots", action="store_true")
-    p.set_defaults(func=cmd_report)
     return parser
 
 
 def main(argv=None) -> int:
     """Entry point of the ``weight-tuner`` console script."""
+    from . import logs
+
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     args.argv = argv  # the command line, recorded with benchmark results
+    verbosity = getattr(args, "verbosity", 0)
+    logs.configure(verbosity)
     args.guard = StopGuard()
     args.guard.install()
     try:
+        if args.needs_tf:
+            logs.import_tensorflow(verbosity)
         return int(args.func(args) or 0)
     except WeightTunerError as exc:
         print(f"weight-tuner: error: {exc}", file=sys.stderr)

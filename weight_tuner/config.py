@@ -6,25 +6,19 @@ message naming the key or value, before anything is trained.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Mapping
+
+from .errors import ConfigError
+from .paths import parse_json, read_json
 
 CLASSES: tuple[str, ...] = ("Nomenclature", "Description", "Misc")
 """The three classes, in the order of the model's output units."""
 
 
-class WeightTunerError(Exception):
-    """A user-facing error: the CLI prints its message on one line and exits 2."""
-
-
-class ConfigError(WeightTunerError):
-    """A model or study configuration is invalid."""
-
-
-# The guide's keys plus learning_rate, seed and two of our own (train_stride,
-# max_chunk_lines are documented in README.md).
+# The guide's keys, plus learning_rate, seed and our own train_stride, input_projection and
+# oversample (all documented in README.md).
 DEFAULT_CONFIG: dict[str, Any] = {
     "model_type": "rnn",
     "window_size": 15,
@@ -124,26 +118,6 @@ def validate_config(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return merged
 
 
-def load_json_file(path: str | Path, what: str) -> Any:
-    """Read a JSON file, turning any failure into a one-line :class:`ConfigError`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{what} {path}: cannot read ({exc.strerror or exc})") from exc
-    return parse_json(text, f"{what} {path}")
-
-
-def parse_json(text: str, where: str) -> Any:
-    """Parse JSON text; errors name ``where`` and the line and column."""
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
-    except ValueError as exc:  # e.g. NaN handling differences
-        raise ConfigError(f"{where}: invalid JSON: {exc}") from exc
-
-
 def load_config(path: str | Path | None, weights: str | None = None) -> dict[str, Any]:
     """Build a validated config from an optional JSON file and optional weights.
 
@@ -152,7 +126,7 @@ def load_config(path: str | Path | None, weights: str | None = None) -> dict[str
     """
     raw: dict[str, Any] = {}
     if path is not None:
-        loaded = load_json_file(path, "config")
+        loaded = read_json(path, "config")
         if not isinstance(loaded, dict):
             raise ConfigError(f"config {path}: expected a JSON object")
         model = loaded["model_config"] if "model_config" in loaded else loaded
@@ -166,7 +140,7 @@ def load_config(path: str | Path | None, weights: str | None = None) -> dict[str
         elif text[:1] in "{[":  # inline JSON; a list is read so that the error can say what is wrong
             parsed = parse_json(text, "--weights")
         else:
-            parsed = load_json_file(text, "weights file")
+            parsed = read_json(text, "weights file")
         if isinstance(parsed, dict) and "class_weights" in parsed:
             parsed = parsed["class_weights"]
         elif not isinstance(parsed, dict) and parsed is not None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +17,8 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from .config import CLASSES, WeightTunerError
-
-
-class DataError(WeightTunerError):
-    """The data directory or a split cannot be used."""
+from .config import CLASSES
+from .errors import DataError
 
 
 @dataclass(frozen=True)
@@ -185,17 +181,13 @@ def class_counts(lines: Iterable[Line], label_map=default_label_map) -> dict[str
     return {c: int(counts.get(c, 0)) for c in CLASSES}
 
 
-def print_report(docs: list[Document], report: ReadReport, label_map=default_label_map, out=None) -> None:
-    """Print files read, warnings and per-class line counts."""
-    out = out or sys.stdout
-    for w in report.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+def report_lines(docs: list[Document], report: ReadReport, label_map=default_label_map) -> list[str]:
+    """Files read and per-class line counts, as lines of text (the reader's warnings are in ``report``)."""
     counts = class_counts((ln for d in docs for ln in d.lines), label_map)
     total = sum(counts.values())
-    print(f"read {report.files} files: {total} labelled lines, {report.unlabelled_lines} unlabelled lines "
-          f"(skipped), {len(report.warnings)} warnings", file=out)
-    for cls, n in counts.items():
-        print(f"  {cls:<13}{n:>8}  {n / max(total, 1):6.1%}", file=out)
+    lines = [f"read {report.files} files: {total} labelled lines, {report.unlabelled_lines} unlabelled lines "
+             f"(skipped), {len(report.warnings)} warnings"]
+    return lines + [f"  {cls:<13}{n:>8}  {n / max(total, 1):6.1%}" for cls, n in counts.items()]
 
 
 @dataclass(frozen=True)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 
 from optuna.trial import TrialState
 
-from .features import atomic_write_bytes
-from .study import METRIC_NAME, StudyError, completed_trials, load_existing_study, trial_config, trial_score
+from .errors import StudyError
+from .paths import write_json
+from .study.space import METRIC_NAME
+from .study.storage import completed_trials, trial_config, trial_score, tuned_study
 
 
 def recommendation_export(rec: dict) -> dict:
@@ -34,7 +35,7 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
     In multi-objective mode that is the point of the Pareto front with the best validation
     important_f1 (the trial with the best mean of two F1s is always on that front).
     """
-    study = load_existing_study(storage_url, study_name)
+    study = tuned_study(storage_url, study_name)
     complete = completed_trials(study)
     rec = study.user_attrs.get("recommendation")
     if trial_number is None and rec is not None:
@@ -88,5 +89,5 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
 def export_study(storage_url: str, study_name: str, out: str | Path, trial_number: int | None = None) -> dict:
     """Write the export atomically: a reader never sees a partial file, and a failure leaves the old one."""
     payload = build_export(storage_url, study_name, trial_number)
-    atomic_write_bytes(Path(out), (json.dumps(payload, indent=2) + "\n").encode())
+    write_json(out, payload)
     return payload

@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import pickle
 import re
-import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
+
+from .paths import atomic_write_bytes
+
+logger = logging.getLogger(__name__)
 
 FEATURES_VERSION = 2
 # float16 halves memory (the real corpus: 164k lines x ~1.5k features); TF-IDF needs no more precision.
@@ -75,7 +78,7 @@ def _word_tokens(text: str) -> list[str]:
 
 @dataclass
 class Featurizer:
-    """Fitted vectorisers that turn lines of text into float32 feature rows."""
+    """Fitted vectorisers that turn lines of text into float16 feature rows."""
 
     max_words: int = 1024
     max_suffixes: int = 512
@@ -130,44 +133,6 @@ class Featurizer:
             return pickle.load(fh)
 
 
-def _umask() -> int:
-    current = os.umask(0)
-    os.umask(current)
-    return current
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename, so no partial file is ever seen.
-
-    The file gets the permissions a plain write would (0666 less the umask; mkstemp alone gives 0600).
-    A path that cannot be written is a one-line :class:`WeightTunerError`, and an existing file stays.
-    """
-    from .config import WeightTunerError
-
-    path = Path(path)
-    if path.is_dir():
-        raise WeightTunerError(f"cannot write {path}: it is a directory")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise WeightTunerError(f"cannot write {path}: {blocking} is not a directory")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise WeightTunerError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def cache_key(data_fingerprint: str, split: dict, featurizer: Featurizer) -> str:
     """Cache key: the data, the split and the feature parameters."""
     blob = json.dumps({"data": data_fingerprint, "split": split, "features": featurizer.params()}, sort_keys=True)
@@ -175,8 +140,8 @@ def cache_key(data_fingerprint: str, split: dict, featurizer: Featurizer) -> str
 
 
 def build_features(split_texts: dict[str, list[str]], data_fingerprint: str, split: dict,
-                   cache_dir: str | Path | None, featurizer: Featurizer | None = None,
-                   verbose: bool = True) -> tuple[Featurizer, dict[str, np.ndarray], bool]:
+                   cache_dir: str | Path | None, featurizer: Featurizer | None = None
+                   ) -> tuple[Featurizer, dict[str, np.ndarray], bool]:
     """Feature matrices per split, from the cache when possible.
 
     Returns ``(featurizer, {split: X}, cache_hit)``. Each X has one trailing zero
@@ -187,9 +152,9 @@ def build_features(split_texts: dict[str, list[str]], data_fingerprint: str, spl
     cache = Path(cache_dir) / f"features-{key}" if cache_dir else None
     if cache is not None and (cache / "done").exists():
         mats = {name: np.load(cache / f"{name}.npy") for name in split_texts}
+        logger.info(f"features: loaded from the cache {cache}")
         return Featurizer.load(cache / "featurizer.pkl"), mats, True
-    if verbose:
-        print(f"computing features for {sum(len(t) for t in split_texts.values())} lines ...", file=sys.stderr)
+    logger.info(f"computing features for {sum(len(t) for t in split_texts.values())} lines ...")
     featurizer.fit(split_texts["train"])
     mats = {name: featurizer.transform(texts) for name, texts in split_texts.items()}
     if cache is not None:

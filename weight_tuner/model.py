@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before Keras is imported: it picks its backend then
 
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
@@ -121,6 +120,56 @@ def build_model(n_features: int, config: dict) -> keras.Model:
         loss=WeightedCategoricalCrossentropy(weights_vector(config["class_weights"])),
     )
     return model
+
+
+class ModelCache:
+    """One compiled model, re-initialised for each training run of the same architecture.
+
+    Building a model and tracing its training step cost more than a short trial's epochs, so the
+    study's objective and the confirmation each own a cache and reset its model for every run.
+    Reuse is valid only while one run at a time trains (trials in one process run one after
+    another): :meth:`get` resets and returns the same object as before, so save or evaluate a
+    model before the next call. A reset restores every model variable (weights and the dropout
+    seed state) and every optimizer variable (Adam moments, step counter) to their values right
+    after the build, and sets the loss's class weights; the model then trains exactly as a fresh
+    one would. A different architecture, learning rate or seed builds a new model.
+    """
+
+    KEYS = ("input_projection", "hidden_size", "num_layers", "dropout", "learning_rate", "seed")
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.model: keras.Model | None = None
+        self._initial: list = []
+
+    def get(self, n_features: int, config: dict) -> keras.Model:
+        """A compiled model for ``config`` in its freshly built state (call after seeding Keras)."""
+        key = (n_features,) + tuple(config[k] for k in self.KEYS)
+        if key != self.key:
+            self.clear()
+            model = build_model(n_features, config)
+            model.loss.make_reweightable()
+            model.optimizer.build(model.trainable_variables)  # its variables exist now, so they can be restored
+            self._initial = [(v, v.numpy().copy())
+                             for v in list(model.variables) + list(model.optimizer.variables)]
+            self.key, self.model = key, model
+            return model
+        for var, value in self._initial:
+            var.assign(value)
+        self.model.loss.set_class_weights(weights_vector(config["class_weights"]))
+        self.model.stop_training = False
+        return self.model
+
+    def clear(self) -> None:
+        """Drop the cached model; the next :meth:`get` builds one."""
+        self.key, self.model, self._initial = None, None, []
+
+
+def tensorflow():
+    """The TensorFlow module, imported after the Keras backend is chosen (see the top of this module)."""
+    import tensorflow as tf
+
+    return tf
 
 
 def load_model(path) -> keras.Model:

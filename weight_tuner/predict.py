@@ -7,16 +7,21 @@ Description pattern of taxonomic papers.
 from __future__ import annotations
 
 import csv
-import sys
+import io
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import corpus
-from .config import CLASSES, ConfigError
+from .config import CLASSES
+from .errors import DataError
 from .metrics import compute_stats
+from .paths import atomic_write_bytes
 from .train import SplitData, load_bundle, load_label_map, predict_probs
+
+logger = logging.getLogger(__name__)
 
 NOM, DESC, MISC = (CLASSES.index(c) for c in ("Nomenclature", "Description", "Misc"))
 
@@ -77,7 +82,7 @@ def read_input(path: Path, max_chunk_lines: int = 2000, label_map=corpus.default
     """An ``.ann`` file gives its labelled lines (and labels, through ``label_map``); other files give
     every non-blank line."""
     if not path.is_file():
-        raise ConfigError(f"input file {path} does not exist")
+        raise DataError(f"input file {path} does not exist")
     report = corpus.ReadReport()
     text = corpus.decode_bytes(path.read_bytes(), path.name, report)
     if path.suffix == ".ann":
@@ -93,7 +98,7 @@ def read_input(path: Path, max_chunk_lines: int = 2000, label_map=corpus.default
         out = FileLines(path, [t for _, t in pairs], [n for n, _ in pairs], None,
                         np.array([0, len(pairs)], dtype=np.int64))
     for w in report.warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        logger.warning(w)
     return out
 
 
@@ -123,10 +128,10 @@ def predict_files(model_path: str | Path, files: list[str | Path], out_dir: str 
     for f in files:
         fl = read_input(Path(f), label_map=label_map)
         if not fl.texts:
-            print(f"{fl.path}: no lines to label")
+            logger.warning(f"{fl.path}: no lines to label")
             continue
         split = SplitData(fl.path.name, featurizer.transform(fl.texts), fl.y if fl.y is not None else
-                          np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [fl.path.name], [])
+                          np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [fl.path.name])
         probs = predict_probs(model, split, config)
         if multipliers is not None:
             probs = probs * np.array([multipliers[c] for c in CLASSES], dtype=probs.dtype)
@@ -135,17 +140,17 @@ def predict_files(model_path: str | Path, files: list[str | Path], out_dir: str 
                 else probs.argmax(axis=1))
         target = Path(out_dir) / fl.path.name if out_dir else fl.path
         out_path = target.with_name(target.name.removesuffix(".ann").removesuffix(".txt") + ".pred.txt.ann")
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(to_yedda(fl.texts, pred), encoding="utf-8")
+        atomic_write_bytes(out_path, to_yedda(fl.texts, pred).encode("utf-8"))
         entry = {"output": str(out_path), "lines": len(fl.texts)}
         if probs_csv:
             csv_path = out_path.with_name(out_path.name.removesuffix(".txt.ann") + ".probs.csv")
-            with open(csv_path, "w", newline="", encoding="utf-8") as fh:
-                w = csv.writer(fh)
-                w.writerow(["line", *[f"p_{c}" for c in CLASSES], "predicted", "true", "text"])
-                for i, text in enumerate(fl.texts):
-                    w.writerow([fl.line_nos[i], *[f"{p:.6f}" for p in probs[i]], CLASSES[pred[i]],
-                                CLASSES[fl.y[i]] if fl.y is not None else "", text])
+            buf = io.StringIO(newline="")
+            w = csv.writer(buf)
+            w.writerow(["line", *[f"p_{c}" for c in CLASSES], "predicted", "true", "text"])
+            for i, text in enumerate(fl.texts):
+                w.writerow([fl.line_nos[i], *[f"{p:.6f}" for p in probs[i]], CLASSES[pred[i]],
+                            CLASSES[fl.y[i]] if fl.y is not None else "", text])
+            atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
             entry["probs_csv"] = str(csv_path)
         if fl.y is not None:
             entry["stats"] = compute_stats(fl.y, one_hot_probs(pred) if sequence_threshold is not None else probs)

@@ -6,9 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import WeightTunerError
-from .recommend import candidates_table, decision_sentence
-from .study import METRIC_NAME, artifacts_dir, load_existing_study
+from .errors import WeightTunerError
+from .paths import artifacts_dir
+from .study.recommend import candidates_table, decision_sentence
+from .study.space import METRIC_NAME
+from .study.storage import trial_score, tuned_study
 
 SCORE = "user_attrs_val_important_f1"
 COLUMNS = ["number", "state", SCORE, "user_attrs_scheme", "params_w_Nomenclature", "params_w_Description",
@@ -33,8 +35,6 @@ def write_plots(study, out_dir: Path) -> list[Path]:
     """Optimisation history, parameter importances, the weight map (and the Pareto front), as HTML."""
     import optuna.visualization as vis
     import plotly.express as px
-
-    from .study import trial_score
 
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,9 +71,10 @@ def write_plots(study, out_dir: Path) -> list[Path]:
     return written
 
 
-def report(storage_url: str, study_name: str, plots: bool = True) -> pd.DataFrame:
-    """Print the trials table, the recommendation and the test check; write the plots."""
-    study = load_existing_study(storage_url, study_name)
+def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str | Path | None = None) -> pd.DataFrame:
+    """Print the trials table, the recommendation and the test check; write the plots (into ``out_dir``,
+    by default the study's artifacts folder)."""
+    study = tuned_study(storage_url, study_name)
     table = trials_table(study)
     with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_columns", 20,
                            "display.float_format", "{:.4g}".format):
@@ -92,7 +93,7 @@ def report(storage_url: str, study_name: str, plots: bool = True) -> pd.DataFram
               f"{test['recommended']['stats']['important_f1']:.4f}, unweighted "
               f"{test['unweighted']['stats']['important_f1']:.4f}")
     if plots and not table.empty:
-        for path in write_plots(study, artifacts_dir(storage_url, study_name)):
+        for path in write_plots(study, Path(out_dir) if out_dir else artifacts_dir(storage_url, study_name)):
             print(f"wrote {path}")
     return table
 

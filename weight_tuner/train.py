@@ -7,8 +7,8 @@ the model never trained on.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,13 +17,15 @@ from typing import Callable
 import numpy as np
 
 from . import corpus, sample
-from .config import CLASSES, ConfigError, WeightTunerError
+from .config import CLASSES
+from .errors import DataError, WeightTunerError
 from .features import Featurizer, build_features
 from .metrics import compute_stats
+from .paths import DEFAULT_CACHE_DIR, bundle_paths, read_json, write_json
 from .windows import build_windows, label_table, merge_window_probs, oversample_windows
 
-DEFAULT_CACHE_DIR = Path("studies") / "cache"
 SAMPLE_DOCS = 60
+logger = logging.getLogger(__name__)
 
 
 class NonFiniteLossError(WeightTunerError):
@@ -32,14 +34,17 @@ class NonFiniteLossError(WeightTunerError):
 
 @dataclass
 class SplitData:
-    """One split's lines: features (with a trailing zero padding row), labels, chunk boundaries."""
+    """One split's lines: features (with a trailing zero padding row), labels, chunk boundaries.
+
+    ``chunk_ids`` name the chunks between ``offsets``: the provenance of every line (the tests check
+    with them that units and splits never share a chunk).
+    """
 
     name: str
     X: np.ndarray
     y: np.ndarray
     offsets: np.ndarray
     chunk_ids: list[str]
-    refs: list[tuple[str, int]]  # (document, line number) of each line
 
     @property
     def n(self) -> int:
@@ -56,7 +61,9 @@ class SplitData:
     def tensors(self):
         """Features and one-hot labels as TF tensors, made once and reused by every trial."""
         if getattr(self, "_tensors", None) is None:
-            tf = _tf()
+            from .model import tensorflow
+
+            tf = tensorflow()
             self._tensors = (tf.constant(self.X), tf.constant(label_table(self.y)))
         return self._tensors
 
@@ -103,8 +110,7 @@ def load_documents(data_dir: str | Path | None, sample_docs: int = SAMPLE_DOCS, 
 
 def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_docs: int = SAMPLE_DOCS,
             cache_dir: str | Path | None = DEFAULT_CACHE_DIR, max_chunk_lines: int = 2000,
-            label_map: dict[str, str] | None = None, verbose: bool = True,
-            sample_rare_nomenclature: int = 1) -> Prepared:
+            label_map: dict[str, str] | None = None, sample_rare_nomenclature: int = 1) -> Prepared:
     """Read, chunk, split (by document chunk) and featurise a corpus.
 
     ``label_map`` overrides the default raw-label -> class mapping, e.g. ``{"Diagnosis": "Description"}``.
@@ -112,8 +118,10 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
     overrides = dict(label_map or {})
     label_map = corpus.make_label_map(overrides)
     docs, report, source = load_documents(data_dir, sample_docs, rare_nomenclature=sample_rare_nomenclature)
-    if verbose:
-        corpus.print_report(docs, report, label_map, out=sys.stderr)
+    for w in report.warnings:
+        logger.warning(w)
+    for line in corpus.report_lines(docs, report, label_map):
+        logger.info(line)
     chunks = corpus.chunk_documents(docs, max_chunk_lines)
     split = corpus.split_chunks(chunks, seed=split_seed)
     by_id = {c.chunk_id: c for c in chunks}
@@ -127,33 +135,25 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
         parts[name] = (
             np.array([class_index[label_map(ln.label)] for ln in lines], dtype=np.int64),
             np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
-            [(ln.doc, ln.line_no) for ln in lines],
         )
     counts = {name: {c: int((parts[name][0] == i).sum()) for i, c in enumerate(CLASSES)} for name in corpus.SPLITS}
     for c in CLASSES:
         if counts["train"][c] == 0:
-            raise ConfigError(f"class {c!r} is absent from the training split of {source}; "
+            raise DataError(f"class {c!r} is absent from the training split of {source}; "
                               "it cannot be learned or weighted")
-    featurizer, mats, hit = build_features(texts, fingerprint, split, cache_dir, verbose=verbose)
-    if verbose and hit:
-        print("features: loaded from cache", file=sys.stderr)
-    splits = {name: SplitData(name, mats[name], parts[name][0], parts[name][1], split[name], parts[name][2])
+    featurizer, mats, hit = build_features(texts, fingerprint, split, cache_dir)
+    splits = {name: SplitData(name, mats[name], parts[name][0], parts[name][1], split[name])
               for name in corpus.SPLITS}
     return Prepared(source, fingerprint, split, splits, featurizer, counts, report.warnings,
                     report.unlabelled_lines, hit, overrides)
 
 
-def _tf():
-    from . import model as _model  # noqa: F401  (sets the Keras backend before TF is imported)
-    import tensorflow as tf
-
-    return tf
-
-
 def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labels: bool,
                  shuffle_seed: int | None = None):
     """A tf.data pipeline that gathers window batches from the feature matrix (no dense copies)."""
-    tf = _tf()
+    from .model import tensorflow
+
+    tf = tensorflow()
     X, Y = split.tensors()
     ds = tf.data.Dataset.from_tensor_slices(windows)
     if shuffle_seed is not None:
@@ -190,38 +190,6 @@ def evaluate(model, split: SplitData, config: dict, stride: int | None = None) -
 
 EpochHook = Callable[[int, dict], None]
 
-# One compiled model kept between trials of the same architecture: re-initialising it is
-# far cheaper than building and tracing a new one (graph tracing dominated short trials).
-_REUSABLE: dict = {}
-_ARCHITECTURE_KEYS = ("input_projection", "hidden_size", "num_layers", "dropout", "learning_rate", "seed")
-
-
-def reusable_model(n_features: int, config: dict):
-    """A compiled model for ``config``, freshly initialised: reused (weights, optimizer and loss weights
-    reset) when the architecture, learning rate and seed match the previous call, else built."""
-    from .model import build_model, weights_vector
-
-    key = (n_features,) + tuple(config[k] for k in _ARCHITECTURE_KEYS)
-    if _REUSABLE.get("key") != key:
-        _REUSABLE.clear()
-        model = build_model(n_features, config)
-        model.loss.make_reweightable()
-        # Dropout's random state too, so a reused model draws the same masks as a fresh one.
-        seeds = [(v, v.numpy().copy()) for v in model.variables if "seed_generator" in v.path]
-        _REUSABLE.update(key=key, model=model, initial=[w.copy() for w in model.get_weights()], seeds=seeds)
-        return model
-    model = _REUSABLE["model"]
-    model.set_weights(_REUSABLE["initial"])
-    for var, value in _REUSABLE["seeds"]:
-        var.assign(value)
-    for var in model.optimizer.variables:  # Adam moments and the step counter back to zero
-        if var is not model.optimizer.learning_rate and not var.path.endswith("learning_rate"):
-            var.assign(np.zeros(var.shape, dtype=var.dtype))
-    model.loss.set_class_weights(weights_vector(config["class_weights"]))
-    model.stop_training = False
-    return model
-
-
 def training_data(prepared: Prepared, config: dict):
     """The training split's windows (``train_stride`` apart, oversampled as configured) and their
     shuffled, batched ``tf.data`` pipeline."""
@@ -239,14 +207,15 @@ def trained_weights(prepared: Prepared, config: dict) -> dict[str, float] | None
     return normalise_weights(config["class_weights"], prepared.splits["train"].class_counts())
 
 
-def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None = None, log=None,
-                should_stop: Callable[[], None] | None = None):
+def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None = None,
+                should_stop: Callable[[], None] | None = None, cache=None):
     """Train one model on the training split.
 
     The class weights are normalised first (:func:`trained_weights`): only their ratios matter.
 
-    The returned model object is reused (re-initialised) by the next call with the same
-    architecture: save or evaluate it before training another.
+    With a ``cache`` (a :class:`.model.ModelCache`) the model is the cache's, re-initialised:
+    the next call with the same cache resets it, so save or evaluate it before then. Without
+    one a new model is built.
 
     After every epoch the validation split is scored; ``epoch_hook(epoch, stats)``
     receives those stats (a study reports and prunes there). Epochs before the last
@@ -258,17 +227,17 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     """
     import keras
 
-    from .model import describe_weights
+    from .model import build_model, describe_weights
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
     config = dict(config, class_weights=trained_weights(prepared, config))
     keras.utils.set_random_seed(config["seed"])
     windows, ds = training_data(prepared, config)
-    model = reusable_model(prepared.featurizer.n_features, config)
+    n_features = prepared.featurizer.n_features
+    model = cache.get(n_features, config) if cache is not None else build_model(n_features, config)
     if config["verbosity"] >= 1:
-        log(describe_weights(config["class_weights"]))
+        logger.info(describe_weights(config["class_weights"]))
         steps = math.ceil(len(windows) / config["batch_size"])
-        log(f"[BiLSTM] {len(windows)} training windows, {steps} steps/epoch, {config['epochs']} epochs")
+        logger.info(f"[BiLSTM] {len(windows)} training windows, {steps} steps/epoch, {config['epochs']} epochs")
     history: list[dict] = []
 
     class EpochEnd(keras.callbacks.Callback):
@@ -287,7 +256,7 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
                      "seconds": time.perf_counter() - self.t0, "val": stats, "val_stride": val_stride}
             history.append(entry)
             if config["verbosity"] >= 1:
-                log(f"epoch {epoch + 1}/{config['epochs']} loss {loss:.4f} "
+                logger.info(f"epoch {epoch + 1}/{config['epochs']} loss {loss:.4f} "
                     f"val important_f1 {stats['important_f1']:.4f} "
                     f"(Nomenclature {stats['Nomenclature_f1']:.3f}, Description {stats['Description_f1']:.3f}) "
                     f"{entry['seconds']:.1f}s")
@@ -301,23 +270,10 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     return model, history
 
 
-def bundle_paths(model_path: str | Path) -> tuple[Path, Path, Path, Path]:
-    """The files of a saved model bundle: ``X.keras``, ``X.featurizer.pkl``, ``X.config.json``
-    and ``X.labels.json`` (the raw-label mapping the model was trained with)."""
-    model_path = Path(model_path)
-    if model_path.suffix != ".keras":
-        raise ConfigError(f"model path {model_path} must end in .keras")
-    stem = model_path.with_suffix("")
-    return model_path, Path(f"{stem}.featurizer.pkl"), Path(f"{stem}.config.json"), Path(f"{stem}.labels.json")
-
-
 def save_bundle(model, featurizer: Featurizer, config: dict, model_path: str | Path,
                 label_map: dict[str, str] | None = None) -> None:
     """Save model, featurizer, config and label mapping; each file is written atomically."""
-    import json
     import os
-
-    from .features import atomic_write_bytes
 
     keras_path, feat_path, cfg_path, labels_path = bundle_paths(model_path)
     keras_path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,30 +281,27 @@ def save_bundle(model, featurizer: Featurizer, config: dict, model_path: str | P
     model.save(tmp)
     os.replace(tmp, keras_path)
     featurizer.save(feat_path)
-    atomic_write_bytes(cfg_path, json.dumps(config, indent=2).encode())
-    atomic_write_bytes(labels_path, json.dumps(label_map or {}, indent=2).encode())
+    write_json(cfg_path, config)
+    write_json(labels_path, label_map or {})
 
 
 def load_bundle(model_path: str | Path):
     """Load ``(model, featurizer, config)`` saved by :func:`save_bundle`."""
-    import json
-
     from .model import load_model
 
     keras_path, feat_path, cfg_path, _ = bundle_paths(model_path)
     for p in (keras_path, feat_path, cfg_path):
         if not p.exists():
-            raise ConfigError(f"model bundle file {p} does not exist")
-    return load_model(keras_path), Featurizer.load(feat_path), json.loads(cfg_path.read_text())
+            raise DataError(f"model bundle file {p} does not exist")
+    config = read_json(cfg_path, "model config")
+    return load_model(keras_path), Featurizer.load(feat_path), config
 
 
 def load_label_map(model_path: str | Path):
     """The raw-label -> class function a bundle was trained with (the default mapping where the bundle
     records none, as bundles saved before mappings were recorded)."""
-    from .config import load_json_file
-
     labels_path = bundle_paths(model_path)[3]
-    mapping = load_json_file(labels_path, "label map") if labels_path.exists() else {}
+    mapping = read_json(labels_path, "label map") if labels_path.exists() else {}
     if not isinstance(mapping, dict):
-        raise ConfigError(f"label map {labels_path}: expected a JSON object of raw label -> class")
+        raise DataError(f"label map {labels_path}: expected a JSON object of raw label -> class")
     return corpus.make_label_map(mapping, where=f"label map {labels_path}")

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import CLASSES, validate_config
-from .corpus import DataError
-from .metrics import compute_stats
+from ..config import CLASSES, validate_config
+from ..errors import DataError
+from ..metrics import compute_stats
 
 # Fixed, so that the folds of a study are the same in every process and on every resume.
 FOLD_SEED = 20_26
@@ -70,9 +70,9 @@ def fold_of_pieces(prepared, folds: int, repeat: int) -> np.ndarray:
 
 def _subset(prepared, name: str, pieces: list[tuple[str, int]]):
     """A split made of the given chunks, in their order (features copied, one padding row appended)."""
-    from .train import SplitData
+    from ..train import SplitData
 
-    xs, ys, sizes, ids, refs = [], [], [], [], []
+    xs, ys, sizes, ids = [], [], [], []
     for split_name, i in pieces:
         src = prepared.splits[split_name]
         lo, hi = int(src.offsets[i]), int(src.offsets[i + 1])
@@ -80,11 +80,10 @@ def _subset(prepared, name: str, pieces: list[tuple[str, int]]):
         ys.append(src.y[lo:hi])
         sizes.append(hi - lo)
         ids.append(src.chunk_ids[i])
-        refs.extend(src.refs[lo:hi])
     width = prepared.splits["train"].X.shape[1]
     X = np.concatenate(xs + [np.zeros((1, width), dtype=prepared.splits["train"].X.dtype)])
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    return SplitData(name, X, np.concatenate(ys), offsets, ids, refs)
+    return SplitData(name, X, np.concatenate(ys), offsets, ids)
 
 
 def unit_data(prepared, unit: Unit, folds: int):
@@ -110,19 +109,20 @@ def _scores(stats: dict) -> dict:
     return {k: float(stats[k]) for k in UNIT_KEYS}
 
 
-def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int = 0, should_stop=None) -> dict:
+def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int = 0, should_stop=None,
+             cache=None) -> dict:
     """Train ``config`` on the unit's training folds and score its held-out fold.
 
     Returns ``{"scores": {...}, "lines": held-out lines, "train_lines": ..., "seconds": ...}``; with
     ``thresholds``, also the post-hoc threshold competitor on the same model, fitted by 2-way
     cross-fitting inside the held-out fold (fitted on one half of its chunks, scored on the other).
-    ``should_stop`` is passed to :func:`.train.train_model`.
+    ``should_stop`` and ``cache`` (a :class:`.model.ModelCache`) are passed to :func:`.train.train_model`.
     """
-    from .train import predict_probs, train_model
+    from ..train import predict_probs, train_model
 
     t0 = time.perf_counter()
     cfg = unit_config(config, unit)
-    model, _ = train_model(data, cfg, should_stop=should_stop)
+    model, _ = train_model(data, cfg, should_stop=should_stop, cache=cache)
     held = data.splits["val"]
     probs = predict_probs(model, held, cfg)
     out = {"scores": _scores(compute_stats(held.y, probs)), "lines": int(held.n),
@@ -138,8 +138,8 @@ def cross_fitted_adjustment(probs: np.ndarray, split, seed: int = 0) -> np.ndarr
     Fitting the multipliers on the lines they are scored on would be in-sample; each half of the
     held-out fold's chunks is scored with the multipliers fitted on the other half.
     """
-    from .posthoc import adjusted_predictions
-    from .predict import one_hot_probs
+    from ..posthoc import adjusted_predictions
+    from ..predict import one_hot_probs
 
     half = np.zeros(split.n, dtype=bool)
     for i, (lo, hi) in enumerate(zip(split.offsets[:-1], split.offsets[1:])):

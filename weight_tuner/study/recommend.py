@@ -11,16 +11,22 @@ after the decision, for the recommended configuration and for no weights.
 
 from __future__ import annotations
 
+import logging
 import math
-import sys
 from contextlib import nullcontext
+from pathlib import Path
 
 import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from .config import CLASSES, validate_config
+from ..config import CLASSES, validate_config
+from ..errors import StudyError
+from ..paths import model_path, models_dir
+from .storage import FINISHED, completed_trials, trial_config, trial_score, tuned_study
 from .units import make_units, run_unit, unit_data
+
+logger = logging.getLogger(__name__)
 
 LEVEL = 0.95
 INTERVAL_METHOD = ("corrected resampled t (Nadeau & Bengio 2003): the variance of the mean difference is "
@@ -93,8 +99,6 @@ def select_candidates(study: optuna.Study, top: int) -> dict[str, dict]:
     Weight vectors are compared by their trained (normalised) values, so schemes with the same
     ratios count once. Names are ``unweighted``, ``thresholds`` and ``trial N``.
     """
-    from .study import trial_config, trial_score
-
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                       key=lambda t: (-trial_score(t), t.number))
     base = validate_config(dict(study.user_attrs["model_config"], class_weights=None))
@@ -119,7 +123,7 @@ def select_candidates(study: optuna.Study, top: int) -> dict[str, dict]:
 
 # --------------------------------------------------------------------------- confirmation
 
-def confirm(study: optuna.Study, prepared, evaluation: dict, log=None, after_unit=None, stop=None) -> dict:
+def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, stop=None) -> dict:
     """Score every candidate on every unit not yet done, saving after each; then decide.
 
     ``evaluation`` holds ``folds``, ``repeats``, ``top`` and ``first_repeat``. The state lives in
@@ -127,7 +131,8 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, log=None, after_uni
     saved result; ``stop`` (a :class:`.signals.StopGuard`) stops between training batches.
     Returns the recommendation, also stored as the ``recommendation`` user attr.
     """
-    log = log or (lambda msg: print(msg, file=sys.stderr))
+    from ..model import ModelCache
+
     folds, repeats = evaluation["folds"], evaluation["repeats"]
     units = make_units(folds, repeats, evaluation.get("first_repeat", 0))
     candidates = select_candidates(study, evaluation["top"])
@@ -142,9 +147,10 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, log=None, after_uni
     state = {"folds": folds, "repeats": repeats, "units": [u.key for u in units], "candidates": results}
     todo = [(u, n) for u in units for n in candidates if n != THRESHOLDS and u.key not in results[n]["units"]]
     total, done = len(units) * (len(candidates) - 1), len(units) * (len(candidates) - 1) - len(todo)
-    log(f"confirming {len(candidates) - 2} weight candidates, the unweighted model and thresholds on "
+    logger.info(f"confirming {len(candidates) - 2} weight candidates, the unweighted model and thresholds on "
         f"{len(units)} units ({folds} folds x {repeats} repeats): {done}/{total} unit runs already done")
     current = None
+    cache = ModelCache()  # one compiled model per architecture, re-initialised for every unit run
     with stop.safe_points() if stop is not None else nullcontext():
         for unit, name in todo:
             if stop is not None:
@@ -152,20 +158,19 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, log=None, after_uni
             if current is None or current[0] != unit:
                 current = (unit, unit_data(prepared, unit, folds))
             res = run_unit(current[1], candidates[name]["config"], unit, thresholds=name == UNWEIGHTED,
-                           seed=unit.repeat, should_stop=stop.check if stop is not None else None)
+                           seed=unit.repeat, should_stop=stop.check if stop is not None else None, cache=cache)
             results[name]["units"][unit.key] = {k: v for k, v in res.items() if k != "thresholds"}
             if name == UNWEIGHTED:
                 results[THRESHOLDS]["units"][unit.key] = dict(res, scores=res["thresholds"])
                 results[THRESHOLDS]["units"][unit.key].pop("thresholds")
             study.set_user_attr("confirmation", state)
             done += 1
-            log(f"confirm {done}/{total}: {name} on unit {unit.key}: important_f1 "
+            logger.info(f"confirm {done}/{total}: {name} on unit {unit.key}: important_f1 "
                 f"{res['scores']['important_f1']:.4f} ({res['seconds']:.0f}s)")
             if after_unit is not None:
                 after_unit(name, unit)
     recommendation = recommendation_from(state, evaluation)
-    recommendation["finished_trials"] = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,
-                                                                                     TrialState.PRUNED)))
+    recommendation["finished_trials"] = len(study.get_trials(deepcopy=False, states=FINISHED))
     study.set_user_attr("recommendation", recommendation)
     _save_notes(study, state, recommendation)
     return recommendation
@@ -289,37 +294,35 @@ def _save_notes(study: optuna.Study, state: dict, recommendation: dict, test: di
             save_note_with_version(storage, study_id, trial_id, old["version"] + 1,
                                    f"{kept}\n\n{table}" if kept else table)
     except Exception as exc:  # notes are a view; never lose a result over one
-        print(f"warning: could not save dashboard notes: {exc}", file=sys.stderr)
+        logger.warning(f"could not save dashboard notes: {exc}")
 
 
 # --------------------------------------------------------------------------- the test split, once
 
-def final_test_evaluation(study: optuna.Study, prepared, storage_url: str, log=None) -> dict | None:
+def final_test_evaluation(study: optuna.Study, prepared, storage_url: str) -> dict | None:
     """Score the recommended configuration and the unweighted model once on the test split.
 
     Runs after the decision and changes nothing in it; stored as the ``test_stats`` user attr
     and shown in the study's note.
     """
-    from .metrics import compute_stats
-    from .posthoc import adjusted_predictions
-    from .predict import one_hot_probs
-    from .study import artifacts_dir, model_path, trial_config
-    from .train import evaluate, load_bundle, predict_probs, save_bundle, train_model
+    from ..metrics import compute_stats
+    from ..posthoc import adjusted_predictions
+    from ..predict import one_hot_probs
+    from ..train import evaluate, load_bundle, predict_probs, save_bundle, train_model
 
-    log = log or (lambda msg: print(msg, file=sys.stderr))
     rec = study.user_attrs.get("recommendation")
     if rec is None:
-        log("no recommendation: nothing to evaluate on the test split")
+        logger.info("no recommendation: nothing to evaluate on the test split")
         return None
-    models_dir = artifacts_dir(storage_url, study.study_name) / "models"
+    models = models_dir(storage_url, study.study_name)
     by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
 
     def model_of(number: int | None, config: dict):
-        path = model_path(models_dir, number) if number is not None else None
+        path = model_path(models, number) if number is not None else None
         if path is not None and path.exists():
             model, _, cfg = load_bundle(path)
             return model, cfg
-        log(f"model of trial {number} not on disk; training it on the search's training split for the test")
+        logger.info(f"model of trial {number} not on disk; training it on the search's training split for the test")
         model = train_model(prepared, config)[0]
         if path is not None:  # predict --study uses it
             save_bundle(model, prepared.featurizer, config, path, prepared.label_map)
@@ -346,7 +349,7 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str, log=N
         result["recommended"] = result["unweighted"]
     study.set_user_attr("test_stats", result)
     _save_notes(study, study.user_attrs.get("confirmation") or {"candidates": {}}, rec, result)
-    log(f"test split (scored once, after the decision): recommended {result['recommended']['stats']['important_f1']:.4f}, "
+    logger.info(f"test split (scored once, after the decision): recommended {result['recommended']['stats']['important_f1']:.4f}, "
         f"unweighted {result['unweighted']['stats']['important_f1']:.4f}")
     return result
 
@@ -354,3 +357,21 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str, log=N
 def _unweighted_number(study: optuna.Study) -> int | None:
     return next((t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                  if t.user_attrs.get("scheme") == UNWEIGHTED), None)
+
+
+def recommended_model(storage_url: str, study_name: str) -> tuple[Path, dict | None]:
+    """The saved model a study recommends, and the post-hoc multipliers to apply (``None``: plain argmax).
+
+    With a recommendation that is the recommended weights' model or, for no weights and thresholds,
+    the unweighted model; a study without one (confirmation not run yet) falls back to its best trial.
+    """
+    study = tuned_study(storage_url, study_name)
+    complete = completed_trials(study)
+    rec = study.user_attrs.get("recommendation")
+    number = rec["trial"] if rec and rec.get("trial") is not None else max(complete, key=trial_score).number
+    multipliers = rec.get("multipliers") if rec and rec["decision"] == "thresholds" else None
+    path = model_path(models_dir(storage_url, study_name), number)
+    if not path.exists():
+        raise StudyError(f"the model of trial {number} is not at {path} (models are kept on the machine that ran "
+                         "the study); use weight-tuner train --save-model with the exported weights")
+    return path, multipliers

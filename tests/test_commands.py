@@ -1,0 +1,215 @@
+"""The commands as a user calls them, and the guards that keep one study's results from mixing with another's."""
+
+import dataclasses
+import shutil
+import sqlite3
+
+import optuna
+import pytest
+
+from weight_tuner.cli import main
+from weight_tuner.errors import StudyError
+from weight_tuner.paths import model_path, models_dir
+from weight_tuner.study import StudyConfig, create_or_resume, final_test_evaluation, join_study
+from weight_tuner.study.storage import check_storage
+
+from conftest import TINY_DOCS
+
+TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, "window_size": 10,
+              "prediction_stride": 5, "learning_rate": 0.01, "verbosity": 0}
+
+
+def data_args(cache_dir):
+    return ["--sample-docs", str(TINY_DOCS), "--cache-dir", str(cache_dir)]
+
+
+@pytest.fixture(scope="module")
+def made(prepared, tmp_path_factory):
+    """A study as `tune` creates it (schemes enqueued, nothing run yet), and its storage."""
+    storage = f"sqlite:///{tmp_path_factory.mktemp('made')}/m.db"
+    config = StudyConfig(model=dict(TINY_MODEL))
+    create_or_resume(storage, "made", prepared, config, dict(config.model))
+    return storage, config
+
+
+@pytest.mark.parametrize("change,message", [
+    ("data", "was run on data"),
+    ("space", "search space"),
+    ("objectives", "optimises"),
+    ("evaluation", "evaluation"),
+    ("model", "model config"),
+])
+def test_resume_refuses_a_study_made_differently(made, prepared, change, message):
+    storage, config = made
+    config = dataclasses.replace(config, model=dict(config.model), evaluation=dict(config.evaluation))
+    data = prepared
+    if change == "data":
+        data = dataclasses.replace(prepared, fingerprint="another-corpus")
+    elif change == "space":
+        config.space = dataclasses.replace(config.space, nomenclature=(0.5, 100.0))
+    elif change == "objectives":
+        config.objectives = ["nomenclature_f1", "description_f1"]
+    elif change == "evaluation":
+        config.set_evaluation(folds=4)
+    else:
+        config.model["hidden_size"] = 9
+    before = len(optuna.load_study(study_name="made", storage=storage).trials)
+    with pytest.raises(StudyError, match=message):
+        create_or_resume(storage, "made", data, config, dict(config.model))
+    assert len(optuna.load_study(study_name="made", storage=storage).trials) == before  # nothing enqueued
+
+
+def test_resume_with_the_same_settings_enqueues_nothing(made, prepared):
+    storage, config = made
+    before = len(optuna.load_study(study_name="made", storage=storage).trials)
+    _, created = create_or_resume(storage, "made", prepared, config, dict(config.model))
+    assert not created and len(optuna.load_study(study_name="made", storage=storage).trials) == before
+
+
+def test_join_refuses_other_data_and_a_study_not_made_by_tune(made, prepared, tmp_path):
+    storage, _ = made
+    with pytest.raises(StudyError, match="this worker's data is"):
+        join_study(dataclasses.replace(prepared, fingerprint="another-corpus"), storage, "made", 1)
+    optuna.create_study(study_name="foreign", storage=storage)
+    with pytest.raises(StudyError, match="not created by `weight-tuner tune`"):
+        join_study(prepared, storage, "foreign", 1)
+    with pytest.raises(StudyError, match="not created by `weight-tuner tune`"):
+        create_or_resume(storage, "foreign", prepared, StudyConfig(model=dict(TINY_MODEL)), dict(TINY_MODEL))
+    assert optuna.load_study(study_name="foreign", storage=storage).trials == []
+
+
+@pytest.fixture(scope="module")
+def foreign(tmp_path_factory):
+    """A study made by plain Optuna, with one finished trial: not ours."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('foreign')}/f.db"
+    study = optuna.create_study(study_name="other", storage=url, direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    return url
+
+
+@pytest.mark.parametrize("command", [
+    ["export"], ["report"], ["screen"], ["bench", "--no-scaling"], ["worker", "--trials", "2"],
+    ["tune", "--trials", "2"], ["predict", "FILE"],
+])
+def test_a_study_not_made_by_tune_is_one_line_in_every_command(foreign, cache_dir, tmp_path, capsys, command):
+    args = list(command)
+    if args[0] == "predict":
+        text = tmp_path / "in.txt"
+        text.write_text("Agaricus bisporus (J.E. Lange) Imbach\n")
+        args[1] = str(text)
+    if args[0] in ("screen", "bench", "worker", "tune"):
+        args += data_args(cache_dir)
+    assert main([*args, "--study", "other", "--storage", foreign]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "not created by `weight-tuner tune`" in err[-1], err
+    assert [line for line in err if "Traceback" in line] == []
+    assert optuna.load_study(study_name="other", storage=foreign).trials[0].state.name == "COMPLETE"
+
+
+def test_a_sqlite_database_that_is_not_an_optuna_storage_is_refused_untouched(tmp_path, capsys):
+    db = tmp_path / "notes.db"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE notes (body TEXT)")
+    con.execute("INSERT INTO notes VALUES ('keep me')")
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    with pytest.raises(StudyError, match="a SQLite database but not an Optuna storage"):
+        check_storage(f"sqlite:///{db}")
+    assert main(["export", "--study", "x", "--storage", f"sqlite:///{db}"]) == 2
+    assert "not an Optuna storage" in capsys.readouterr().err
+    assert db.read_bytes() == before
+
+
+def test_sample_corpus_and_train_commands_on_written_files(tmp_path, capsys):
+    out = tmp_path / "corpus"
+    assert main(["sample", "-o", str(out), "--docs", "5", "--seed", "3"]) == 0
+    files = sorted(out.rglob("*.ann"))
+    assert len(files) == 5 and f"wrote 5 documents under {out}" in capsys.readouterr().out
+    assert main(["corpus", "--data", str(out)]) == 0
+    printed = capsys.readouterr().out
+    lines = sum(1 for f in files for line in f.read_text().splitlines() if line.strip())
+    assert printed.startswith("read 5 files:")
+    counts = {parts[0]: int(parts[1]) for parts in (line.split() for line in printed.splitlines()[1:])}
+    assert set(counts) == {"Nomenclature", "Description", "Misc"} and 0 < sum(counts.values()) <= lines
+    assert main(["corpus", "--data", str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_usage_errors_are_one_line_exit_2(capsys):
+    for argv, fragment in ((["bench", "--seeds", "1,x"], "--seeds"), (["tune", "--trials", "0"], "--trials"),
+                           (["tune", "--folds", "1"], "--folds"), (["sample", "-o", "x", "--docs", "-2"], "--docs"),
+                           (["tune", "--trial-timeout", "nan"], "--trial-timeout")):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and fragment in err[0] and err[0].startswith("weight-tuner "), err
+
+
+@pytest.fixture(scope="module")
+def confirmed(prepared, tmp_path_factory):
+    """A small study run to its recommendation, with the tune command's own steps."""
+    from weight_tuner.study import confirm, tune
+
+    storage = f"sqlite:///{tmp_path_factory.mktemp('confirmed')}/c.db"
+    study = tune(prepared, storage, "c", 3, StudyConfig(model=dict(TINY_MODEL),
+                                                        schemes=["unweighted", "sqrt_inverse_frequency"]))
+    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1})
+    final_test_evaluation(study, prepared, storage)
+    return storage
+
+
+def test_screen_command_enqueues_weights_into_the_study(confirmed, cache_dir, tmp_path, capsys):
+    db = tmp_path / "copy.db"
+    shutil.copy(confirmed.removeprefix("sqlite:///"), db)
+    url = f"sqlite:///{db}"
+    before = len(optuna.load_study(study_name="c", storage=url).trials)
+    assert main(["screen", "--study", "c", "--storage", url, "--samples", "200", "--top-k", "2",
+                 *data_args(cache_dir)]) == 0
+    assert "enqueued 2 trials" in capsys.readouterr().out
+    waiting = [t for t in optuna.load_study(study_name="c", storage=url).trials[before:]]
+    assert [t.state.name for t in waiting] == ["WAITING", "WAITING"]
+    assert [t.user_attrs["scheme"] for t in waiting] == ["screen_top1", "screen_top2"]
+
+
+def test_predict_with_a_study_uses_its_recommended_model(confirmed, tmp_path, capsys):
+    import json
+
+    corpus = tmp_path / "in"
+    assert main(["sample", "-o", str(corpus), "--docs", "3", "--seed", "9"]) == 0
+    files = [str(p) for p in sorted(corpus.rglob("*.ann"))]
+    out = tmp_path / "out"
+    assert main(["predict", "--study", "c", "--storage", confirmed, *files, "-o", str(out),
+                 "--json", str(tmp_path / "p.json")]) == 0
+    result = json.loads((tmp_path / "p.json").read_text())
+    assert len(list(out.glob("*.pred.txt.ann"))) == 3
+    assert 0.0 <= result["stats"]["important_f1"] <= 1.0
+    study = optuna.load_study(study_name="c", storage=confirmed)
+    rec = study.user_attrs["recommendation"]
+    assert model_path(models_dir(confirmed, "c"), rec["trial"]).exists()
+    # the recommended model's own files are what predict loaded: remove them and it says so
+    moved = tmp_path / "moved"
+    shutil.copytree(models_dir(confirmed, "c"), moved)
+    try:
+        model_path(models_dir(confirmed, "c"), rec["trial"]).unlink()
+        assert main(["predict", "--study", "c", "--storage", confirmed, files[0], "-o", str(out)]) == 2
+        assert f"model of trial {rec['trial']} is not at" in capsys.readouterr().err
+    finally:
+        shutil.rmtree(models_dir(confirmed, "c"))
+        shutil.copytree(moved, models_dir(confirmed, "c"))
+
+
+def test_final_test_evaluation_retrains_a_model_that_is_not_on_disk(confirmed, prepared, tmp_path):
+    db = tmp_path / "elsewhere.db"  # the study without its models folder, as on another machine
+    shutil.copy(confirmed.removeprefix("sqlite:///"), db)
+    url = f"sqlite:///{db}"
+    study = optuna.load_study(study_name="c", storage=url)
+    kept = study.user_attrs["test_stats"]
+    assert not models_dir(url, "c").exists()
+    result = final_test_evaluation(study, prepared, url)
+    number = result["unweighted"]["trial"]
+    assert model_path(models_dir(url, "c"), number).exists()  # retrained, and saved for predict --study
+    # the same config, seed and data: the retrained model scores as the original did
+    assert result["unweighted"]["stats"]["important_f1"] == pytest.approx(
+        kept["unweighted"]["stats"]["important_f1"], abs=1e-6)

@@ -1,0 +1,87 @@
+"""Progress output: one ``logging`` setup, made by the CLI (never by an import).
+
+Modules log progress with ``logging.getLogger(__name__)``; a command's results (tables, "wrote
+X") are printed to stdout by the CLI. :func:`configure` sends our log records to stderr through
+``tqdm.write``, so progress bars are not torn, and sets the levels of Optuna and TensorFlow:
+
+======  ============================  ==============  ===========================
+flag    weight_tuner                  Optuna          TensorFlow start-up log
+======  ============================  ==============  ===========================
+``-q``  warnings only, no bars        warnings        hidden
+(none)  progress (INFO)               warnings        hidden
+``-v``  details (DEBUG)               INFO            shown
+======  ============================  ==============  ===========================
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+import warnings
+
+ROOT = "weight_tuner"
+
+
+class _TqdmHandler(logging.Handler):
+    """Writes through ``tqdm.write`` to the current ``sys.stderr`` (looked up per record)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # logging must never raise into the work
+            self.handleError(record)
+
+
+class _Formatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
+
+
+def level_for(verbosity: int) -> int:
+    """``-q`` (-1) -> WARNING, default (0) -> INFO, ``-v`` (1+) -> DEBUG."""
+    return logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+
+
+def configure(verbosity: int = 0) -> None:
+    """Set up output for a command; calling it again replaces the previous setup."""
+    import optuna
+
+    logger = logging.getLogger(ROOT)
+    for handler in [h for h in logger.handlers if isinstance(h, _TqdmHandler)]:
+        logger.removeHandler(handler)
+    handler = _TqdmHandler()
+    handler.setFormatter(_Formatter())
+    logger.addHandler(handler)
+    logger.setLevel(level_for(verbosity))
+    logger.propagate = False
+    optuna.logging.set_verbosity(logging.INFO if verbosity > 0 else logging.WARNING)
+    # Heartbeats, metric names, notes and WilcoxonPruner are experimental in Optuna; we use them knowingly.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbosity > 0 else "3")
+
+
+def progress_enabled() -> bool:
+    """Whether progress (INFO) is shown: bars are hidden with ``-q``."""
+    return logging.getLogger(ROOT).isEnabledFor(logging.INFO)
+
+
+def import_tensorflow(verbosity: int = 0) -> None:
+    """Import TensorFlow now, hiding the lines its native code writes to stderr while loading
+    (oneDNN, CPU features) unless ``-v``; they bypass every Python logging setting."""
+    quiet = verbosity <= 0 and "tensorflow" not in sys.modules
+    if quiet:
+        saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+        sys.stderr.flush()
+        os.dup2(null, 2)
+    try:
+        importlib.import_module(f"{__package__}.model")  # selects the Keras backend, then imports TensorFlow
+    finally:
+        if quiet:
+            os.dup2(saved, 2)
+            os.close(saved)
+            os.close(null)

@@ -1,0 +1,229 @@
+"""The objective: one trial samples weights, trains, reports every epoch and keeps its metrics.
+
+Besides the value it returns, a trial stores ``class_weights`` (as given), ``class_weights_trained``
+(normalised), every validation metric as ``val_<name>``, its scheme, its dashboard note and, when it
+is the best so far or the unweighted baseline, its saved model.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ..config import CLASSES, validate_class_weights
+from ..errors import WeightTunerError
+from ..paths import bundle_paths, model_path
+from .space import DEFAULT_EVALUATION, OBJECTIVES, SearchSpace
+from .storage import FINISHED, fail_abandoned_trial, requeue, trial_score
+
+logger = logging.getLogger(__name__)
+
+
+class TrialTimeoutError(WeightTunerError):
+    """A trial ran past ``--trial-timeout`` (checked after each epoch)."""
+
+
+class SurplusTrial(Exception):
+    """Another worker already holds the last of the requested trials."""
+
+
+def metrics_markdown(stats: dict, weights: dict, scheme: str) -> str:
+    """Per-class metrics as a Markdown table (the dashboard note of a trial)."""
+    rows = [f"**scheme**: `{scheme}`  ",
+            "**class weights**: " + ", ".join(f"{c} {weights[c]:.4g}" for c in CLASSES), "",
+            "| class | precision | recall | F1 | support | loss |", "|---|---|---|---|---|---|"]
+    for c in CLASSES:
+        rows.append(f"| {c} | {stats[f'{c}_precision']:.4f} | {stats[f'{c}_recall']:.4f} | {stats[f'{c}_f1']:.4f} "
+                    f"| {stats[f'{c}_support']} | {stats[f'{c}_loss']:.4f} |")
+    rows += ["", f"**important_f1** (validation): {stats['important_f1']:.4f}, accuracy {stats['accuracy']:.4f}"]
+    return "\n".join(rows)
+
+
+class Objective:
+    """One trial: sample weights, train, report each epoch, store every metric on the trial."""
+
+    def __init__(self, prepared, space: SearchSpace, base_config: dict, models_dir: Path | None,
+                 trial_timeout: float | None = None, n_trials: int | None = None,
+                 objectives: list[str] | None = None, evaluation: dict | None = None, stop=None):
+        self.objectives = objectives or ["important_f1"]
+        self.stop = stop  # a signals.StopGuard: checked between training batches
+        self._should_stop = stop.check if stop is not None else None
+        self._given_back: set[int] = set()
+        self.evaluation = evaluation or dict(DEFAULT_EVALUATION)
+        self.trial_timeout = trial_timeout
+        self.n_trials = n_trials
+        self.prepared = prepared
+        self.space = space
+        self.base_config = base_config
+        self.models_dir = models_dir
+        from ..model import ModelCache  # imports TensorFlow: only when trials are run
+
+        self.cache = ModelCache()  # one compiled model, re-initialised for each trial (they run one at a time)
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        from ..train import NonFiniteLossError, train_model, trained_weights
+
+        config = self.space.suggest(trial, self.base_config)  # an enqueued trial gets its fixed params here
+        self._check_surplus(trial)
+        given = trial.user_attrs.get("weights_given")
+        if given is not None:  # a named scheme trains with its weights exactly as the guide gives them
+            config["class_weights"] = validate_class_weights(given, "weights_given")
+        if "scheme" not in trial.user_attrs:
+            trial.set_user_attr("scheme", "search")
+        trial.set_user_attr("class_weights", config["class_weights"])
+        trial.set_user_attr("class_weights_trained", trained_weights(self.prepared, config))
+        if self.stop is not None:
+            self.stop.abandon = lambda: self._abandon(trial)
+        if self.evaluation["design"] == "cv":
+            return self._cross_validated(trial, config)
+        epochs_run = 0
+        t0 = time.perf_counter()
+
+        def report(epoch: int, stats: dict) -> None:
+            nonlocal epochs_run
+            epochs_run = epoch + 1
+            if len(self.objectives) == 1:  # Optuna prunes single-objective studies only
+                trial.report(stats[OBJECTIVES[self.objectives[0]]], epochs_run)
+            elapsed = time.perf_counter() - t0
+            if self.trial_timeout is not None and elapsed > self.trial_timeout and epochs_run < config["epochs"]:
+                raise TrialTimeoutError(f"trial ran {elapsed:.1f}s, over --trial-timeout {self.trial_timeout:g}s, "
+                                        f"after epoch {epochs_run}")
+            if len(self.objectives) == 1 and trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epochs_run}: "
+                                         f"val important_f1 {stats['important_f1']:.4f}")
+
+        try:
+            model, history = train_model(self.prepared, config, report, should_stop=self._should_stop,
+                                         cache=self.cache)
+        except optuna.TrialPruned as exc:
+            trial.set_user_attr("pruned_reason", str(exc))
+            raise
+        except (NonFiniteLossError, TrialTimeoutError) as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        except KeyboardInterrupt as exc:
+            trial.set_user_attr("fail_reason", f"interrupted ({type(exc).__name__})")
+            self._give_back(trial)  # the next run retries these parameters
+            raise
+        finally:
+            trial.set_user_attr("epochs_run", epochs_run)
+            trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+        stats = history[-1]["val"]
+        for key, value in stats.items():
+            trial.set_user_attr(f"val_{key}", value)
+        try:
+            import optuna_dashboard
+
+            optuna_dashboard.save_note(trial, metrics_markdown(stats, config["class_weights"],
+                                                               trial.user_attrs["scheme"]))
+        except Exception as exc:  # a note is a convenience; never lose a trial over it
+            logger.warning(f"could not save the dashboard note: {exc}")
+        self._keep_model(trial, model, config, stats["important_f1"])
+        values = [stats[OBJECTIVES[o]] for o in self.objectives]
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def _cross_validated(self, trial: optuna.Trial, config: dict) -> float:
+        """The cv design: score the trial on every unit, in an order shuffled per trial, reporting each.
+
+        ``trial.report(value, step=unit index)`` feeds Optuna's WilcoxonPruner, which compares the
+        trial paired with the best one; when it prunes, the mean so far is returned (as its docs
+        advise, so the sampler still learns) and ``pruned_at_unit`` is recorded.
+        """
+        from .units import UNIT_KEYS, make_units, run_unit, unit_data
+
+        units = make_units(self.evaluation["folds"], self.evaluation["repeats"])
+        order = np.random.default_rng([trial.number, 17]).permutation(len(units))
+        t0 = time.perf_counter()
+        scores: dict[str, dict] = {}
+        try:
+            for i in order:
+                unit = units[int(i)]
+                res = run_unit(unit_data(self.prepared, unit, self.evaluation["folds"]), config, unit,
+                               should_stop=self._should_stop, cache=self.cache)
+                scores[unit.key] = res["scores"]
+                trial.set_user_attr("unit_scores", scores)
+                trial.report(res["scores"]["important_f1"], step=int(i))
+                if self.trial_timeout is not None and time.perf_counter() - t0 > self.trial_timeout:
+                    raise TrialTimeoutError(f"trial ran {time.perf_counter() - t0:.1f}s, over --trial-timeout "
+                                            f"{self.trial_timeout:g}s, after {len(scores)} units")
+                if len(scores) < len(units) and trial.should_prune():
+                    trial.set_user_attr("pruned_at_unit", len(scores))
+                    break
+        except KeyboardInterrupt as exc:
+            trial.set_user_attr("fail_reason", f"interrupted ({type(exc).__name__})")
+            self._give_back(trial)
+            raise
+        except TrialTimeoutError as exc:
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        finally:
+            trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
+        value = float(np.mean([v["important_f1"] for v in scores.values()]))
+        for key in UNIT_KEYS:
+            trial.set_user_attr(f"val_{key}", float(np.mean([v[key] for v in scores.values()])))
+        trial.set_user_attr("units_run", len(scores))
+        return value
+
+    def _check_surplus(self, trial: optuna.Trial) -> None:
+        """Give the trial back if finished and running trials numbered before it already reach the total."""
+        if self.n_trials is None:
+            return
+        ahead = [t for t in trial.study.get_trials(deepcopy=False, states=FINISHED + (TrialState.RUNNING,))
+                 if t.number < trial.number]
+        if len(ahead) < self.n_trials:
+            return
+        trial.set_user_attr("surplus", True)
+        self._give_back(trial)
+        raise SurplusTrial(f"surplus: {len(ahead)} trials were already finished or running")
+
+    def _abandon(self, trial: optuna.Trial) -> None:
+        """A second Ctrl-C: fail the running trial (and re-queue it) before the process exits.
+
+        The signal may have interrupted the study's own storage calls, even inside a write, so a
+        fresh connection tries for a second; if the database is locked (by this very process), a
+        detached helper does it as soon as this process is gone and its lock released.
+        """
+        url = getattr(trial.study._storage, "_backend", trial.study._storage).url
+        try:
+            fail_abandoned_trial(url, trial.study.study_name, trial._trial_id, lock_timeout=1.0)
+        except Exception:
+            subprocess.Popen([sys.executable, "-m", "weight_tuner.signals", url, trial.study.study_name,
+                              str(trial._trial_id), str(os.getpid())], start_new_session=True,
+                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def _give_back(self, trial: optuna.Trial) -> None:
+        """Re-enqueue a trial that will not finish, so its parameters (an enqueued scheme too) are not lost."""
+        if trial.number in self._given_back:
+            return
+        self._given_back.add(trial.number)
+        requeue(trial.study, trial)  # already suggested: an enqueued trial's fixed params
+
+    def _keep_model(self, trial: optuna.Trial, model, config: dict, value: float) -> None:
+        """Save this trial's model if it is the best so far or the unweighted baseline; drop superseded ones."""
+        if self.models_dir is None:
+            return
+        from ..train import save_bundle
+
+        done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        # Strictly better: on a tie the earlier trial stays best, as max() over trials in order picks it.
+        is_best = value > max((trial_score(t) for t in done), default=-math.inf)
+        is_unweighted = trial.user_attrs.get("scheme") == "unweighted"
+        if is_best or is_unweighted:
+            save_bundle(model, self.prepared.featurizer, config, model_path(self.models_dir, trial.number),
+                        self.prepared.label_map)
+        if not is_best:
+            return
+        keep = {t.number for t in done if t.user_attrs.get("scheme") == "unweighted"}
+        for t in done:  # the previous best is superseded
+            if t.number not in keep:
+                for p in bundle_paths(model_path(self.models_dir, t.number)):
+                    p.unlink(missing_ok=True)

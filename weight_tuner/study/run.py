@@ -1,0 +1,192 @@
+"""The run: create or resume a study (enqueuing the named schemes once), then run trials until the
+study holds the requested number, alone (:func:`tune`) or as one of several workers (:func:`join_study`)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from ..config import validate_config
+from ..errors import StudyError
+from ..logs import progress_enabled
+from ..paths import models_dir
+from .objective import Objective, SurplusTrial, TrialTimeoutError
+from .space import METRIC_NAME, SearchSpace, StudyConfig, group_schemes, warm_start_schemes
+from .storage import check_made_by_tune, finished_count, library_versions, open_storage, tuned_study
+
+logger = logging.getLogger(__name__)
+
+
+def create_or_resume(storage_url: str, study_name: str, prepared, study_config: StudyConfig,
+                     base_config: dict, seed: int = 0, heartbeat: int = 10) -> tuple[optuna.Study, bool]:
+    """Create the study (storing provenance and enqueuing every scheme once) or resume it.
+
+    The sampler is re-seeded with the number of trials already in the study, so a
+    resumed run never replays the parameters of the first run.
+    """
+    storage = open_storage(storage_url, heartbeat=heartbeat)
+    pruner = study_config.make_pruner()
+    try:
+        # Creation is atomic in the database: of two racing `tune` commands only one creates
+        # the study, and only that one enqueues the schemes.
+        study = optuna.create_study(storage=storage, study_name=study_name,
+                                    directions=["maximize"] * len(study_config.objectives),
+                                    sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=10), pruner=pruner)
+        created = True
+    except optuna.exceptions.DuplicatedStudyError:
+        n_before = len(storage.get_all_trials(storage.get_study_id_from_name(study_name), deepcopy=False))
+        study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
+                                  sampler=optuna.samplers.TPESampler(seed=seed + n_before, n_startup_trials=10))
+        created = False
+    space = study_config.space
+    evaluation = study_config.evaluation
+    if created:
+        study.set_metric_names([f"val_{o}" for o in study_config.objectives])
+        study.set_user_attr("objectives", study_config.objectives)
+        meta = prepared.meta()
+        for key in ("source", "data_fingerprint", "class_counts", "split", "n_features", "label_map"):
+            study.set_user_attr(key, meta[key])
+        study.set_user_attr("model_config", base_config)
+        study.set_user_attr("search_space", space.to_dict())
+        study.set_user_attr("pruner", study_config.pruner)
+        study.set_user_attr("library_versions", library_versions())
+        study.set_user_attr("seed", seed)
+        study.set_user_attr("evaluation", evaluation)
+        schemes = warm_start_schemes(prepared.class_counts["train"])
+        if study_config.schemes is not None:
+            study_config.check_schemes()
+            schemes = {k: v for k, v in schemes.items() if k in study_config.schemes}
+        groups = group_schemes(schemes, prepared.class_counts["train"])
+        for names in groups:
+            weights = schemes[names[0]]
+            study.enqueue_trial(space.params_for(weights),
+                                user_attrs={"scheme": names[0], "schemes": names, "weights_given": weights})
+        logger.info(f"created study {study_name!r} in {storage_url}; enqueued {len(groups)} baseline schemes "
+            f"({len(schemes)} named, the same weight ratios once)")
+    else:
+        check_made_by_tune(study)
+        attrs = study.user_attrs
+        if attrs.get("data_fingerprint") not in (None, prepared.fingerprint):
+            raise StudyError(f"study {study_name!r} was run on data {attrs['data_fingerprint']} "
+                             f"({attrs.get('source')}); this data is {prepared.fingerprint}. Use a new --study name.")
+        if attrs.get("search_space") not in (None, space.to_dict()):
+            raise StudyError(f"study {study_name!r} was created with search space {attrs['search_space']}; "
+                             "this config differs. Use a new --study name.")
+        if attrs.get("objectives", ["important_f1"]) != study_config.objectives:
+            raise StudyError(f"study {study_name!r} optimises {attrs.get('objectives')}; this run asks for "
+                             f"{study_config.objectives}. Use a new --study name.")
+        if attrs.get("evaluation", evaluation) != evaluation:
+            raise StudyError(f"study {study_name!r} was created with evaluation {attrs['evaluation']}; this run "
+                             f"asks for {evaluation} (--design/--folds/--repeats/--confirm-top). Use a new --study name.")
+        if attrs.get("model_config") not in (None, base_config):
+            raise StudyError(f"study {study_name!r} was created with model config {attrs['model_config']}; "
+                             "this config differs. Use a new --study name.")
+        logger.info(f"resuming study {study_name!r}: {len(study.trials)} trials so far")
+    return study, created
+
+
+def tune(prepared, storage_url: str, study_name: str, n_trials: int, study_config: StudyConfig,
+         seed: int = 0, trial_timeout: float | None = None, heartbeat: int = 10, stop=None) -> optuna.Study:
+    """Create or resume the study, then run it to ``n_trials`` finished (complete or pruned) trials in total.
+
+    ``stop``: the command's :class:`.signals.StopGuard`, so that Ctrl-C stops a trial between batches.
+    """
+    base_config = validate_config(study_config.model)
+    study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, heartbeat)
+    run_trials(study, prepared, storage_url, n_trials, study_config.space, base_config, trial_timeout,
+               stop=stop)
+    return study
+
+
+def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed: int = 0,
+               trial_timeout: float | None = None, heartbeat: int = 10, stop=None) -> optuna.Study:
+    """A worker: join a study that ``tune`` created, with the study's own space and model config.
+
+    Workers never enqueue anything; the study's creator did that once.
+    """
+    probe = tuned_study(storage_url, study_name)
+    attrs = probe.user_attrs
+    if attrs.get("data_fingerprint") != prepared.fingerprint:
+        raise StudyError(f"study {study_name!r} was run on data {attrs.get('data_fingerprint')} "
+                         f"({attrs.get('source')}); this worker's data is {prepared.fingerprint}")
+    space = SearchSpace.from_dict(attrs["search_space"])
+    pruner_cfg = attrs.get("pruner") or StudyConfig().pruner
+    # Distinct per worker, so that workers started together do not sample alike.
+    sampler = optuna.samplers.TPESampler(seed=seed + len(probe.trials) + os.getpid(), n_startup_trials=10)
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=heartbeat),
+                              sampler=sampler,
+                              pruner=StudyConfig(pruner=pruner_cfg).make_pruner())
+    run_trials(study, prepared, storage_url, n_trials, space, validate_config(attrs["model_config"]), trial_timeout, stop=stop)
+    return study
+
+
+def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, space: SearchSpace,
+               base_config: dict, trial_timeout: float | None = None, poll_seconds: float = 5.0,
+               max_failures: int = 5, stop=None) -> None:
+    """Run trials one at a time until the study holds exactly ``n_trials`` finished trials.
+
+    Before each trial the finished and running trials of every worker are counted,
+    so several workers together stop at the total; a trial that finds itself
+    beyond the total (a race between workers) gives its parameters back.
+    """
+    from tqdm import tqdm
+
+    from ..train import NonFiniteLossError
+
+    objectives = study.user_attrs.get("objectives", ["important_f1"])
+    objective = Objective(prepared, space, base_config, models_dir(storage_url, study.study_name), trial_timeout, n_trials, objectives,
+                          study.user_attrs.get("evaluation"), stop)
+    done = finished_count(study)
+    if done >= n_trials:
+        logger.info(f"study {study.study_name!r} already has {done} finished trials (--trials {n_trials}); nothing to run")
+        return
+    bar = tqdm(total=n_trials, initial=done, desc=f"study {study.study_name}", unit="trial", file=sys.stderr,
+               disable=not progress_enabled())
+    failures = 0
+    ran: list[optuna.trial.FrozenTrial] = []  # this process's trials, in order
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        ran.append(trial)
+        if stop is not None:
+            stop.abandon = None  # the trial is told: nothing is left RUNNING
+        bar.n = min(finished_count(study), n_trials)
+        bar.refresh()
+        value = "-" if not trial.values else "/".join(f"{v:.4f}" for v in trial.values)
+        weights = trial.user_attrs.get("class_weights") or {}
+        reason = trial.user_attrs.get("fail_reason", "")
+        logger.info(f"trial {trial.number} {trial.state.name.lower()} {trial.user_attrs.get('scheme', '')} "
+            f"weights {', '.join(f'{c[:4]} {weights[c]:.3g}' for c in weights)} -> {METRIC_NAME} {value} {reason}")
+
+    guard = stop.safe_points() if stop is not None else contextlib.nullcontext()
+    try:
+        with guard:
+            while True:
+                if stop is not None:
+                    stop.check()
+                finished = finished_count(study)
+                if finished >= n_trials:
+                    break
+                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+                if finished + running >= n_trials:
+                    # The other workers hold the remaining trials; one may still die and be retried.
+                    optuna.storages.fail_stale_trials(study)
+                    time.sleep(poll_seconds)
+                    continue
+                study.optimize(objective, n_trials=1, gc_after_trial=True, callbacks=[after_trial],
+                               catch=(NonFiniteLossError, TrialTimeoutError, SurplusTrial))
+                last = ran[-1] if ran else None
+                if last is not None and last.state == TrialState.FAIL and "surplus" not in last.user_attrs:
+                    failures += 1
+                    if failures >= max_failures:
+                        raise StudyError(f"{failures} trials failed in a row; last reason: "
+                                         f"{last.user_attrs.get('fail_reason', 'see the log')}")
+                else:
+                    failures = 0
+    finally:
+        bar.close()

@@ -1,0 +1,183 @@
+"""Storage: Optuna storage URLs, opening and checking them, and reading a study made by ``tune``.
+
+:func:`tuned_study` is the one place that says whether a study was made by ``weight-tuner tune``
+(it holds the search space and model config that every later command re-derives trials from).
+"""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import TrialState
+
+from ..config import validate_config
+from ..errors import StudyError
+from ..paths import sqlite_path
+from .space import SearchSpace
+
+FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+# What `tune` stores on a study it creates, and what the other commands need from it.
+MADE_BY_TUNE = ("search_space", "model_config")
+
+
+def check_storage(url: str, must_exist: bool = False, connect: bool = False) -> None:
+    """Fail fast, touching nothing, on a SQLite path that is not a database (or is missing, if it must exist).
+
+    With ``connect``, a server URL (PostgreSQL, ...) must also accept a connection: a job checks
+    its storage before it reads the corpus.
+    """
+    if connect and "://" in url and not url.startswith("sqlite"):
+        import sqlalchemy
+
+        try:
+            with sqlalchemy.create_engine(url).connect():
+                pass
+        except Exception as exc:  # sqlalchemy raises many types; all mean "unusable storage"
+            raise StudyError(f"storage {url}: cannot connect ({type(exc).__name__}: "
+                             f"{str(exc).strip().splitlines()[0]})") from exc
+    path = sqlite_path(url)
+    if path is not None:
+        if path.exists():
+            if path.is_dir():
+                raise StudyError(f"storage {url}: {path} is a directory")
+            with open(path, "rb") as fh:
+                head = fh.read(16)
+            if head and head != b"SQLite format 3\x00":
+                raise StudyError(f"storage {url}: {path} is not a SQLite database")
+            if head:
+                import sqlite3
+
+                try:
+                    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+                    tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+                    con.close()
+                except sqlite3.DatabaseError as exc:
+                    raise StudyError(f"storage {url}: {path} is not a readable SQLite database ({exc})") from exc
+                if tables and "studies" not in tables:
+                    raise StudyError(f"storage {url}: {path} is a SQLite database but not an Optuna storage")
+        elif must_exist:
+            raise StudyError(f"storage {url}: {path} does not exist (run `weight-tuner tune` first)")
+    elif "://" not in url:
+        raise StudyError(f"storage {url!r} is not a database URL (e.g. sqlite:///studies/x.db, postgresql://...)")
+
+
+def open_storage(url: str, *, must_exist: bool = False, heartbeat: int = 0) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats, so a killed worker's trial is failed and retried.
+
+    ``heartbeat`` is the interval in seconds (0: none, for read-only use); a trial
+    silent for three intervals is failed and retried with the same parameters.
+    With ``must_exist``, a SQLite file that does not exist is an error instead of
+    being created. A file that is not an Optuna database is an error, not modified.
+    """
+    check_storage(url, must_exist=must_exist)
+    if sqlite_path(url) is not None:
+        sqlite_path(url).parent.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any] = {}
+    if heartbeat:
+        kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat,
+                  "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except Exception as exc:  # sqlalchemy raises many types; all mean "unusable storage"
+        raise StudyError(f"storage {url}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+
+
+def study_names(storage) -> list[str]:
+    """Names of the studies in a storage."""
+    return sorted(s.study_name for s in optuna.study.get_all_study_summaries(storage, include_best_trial=False))
+
+
+def load_existing_study(storage_url: str, name: str, **kwargs) -> optuna.Study:
+    """Load a study that must exist; the error lists the studies that do."""
+    storage = open_storage(storage_url, must_exist=True, heartbeat=kwargs.pop("heartbeat", 0))
+    names = study_names(storage)
+    if name not in names:
+        listing = ", ".join(names) if names else "none"
+        raise StudyError(f"study {name!r} not found in {storage_url}; existing studies: {listing}")
+    return optuna.load_study(study_name=name, storage=storage, **kwargs)
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries a result depends on (stored with every study)."""
+    import keras
+    import pandas
+    import sklearn
+    import tensorflow
+
+    return {"python": platform.python_version(), "optuna": optuna.__version__, "keras": keras.__version__,
+            "tensorflow": tensorflow.__version__, "numpy": np.__version__, "pandas": pandas.__version__,
+            "scikit-learn": sklearn.__version__}
+
+
+def tuned_study(storage_url: str, name: str, **kwargs) -> optuna.Study:
+    """Load a study that ``weight-tuner tune`` created; one clear error for any other study."""
+    study = load_existing_study(storage_url, name, **kwargs)
+    check_made_by_tune(study)
+    return study
+
+
+def check_made_by_tune(study: optuna.Study) -> None:
+    """Raise :class:`StudyError` unless ``study`` holds what ``tune`` stores when it creates a study."""
+    missing = [k for k in MADE_BY_TUNE if k not in study.user_attrs]
+    if missing:
+        raise StudyError(f"study {study.study_name!r} was not created by `weight-tuner tune` (it has no "
+                         f"{' or '.join(missing)}); use tune to create it, or a new --study name")
+
+
+def finished_count(study: optuna.Study) -> int:
+    """Trials that are complete or pruned, from every worker."""
+    return len(study.get_trials(deepcopy=False, states=FINISHED))
+
+
+# What a re-queued trial keeps, so that a retried scheme is still that scheme.
+RETRY_ATTRS = ("scheme", "schemes", "weights_given")
+
+
+def requeue(study: optuna.Study, trial) -> None:
+    """Enqueue ``trial``'s parameters again (a live or a frozen trial), marked ``retry_of`` its number."""
+    if trial.params:
+        attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRY_ATTRS}
+        study.enqueue_trial(trial.params, user_attrs=dict(attrs, retry_of=trial.number))
+
+
+def fail_abandoned_trial(url: str, study_name: str, trial_id: int, lock_timeout: float = 60.0) -> None:
+    """Mark a trial left RUNNING by an exiting process FAIL, and queue its parameters once."""
+    engine_kwargs = {"connect_args": {"timeout": lock_timeout}} if url.startswith("sqlite") else None
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=True)
+    trial = storage.get_trial(trial_id)
+    if trial.state != TrialState.RUNNING:
+        return
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    queued = any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(
+        deepcopy=False, states=(TrialState.WAITING,)))
+    if not queued:
+        requeue(study, trial)
+    storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted twice: the process exited at once")
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The study's completed trials; a clear error if there are none yet."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        raise StudyError(f"study {study.study_name!r} has no completed trial yet ({len(study.trials)} trials in "
+                         "all); run `weight-tuner tune` first")
+    return complete
+
+
+def trial_score(trial) -> float:
+    """Validation important_f1 of a finished trial: the value, or the stored metric in multi-objective mode."""
+    return trial.user_attrs.get("val_important_f1", trial.value if trial.values and len(trial.values) == 1 else -1.0)
+
+
+def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
+    """The full model config a finished trial trained with, re-derived from its params."""
+    check_made_by_tune(study)
+    space = SearchSpace.from_dict(study.user_attrs["search_space"])
+    config = space.suggest(optuna.trial.FixedTrial(trial.params), study.user_attrs["model_config"])
+    config["class_weights"] = trial.user_attrs.get("class_weights", config["class_weights"])
+    return validate_config(config)
