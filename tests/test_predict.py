@@ -124,7 +124,8 @@ def test_multi_objective_study_and_export_picks_best_important_f1(prepared, tmp_
     assert main(["export", "--study", "mo", "--storage", storage, "-o", str(out), "--trial", str(other.number)]) == 0
     assert json.loads(out.read_text())["trial_number"] == other.number
     assert main(["report", "--study", "mo", "--storage", storage]) == 0
-    assert (tmp_path / "mo" / "pareto_front.html").exists()
+    page = (tmp_path / "mo" / "report.html").read_text()
+    assert 'id="figure-tradeoff"' in page and 'id="figure-history"' in page
 
 
 def test_a_bundles_label_map_is_checked_and_defaults_when_absent(tmp_path):

@@ -101,8 +101,45 @@ def test_report_prints_table_best_first_and_writes_plots(tiny_study, capsys):
     out = capsys.readouterr().out
     assert "unweighted" in out and "val_important_f1" in out
     assert "diff vs none" in out and "Recommendation: Use" in out and "test split (scored once" in out
-    plots = {p.name for p in (Path(storage[len("sqlite:///"):]).parent / "tiny").glob("*.html")}
-    assert {"optimization_history.html", "weight_map.html", "paired_differences.html"} <= plots
+    assert "e+0" not in out  # plain decimals: 10000, not 1e+04
+    page = (Path(storage[len("sqlite:///"):]).parent / "tiny" / "report.html").read_text()
+    for figure in ("paired_differences", "history", "importances", "weight_map", "tradeoff", "confusion_recommended"):
+        assert f'id="figure-{figure}"' in page and "data:image/png;base64," in page
+    assert 'id="verdict"' in page and 'model_config["class_weights"] = ' in page and 'id="test"' in page
+
+
+def test_a_scheme_outside_the_space_runs_but_is_no_point_of_it(tiny_study, tmp_path):
+    from weight_tuner.study import trial_config
+
+    storage, _ = tiny_study
+    study = load_existing_study(storage, "tiny")
+    space = SearchSpace.from_dict(study.user_attrs["search_space"])
+    outside = [t for t in study.trials if t.user_attrs.get("outside_space")]
+    assert [t.user_attrs["scheme"] for t in outside] == ["guide_critical_100_20_0.01"]  # ratios 10000 and 2000
+    critical = outside[0]
+    assert critical.state == TrialState.COMPLETE and critical.params == {}
+    assert trial_config(study, critical)["class_weights"] == GUIDE_SCHEMES["guide_critical_100_20_0.01"]
+    for t in study.trials:  # every weight parameter the dashboard plots lies within the stored range
+        for key, value in t.params.items():
+            low, high = space.nomenclature if key == "w_Nomenclature" else space.description
+            assert low <= value <= high, (t.number, key, value)
+    assert "outside the search space" in _note(study, critical)
+
+
+def _note(study, trial) -> str:
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    return get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), trial._trial_id)["body"]
+
+
+def test_every_trial_has_a_note_with_its_weights_three_ways(tiny_study):
+    storage, _ = tiny_study
+    study = load_existing_study(storage, "tiny")
+    guide = [t for t in study.trials if t.user_attrs.get("scheme") == "guide_recommended_100_10_0.1"][0]
+    note = _note(study, guide)
+    assert "(as given): Nomenclature 100, Description 10, Misc 0.1" in note
+    assert "w_Nomenclature 1000, w_Description 100" in note  # what the dashboard's parameter panel shows
+    assert "**trained**" in note and "| Nomenclature |" in note
 
 
 def test_resume_counts_total_trials_and_never_replays_params(prepared, tmp_path):
@@ -128,6 +165,10 @@ def test_pruning_stops_a_trial_early(prepared, tmp_path):
     assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
     assert all(t.user_attrs["epochs_run"] == 1 for t in study.trials)
     assert all(t.intermediate_values.keys() == {1} for t in study.trials)
+    for t in study.trials:  # a pruned trial says why, when, and how it scored then
+        note = _note(study, t)
+        assert "Pruned by ThresholdPruner** after epoch 1" in note
+        assert f"important_f1 {t.intermediate_values[1]:.4f}" in note and "Nomenclature F1" in note
 
 
 def test_export_errors_name_the_problem(prepared, tmp_path, capsys):

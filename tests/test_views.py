@@ -37,18 +37,39 @@ def test_notebook_is_committed_without_outputs():
     assert "parameters" in code[0]["metadata"]["tags"]
 
 
-def test_notebook_runs_headless_against_a_tiny_study(view_study, tmp_path):
+@pytest.fixture(scope="module")
+def executed_notebook(view_study, tmp_path_factory):
     import nbformat
     from nbclient import NotebookClient
 
-    storage, study = view_study
+    storage, _ = view_study
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nb.cells[1].source = f"STORAGE = {storage!r}\nSTUDY = 'views'"
-    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "\n".join(json.dumps(o) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
-    assert "unweighted" in text and "Pareto front" in text and "pred Nomenclature" in text
-    assert "paired over 2 units" in text and "Use " in text and "ci_low" in text  # the recommendation section
-    assert not any(o.get("output_type") == "error" for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    path = tmp_path_factory.mktemp("notebook")
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path)}}).execute()
+    return nb
+
+
+def test_notebook_runs_headless_against_a_tiny_study(executed_notebook):
+    nb = executed_notebook
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
+    text = "\n".join(json.dumps(o) for c in code for o in c.outputs)
+    assert "unweighted" in text and "Use " in text and "ci_low" in text  # the recommendation section
+    assert 'model_config[\\"class_weights\\"] = ' in text  # what to paste
+    figures = [c for c in code if "figure" in c.metadata.get("tags", [])]
+    assert len(figures) == 6
+    for cell in figures:  # a static image under every figure cell, nothing that needs a live kernel
+        assert any("image/png" in o.get("data", {}) for o in cell.outputs), cell.source
+    assert "TqdmWarning" not in text and "application/vnd.plotly" not in text
+
+
+def test_notebook_exported_by_nbconvert_shows_every_figure(executed_notebook):
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(executed_notebook)
+    figures = [c for c in executed_notebook.cells if "figure" in c.metadata.get("tags", [])]
+    assert len(re.findall(r'<img[^>]*src="data:image/png;base64,', body)) >= len(figures)
 
 
 def _free_port():
@@ -123,3 +144,41 @@ def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
             break
     assert "views" in text, proc.stderr[-1500:]
     assert expected in text
+    # the study's note page: the decision and the line to paste, rendered from the note's Markdown
+    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
+                           "--dump-dom", f"{url}/note"], capture_output=True, text=True, timeout=180)
+    text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", proc.stdout, flags=re.S)).split())
+    from weight_tuner.study.recommend import decision_sentence, paste_snippet
+
+    rec = study.user_attrs["recommendation"]
+    assert "Recommendation" in text and decision_sentence(rec).split(":")[0] in text, text[-1500:]
+    # the code block is tokenised by the page's highlighter: compare without spaces
+    assert paste_snippet(rec).replace(" ", "") in text.replace(" ", "")
+    assert "Test split (scored once, after the decision)" in text
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
+def test_report_page_renders_in_a_real_browser(view_study, tmp_path):
+    from weight_tuner.cli import main
+
+    storage, study = view_study
+    assert main(["report", "--study", "views", "--storage", storage, "-o", str(tmp_path / "page")]) == 0
+    page = tmp_path / "page" / "report.html"
+    probe = tmp_path / "probe.html"  # the page plus a script that records what the browser decoded
+    probe.write_text(page.read_text().replace("</body>", "<script>window.addEventListener('load', () => {"
+                                              "for (const i of document.images) i.setAttribute('data-w', i.naturalWidth)"
+                                              "});</script></body>"))
+    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
+                           "--allow-file-access-from-files", "--dump-dom", probe.as_uri()],
+                          capture_output=True, text=True, timeout=180)
+    dom = proc.stdout
+    rec = study.user_attrs["recommendation"]
+    assert 'id="verdict"' in dom and ("Use no class weights" in dom or "Use class weights" in dom), proc.stderr[-1500:]
+    widths = dict(re.findall(r'<img id="figure-([a-z_]+)"[^>]*data-w="(\d+)"', dom))
+    expected = {"paired_differences", "history", "weight_map", "tradeoff", "confusion_recommended"}
+    assert expected <= set(widths), widths
+    assert all(int(w) > 100 for w in widths.values()), widths  # each image decoded, not a broken icon
+    assert f"{rec['n_units']} units" in dom
+

@@ -259,6 +259,103 @@ def _scaling(base_config: dict) -> list[dict]:
     return out
 
 
+TRANSFER_START = "<!-- transfer:start -->"
+TRANSFER_END = "<!-- transfer:end -->"
+
+
+def _transfer_rows(prepared, base_config: dict, seeds, recommendation: dict | None, cache) -> dict:
+    """Unweighted BiLSTM, the recommended configuration and the linear baseline on one split, per seed."""
+    from .train import evaluate, predict_probs, train_model
+
+    runs: dict[str, list[dict]] = {"unweighted": [], "linear per-line (no context)": []}
+    decision = recommendation["decision"] if recommendation else None
+    if decision:
+        runs[f"recommended: {decision}"] = []
+    val, test = prepared.splits["val"], prepared.splits["test"]
+    for seed in seeds:
+        cfg = validate_config(dict(base_config, seed=seed, class_weights=None, verbosity=0))
+        model, _ = train_model(prepared, cfg, cache=cache)
+        unweighted = evaluate(model, test, cfg)
+        runs["unweighted"].append(unweighted)
+        if decision == "no_weights":
+            runs["recommended: no_weights"].append(unweighted)
+        elif decision == "thresholds":
+            pred, _ = adjusted_predictions(predict_probs(model, val, cfg), val.y, predict_probs(model, test, cfg),
+                                           seed=seed)
+            runs["recommended: thresholds"].append(compute_stats(test.y, one_hot_probs(pred)))
+        elif decision == "weights":
+            wcfg = dict(cfg, class_weights=recommendation["class_weights"])
+            runs["recommended: weights"].append(evaluate(train_model(prepared, wcfg, cache=cache)[0], test, wcfg))
+        runs["linear per-line (no context)"].append(_linear_baseline(prepared, seed)[0])
+        logger.info(f"seed {seed}: test important_f1 unweighted {unweighted['important_f1']:.4f}, linear "
+                    f"{runs['linear per-line (no context)'][-1]['important_f1']:.4f}")
+    return {name: {k: _summary([r[k] for r in rs]) for k in ("Nomenclature_f1", "Description_f1", "important_f1")}
+            for name, rs in runs.items()}
+
+
+def run_transfer(data_dir, base_config: dict, seeds=(0, 1, 2), by: str = "journal",
+                 recommendation: dict | None = None, cache_dir=None, split_seed: int = 0) -> dict:
+    """Train on all but one group (journal), test on that group, for every group; and the chunk split beside it.
+
+    The rows are the unweighted model, the ``recommendation``'s configuration (when given) and the
+    linear baseline, mean ± std over ``seeds``.
+    """
+    from . import corpus
+    from .model import ModelCache
+    from .paths import DEFAULT_CACHE_DIR
+    from .train import prepare
+
+    cache_dir = DEFAULT_CACHE_DIR if cache_dir is None else cache_dir
+    docs, _ = corpus.read_corpus(data_dir)
+    groups = sorted({corpus.group_of(d.doc_id, by) for d in docs})
+    model_cache = ModelCache()
+    settings = {"chunk split": prepare(data_dir, split_seed=split_seed, cache_dir=cache_dir)}
+    for g in groups:
+        settings[f"test on {g}"] = prepare(data_dir, split_by=by, test_groups=[g], split_seed=split_seed,
+                                           cache_dir=cache_dir)
+    out = {"by": by, "groups": groups, "seeds": list(seeds), "config": base_config, "settings": {}}
+    for name, prepared in settings.items():
+        logger.info(f"transfer: {name}")
+        out["settings"][name] = {"split_by": prepared.split_spec,
+                                 "lines": {k: prepared.splits[k].n for k in ("train", "val", "test")},
+                                 "rows": _transfer_rows(prepared, base_config, seeds, recommendation, model_cache)}
+    held = [v for k, v in out["settings"].items() if k != "chunk split"]
+    out["mean_of_directions"] = {row: float(np.mean([h["rows"][row]["important_f1"]["mean"] for h in held]))
+                                 for row in held[0]["rows"]} if held else {}
+    return out
+
+
+def render_transfer(result: dict, command: str) -> str:
+    """The transfer section: each held-out group beside the chunk split, as Markdown."""
+    lines = [TRANSFER_START, "", f"Command: `{command}`", "",
+             f"Split by {result['by']}: train on the other {result['by']}(s), validate inside them, test on the "
+             f"held-out one; seeds {result['seeds']}; mean ± std over seeds of test important_f1 "
+             "(Nomenclature F1 / Description F1 means in brackets).", "",
+             "| split | train / val / test lines | " + " | ".join(next(iter(result["settings"].values()))["rows"])
+             + " |", "| --- | --- |" + " --- |" * len(next(iter(result["settings"].values()))["rows"])]
+    for name, setting in result["settings"].items():
+        n = setting["lines"]
+        cells = [f"{r['important_f1']['mean']:.4f} ± {r['important_f1']['std']:.4f} "
+                 f"({r['Nomenclature_f1']['mean']:.3f} / {r['Description_f1']['mean']:.3f})"
+                 for r in setting["rows"].values()]
+        lines.append(f"| {name} | {n['train']} / {n['val']} / {n['test']} | {' | '.join(cells)} |")
+    if result["mean_of_directions"]:
+        lines += ["", "Mean over the held-out directions: " + ", ".join(
+            f"{row} {v:.4f}" for row, v in result["mean_of_directions"].items()) + "."]
+    return "\n".join(lines + ["", TRANSFER_END])
+
+
+def replace_section(md_path: str | Path, section: str, start: str, end: str) -> None:
+    """Replace the marked section of ``md_path`` (appending it, or creating the file, if absent)."""
+    md_path = Path(md_path)
+    old = md_path.read_text() if md_path.exists() else "# Benchmarks\n"
+    if start in old and end in old:
+        new = old[: old.index(start)] + section + old[old.index(end) + len(end):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + section + "\n"
+    atomic_write_bytes(md_path, new.encode())
+
+
 def render_markdown(result: dict, command: str) -> str:
     """The benchmark table and notes as Markdown."""
     seeds = result["seeds"]
@@ -335,12 +432,5 @@ def verdict_lines(result: dict) -> list[str]:
 
 def write_outputs(result: dict, md_path: str | Path, json_path: str | Path, command: str) -> None:
     """Replace the benchmark section of ``md_path`` (creating it if needed) and write the raw JSON."""
-    md_path, json_path = Path(md_path), Path(json_path)
-    section = render_markdown(result, command)
-    old = md_path.read_text() if md_path.exists() else "# Benchmarks\n\n## Tuning against fixed schemes\n\n"
-    if MARK_START in old and MARK_END in old:
-        new = old[: old.index(MARK_START)] + section + old[old.index(MARK_END) + len(MARK_END):]
-    else:
-        new = old.rstrip("\n") + "\n\n" + section + "\n"
-    atomic_write_bytes(md_path, new.encode())
+    replace_section(md_path, render_markdown(result, command), MARK_START, MARK_END)
     write_json(json_path, result)

@@ -66,7 +66,12 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help="size of the sample corpus in documents (default 60)")
     p.add_argument("--sample-rare-nomenclature", type=int_at_least(1), default=1, metavar="K",
                    help="sample corpus only: keep each Nomenclature block with probability 1/K (K times rarer)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split by document")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
+    p.add_argument("--split-by", choices=("chunk", "volume", "journal"), default="chunk",
+                   help="chunk (default): random document chunks; volume or journal: hold out whole groups, "
+                        "taken from the folders (JOURNAL/VOLUME/FILE.ann)")
+    p.add_argument("--test-group", action="append", default=None, metavar="NAME",
+                   help="with --split-by: the journal (or volume, e.g. Mycotaxon/Vol117) to test on; repeatable")
     p.add_argument("--cache-dir", default=str(DEFAULT_CACHE_DIR), help="feature cache directory ('' disables it)")
     p.add_argument("--max-chunk-lines", type=int_at_least(1), default=2000,
                    help="cut longer documents into chunks at block boundaries before splitting")
@@ -88,7 +93,8 @@ def _prepare(args):
             raise ConfigError("--label-map: expected a JSON object of raw label -> class")
     return prepare(args.data, split_seed=args.split_seed, sample_docs=args.sample_docs or SAMPLE_DOCS,
                    cache_dir=args.cache_dir or None, max_chunk_lines=args.max_chunk_lines, label_map=label_map,
-                   sample_rare_nomenclature=args.sample_rare_nomenclature)
+                   sample_rare_nomenclature=args.sample_rare_nomenclature, split_by=args.split_by,
+                   test_groups=args.test_group)
 
 
 def cmd_corpus(args) -> int:
@@ -244,25 +250,46 @@ def cmd_predict(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    """Benchmark tuned weights against fixed schemes, threshold tuning and a linear model."""
-    from .bench import run_bench, write_outputs
+    """Benchmark tuned weights against fixed schemes, threshold tuning and a linear model; then transfer
+    across journals (train on one, test on another)."""
+    from .bench import (TRANSFER_END, TRANSFER_START, render_transfer, replace_section, run_bench, run_transfer,
+                        write_outputs)
     from .study import QUICK_MODEL, tuned_study
 
     if args.data and not Path(args.data).is_dir():
         print(f"weight-tuner bench: corpus {args.data} not found; skipping the benchmark")
         return 0
+    study = tuned_study(_storage(args), args.study) if args.study else None
     if args.config:
         base = load_config(args.config)
-    elif args.study:
-        base = tuned_study(_storage(args), args.study).user_attrs["model_config"]
+    elif study is not None:
+        base = study.user_attrs["model_config"]
     else:
         base = dict(QUICK_MODEL)
-    prepared = _prepare(args)
-    result = run_bench(prepared, base, seeds=args.seeds, study=args.study,
-                       storage=_storage(args) if args.study else None, scaling=not args.no_scaling)
     command = "weight-tuner " + shlex.join(args.argv)
-    write_outputs(result, args.out, args.json, command)
-    print(f"wrote {args.out} and {args.json}")
+    if not args.transfer_only:
+        prepared = _prepare(args)
+        result = run_bench(prepared, base, seeds=args.seeds, study=args.study,
+                           storage=_storage(args) if args.study else None, scaling=not args.no_scaling)
+        write_outputs(result, args.out, args.json, command)
+        print(f"wrote {args.out} and {args.json}")
+    if args.transfer_by == "none" or not args.data:
+        if args.transfer_only:
+            raise WeightTunerError("--transfer-only needs --data with journal folders and --transfer-by journal|volume")
+        return 0
+    from . import corpus
+
+    groups = {corpus.group_of(d.doc_id, args.transfer_by) for d in corpus.read_corpus(args.data)[0]}
+    if len(groups) < 2:
+        print(f"transfer benchmark skipped: {args.data} holds {len(groups)} {args.transfer_by}(s)")
+        return 0
+    rec = study.user_attrs.get("recommendation") if study is not None else None
+    transfer = run_transfer(args.data, base, seeds=args.seeds, by=args.transfer_by, recommendation=rec,
+                            cache_dir=args.cache_dir or None, split_seed=args.split_seed)
+    json_path = Path(args.json).with_name(Path(args.json).stem + "_transfer.json")
+    replace_section(args.out, render_transfer(transfer, command), TRANSFER_START, TRANSFER_END)
+    write_json(json_path, transfer)
+    print(f"wrote the transfer section of {args.out} and {json_path}")
     return 0
 
 
@@ -293,7 +320,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    """Print the trials table, best first, and write the plots."""
+    """Print the trials table (best first) and the recommendation; write the study's HTML page."""
     from .report import report
 
     report(_storage(args), args.study, plots=not args.no_plots, out_dir=args.out)
@@ -380,6 +407,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="docs/benchmarks.md", help="Markdown file whose benchmark section is replaced")
     p.add_argument("--json", default="docs/bench.json", help="where to write the raw numbers")
     p.add_argument("--no-scaling", action="store_true", help="skip the 1x/2x/4x sample-corpus timing")
+    p.add_argument("--transfer-by", choices=("journal", "volume", "none"), default="journal",
+                   help="also train on all but one group and test on it, for every group (needs --data)")
+    p.add_argument("--transfer-only", action="store_true", help="run only the transfer section")
 
     p = command("screen", cmd_screen, "rank weight vectors post hoc and enqueue the top ones into a study", tf=True)
     _add_data_args(p)
@@ -405,10 +435,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trial", type=int, default=None,
                    help="export this completed trial (e.g. another point of the Pareto front) instead")
 
-    p = command("report", cmd_report, "print the trials table and write plots next to the study")
+    p = command("report", cmd_report, "print the trials table and the recommendation; write report.html")
     _add_study_args(p, study_default=None)
-    p.add_argument("-o", "--out", default=None, help="folder for the plots (default: studies/<study>/)")
-    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("-o", "--out", default=None, help="folder for report.html (default: studies/<study>/)")
+    p.add_argument("--no-plots", action="store_true", help="print only; write no page")
     return parser
 
 

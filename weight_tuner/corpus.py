@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,11 +248,71 @@ def split_chunks(chunks: list[Chunk], seed: int = 0, val_fraction: float = 0.15,
     return {k: sorted(out[k]) for k in SPLITS}
 
 
-def fingerprint_lines(chunks: Iterable[Chunk], label_overrides: Mapping[str, str] | None = None) -> str:
-    """A content hash of the labelled lines (text, label, position) and of any label mapping: the data fingerprint."""
+SPLIT_BY = ("chunk", "volume", "journal")
+
+
+def group_of(doc_id: str, by: str) -> str:
+    """The group of a document path: its journal (first folder) or volume (its folder), as in
+    ``Mycotaxon/Vol117/paper.ann``. A file outside any folder has neither."""
+    folders = doc_id.split("/")[:-1]
+    if not folders:
+        raise DataError(f"--split-by {by}: {doc_id} is not inside a journal folder (expected "
+                        "JOURNAL/VOLUME/FILE.ann); a flat directory can only be split by chunk")
+    return folders[0] if by == "journal" else "/".join(folders)
+
+
+def split_groups(chunks: list[Chunk], by: str, seed: int = 0, test_groups: list[str] | None = None,
+                 val_fraction: float = 0.15, test_fraction: float = 0.15) -> tuple[dict[str, list[str]], dict]:
+    """Hold out whole groups (journals or volumes): ``(chunk ids per split, the split's spec)``.
+
+    The test split is ``test_groups`` (or about ``test_fraction`` of the groups, drawn with ``seed``);
+    no test group has a line in train or val. Validation takes whole groups too when at least three
+    groups remain, else a ``val_fraction`` of the remaining chunks (a journal split of two journals
+    validates within the training journal). The spec names the groups of each split.
+    """
+    doc_group = {c.chunk_id: group_of(c.chunk_id.rsplit("#", 1)[0], by) for c in chunks}
+    groups = sorted(set(doc_group.values()))
+    rng = np.random.default_rng(seed)
+    if test_groups:
+        for g in test_groups:
+            if g not in groups:
+                raise DataError(f"--test-group {g!r}: no such {by} in the corpus; {by}s: {', '.join(groups)}")
+        test = sorted(set(test_groups))
+    else:
+        test = sorted(rng.permutation(groups)[:max(1, int(round(test_fraction * len(groups))))].tolist())
+    rest = [g for g in groups if g not in test]
+    if not rest:
+        raise DataError(f"--split-by {by}: {len(groups)} {by}(s) ({', '.join(groups)}); at least one must stay "
+                        "out of the test split to train on")
+    if len(rest) >= 3:
+        val = sorted(rng.permutation(rest)[:max(1, int(round(val_fraction * len(groups))))].tolist())
+        split = {name: sorted(c for c, g in doc_group.items() if g in members)
+                 for name, members in (("test", test), ("val", val),
+                                       ("train", [g for g in rest if g not in val]))}
+    else:
+        pool = sorted(c for c, g in doc_group.items() if g in rest)
+        if len(pool) < 2:
+            raise DataError(f"--split-by {by}: the training {by} has {len(pool)} chunk(s); need 2 to hold one out "
+                            "for validation")
+        n_val = min(len(pool) - 1, max(1, int(round(val_fraction * len(pool)))))
+        held = set(rng.permutation(pool)[:n_val].tolist())
+        val = None
+        split = {"test": sorted(c for c, g in doc_group.items() if g in test),
+                 "val": sorted(held), "train": sorted(c for c in pool if c not in held)}
+    spec = {"by": by, "seed": seed, "test_groups": test, "val_groups": val,
+            "train_groups": sorted(rest if val is None else [g for g in rest if g not in val])}
+    return {k: split[k] for k in SPLITS}, spec
+
+
+def fingerprint_lines(chunks: Iterable[Chunk], label_overrides: Mapping[str, str] | None = None,
+                      split_spec: Mapping | None = None) -> str:
+    """A content hash of the labelled lines (text, label, position), of any label mapping and of a group
+    split's settings (``split_spec``; the default chunk split adds nothing): the data fingerprint."""
     h = hashlib.sha256()
     if label_overrides:
         h.update(repr(sorted(label_overrides.items())).encode())
+    if split_spec:
+        h.update(json.dumps(split_spec, sort_keys=True).encode())
     for chunk in chunks:
         h.update(chunk.chunk_id.encode())
         for ln in chunk.lines:

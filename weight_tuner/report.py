@@ -1,84 +1,81 @@
-"""Report stage: the trials table (pandas), best first, and plots written next to the study."""
+"""Report stage: the trials table (pandas), best first, and one self-contained HTML page of the study.
+
+The page holds the decision and what to paste, the candidates with their intervals, per-class
+test scores, the trials table and the figures of :mod:`.figures` (inline PNG), so it opens
+anywhere, offline, as one file.
+"""
 
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 import pandas as pd
 
+from .config import CLASSES
 from .errors import WeightTunerError
-from .paths import artifacts_dir
-from .study.recommend import candidates_table, decision_sentence
-from .study.space import METRIC_NAME
-from .study.storage import trial_score, tuned_study
+from .paths import artifacts_dir, atomic_write_bytes
+from .study.recommend import candidates_table, decision_sentence, paste_snippet
+from .study.storage import tuned_study
 
-SCORE = "user_attrs_val_important_f1"
-COLUMNS = ["number", "state", SCORE, "user_attrs_scheme", "params_w_Nomenclature", "params_w_Description",
-           "params_w_Misc", "params_window_size", "params_epochs", "params_learning_rate",
-           "user_attrs_val_Nomenclature_f1", "user_attrs_val_Description_f1", "user_attrs_epochs_run",
-           "user_attrs_seconds", "user_attrs_fail_reason"]
+SCORE = "val_important_f1"
+PAGE = "report.html"
 
 
 def trials_table(study) -> pd.DataFrame:
-    """``study.trials_dataframe()`` trimmed to the useful columns, best validation important_f1 first."""
-    df = study.trials_dataframe(attrs=("number", "state", "params", "user_attrs"))
+    """One row per trial, best validation important_f1 first: the weights as given (the guide's numbers),
+    the scores, and the state. The dashboard's ``w_`` parameters are these weights' ratios to Misc."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        a = t.user_attrs
+        w = a.get("class_weights") or {}
+        rows.append({"number": t.number, "state": t.state.name, SCORE: a.get(SCORE),
+                     "scheme": " = ".join(a.get("schemes") or [a.get("scheme", "")]),
+                     **{c: w.get(c) for c in CLASSES},
+                     **{k: t.params[k] for k in ("window_size", "epochs", "learning_rate") if k in t.params},
+                     "val_Nomenclature_f1": a.get("val_Nomenclature_f1"),
+                     "val_Description_f1": a.get("val_Description_f1"),
+                     "epochs_run": a.get("epochs_run"), "seconds": a.get("seconds"),
+                     "note": a.get("fail_reason") or a.get("pruned_reason") or ("outside the search space"
+                                                                               if a.get("outside_space") else "")})
+    df = pd.DataFrame(rows)
     if df.empty:
         return df
-    df = df[[c for c in COLUMNS if c in df.columns]]
-    if SCORE in df:
-        df = df.sort_values(SCORE, ascending=False, na_position="last")
-    return df.rename(columns=lambda c: c.replace("user_attrs_val_", "val_").replace("user_attrs_", "")
-                     .replace("params_", ""))
+    return df.sort_values(SCORE, ascending=False, na_position="last", kind="stable")
 
 
-def write_plots(study, out_dir: Path) -> list[Path]:
-    """Optimisation history, parameter importances, the weight map (and the Pareto front), as HTML."""
-    import optuna.visualization as vis
-    import plotly.express as px
+def number(value) -> str:
+    """A table cell: plain decimals (no 1e+04), blanks for missing values."""
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+    return str(value)
 
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise WeightTunerError(f"cannot write plots to {out_dir}: {exc.strerror or exc}") from exc
-    target = {} if len(study.directions) == 1 else {"target": trial_score, "target_name": METRIC_NAME}
-    figures = {"optimization_history": lambda: vis.plot_optimization_history(study, **target),
-               "param_importances": lambda: vis.plot_param_importances(study, **target)}
-    if len(study.directions) > 1:
-        figures["pareto_front"] = lambda: vis.plot_pareto_front(study)
-    df = study.trials_dataframe(attrs=("number", "params", "user_attrs", "state"))
-    done = df[df["state"] == "COMPLETE"] if not df.empty else df
-    if not done.empty and "params_w_Nomenclature" in done and SCORE in done:
-        figures["weight_map"] = lambda: px.scatter(
-            done, x="params_w_Nomenclature", y="params_w_Description", color=SCORE, log_x=True, log_y=True,
-            hover_data=["number", "user_attrs_scheme"], labels={SCORE: METRIC_NAME},
-            title="Nomenclature weight x Description weight (relative to Misc), coloured by validation important_f1")
-    rec = study.user_attrs.get("recommendation")
-    if rec and len(rec["candidates"]) > 1:
-        figures["paired_differences"] = lambda: paired_differences_figure(rec)
-    written = []
-    for name, make in figures.items():
-        try:
-            fig = make()
-        except Exception as exc:  # e.g. importances need two completed trials with varying params
-            print(f"skipped plot {name}: {exc}")
-            continue
-        path = out_dir / f"{name}.html"
-        try:
-            fig.write_html(str(path), include_plotlyjs="directory")
-        except OSError as exc:
-            raise WeightTunerError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        written.append(path)
-    return written
+
+def candidates_frame(rec: dict) -> pd.DataFrame:
+    """The confirmation's candidates with their paired difference to no weights and its interval."""
+    return pd.DataFrame([{"candidate": r["candidate"], "kind": r["kind"], "trial": r.get("trial"),
+                          **{c: (r.get("class_weights") or {}).get(c) for c in CLASSES},
+                          "important_f1": r["mean"], "diff vs no weights": r["diff"]["mean"],
+                          "ci_low": r["diff"]["ci_low"], "ci_high": r["diff"]["ci_high"]}
+                         for r in rec["candidates"]])
+
+
+def test_split_frame(test: dict) -> pd.DataFrame:
+    """Per-class test scores of the recommended and the unweighted model (scored once, after the decision)."""
+    keys = ["important_f1"] + [f"{c}_{m}" for c in CLASSES for m in ("precision", "recall", "f1")]
+    return pd.DataFrame([{"model": name, **{k: test[name]["stats"][k] for k in keys}}
+                         for name in ("recommended", "unweighted") if name in test])
 
 
 def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str | Path | None = None) -> pd.DataFrame:
-    """Print the trials table, the recommendation and the test check; write the plots (into ``out_dir``,
-    by default the study's artifacts folder)."""
+    """Print the trials table, the recommendation and the test check; write the HTML page (into
+    ``out_dir``, by default the study's artifacts folder)."""
     study = tuned_study(storage_url, study_name)
     table = trials_table(study)
-    with pd.option_context("display.max_rows", 500, "display.width", 200, "display.max_columns", 20,
-                           "display.float_format", "{:.4g}".format):
-        print(table.to_string(index=False) if not table.empty else f"study {study_name!r} has no trials")
+    print(table.to_string(index=False, formatters={c: number for c in table.columns})
+          if not table.empty else f"study {study_name!r} has no trials")
     rec = study.user_attrs.get("recommendation")
     if rec:
         print(f"\nconfirmation, paired against no weights over {rec['n_units']} units "
@@ -93,24 +90,52 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
               f"{test['recommended']['stats']['important_f1']:.4f}, unweighted "
               f"{test['unweighted']['stats']['important_f1']:.4f}")
     if plots and not table.empty:
-        for path in write_plots(study, Path(out_dir) if out_dir else artifacts_dir(storage_url, study_name)):
-            print(f"wrote {path}")
+        path = Path(out_dir) if out_dir else artifacts_dir(storage_url, study_name)
+        print(f"wrote {write_page(study, path / PAGE, table)}")
     return table
 
 
-def paired_differences_figure(rec: dict):
-    """Each candidate's mean paired difference to no weights, with its interval (a plotly figure)."""
-    import plotly.graph_objects as go
+def _table(df: pd.DataFrame, name: str) -> str:
+    return df.to_html(index=False, table_id=name, formatters={c: number for c in df.columns}, na_rep="",
+                      border=0, classes="data")
 
-    rows = rec["candidates"][1:]
-    names = [r["candidate"] for r in rows]
-    means = [r["diff"]["mean"] for r in rows]
-    fig = go.Figure(go.Scatter(
-        x=means, y=names, mode="markers",
-        error_x={"type": "data", "symmetric": False, "array": [r["diff"]["ci_high"] - r["diff"]["mean"] for r in rows],
-                 "arrayminus": [r["diff"]["mean"] - r["diff"]["ci_low"] for r in rows]}))
-    fig.add_vline(x=0, line_dash="dash")
-    fig.update_layout(title=f"important_f1 minus no weights, paired over {rec['n_units']} units, "
-                            f"{int(round(rec['level'] * 100))}% intervals; decision: {rec['decision']}",
-                      xaxis_title="difference in important_f1", yaxis={"autorange": "reversed"})
-    return fig
+
+def page_html(study, table: pd.DataFrame | None = None) -> str:
+    """The study as one HTML page (figures inline): decision, snippet, candidates, test, trials, figures."""
+    from . import figures
+
+    table = trials_table(study) if table is None else table
+    rec = study.user_attrs.get("recommendation")
+    test = study.user_attrs.get("test_stats") or {}
+    def e(text: str) -> str:
+        return html.escape(text, quote=False)  # text content only: quotes stay readable (the paste snippet)
+
+    parts = [f"<h1>Study {e(study.study_name)}</h1>"]
+    if rec:
+        parts += ['<h2>Recommendation</h2>', f'<p id="verdict">{e(decision_sentence(rec))}</p>',
+                  "<p>Paste into SKOL:</p>", f'<pre id="paste">{e(paste_snippet(rec))}</pre>',
+                  f"<p>Paired over {rec['n_units']} units ({rec['folds']} folds x {rec['repeats']} repeats); "
+                  f"{int(round(rec['level'] * 100))}% intervals: {e(rec['interval'])}.</p>",
+                  _table(candidates_frame(rec), "candidates")]
+    else:
+        parts.append('<p id="verdict">No recommendation yet: run <code>weight-tuner tune</code> to the end.</p>')
+    if "recommended" in test:
+        parts += ["<h2>Test split, per class (scored once, after the decision)</h2>", _table(test_split_frame(test), "test")]
+    parts += ["<h2>Trials (validation), best first</h2>",
+              "<p>Weights as given; the dashboard's <code>w_</code> parameters are their ratios to Misc.</p>",
+              _table(table, "trials"), "<h2>Figures</h2>"]
+    parts += [f"<figure>{figures.img_tag(fig, name)}</figure>" for name, fig in figures.study_figures(study).items()]
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table.data{border-collapse:collapse;"
+             "font-size:13px}table.data td,table.data th{padding:2px 8px;border-bottom:1px solid #ddd}"
+             "img{max-width:100%}pre{background:#f4f4f4;padding:.5em}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>weight-tuner: {e(study.study_name)}</title>"
+            f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
+
+
+def write_page(study, path: Path, table: pd.DataFrame | None = None) -> Path:
+    """Write :func:`page_html` to ``path`` atomically; a folder that cannot be written is one line."""
+    try:
+        atomic_write_bytes(path, page_html(study, table).encode("utf-8"))
+    except OSError as exc:
+        raise WeightTunerError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path

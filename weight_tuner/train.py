@@ -82,6 +82,7 @@ class Prepared:
     unlabelled_lines: int = 0
     cache_hit: bool = False
     label_map: dict[str, str] = field(default_factory=dict)  # overrides of the default raw-label mapping
+    split_spec: dict = field(default_factory=lambda: {"by": "chunk"})  # how the split was made (its groups)
 
     def meta(self) -> dict:
         """Provenance to store with a study or a results file."""
@@ -94,6 +95,7 @@ class Prepared:
             "reader_warnings": len(self.warnings),
             "n_features": self.featurizer.n_features,
             "label_map": self.label_map,
+            "split_by": self.split_spec,
         }
 
 
@@ -110,11 +112,18 @@ def load_documents(data_dir: str | Path | None, sample_docs: int = SAMPLE_DOCS, 
 
 def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_docs: int = SAMPLE_DOCS,
             cache_dir: str | Path | None = DEFAULT_CACHE_DIR, max_chunk_lines: int = 2000,
-            label_map: dict[str, str] | None = None, sample_rare_nomenclature: int = 1) -> Prepared:
-    """Read, chunk, split (by document chunk) and featurise a corpus.
+            label_map: dict[str, str] | None = None, sample_rare_nomenclature: int = 1,
+            split_by: str = "chunk", test_groups: list[str] | None = None) -> Prepared:
+    """Read, chunk, split and featurise a corpus.
 
     ``label_map`` overrides the default raw-label -> class mapping, e.g. ``{"Diagnosis": "Description"}``.
+    ``split_by`` is ``chunk`` (random chunks), or ``volume``/``journal``: whole groups held out for
+    test (``test_groups``, or drawn with ``split_seed``), see :func:`.corpus.split_groups`.
     """
+    if split_by not in corpus.SPLIT_BY:
+        raise DataError(f"--split-by: unknown {split_by!r}; choose from {', '.join(corpus.SPLIT_BY)}")
+    if test_groups and split_by == "chunk":
+        raise DataError("--test-group needs --split-by volume or journal")
     overrides = dict(label_map or {})
     label_map = corpus.make_label_map(overrides)
     docs, report, source = load_documents(data_dir, sample_docs, rare_nomenclature=sample_rare_nomenclature)
@@ -123,9 +132,15 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
     for line in corpus.report_lines(docs, report, label_map):
         logger.info(line)
     chunks = corpus.chunk_documents(docs, max_chunk_lines)
-    split = corpus.split_chunks(chunks, seed=split_seed)
+    if split_by == "chunk":
+        split, spec = corpus.split_chunks(chunks, seed=split_seed), {"by": "chunk"}
+    else:
+        split, spec = corpus.split_groups(chunks, split_by, seed=split_seed, test_groups=test_groups)
+        logger.info(f"split by {split_by}: test {', '.join(spec['test_groups'])}; train "
+                    f"{', '.join(spec['train_groups'])}" + (f"; val {', '.join(spec['val_groups'])}"
+                                                            if spec["val_groups"] else " (val: chunks of these)"))
     by_id = {c.chunk_id: c for c in chunks}
-    fingerprint = corpus.fingerprint_lines(chunks, overrides)
+    fingerprint = corpus.fingerprint_lines(chunks, overrides, spec if split_by != "chunk" else None)
     class_index = {c: i for i, c in enumerate(CLASSES)}
     texts, parts = {}, {}
     for name in corpus.SPLITS:
@@ -145,7 +160,7 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
     splits = {name: SplitData(name, mats[name], parts[name][0], parts[name][1], split[name])
               for name in corpus.SPLITS}
     return Prepared(source, fingerprint, split, splits, featurizer, counts, report.warnings,
-                    report.unlabelled_lines, hit, overrides)
+                    report.unlabelled_lines, hit, overrides, spec)
 
 
 def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labels: bool,

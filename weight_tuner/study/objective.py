@@ -36,16 +36,55 @@ class SurplusTrial(Exception):
     """Another worker already holds the last of the requested trials."""
 
 
-def metrics_markdown(stats: dict, weights: dict, scheme: str) -> str:
-    """Per-class metrics as a Markdown table (the dashboard note of a trial)."""
-    rows = [f"**scheme**: `{scheme}`  ",
-            "**class weights**: " + ", ".join(f"{c} {weights[c]:.4g}" for c in CLASSES), "",
-            "| class | precision | recall | F1 | support | loss |", "|---|---|---|---|---|---|"]
+def weights_markdown(trial) -> list[str]:
+    """The trial's weights three ways: as given, as trained (normalised) and as the dashboard's ``w_`` parameters."""
+    a = trial.user_attrs
+    given, trained = a.get("class_weights"), a.get("class_weights_trained")
+    rows = [f"**scheme**: `{' = '.join(a.get('schemes') or [a.get('scheme', 'search')])}`  "]
+    rows.append("**class weights** (as given): " + (", ".join(f"{c} {given[c]:.4g}" for c in CLASSES)
+                                                     if given else "none (unweighted)") + "  ")
+    if trained:
+        rows.append("**trained** (normalised, mean 1 over training lines): "
+                    + ", ".join(f"{c} {trained[c]:.4g}" for c in CLASSES) + "  ")
+    params = {k: v for k, v in trial.params.items() if k.startswith("w_")}
+    if params:
+        rows.append("**parameters** (ratios to Misc, as the dashboard shows them): "
+                    + ", ".join(f"{k} {v:.4g}" for k, v in params.items()))
+    elif a.get("outside_space"):
+        rows.append("**parameters**: none; these weights lie outside the search space, so the trial is kept "
+                    "off the contour and importance plots")
+    return rows
+
+
+def metrics_markdown(trial, stats: dict) -> str:
+    """Weights and per-class validation metrics as Markdown (the dashboard note of a finished trial)."""
+    rows = weights_markdown(trial) + ["", "| class | precision | recall | F1 | support | loss |",
+                                      "|---|---|---|---|---|---|"]
     for c in CLASSES:
         rows.append(f"| {c} | {stats[f'{c}_precision']:.4f} | {stats[f'{c}_recall']:.4f} | {stats[f'{c}_f1']:.4f} "
                     f"| {stats[f'{c}_support']} | {stats[f'{c}_loss']:.4f} |")
     rows += ["", f"**important_f1** (validation): {stats['important_f1']:.4f}, accuracy {stats['accuracy']:.4f}"]
     return "\n".join(rows)
+
+
+def stopped_markdown(trial, how: str, epochs_run: int, last: dict | None) -> str:
+    """The note of a pruned or failed trial: why, after which epoch, and its last validation scores."""
+    rows = weights_markdown(trial) + ["", f"**{how}** after epoch {epochs_run}."]
+    if last:
+        rows.append(f"Last validation scores: important_f1 {last['important_f1']:.4f}, "
+                    + ", ".join(f"{c} F1 {last[f'{c}_f1']:.4f}" for c in CLASSES)
+                    + " (scored on non-overlapping windows, as every epoch but the last is).")
+    return "\n".join(rows)
+
+
+def save_note(trial, body: str) -> None:
+    """The trial's dashboard note; a note is a view, so a failure to write it is a warning, never a lost trial."""
+    try:
+        import optuna_dashboard
+
+        optuna_dashboard.save_note(trial, body)
+    except Exception as exc:
+        logger.warning(f"could not save the dashboard note of trial {trial.number}: {exc}")
 
 
 class Objective:
@@ -72,11 +111,15 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> float:
         from ..train import NonFiniteLossError, train_model, trained_weights
 
-        config = self.space.suggest(trial, self.base_config)  # an enqueued trial gets its fixed params here
-        self._check_surplus(trial)
         given = trial.user_attrs.get("weights_given")
         if given is not None:  # a named scheme trains with its weights exactly as the guide gives them
-            config["class_weights"] = validate_class_weights(given, "weights_given")
+            given = validate_class_weights(given, "weights_given")
+        # An enqueued trial gets its fixed params here; one outside the space samples no weights at all.
+        config = self.space.suggest(trial, self.base_config,
+                                    fixed_weights=given if trial.user_attrs.get("outside_space") else None)
+        self._check_surplus(trial)
+        if given is not None:
+            config["class_weights"] = given
         if "scheme" not in trial.user_attrs:
             trial.set_user_attr("scheme", "search")
         trial.set_user_attr("class_weights", config["class_weights"])
@@ -86,11 +129,12 @@ class Objective:
         if self.evaluation["design"] == "cv":
             return self._cross_validated(trial, config)
         epochs_run = 0
+        last: dict | None = None
         t0 = time.perf_counter()
 
         def report(epoch: int, stats: dict) -> None:
-            nonlocal epochs_run
-            epochs_run = epoch + 1
+            nonlocal epochs_run, last
+            epochs_run, last = epoch + 1, stats
             if len(self.objectives) == 1:  # Optuna prunes single-objective studies only
                 trial.report(stats[OBJECTIVES[self.objectives[0]]], epochs_run)
             elapsed = time.perf_counter() - t0
@@ -106,9 +150,12 @@ class Objective:
                                          cache=self.cache)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("pruned_reason", str(exc))
+            save_note(trial, stopped_markdown(trial, f"Pruned by {type(trial.study.pruner).__name__}",
+                                              epochs_run, last))
             raise
         except (NonFiniteLossError, TrialTimeoutError) as exc:
             trial.set_user_attr("fail_reason", str(exc))
+            save_note(trial, stopped_markdown(trial, f"Failed ({exc})", epochs_run, last))
             raise
         except KeyboardInterrupt as exc:
             trial.set_user_attr("fail_reason", f"interrupted ({type(exc).__name__})")
@@ -120,13 +167,7 @@ class Objective:
         stats = history[-1]["val"]
         for key, value in stats.items():
             trial.set_user_attr(f"val_{key}", value)
-        try:
-            import optuna_dashboard
-
-            optuna_dashboard.save_note(trial, metrics_markdown(stats, config["class_weights"],
-                                                               trial.user_attrs["scheme"]))
-        except Exception as exc:  # a note is a convenience; never lose a trial over it
-            logger.warning(f"could not save the dashboard note: {exc}")
+        save_note(trial, metrics_markdown(trial, stats))
         self._keep_model(trial, model, config, stats["important_f1"])
         values = [stats[OBJECTIVES[o]] for o in self.objectives]
         return values[0] if len(values) == 1 else tuple(values)

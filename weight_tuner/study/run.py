@@ -50,7 +50,7 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         study.set_metric_names([f"val_{o}" for o in study_config.objectives])
         study.set_user_attr("objectives", study_config.objectives)
         meta = prepared.meta()
-        for key in ("source", "data_fingerprint", "class_counts", "split", "n_features", "label_map"):
+        for key in ("source", "data_fingerprint", "class_counts", "split", "split_by", "n_features", "label_map"):
             study.set_user_attr(key, meta[key])
         study.set_user_attr("model_config", base_config)
         study.set_user_attr("search_space", space.to_dict())
@@ -65,8 +65,11 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         groups = group_schemes(schemes, prepared.class_counts["train"])
         for names in groups:
             weights = schemes[names[0]]
-            study.enqueue_trial(space.params_for(weights),
-                                user_attrs={"scheme": names[0], "schemes": names, "weights_given": weights})
+            params = space.params_for(weights)
+            attrs = {"scheme": names[0], "schemes": names, "weights_given": weights}
+            if not space.contains(params):  # e.g. the guide's 100/20/0.01: run, but not as a point of the space
+                params, attrs = {}, dict(attrs, outside_space=True)
+            study.enqueue_trial(params, user_attrs=attrs)
         logger.info(f"created study {study_name!r} in {storage_url}; enqueued {len(groups)} baseline schemes "
             f"({len(schemes)} named, the same weight ratios once)")
     else:

@@ -99,12 +99,15 @@ class SearchSpace:
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
-    def suggest(self, trial: optuna.Trial, base_config: dict) -> dict:
-        """Sample one trial's config: weights for the three classes plus any widened levers."""
+    def suggest(self, trial: optuna.Trial, base_config: dict, fixed_weights: dict | None = None) -> dict:
+        """Sample one trial's config: weights for the three classes plus any widened levers.
+
+        With ``fixed_weights`` (a scheme outside the space) no weight parameter is sampled, so the
+        trial carries none and stays off the plots of the space.
+        """
         with warnings.catch_warnings():
-            # Enqueued schemes may lie outside the bounds (the guide's 100/20/0.01); they still run.
             warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range")
-            weights = {
+            weights = dict(fixed_weights) if fixed_weights else {
                 "Nomenclature": trial.suggest_float("w_Nomenclature", *self.nomenclature, log=True),
                 "Description": trial.suggest_float("w_Description", *self.description, log=True),
                 "Misc": trial.suggest_float("w_Misc", *self.misc, log=True) if self.misc else 1.0,
@@ -124,6 +127,11 @@ class SearchSpace:
         if self.misc:
             return {f"w_{c}": float(weights[c]) for c in CLASSES}
         return {f"w_{c}": float(weights[c]) / float(weights["Misc"]) for c in ("Nomenclature", "Description")}
+
+    def contains(self, params: dict[str, float]) -> bool:
+        """Whether weight params lie within the bounds (up to rounding)."""
+        bounds = {"w_Nomenclature": self.nomenclature, "w_Description": self.description, "w_Misc": self.misc}
+        return all(bounds[k][0] * (1 - 1e-9) <= v <= bounds[k][1] * (1 + 1e-9) for k, v in params.items())
 
 
 @dataclass

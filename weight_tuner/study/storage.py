@@ -134,12 +134,12 @@ def finished_count(study: optuna.Study) -> int:
 
 
 # What a re-queued trial keeps, so that a retried scheme is still that scheme.
-RETRY_ATTRS = ("scheme", "schemes", "weights_given")
+RETRY_ATTRS = ("scheme", "schemes", "weights_given", "outside_space")
 
 
 def requeue(study: optuna.Study, trial) -> None:
     """Enqueue ``trial``'s parameters again (a live or a frozen trial), marked ``retry_of`` its number."""
-    if trial.params:
+    if trial.params or trial.user_attrs.get("outside_space"):
         attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRY_ATTRS}
         study.enqueue_trial(trial.params, user_attrs=dict(attrs, retry_of=trial.number))
 
@@ -178,6 +178,7 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
     """The full model config a finished trial trained with, re-derived from its params."""
     check_made_by_tune(study)
     space = SearchSpace.from_dict(study.user_attrs["search_space"])
-    config = space.suggest(optuna.trial.FixedTrial(trial.params), study.user_attrs["model_config"])
+    outside = trial.user_attrs.get("weights_given") if trial.user_attrs.get("outside_space") else None
+    config = space.suggest(optuna.trial.FixedTrial(trial.params), study.user_attrs["model_config"], outside)
     config["class_weights"] = trial.user_attrs.get("class_weights", config["class_weights"])
     return validate_config(config)

@@ -1,0 +1,110 @@
+"""Splits by journal or volume: whole groups held out, named in every result and in the fingerprint."""
+
+import json
+import shutil
+
+import pytest
+
+from weight_tuner import corpus
+from weight_tuner.cli import main
+from weight_tuner.errors import DataError
+from weight_tuner.sample import generate_corpus
+
+# Sample documents laid out as journals and volumes, the way ../shared/skol-corpus is.
+LAYOUT = {"Alpha/Vol001": 3, "Alpha/Vol002": 3, "Alpha/Vol003": 2, "Beta/Vol010": 3, "Beta/Vol011": 2,
+          "Gamma/Vol020": 3}
+
+
+def grouped_texts() -> dict[str, str]:
+    texts = list(generate_corpus(sum(LAYOUT.values()), 5).values())
+    out, i = {}, 0
+    for folder, n in LAYOUT.items():
+        for _ in range(n):
+            out[f"{folder}/doc{i:03d}.ann"] = texts[i]
+            i += 1
+    return out
+
+
+def grouped_chunks():
+    docs, _ = corpus.read_texts(grouped_texts())
+    return corpus.chunk_documents(docs, 60)  # several chunks per document
+
+
+def groups_in(split, by):
+    return {name: {corpus.group_of(cid.rsplit("#", 1)[0], by) for cid in ids} for name, ids in split.items()}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_volume_split_puts_each_volume_in_one_split(seed):
+    chunks = grouped_chunks()
+    split, spec = corpus.split_groups(chunks, "volume", seed=seed)
+    seen = groups_in(split, "volume")
+    assert all(seen[name] for name in corpus.SPLITS)
+    assert not (seen["train"] & seen["val"]) and not (seen["train"] & seen["test"]) and not (seen["val"] & seen["test"])
+    assert sorted(c for ids in split.values() for c in ids) == sorted(c.chunk_id for c in chunks)
+    assert seen["test"] == set(spec["test_groups"]) and seen["val"] == set(spec["val_groups"])
+
+
+def test_a_journal_split_holds_the_named_journal_out_of_train_and_val():
+    chunks = grouped_chunks()
+    split, spec = corpus.split_groups(chunks, "journal", test_groups=["Beta"])
+    seen = groups_in(split, "journal")
+    assert seen["test"] == {"Beta"} and "Beta" not in seen["train"] | seen["val"]
+    assert spec == {"by": "journal", "seed": 0, "test_groups": ["Beta"], "val_groups": None,
+                    "train_groups": ["Alpha", "Gamma"]}  # two journals left: validation takes chunks of them
+    assert split["val"] and not set(split["val"]) & set(split["train"])
+
+
+def test_a_group_that_does_not_exist_or_a_flat_folder_is_an_error():
+    with pytest.raises(DataError, match=r"--test-group 'Delta': no such journal in the corpus; journals: "
+                                        r"Alpha, Beta, Gamma"):
+        corpus.split_groups(grouped_chunks(), "journal", test_groups=["Delta"])
+    flat, _ = corpus.read_texts({"doc1.ann": next(iter(generate_corpus(1, 0).values()))})
+    with pytest.raises(DataError, match="doc1.ann is not inside a journal folder"):
+        corpus.split_groups(corpus.chunk_documents(flat), "journal")
+    with pytest.raises(DataError, match="at least one must stay out of the test split"):
+        corpus.split_groups(grouped_chunks(), "journal", test_groups=["Alpha", "Beta", "Gamma"])
+
+
+@pytest.fixture(scope="module")
+def grouped_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("journals")
+    for name, text in grouped_texts().items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    return root
+
+
+def test_cli_errors_for_groups_are_one_line_exit_2(grouped_dir, tmp_path, capsys):
+    out = tmp_path / "stats.json"
+    for args, message in ((["--split-by", "journal", "--test-group", "Delta"], "no such journal"),
+                          (["--test-group", "Beta"], "--test-group needs --split-by")):
+        assert main(["train", "--data", str(grouped_dir), *args, "-o", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert message in err[-1] and err[-1].startswith("weight-tuner: error:"), err
+        assert not [line for line in err if "Traceback" in line]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(next(grouped_dir.rglob("*.ann")), flat / "one.ann")
+    assert main(["train", "--data", str(flat), "--split-by", "volume", "-o", str(out)]) == 2
+    assert "a flat directory can only be split by chunk" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_the_split_is_in_the_results_and_the_fingerprint(grouped_dir, tmp_path, cache_dir):
+    from weight_tuner.train import prepare
+
+    by_chunk = prepare(grouped_dir, cache_dir=cache_dir)
+    beta = prepare(grouped_dir, split_by="journal", test_groups=["Beta"], cache_dir=cache_dir)
+    gamma = prepare(grouped_dir, split_by="journal", test_groups=["Gamma"], cache_dir=cache_dir)
+    assert len({by_chunk.fingerprint, beta.fingerprint, gamma.fingerprint}) == 3
+    assert beta.meta()["split_by"]["test_groups"] == ["Beta"] and by_chunk.meta()["split_by"] == {"by": "chunk"}
+    assert all(cid.startswith("Beta/") for cid in beta.split["test"])
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"hidden_size": 4, "num_layers": 1, "epochs": 1, "verbosity": 0}))
+    out = tmp_path / "stats.json"
+    assert main(["train", "--data", str(grouped_dir), "--split-by", "journal", "--test-group", "Beta",
+                 "--config", str(config), "--cache-dir", str(cache_dir), "-o", str(out)]) == 0
+    stats = json.loads(out.read_text())
+    assert stats["split_by"]["test_groups"] == ["Beta"] and stats["data_fingerprint"] == beta.fingerprint
+    assert stats["test_stats"]["Nomenclature_support"] == beta.class_counts["test"]["Nomenclature"]
