@@ -1,0 +1,49 @@
+"""Line features: word and character n-gram TF-IDF plus shape cues, capped in width, padding distinguishable."""
+
+import pickle
+
+import numpy as np
+
+from weight_tuner.features import SHAPE_NAMES, Featurizer
+from weight_tuner.sample import generate_corpus
+from weight_tuner import corpus
+
+
+def sample_lines(n_docs=30):
+    docs, _ = corpus.read_texts(generate_corpus(n_docs, 0))
+    return [ln.text for d in docs for ln in d.lines]
+
+
+def test_rows_are_capped_in_width_and_padding_is_the_only_zero_row():
+    texts = sample_lines()
+    f = Featurizer(max_words=64, max_char_grams=128).fit(texts)
+    assert f.n_features == 64 + 128 + len(SHAPE_NAMES)  # capped: a larger corpus does not widen a row
+    X = f.transform(texts)
+    assert X.shape == (len(texts) + 1, f.n_features) and X.dtype == np.float16
+    assert not X[-1].any() and (X[:-1] != 0).any(axis=1).all()
+
+
+def test_character_grams_match_a_word_the_ocr_or_a_journal_spelt_differently():
+    texts = sample_lines()
+    f = Featurizer().fit(texts)
+    nw = len(f.word_vectorizer.vocabulary_)
+    clean, damaged = "Basidiospores ellipsoid, smooth, hyaline", "Basldiospores ellipsoid, smooth, hyallne"
+    a, b = f.transform([clean, damaged], pad_row=False).astype(np.float32)
+
+    def cosine(u, v):
+        return float(u @ v / (np.linalg.norm(u) * np.linalg.norm(v)))
+
+    words, chars = slice(0, nw), slice(nw, nw + len(f.char_vectorizer.vocabulary_))
+    # Whole words lose the two damaged words entirely; character grams keep most of them.
+    assert cosine(a[chars], b[chars]) > 0.8 > cosine(a[words], b[words])
+
+
+def test_a_featurizer_saved_before_character_grams_still_loads():
+    texts = sample_lines(10)
+    f = Featurizer(max_words=32, max_char_grams=64).fit(texts)
+    old = dict(f.__dict__)
+    old["suffix_vectorizer"], old["max_suffixes"] = old.pop("char_vectorizer"), old.pop("max_char_grams")
+    g = Featurizer.__new__(Featurizer)
+    g.__setstate__(old)
+    restored = pickle.loads(pickle.dumps(g))
+    np.testing.assert_array_equal(restored.transform(texts[:5]), f.transform(texts[:5]))
