@@ -108,3 +108,22 @@ def test_the_split_is_in_the_results_and_the_fingerprint(grouped_dir, tmp_path, 
     stats = json.loads(out.read_text())
     assert stats["split_by"]["test_groups"] == ["Beta"] and stats["data_fingerprint"] == beta.fingerprint
     assert stats["test_stats"]["Nomenclature_support"] == beta.class_counts["test"]["Nomenclature"]
+
+
+def test_the_transfer_benchmark_holds_out_each_journal_in_turn(grouped_dir, tmp_path, cache_dir):
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"hidden_size": 4, "num_layers": 1, "epochs": 1, "verbosity": 0}))
+    md, raw = tmp_path / "bench.md", tmp_path / "bench.json"
+    md.write_text("# Benchmarks\n\nkept\n")
+    assert main(["bench", "--data", str(grouped_dir), "--config", str(config), "--seeds", "0", "--transfer-only",
+                 "--cache-dir", str(cache_dir), "-o", str(md), "--json", str(raw)]) == 0
+    result = json.loads((tmp_path / "bench_transfer.json").read_text())
+    assert list(result["settings"]) == ["chunk split", "test on Alpha", "test on Beta", "test on Gamma"]
+    for name in ("Alpha", "Beta", "Gamma"):
+        setting = result["settings"][f"test on {name}"]
+        assert setting["split_by"]["test_groups"] == [name] and name not in setting["split_by"]["train_groups"]
+        assert set(setting["rows"]) == {"unweighted", "linear per-line (no context)"}
+    text = md.read_text()
+    assert text.startswith("# Benchmarks\n\nkept\n") and "| test on Beta |" in text
+    assert "Mean over the held-out directions: unweighted" in text
+    assert not raw.exists()  # the main benchmark did not run

@@ -19,7 +19,7 @@ import numpy as np
 
 from .config import CLASSES, validate_config
 from .metrics import compute_stats
-from .paths import atomic_write_bytes, write_json
+from .paths import DEFAULT_CACHE_DIR, atomic_write_bytes, write_json
 from .posthoc import adjusted_predictions, sample_weights, screen
 from .predict import apply_sequence_rules, one_hot_probs, tune_sequence_threshold
 
@@ -294,7 +294,7 @@ def _transfer_rows(prepared, base_config: dict, seeds, recommendation: dict | No
 
 
 def run_transfer(data_dir, base_config: dict, seeds=(0, 1, 2), by: str = "journal",
-                 recommendation: dict | None = None, cache_dir=None, split_seed: int = 0) -> dict:
+                 recommendation: dict | None = None, cache_dir=DEFAULT_CACHE_DIR, split_seed: int = 0) -> dict:
     """Train on all but one group (journal), test on that group, for every group; and the chunk split beside it.
 
     The rows are the unweighted model, the ``recommendation``'s configuration (when given) and the
@@ -302,10 +302,8 @@ def run_transfer(data_dir, base_config: dict, seeds=(0, 1, 2), by: str = "journa
     """
     from . import corpus
     from .model import ModelCache
-    from .paths import DEFAULT_CACHE_DIR
     from .train import prepare
 
-    cache_dir = DEFAULT_CACHE_DIR if cache_dir is None else cache_dir
     docs, _ = corpus.read_corpus(data_dir)
     groups = sorted({corpus.group_of(d.doc_id, by) for d in docs})
     model_cache = ModelCache()

@@ -167,7 +167,8 @@ def _storage(args) -> str:
 def cmd_tune(args) -> int:
     """Run (or resume) the study, confirm its top candidates against no weights, decide, then score the
     recommendation and no weights once on the test split."""
-    from .study import StudyConfig, check_storage, confirm, final_test_evaluation, finished_count, parse_objectives, tune
+    from .study import (StudyConfig, check_storage, confirm, final_test_evaluation, finished_count,
+                        parse_objectives, tune)
     from .study.recommend import candidates_table, decision_sentence
 
     study_config = StudyConfig.load(args.config)
@@ -278,8 +279,15 @@ def cmd_bench(args) -> int:
             raise WeightTunerError("--transfer-only needs --data with journal folders and --transfer-by journal|volume")
         return 0
     from . import corpus
+    from .errors import DataError
 
-    groups = {corpus.group_of(d.doc_id, args.transfer_by) for d in corpus.read_corpus(args.data)[0]}
+    try:
+        groups = {corpus.group_of(d.doc_id, args.transfer_by) for d in corpus.read_corpus(args.data)[0]}
+    except DataError as exc:  # a flat folder: no journals to transfer between
+        if args.transfer_only:
+            raise
+        print(f"transfer benchmark skipped: {exc}")
+        return 0
     if len(groups) < 2:
         print(f"transfer benchmark skipped: {args.data} holds {len(groups)} {args.transfer_by}(s)")
         return 0
