@@ -294,11 +294,13 @@ def _transfer_rows(prepared, base_config: dict, seeds, recommendation: dict | No
 
 
 def run_transfer(data_dir, base_config: dict, seeds=(0, 1, 2), by: str = "journal",
-                 recommendation: dict | None = None, cache_dir=DEFAULT_CACHE_DIR, split_seed: int = 0) -> dict:
+                 recommendation: dict | None = None, cache_dir=DEFAULT_CACHE_DIR,
+                 split_seed: int = 0) -> dict | None:
     """Train on all but one group (journal), test on that group, for every group; and the chunk split beside it.
 
     The rows are the unweighted model, the ``recommendation``'s configuration (when given) and the
-    linear baseline, mean ± std over ``seeds``.
+    linear baseline, mean ± std over ``seeds``. ``None`` when the corpus holds fewer than two groups;
+    a flat folder (no groups at all) is a :class:`.errors.DataError`.
     """
     from . import corpus
     from .model import ModelCache
@@ -306,20 +308,22 @@ def run_transfer(data_dir, base_config: dict, seeds=(0, 1, 2), by: str = "journa
 
     docs, _ = corpus.read_corpus(data_dir)
     groups = sorted({corpus.group_of(d.doc_id, by) for d in docs})
+    if len(groups) < 2:
+        return None
     model_cache = ModelCache()
-    settings = {"chunk split": prepare(data_dir, split_seed=split_seed, cache_dir=cache_dir)}
-    for g in groups:
-        settings[f"test on {g}"] = prepare(data_dir, split_by=by, test_groups=[g], split_seed=split_seed,
-                                           cache_dir=cache_dir)
+    settings = {"chunk split": {}, **{f"test on {g}": {"split_by": by, "test_groups": [g]} for g in groups}}
     out = {"by": by, "groups": groups, "seeds": list(seeds), "config": base_config, "settings": {}}
-    for name, prepared in settings.items():
+    for name, split_args in settings.items():
         logger.info(f"transfer: {name}")
+        # One setting's features in memory at a time.
+        prepared = prepare(data_dir, split_seed=split_seed, cache_dir=cache_dir, **split_args)
         out["settings"][name] = {"split_by": prepared.split_spec,
                                  "lines": {k: prepared.splits[k].n for k in ("train", "val", "test")},
                                  "rows": _transfer_rows(prepared, base_config, seeds, recommendation, model_cache)}
+        del prepared  # before the next setting's features are built
     held = [v for k, v in out["settings"].items() if k != "chunk split"]
     out["mean_of_directions"] = {row: float(np.mean([h["rows"][row]["important_f1"]["mean"] for h in held]))
-                                 for row in held[0]["rows"]} if held else {}
+                                 for row in held[0]["rows"]}
     return out
 
 

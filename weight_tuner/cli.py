@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from .config import load_config
-from .errors import ConfigError, WeightTunerError
+from .errors import ConfigError, DataError, WeightTunerError
 from .paths import DEFAULT_CACHE_DIR, default_export_path, default_storage_url, write_json
 from .signals import StopGuard, Terminated
 
@@ -278,22 +278,18 @@ def cmd_bench(args) -> int:
         if args.transfer_only:
             raise WeightTunerError("--transfer-only needs --data with journal folders and --transfer-by journal|volume")
         return 0
-    from . import corpus
-    from .errors import DataError
-
+    rec = study.user_attrs.get("recommendation") if study is not None else None
     try:
-        groups = {corpus.group_of(d.doc_id, args.transfer_by) for d in corpus.read_corpus(args.data)[0]}
+        transfer = run_transfer(args.data, base, seeds=args.seeds, by=args.transfer_by, recommendation=rec,
+                                cache_dir=args.cache_dir or None, split_seed=args.split_seed)
     except DataError as exc:  # a flat folder: no journals to transfer between
         if args.transfer_only:
             raise
         print(f"transfer benchmark skipped: {exc}")
         return 0
-    if len(groups) < 2:
-        print(f"transfer benchmark skipped: {args.data} holds {len(groups)} {args.transfer_by}(s)")
+    if transfer is None:
+        print(f"transfer benchmark skipped: {args.data} holds fewer than two {args.transfer_by}s")
         return 0
-    rec = study.user_attrs.get("recommendation") if study is not None else None
-    transfer = run_transfer(args.data, base, seeds=args.seeds, by=args.transfer_by, recommendation=rec,
-                            cache_dir=args.cache_dir or None, split_seed=args.split_seed)
     json_path = Path(args.json).with_name(Path(args.json).stem + "_transfer.json")
     replace_section(args.out, render_transfer(transfer, command), TRANSFER_START, TRANSFER_END)
     write_json(json_path, transfer)
