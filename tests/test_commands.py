@@ -136,6 +136,18 @@ def test_sample_corpus_and_train_commands_on_written_files(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("extra", [[], ["--no-confirm"]])
+def test_more_folds_than_the_data_allows_stop_before_the_study_is_created(tmp_path, cache_dir, capsys, extra):
+    # The study would store folds: 100 and strand the search's work behind a refused resume.
+    db = tmp_path / "f.db"
+    argv = ["tune", "--sample-docs", str(TINY_DOCS), "--cache-dir", str(cache_dir), "--study", "f",
+            "--storage", f"sqlite:///{db}", "--trials", "1", "--folds", "100", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()  # progress lines (reading the corpus), then the error
+    assert [ln for ln in err if "error" in ln] == [err[-1]] and "cannot be cut into 100 folds" in err[-1]
+    assert not db.exists() and not (tmp_path / "studies").exists()
+
+
 def test_usage_errors_are_one_line_exit_2(capsys):
     for argv, fragment in ((["bench", "--seeds", "1,x"], "--seeds"), (["tune", "--trials", "0"], "--trials"),
                            (["tune", "--folds", "1"], "--folds"), (["sample", "-o", "x", "--docs", "-2"], "--docs"),

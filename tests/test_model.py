@@ -52,6 +52,18 @@ def test_padded_steps_add_no_loss():
         assert float(loss_fn(pad_y, pad_p)) == pytest.approx(float(loss_fn(y, p)), rel=1e-6)
 
 
+def sparse_batch(x):
+    """Dense rows (batch, steps, features) as the model's sparse inputs: ids and values of the non-zeros."""
+    from weight_tuner.features import SparseRows
+    from scipy import sparse
+
+    b, w, f = x.shape
+    rows = SparseRows.from_csr(sparse.csr_matrix(x.reshape(-1, f)), pad_row=False)
+    rows = SparseRows(rows.indptr, rows.indices, rows.data.astype(np.float32), f)  # keep float32 values
+    ids, values = rows.gather(np.arange(b * w).reshape(b, w))
+    return {"ids": ids, "values": values}
+
+
 @pytest.mark.parametrize("projection", [0, 6])
 def test_padding_changes_no_prediction_of_a_real_line(projection):
     cfg = validate_config({"hidden_size": 8, "num_layers": 2, "dropout": 0.0, "seed": 0,
@@ -60,16 +72,47 @@ def test_padding_changes_no_prediction_of_a_real_line(projection):
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1, 6, 5)).astype(np.float32)
     x[..., 0] = 1.0  # the bias feature every real line has
-    padded = np.concatenate([x, np.zeros((1, 9, 5), np.float32)], axis=1)
-    a = model.predict(x, verbose=0)
-    b = model.predict(padded, verbose=0)[:, :6]
+    padded = np.concatenate([x, np.zeros((1, 9, 5), np.float32)], axis=1)  # padding: rows without non-zeros
+    a = model.predict(sparse_batch(x), verbose=0)
+    b = model.predict(sparse_batch(padded), verbose=0)[:, :6]
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # and a padded step is masked, not read as a zero row: an unmasked LSTM would change later steps' outputs
+    front = np.concatenate([np.zeros((1, 3, 5), np.float32), x], axis=1)
+    np.testing.assert_allclose(model.predict(sparse_batch(front), verbose=0)[:, 3:], a, rtol=1e-5, atol=1e-6)
+
+
+def test_sparse_projection_equals_the_dense_projection_on_the_same_rows(prepared):
+    """The embedding bag computes what a Dense layer computes on the dense row (features version 3)."""
+    import keras
+
+    from weight_tuner.model import SparseProjection
+
+    split = prepared.splits["val"]
+    rows = split.index[:40].reshape(4, 10)
+    dense_x = split.rows.dense(rows)
+    ids, values = split.rows.gather(rows)
+    n = prepared.featurizer.n_features
+    bag = SparseProjection(16, n, activation="relu")
+    dense = keras.layers.Dense(16, activation="relu")
+    dense.build((None, None, n))
+    rng = np.random.default_rng(0)
+    kernel, bias = rng.normal(size=(n, 16)).astype(np.float32), rng.normal(size=16).astype(np.float32)
+    bag([ids, values])
+    bag.set_weights([kernel, bias])
+    dense.set_weights([kernel, bias])
+    got, want = np.asarray(bag([ids, values])), np.asarray(dense(dense_x))
+    assert (want > 0).mean() > 0.2  # the ReLU is not hiding everything
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    # the padding row reads as all zeros before the bias, so its output is relu(bias)
+    pad_ids, pad_values = split.rows.gather(np.full((1, 2), split.rows.pad_row))
+    assert not pad_values.any()
+    np.testing.assert_allclose(np.asarray(bag([pad_ids, pad_values]))[0, 0], np.maximum(bias, 0), rtol=1e-6)
 
 
 def _grads(model, x, y, weights):
     loss_fn = WeightedCategoricalCrossentropy(weights)
     with tf.GradientTape() as tape:
-        loss = loss_fn(y, model(x, training=False))
+        loss = loss_fn(y, model(sparse_batch(x), training=False))
     return [g.numpy() for g in tape.gradient(loss, model.trainable_variables)]
 
 
@@ -129,15 +172,19 @@ def test_saved_model_predicts_identically_in_a_new_process(prepared, tmp_path):
     save_bundle(model, prepared.featurizer, cfg, path)
     split = prepared.splits["val"]
     expected = predict_probs(model, split, cfg)
-    np.save(tmp_path / "X.npy", split.X)
+    from scipy import sparse
+
+    sparse.save_npz(tmp_path / "rows.npz", split.rows.csr(split.index[:-1]))
     script = f"""
 import json, numpy as np
+from scipy import sparse
+from weight_tuner.features import SparseRows
 from weight_tuner.train import load_bundle, SplitData, predict_probs
 model, feat, cfg = load_bundle({str(path)!r})
 assert np.allclose(model.loss.class_weights, {trained!r}), model.loss.class_weights
-X = np.load({str(tmp_path / 'X.npy')!r})
+rows = SparseRows.from_csr(sparse.load_npz({str(tmp_path / 'rows.npz')!r}))
 offsets = np.array({json.dumps(split.offsets.tolist())})
-split = SplitData('val', X, np.zeros(len(X) - 1, dtype=np.int64), offsets, [])
+split = SplitData.whole('val', rows, np.zeros(rows.n_rows - 1, dtype=np.int64), offsets, [])
 np.save({str(tmp_path / 'out.npy')!r}, predict_probs(model, split, cfg))
 """
     subprocess.run([sys.executable, "-c", script], check=True, timeout=300)

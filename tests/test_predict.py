@@ -2,6 +2,7 @@
 
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,150 @@ def test_a_bundles_label_map_is_checked_and_defaults_when_absent(tmp_path):
         load_label_map(model)
     (tmp_path / "m.labels.json").write_text('{"Diagnosis": "Description"}')
     assert load_label_map(model)("Diagnosis") == "Description"
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_bundles_saved_with_dense_rows_still_predict(prepared, tmp_path, version):
+    """Bundles saved before rows were sparse (features versions 2 and 3: a dense `lines` input, a Masking
+    layer, and for version 2 a word-suffix vectoriser) load and predict; their batches are densified."""
+    import keras
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from weight_tuner import features
+    from weight_tuner.model import WeightedCategoricalCrossentropy
+    from weight_tuner.predict import predict_files, read_input
+    from weight_tuner.train import save_bundle
+
+    featurizer = prepared.featurizer
+    if version == 2:
+        texts = [t for d in generate_corpus(8, 1).values() for t in d.split("\n")]
+        old = features.Featurizer(max_words=64, max_char_grams=64).fit(texts)
+        state = dict(old.__dict__)
+        state["char_vectorizer"] = TfidfVectorizer(analyzer=features._suffixes, max_features=64).fit(texts)
+        state["suffix_vectorizer"], state["max_suffixes"] = state.pop("char_vectorizer"), state.pop("max_char_grams")
+        featurizer = features.Featurizer.__new__(features.Featurizer)
+        featurizer.__setstate__(state)
+    n = featurizer.n_features
+    inputs = keras.Input(shape=(None, n), name="lines")
+    x = keras.layers.Masking(mask_value=0.0)(inputs)
+    x = keras.layers.Dense(6, activation="relu", name="projection")(x)
+    x = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True))(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    model.compile(optimizer="adam", loss=WeightedCategoricalCrossentropy(None))
+    cfg = {"window_size": 10, "prediction_stride": 5, "batch_size": 8}
+    save_bundle(model, featurizer, cfg, tmp_path / "old.keras")
+    ann = tmp_path / "doc.txt.ann"
+    ann.write_text(next(iter(generate_corpus(3, 2).values())), encoding="utf-8")
+    result = predict_files(tmp_path / "old.keras", [ann], out_dir=tmp_path / "out", probs_csv=True)
+    lines = read_input(ann).texts
+    assert result["files"][str(ann)]["lines"] == len(lines) > 10
+    with open(result["files"][str(ann)]["probs_csv"], encoding="utf-8") as fh:
+        got = np.array([[float(r[f"p_{c}"]) for c in ("Nomenclature", "Description", "Misc")]
+                        for r in csv.DictReader(fh)])
+    # the same numbers as the model on the dense rows of the whole file (one window covers a short file)
+    dense = featurizer.transform(lines, pad_row=False).astype(np.float32)[None]
+    first = model.predict(dense[:, :10], verbose=0)[0]
+    np.testing.assert_allclose(got[:3], first[:3], atol=2e-6)
+
+
+# --------------------------------------------------------------------------- labelling an archive
+
+@pytest.fixture(scope="module")
+def tiny_bundle(prepared, tmp_path_factory):
+    from weight_tuner.train import save_bundle, train_model
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(epochs=1)
+    model, _ = train_model(prepared, cfg)
+    path = tmp_path_factory.mktemp("bundle") / "m.keras"
+    save_bundle(model, prepared.featurizer, cfg, path)
+    return path
+
+
+def _archive(root, names=("J1/V1/s1.txt.ann", "J1/V2/s1.txt.ann")):
+    """Files named alike in two volumes, as SKOL's archive is laid out (JOURNAL/VOLUME/sN.txt.ann)."""
+    docs = list(generate_corpus(len(names), 4).values())
+    paths = []
+    for name, text in zip(names, docs):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def test_same_named_files_of_two_volumes_get_two_outputs(tiny_bundle, tmp_path, capsys):
+    a, b = _archive(tmp_path / "in")
+    out, js = tmp_path / "out", tmp_path / "r.json"
+    assert main(["predict", "--model", str(tiny_bundle), str(a), str(b), "-o", str(out), "--json", str(js)]) == 0
+    result = json.loads(js.read_text())
+    assert set(result["files"]) == {str(a), str(b)}
+    outputs = {entry["output"] for entry in result["files"].values()}
+    assert outputs == {str(out / "V1" / "s1.pred.txt.ann"), str(out / "V2" / "s1.pred.txt.ann")}
+    # each output holds its own input's lines (not the other volume's)
+    for path, entry in result["files"].items():
+        got = open(entry["output"], encoding="utf-8").read()
+        assert got.count("\n") <= entry["lines"] and got.split("\n")[0][2:12] in open(path).read()
+    assert result["throughput"]["lines"] == sum(e["lines"] for e in result["files"].values()) > 0
+    assert result["throughput"]["lines_per_second"] > 0
+
+
+def test_a_folder_input_labels_every_file_below_it_in_a_stable_order(tiny_bundle, tmp_path):
+    from weight_tuner.predict import predict_files
+
+    root = tmp_path / "archive"
+    files = _archive(root, ("J1/V1/s1.txt.ann", "J1/V2/s1.txt.ann", "J2/V9/s2.txt.ann"))
+    (root / "J1" / "notes.md").write_text("not an input")
+    first = predict_files(tiny_bundle, [root])
+    assert list(first["files"]) == [str(f) for f in sorted(files)]
+    assert all(Path(e["output"]).parent == Path(p).parent for p, e in first["files"].items())
+    # earlier predictions below the folder are outputs, never inputs
+    again = predict_files(tiny_bundle, [root])
+    assert list(again["files"]) == list(first["files"])
+
+
+def test_two_inputs_for_one_output_are_refused_before_anything_is_written(tiny_bundle, tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    text = next(iter(generate_corpus(1, 5).values()))
+    (folder / "x.txt.ann").write_text(text)
+    (folder / "x.txt").write_text("Agaricus campestris L.\n")
+    assert main(["predict", "--model", str(tiny_bundle), str(folder), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "x.txt and" in err and "would both write" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_reader_warnings_name_the_path_not_just_the_file_name(tiny_bundle, tmp_path, caplog):
+    from weight_tuner.predict import predict_files
+
+    a, b = _archive(tmp_path / "in")
+    b.write_text(b.read_text(encoding="utf-8") + "[@an unclosed block\n", encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        predict_files(tiny_bundle, [a, b])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned and all(m.startswith(f"{b}:") for m in warned)  # V2's s1, not "s1.txt.ann"
+
+
+def test_an_interrupted_run_leaves_no_half_written_output(tiny_bundle, tmp_path, monkeypatch):
+    from weight_tuner import predict
+
+    a, b = _archive(tmp_path / "in")
+    out = tmp_path / "out"
+    predict.predict_files(tiny_bundle, [a, b], out_dir=out)
+    earlier = {p: p.read_bytes() for p in out.rglob("*.pred.txt.ann")}
+    real, calls = predict.to_yedda, []
+
+    def interrupted(texts, pred):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C while the second file is being written
+        return real(texts, pred)
+
+    monkeypatch.setattr(predict, "to_yedda", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        predict.predict_files(tiny_bundle, [a, b], out_dir=out)
+    assert not list(out.rglob("*.tmp"))
+    second = out / "V2" / "s1.pred.txt.ann"
+    assert second.read_bytes() == earlier[second]  # the earlier run's output, whole

@@ -70,9 +70,12 @@ def test_units_hold_out_each_non_test_chunk_once_per_repeat(prepared):
         where = data.splits["train"] if cid in train_ids else data.splits["val"]
         k = where.chunk_ids.index(cid)
         lo, hi = where.offsets[k], where.offsets[k + 1]
-        np.testing.assert_array_equal(where.X[lo:hi], src.X[src.offsets[0]:src.offsets[1]])
+        np.testing.assert_array_equal(where.dense()[lo:hi], src.dense()[src.offsets[0]:src.offsets[1]])
         np.testing.assert_array_equal(where.y[lo:hi], src.y[src.offsets[0]:src.offsets[1]])
-        assert not where.X[-1].any()  # the padding row
+        assert not where.dense()[-1].any()  # the padding row
+        # A unit is a view: both of its splits index the prepared rows, they copy no features.
+        for part in (data.splits["train"], data.splits["val"]):
+            assert part.rows is src.rows and np.shares_memory(part.rows.data, src.rows.data)
     assert held_lines == prepared.splits["train"].n + prepared.splits["val"].n
 
 

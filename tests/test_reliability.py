@@ -17,7 +17,8 @@ from weight_tuner.cli import main
 from weight_tuner.errors import StudyError
 from weight_tuner.study import StudyConfig, tune
 
-PG_URL = os.environ.get("WEIGHT_TUNER_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+# The README's form: a plain postgresql:// URL, whose driver SQLAlchemy chooses (psycopg 3 since 2.1).
+PG_URL = os.environ.get("WEIGHT_TUNER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SAMPLE_DOCS = "30"
 
 
@@ -147,8 +148,8 @@ def _workers_reach_exactly_n(url, name, tmp_path, cache_dir, n_workers=2, total=
                 cache_dir, cwd=tmp_path)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err[-8000:]
-    workers = [cli(["worker", "--storage", url, "--study", name, "--trials", str(total), "--seed", str(i)], cache_dir,
-                   cwd=tmp_path) for i in range(n_workers)]
+    workers = [cli(["worker", "--storage", url, "--study", name, "--trials", str(total), "--seed", str(i),
+                    "--no-confirm"], cache_dir, cwd=tmp_path) for i in range(n_workers)]
     for w in workers:
         _, err = w.communicate(timeout=400)
         assert w.returncode == 0, err[-8000:]
@@ -161,6 +162,20 @@ def _workers_reach_exactly_n(url, name, tmp_path, cache_dir, n_workers=2, total=
     return ts
 
 
+def _pg_server_answers() -> bool:
+    """Whether something listens at the test URL's host and port (no driver involved)."""
+    import socket
+
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(PG_URL)
+    try:
+        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
 def _pg_available():
     try:
         import sqlalchemy
@@ -169,6 +184,14 @@ def _pg_available():
             return True
     except Exception:
         return False
+
+
+@pytest.mark.skipif(not _pg_server_answers(), reason=f"no PostgreSQL server listens at {PG_URL}")
+def test_the_readme_postgresql_url_form_connects():
+    # A missing driver (SQLAlchemy 2.1 maps postgresql:// to psycopg 3) must fail here, not skip.
+    from weight_tuner.study import check_storage
+
+    check_storage(PG_URL, connect=True)
 
 
 @pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
@@ -230,9 +253,10 @@ def test_real_nan_loss_is_detected(prepared):
     # Huge weights no longer overflow (they are normalised); a NaN feature (a corrupt cache, say) still poisons
     # the loss, and training must stop on it.
     train = prepared.splits["train"]
-    X = train.X.copy()
-    X[3, 5] = np.nan
-    poisoned = dataclasses.replace(prepared, splits=dict(prepared.splits, train=dataclasses.replace(train, X=X)))
+    data = np.array(train.rows.data)
+    data[int(train.rows.indptr[train.index[3]])] = np.nan
+    rows = dataclasses.replace(train.rows, data=data)
+    poisoned = dataclasses.replace(prepared, splits=dict(prepared.splits, train=dataclasses.replace(train, rows=rows)))
     cfg = validate_config({"hidden_size": 4, "num_layers": 1, "epochs": 2, "verbosity": 0})
     with pytest.raises(NonFiniteLossError, match="loss became"):
         train_model(poisoned, cfg)

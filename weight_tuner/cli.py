@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config import load_config
 from .errors import ConfigError, DataError, WeightTunerError
-from .paths import DEFAULT_CACHE_DIR, default_export_path, default_storage_url, write_json
+from .paths import DEFAULT_CACHE_DIR, default_export_path, default_storage_url, display_url, write_json
 from .signals import StopGuard, Terminated
 
 EXIT_USAGE = 2
@@ -167,9 +167,10 @@ def _storage(args) -> str:
 def cmd_tune(args) -> int:
     """Run (or resume) the study, confirm its top candidates against no weights, decide, then score the
     recommendation and no weights once on the test split."""
-    from .study import (StudyConfig, check_storage, confirm, final_test_evaluation, finished_count,
-                        parse_objectives, tune)
+    from .study import (StudyConfig, check_storage, confirm, confirmation_evaluation, final_test_evaluation,
+                        finished_count, parse_objectives, tune)
     from .study.recommend import candidates_table, decision_sentence
+    from .study.units import check_units
 
     study_config = StudyConfig.load(args.config)
     study_config.objectives = parse_objectives(args.objectives)
@@ -179,11 +180,12 @@ def cmd_tune(args) -> int:
     storage = _storage(args)
     check_storage(storage, connect=True)  # before the corpus is read or the feature cache written
     prepared = _prepare(args)
+    check_units(prepared, study_config.evaluation)  # --folds against the data, before the study exists
     t0 = time.perf_counter()
     study = tune(prepared, storage, args.study, args.trials, study_config, seed=args.seed,
                  trial_timeout=args.trial_timeout, heartbeat=args.heartbeat, stop=args.guard)
     search_s = time.perf_counter() - t0
-    print(f"study {args.study!r} in {storage}: {finished_count(study)} finished trials ({search_s:.0f}s)")
+    print(f"study {args.study!r} in {display_url(storage)}: {finished_count(study)} finished trials ({search_s:.0f}s)")
     if args.no_confirm:
         rec = study.user_attrs.get("recommendation")
         if rec and rec.get("finished_trials") != finished_count(study):
@@ -192,43 +194,45 @@ def cmd_tune(args) -> int:
         print("confirmation skipped (--no-confirm): no recommendation is made. Run the same command without it "
               "to confirm and decide.")
         return 0
-    evaluation = dict(study.user_attrs.get("evaluation") or study_config.evaluation)
-    if evaluation["design"] == "cv":
-        evaluation["first_repeat"] = evaluation["repeats"]  # fresh partitions and seeds, not the searched ones
+    evaluation = confirmation_evaluation(study, study_config.evaluation)
     recommendation = confirm(study, prepared, evaluation, stop=args.guard)
     confirm_s = time.perf_counter() - t0 - search_s
     print(f"\nconfirmation ({confirm_s:.0f}s), paired against no weights over {recommendation['n_units']} units:")
     print(candidates_table(recommendation))
     print(f"\nRecommendation: {decision_sentence(recommendation)}")
     final_test_evaluation(study, prepared, storage)
-    print(f"Next: weight-tuner export --study {args.study} --storage {storage}")
+    print(f"Next: weight-tuner export --study {args.study} --storage {display_url(storage)}")
     return 0
 
 
 def cmd_worker(args) -> int:
     """Join an existing study as one more worker."""
-    from .study import check_storage, finished_count, join_study
+    from .study import StudyConfig, check_storage, confirm, confirmation_evaluation, finished_count, join_study
 
     check_storage(_storage(args), must_exist=True, connect=True)
     prepared = _prepare(args)
     study = join_study(prepared, _storage(args), args.study, args.trials, seed=args.seed,
                        trial_timeout=args.trial_timeout, heartbeat=args.heartbeat, stop=args.guard)
-    print(f"worker done: study {args.study!r} holds {finished_count(study)} finished trials")
+    print(f"worker: study {args.study!r} holds {finished_count(study)} finished trials")
+    if args.no_confirm:
+        return 0
+    # The search is done: take the confirmation's unit runs alongside every other process of the study.
+    confirm(study, prepared, confirmation_evaluation(study, StudyConfig().evaluation), stop=args.guard, wait=False)
+    print(f"worker done: no unit run of study {args.study!r} is left to take; `weight-tuner tune` with the same "
+          "arguments decides once all are finished")
     return 0
 
 
 def cmd_predict(args) -> int:
     """Label text or .ann files with a saved model (a study's best, or --model)."""
+    from .logs import progress_enabled
     from .metrics import format_stats_table
-    from .predict import predict_files
+    from .predict import collect_inputs, output_paths, predict_files
 
     if bool(args.model) == bool(args.study):
         raise WeightTunerError("predict: give exactly one of --model PATH or --study NAME")
-    for f in args.files:  # every input is checked before the model loads or anything is written
-        if not Path(f).exists():
-            raise WeightTunerError(f"predict: input file {f} does not exist")
-        if not Path(f).is_file():
-            raise WeightTunerError(f"predict: input {f} is not a file (give the files, e.g. DIR/*.ann)")
+    # Every input, and where its output goes, is checked before the model loads or anything is written.
+    output_paths(collect_inputs(args.files), args.out)
     multipliers = None
     if args.model:
         model_path = args.model
@@ -237,7 +241,8 @@ def cmd_predict(args) -> int:
 
         model_path, multipliers = recommended_model(_storage(args), args.study)
     results = predict_files(model_path, args.files, out_dir=args.out, probs_csv=args.probs,
-                            sequence_threshold=args.sequence_rules, multipliers=multipliers)
+                            sequence_threshold=args.sequence_rules, multipliers=multipliers,
+                            progress=progress_enabled())
     for path, entry in results["files"].items():
         print(f"{path}: {entry['lines']} lines -> {entry['output']}" +
               (f" (probabilities: {entry['probs_csv']})" if "probs_csv" in entry else ""))
@@ -400,6 +405,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(p, study_default=None)
     p.add_argument("--trials", type=int_at_least(1), required=True,
                    help="finished trials the study should hold in total")
+    p.add_argument("--no-confirm", action="store_true",
+                   help="search only: leave the confirmation's unit runs to tune and the other workers")
     _add_worker_args(p)
 
     p = command("bench", cmd_bench, "benchmark tuned weights against fixed schemes on a real corpus", tf=True)
@@ -423,11 +430,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
 
     p = command("predict", cmd_predict, "label plain-text or .ann files with a saved model", tf=True)
-    p.add_argument("files", nargs="+", help="plain-text or YEDDA .ann files; .ann files are also scored")
+    p.add_argument("files", nargs="+", help="plain-text or YEDDA .ann files, or folders (every .ann/.txt below); "
+                                            ".ann files are also scored")
     p.add_argument("--study", default=None, help="use the model this study recommends")
     p.add_argument("--storage", default=None)
     p.add_argument("--model", default=None, help="a saved .keras model (from train --save-model)")
-    p.add_argument("-o", "--out", default=None, help="folder for <name>.pred.txt.ann (default: beside each input)")
+    p.add_argument("-o", "--out", default=None,
+                   help="folder for <name>.pred.txt.ann, keeping the inputs' folders below their common one "
+                        "(default: beside each input)")
     p.add_argument("--probs", action="store_true", help="also write per-line probabilities as CSV")
     p.add_argument("--sequence-rules", type=float, nargs="?", const=0.3, default=None, metavar="THRESHOLD",
                    help="apply the Nomenclature -> Description rules with this Description-probability threshold")

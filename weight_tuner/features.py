@@ -6,7 +6,11 @@ OCR errors and another journal's typography, where whole words do not: on SKOL, 
 journal and tested on the other, they replaced word suffixes for +0.044 important_f1
 (docs/benchmarks.md). The vectorisers are fitted on the training split only, and their
 vocabularies are capped, so a row's width does not grow with the corpus. Every real line has a
-constant 1.0 feature, so an all-zero row means padding and the model's ``Masking`` layer can skip it.
+constant 1.0 feature, so a row without non-zeros means padding and the model can mask it.
+
+Rows are stored sparse (:class:`SparseRows`, CSR): a SKOL line has about 82 non-zeros of 2,063
+columns, so memory follows the text, not lines x vocabulary. The cache keeps the CSR arrays as
+``.npy`` files that are memory-mapped when read back.
 """
 
 from __future__ import annotations
@@ -29,8 +33,9 @@ from .paths import atomic_write_bytes
 logger = logging.getLogger(__name__)
 
 FEATURES_VERSION = 3  # 3: character 2-4-grams instead of word suffixes
-# float16 halves memory (the real corpus: 164k lines x ~1.5k features); TF-IDF needs no more precision.
+# float16 halves the stored values; TF-IDF needs no more precision. Batches are float32.
 FEATURE_DTYPE = np.float16
+CACHE_FORMAT = "csr-1"  # how rows are laid out on disk (part of the cache key)
 
 _DIGITS = re.compile(r"\d")
 _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
@@ -81,6 +86,111 @@ def _word_tokens(text: str) -> list[str]:
 
 
 @dataclass
+class SparseRows:
+    """Feature rows in CSR form: row ``i``'s non-zeros are ``indices``/``data[indptr[i]:indptr[i + 1]]``.
+
+    The last row is always empty: it is the padding row that windows point at past a chunk's end
+    (a real line always has its bias feature). Splits and evaluation units index these rows; they
+    never copy them.
+    """
+
+    indptr: np.ndarray  # int64, one more than the rows
+    indices: np.ndarray  # int32 column of every non-zero
+    data: np.ndarray  # FEATURE_DTYPE value of every non-zero
+    n_features: int
+
+    @property
+    def n_rows(self) -> int:
+        """Rows, the padding row included."""
+        return len(self.indptr) - 1
+
+    @property
+    def pad_row(self) -> int:
+        """Index of the empty padding row."""
+        return self.n_rows - 1
+
+    @property
+    def nnz(self) -> int:
+        """Stored non-zeros."""
+        return int(self.indptr[-1])
+
+    def csr(self, rows: np.ndarray | None = None):
+        """A float32 ``scipy.sparse.csr_matrix`` of the given rows (all when ``None``), gathered without
+        a dense copy."""
+        from scipy import sparse
+
+        rows = np.arange(self.n_rows) if rows is None else np.asarray(rows).reshape(-1)
+        starts = np.asarray(self.indptr[rows])
+        lengths = np.asarray(self.indptr[rows + 1]) - starts
+        indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        take = np.repeat(starts - indptr[:-1], lengths) + np.arange(indptr[-1])
+        return sparse.csr_matrix((np.asarray(self.data[take], dtype=np.float32), np.asarray(self.indices[take]),
+                                  indptr), shape=(len(rows), self.n_features))
+
+    def dense(self, rows: np.ndarray) -> np.ndarray:
+        """Dense float32 rows, shaped ``rows.shape + (n_features,)`` (one batch at a time, never the corpus)."""
+        rows = np.asarray(rows)
+        flat = self.csr(rows.reshape(-1)).toarray().astype(np.float32, copy=False)
+        return flat.reshape(rows.shape + (self.n_features,))
+
+    def gather(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Column ids (int32) and values (float32) of the given rows, shaped ``rows.shape + (k,)``.
+
+        ``k`` is the largest non-zero count among the rows (at least 1); shorter rows, and the padding
+        row, are filled with id 0 and value 0, which add nothing to an embedding bag.
+        """
+        rows = np.asarray(rows)
+        flat = rows.reshape(-1)
+        starts = self.indptr[flat]
+        lengths = self.indptr[flat + 1] - starts
+        k = max(int(lengths.max(initial=0)), 1)
+        if self.nnz == 0:
+            return np.zeros(rows.shape + (k,), np.int32), np.zeros(rows.shape + (k,), np.float32)
+        pos = starts[:, None] + np.arange(k)
+        real = np.arange(k) < lengths[:, None]
+        pos = np.where(real, pos, 0)
+        ids = np.where(real, np.asarray(self.indices[pos.reshape(-1)]).reshape(pos.shape), 0).astype(np.int32)
+        vals = np.where(real, np.asarray(self.data[pos.reshape(-1)]).reshape(pos.shape), 0).astype(np.float32)
+        return ids.reshape(rows.shape + (k,)), vals.reshape(rows.shape + (k,))
+
+    def tensors(self):
+        """The CSR arrays as TensorFlow constants (``indptr`` int64, ``indices`` int32, ``data`` float16),
+        made once per store: every split, unit and training run that reads these rows shares them."""
+        if getattr(self, "_tensors", None) is None:
+            import tensorflow as tf
+
+            self._tensors = tuple(tf.constant(np.asarray(a)) for a in (self.indptr, self.indices, self.data))
+        return self._tensors
+
+    @staticmethod
+    def from_csr(matrix, pad_row: bool = True) -> "SparseRows":
+        """Rows from a scipy CSR matrix, with an empty padding row appended when ``pad_row``."""
+        matrix = matrix.tocsr()
+        matrix.sum_duplicates()
+        matrix.sort_indices()
+        indptr = np.asarray(matrix.indptr, dtype=np.int64)
+        if pad_row:
+            indptr = np.append(indptr, indptr[-1])
+        return SparseRows(indptr, np.asarray(matrix.indices, dtype=np.int32),
+                          np.asarray(matrix.data, dtype=FEATURE_DTYPE), int(matrix.shape[1]))
+
+    def save(self, folder: Path) -> None:
+        """Write the three arrays as ``.npy`` files in ``folder`` (each atomically)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in ("indptr", "indices", "data"):
+            tmp = folder / f".{name}.npy.tmp"
+            with open(tmp, "wb") as fh:
+                np.save(fh, getattr(self, name))
+            os.replace(tmp, folder / f"{name}.npy")
+
+    @staticmethod
+    def load(folder: Path, n_features: int) -> "SparseRows":
+        """Rows saved by :meth:`save`, memory-mapped: nothing is read until a batch needs it."""
+        arrays = {name: np.load(folder / f"{name}.npy", mmap_mode="r") for name in ("indptr", "indices", "data")}
+        return SparseRows(arrays["indptr"], arrays["indices"], arrays["data"], n_features)
+
+
+@dataclass
 class Featurizer:
     """Fitted vectorisers that turn lines of text into float16 feature rows."""
 
@@ -118,21 +228,30 @@ class Featurizer:
         return (len(self.word_vectorizer.vocabulary_) + len(self.char_vectorizer.vocabulary_)
                 + len(SHAPE_NAMES))
 
-    def transform(self, texts: Sequence[str], pad_row: bool = True) -> np.ndarray:
-        """Feature rows (float16) for ``texts``; with ``pad_row`` one all-zero row is appended for padding."""
+    def transform_rows(self, texts: Sequence[str], pad_row: bool = True) -> SparseRows:
+        """Sparse feature rows for ``texts``; with ``pad_row`` an empty padding row is appended."""
+        from scipy import sparse
+
         if self.word_vectorizer is None:
             raise RuntimeError("Featurizer.transform called before fit")
-        n = len(texts)
-        out = np.zeros((n + int(pad_row), self.n_features), dtype=FEATURE_DTYPE)
-        nw = len(self.word_vectorizer.vocabulary_)
-        ns = len(self.char_vectorizer.vocabulary_)
+        parts = []
         step = 20000  # bounded temporary memory on large corpora
-        for lo in range(0, n, step):
+        for lo in range(0, len(texts), step):
             part = texts[lo : lo + step]
-            out[lo : lo + len(part), :nw] = self.word_vectorizer.transform(part).toarray()
-            out[lo : lo + len(part), nw : nw + ns] = self.char_vectorizer.transform(part).toarray()
-            out[lo : lo + len(part), nw + ns :] = np.asarray([shape_features(t) for t in part], dtype=FEATURE_DTYPE)
-        return out
+            shape = sparse.csr_matrix(np.asarray([shape_features(t) for t in part], dtype=np.float32))
+            block = sparse.hstack([self.word_vectorizer.transform(part), self.char_vectorizer.transform(part),
+                                   shape], format="csr", dtype=np.float32)
+            block.data = block.data.astype(FEATURE_DTYPE).astype(np.float32)
+            block.eliminate_zeros()  # a value below float16's range is a zero, as it was in dense rows
+            parts.append(block)
+        if not parts:
+            parts = [sparse.csr_matrix((0, self.n_features), dtype=np.float32)]
+        return SparseRows.from_csr(sparse.vstack(parts, format="csr"), pad_row)
+
+    def transform(self, texts: Sequence[str], pad_row: bool = True) -> np.ndarray:
+        """Dense float16 rows for ``texts`` (small inputs and tests); see :meth:`transform_rows`."""
+        rows = self.transform_rows(texts, pad_row)
+        return rows.csr().toarray().astype(FEATURE_DTYPE)
 
     def save(self, path: str | Path) -> None:
         """Pickle the fitted featurizer (written atomically)."""
@@ -146,36 +265,47 @@ class Featurizer:
 
 
 def cache_key(data_fingerprint: str, split: dict, featurizer: Featurizer) -> str:
-    """Cache key: the data, the split and the feature parameters."""
-    blob = json.dumps({"data": data_fingerprint, "split": split, "features": featurizer.params()}, sort_keys=True)
+    """Cache key: the data, the split, the feature parameters and the on-disk layout."""
+    blob = json.dumps({"data": data_fingerprint, "split": split, "features": featurizer.params(),
+                       "format": CACHE_FORMAT}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def build_features(split_texts: dict[str, list[str]], data_fingerprint: str, split: dict,
                    cache_dir: str | Path | None, featurizer: Featurizer | None = None
-                   ) -> tuple[Featurizer, dict[str, np.ndarray], bool]:
-    """Feature matrices per split, from the cache when possible.
+                   ) -> tuple[Featurizer, SparseRows, dict[str, tuple[int, int]], bool]:
+    """The rows of every split in one sparse store, from the cache when possible.
 
-    Returns ``(featurizer, {split: X}, cache_hit)``. Each X has one trailing zero
-    row used as the padding index.
+    Returns ``(featurizer, rows, ranges, cache_hit)``: split ``name``'s lines are rows
+    ``ranges[name][0]`` to ``ranges[name][1]`` (in ``split_texts``' order), and the store's last
+    row is the empty padding row.
     """
     featurizer = featurizer or Featurizer()
     key = cache_key(data_fingerprint, split, featurizer)
     cache = Path(cache_dir) / f"features-{key}" if cache_dir else None
+    ranges, lo = {}, 0
+    for name, texts in split_texts.items():
+        ranges[name] = (lo, lo + len(texts))
+        lo += len(texts)
     if cache is not None and (cache / "done").exists():
-        mats = {name: np.load(cache / f"{name}.npy") for name in split_texts}
+        featurizer = Featurizer.load(cache / "featurizer.pkl")
+        rows = SparseRows.load(cache, featurizer.n_features)
         logger.info(f"features: loaded from the cache {cache}")
-        return Featurizer.load(cache / "featurizer.pkl"), mats, True
-    logger.info(f"computing features for {sum(len(t) for t in split_texts.values())} lines ...")
+        _log_size(rows)
+        return featurizer, rows, ranges, True
+    logger.info(f"computing features for {lo} lines ...")
     featurizer.fit(split_texts["train"])
-    mats = {name: featurizer.transform(texts) for name, texts in split_texts.items()}
+    rows = featurizer.transform_rows([t for texts in split_texts.values() for t in texts])
     if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        for name, mat in mats.items():
-            tmp = cache / f".{name}.npy.tmp"
-            with open(tmp, "wb") as fh:
-                np.save(fh, mat)
-            os.replace(tmp, cache / f"{name}.npy")
+        rows.save(cache)
         featurizer.save(cache / "featurizer.pkl")
         (cache / "done").write_text(key)  # written last: a half-written cache is never read
-    return featurizer, mats, False
+    _log_size(rows)
+    return featurizer, rows, ranges, False
+
+
+def _log_size(rows: SparseRows) -> None:
+    lines = rows.n_rows - 1
+    size = sum(getattr(rows, a).nbytes for a in ("indptr", "indices", "data"))
+    logger.info(f"features: {lines} lines x {rows.n_features} columns, {rows.nnz} non-zeros "
+                f"({rows.nnz / max(lines, 1):.0f} per line), {size / 2**20:.0f} MiB sparse")

@@ -1,7 +1,7 @@
 """Model stage: the BiLSTM line classifier and the guide's weighted cross-entropy.
 
-The loss is registered as Keras-serialisable: SKOL's custom loss could not be
-deserialised at prediction time and every prediction silently became Misc.
+The loss and the sparse input layer are registered as Keras-serialisable: SKOL's custom loss
+could not be deserialised at prediction time and every prediction silently became Misc.
 """
 
 from __future__ import annotations
@@ -97,24 +97,111 @@ def describe_weights(class_weights: dict[str, float] | None) -> str:
     return "\n".join(lines)
 
 
-def build_model(n_features: int, config: dict) -> keras.Model:
-    """``num_layers`` x Bidirectional LSTM, then a per-line softmax over the classes, with Adam.
+@keras.saving.register_keras_serializable(package="weight_tuner")
+class SparseProjection(keras.layers.Layer):
+    """An embedding bag: each line's sparse feature row times a kernel, plus a bias, then the activation.
 
-    With ``input_projection`` > 0 a per-line Dense layer first narrows the features.
+    Inputs are ``[ids, values]``, both shaped (batch, window, k): a line's non-zero columns and their
+    values, padded with value 0. It computes exactly what ``Dense`` computes on the dense row, with
+    work and memory that follow the non-zeros. A line without non-zeros is padding: the layer's
+    output mask is False there, so the LSTMs skip it.
     """
-    inputs = keras.Input(shape=(None, n_features), name="lines")
-    # All-zero rows are padding (real lines carry a bias feature of 1.0).
-    x = keras.layers.Masking(mask_value=0.0, name="padding_mask")(inputs)
+
+    def __init__(self, units: int, n_features: int, activation=None, use_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.n_features, self.use_bias = int(units), int(n_features), bool(use_bias)
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(self.n_features, self.units), initializer="glorot_uniform",
+                                      name="kernel")
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias") if self.use_bias else None
+
+    def call(self, inputs):
+        tf = tensorflow()
+        ids, values = inputs
+        shape = tf.shape(ids, out_type=tf.int64)
+        # One sparse (lines x features) matrix for the batch; its product never forms a dense row.
+        where = tf.where(tf.not_equal(values, 0.0))
+        line = where[:, 0] * shape[1] + where[:, 1]
+        column = tf.cast(tf.gather_nd(ids, where), tf.int64)
+        rows = tf.SparseTensor(tf.stack([line, column], axis=1), tf.gather_nd(values, where),
+                               tf.stack([shape[0] * shape[1], tf.constant(self.n_features, tf.int64)]))
+        out = tf.sparse.sparse_dense_matmul(rows, ops.convert_to_tensor(self.kernel))
+        out = tf.reshape(out, tf.stack([shape[0], shape[1], tf.constant(self.units, tf.int64)]))
+        if self.bias is not None:
+            out = out + self.bias
+        return self.activation(out)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return ops.any(ops.not_equal(inputs[1], 0.0), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:2]) + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "n_features": self.n_features,
+                "activation": keras.activations.serialize(self.activation), "use_bias": self.use_bias}
+
+
+@keras.saving.register_keras_serializable(package="weight_tuner")
+class DenseRows(keras.layers.Layer):
+    """The batch's sparse rows ``[ids, values]`` as dense rows (batch, window, n_features), masked as padding
+    where a line has no non-zeros: for a first layer that reads the whole row (``input_projection`` 0).
+
+    Only one batch is ever dense, never the corpus.
+    """
+
+    def __init__(self, n_features: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n_features = int(n_features)
+
+    def call(self, inputs):
+        tf = tensorflow()
+        ids, values = inputs
+        shape = tf.shape(ids, out_type=tf.int64)
+        where = tf.where(tf.not_equal(values, 0.0))
+        cells = tf.stack([where[:, 0], where[:, 1], tf.cast(tf.gather_nd(ids, where), tf.int64)], axis=1)
+        return tf.scatter_nd(cells, tf.gather_nd(values, where),
+                             tf.stack([shape[0], shape[1], tf.constant(self.n_features, tf.int64)]))
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return ops.any(ops.not_equal(inputs[1], 0.0), axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:2]) + (self.n_features,)
+
+    def get_config(self):
+        return {**super().get_config(), "n_features": self.n_features}
+
+
+def reads_sparse_rows(model: keras.Model) -> bool:
+    """Whether ``model`` takes sparse ``[ids, values]`` inputs (models saved before took dense rows)."""
+    return len(model.inputs) == 2
+
+
+def build_model(n_features: int, config: dict) -> keras.Model:
+    """The first layer, ``num_layers`` x Bidirectional LSTM, then a per-line softmax, with Adam.
+
+    The model reads each batch's sparse rows (``ids`` and ``values``). With ``input_projection`` > 0
+    the first layer is an embedding bag of that width with a ReLU (:class:`SparseProjection`: a Dense
+    layer on the row, computed from its non-zeros). With 0, as in the guide, the LSTMs read the row
+    itself: :class:`DenseRows` expands the batch, so the model is the guide's exactly.
+    """
+    ids = keras.Input(shape=(None, None), dtype="int32", name="ids")
+    values = keras.Input(shape=(None, None), dtype="float32", name="values")
     if config.get("input_projection"):
-        # One matmul over all lines at once, instead of a wide LSTM input kernel at every step.
-        x = keras.layers.Dense(config["input_projection"], activation="relu", name="projection")(x)
+        x = SparseProjection(config["input_projection"], n_features, activation="relu",
+                             name="projection")([ids, values])
+    else:
+        x = DenseRows(n_features, name="rows")([ids, values])
     for i in range(config["num_layers"]):
         x = keras.layers.Bidirectional(
             keras.layers.LSTM(config["hidden_size"], return_sequences=True, dropout=config["dropout"]),
             name=f"bilstm_{i}",
         )(x)
     outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="classes")(x)
-    model = keras.Model(inputs, outputs, name="bilstm_line_classifier")
+    model = keras.Model({"ids": ids, "values": values}, outputs, name="bilstm_line_classifier")
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate=config["learning_rate"]),
         loss=WeightedCategoricalCrossentropy(weights_vector(config["class_weights"])),

@@ -32,6 +32,18 @@ def default_export_path(study: str) -> Path:
     return STUDIES_DIR / f"{study}-best.json"
 
 
+def display_url(url: str) -> str:
+    """A storage URL as logs and messages show it: a password in it becomes ``***``."""
+    if "://" not in url or "@" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can read: hide everything before the host
+        return url.split("://", 1)[0] + "://***@" + url.rsplit("@", 1)[1]
+
+
 def sqlite_path(url: str) -> Path | None:
     """The database file of a ``sqlite:///`` URL; ``None`` for any other storage."""
     return Path(url[len(SQLITE_PREFIX):]) if url.startswith(SQLITE_PREFIX) else None

@@ -9,6 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,9 +87,10 @@ def read_input(path: Path, max_chunk_lines: int = 2000, label_map=corpus.default
     if not path.is_file():
         raise DataError(f"input file {path} does not exist")
     report = corpus.ReadReport()
-    text = corpus.decode_bytes(path.read_bytes(), path.name, report)
+    # Messages name the path as given (or found below a folder given): archives repeat file names.
+    text = corpus.decode_bytes(path.read_bytes(), str(path), report)
     if path.suffix == ".ann":
-        doc = corpus.parse_yedda(text, path.name, report)
+        doc = corpus.parse_yedda(text, str(path), report)
         chunks = corpus.chunk_documents([doc], max_chunk_lines)
         lines = [ln for ch in chunks for ln in ch.lines]
         y = np.array([CLASSES.index(label_map(ln.label)) for ln in lines], dtype=np.int64)
@@ -112,34 +116,99 @@ def to_yedda(texts: list[str], pred: np.ndarray) -> str:
     return "\n".join(blocks) + ("\n" if blocks else "")
 
 
+PRED_SUFFIX = ".pred.txt.ann"
+INPUT_SUFFIXES = (".ann", ".txt")
+
+
+def collect_inputs(paths: list[str | Path]) -> list[Path]:
+    """The files to label: each file as given, and every ``.ann``/``.txt`` file below each folder given,
+    in sorted order (earlier predictions, ``*.pred.txt.ann``, are skipped there). A file reached twice
+    counts once. A missing path, or a folder with nothing to label, is a :class:`DataError`."""
+    found: list[Path] = []
+    for given in map(Path, paths):
+        if given.is_dir():
+            below = sorted(p for p in given.rglob("*") if p.is_file() and p.suffix in INPUT_SUFFIXES
+                           and not p.name.endswith(PRED_SUFFIX))
+            if not below:
+                raise DataError(f"predict: folder {given} holds no .ann or .txt file")
+            found += below
+        elif given.is_file():
+            found.append(given)
+        else:
+            raise DataError(f"predict: input {given} does not exist")
+    seen, unique = set(), []
+    for path in found:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(path)
+    return unique
+
+
+def output_path(path: Path, target_dir: Path) -> Path:
+    """``target_dir/<name>.pred.txt.ann`` for input ``path`` (``.ann`` and ``.txt`` suffixes dropped)."""
+    return target_dir / (path.name.removesuffix(".ann").removesuffix(".txt") + PRED_SUFFIX)
+
+
+def output_paths(inputs: list[Path], out_dir: str | Path | None) -> dict[Path, Path]:
+    """Where each input's prediction goes: beside it, or under ``out_dir`` at its path relative to the
+    inputs' deepest common folder (so ``a/s1.txt.ann`` and ``b/s1.txt.ann`` keep apart).
+
+    Two inputs that would still share an output (``x.txt`` beside ``x.txt.ann``) are a
+    :class:`DataError` naming both, raised before anything is written.
+    """
+    if out_dir is None:
+        targets = {p: output_path(p, p.parent) for p in inputs}
+    else:
+        parents = [p.resolve().parent for p in inputs]
+        root = Path(os.path.commonpath(parents)) if parents else Path(".")
+        targets = {p: output_path(p, Path(out_dir) / parent.relative_to(root)) for p, parent in zip(inputs, parents)}
+    owner: dict[Path, Path] = {}
+    for path, target in targets.items():
+        key = target.resolve()
+        if key in owner:
+            raise DataError(f"predict: {owner[key]} and {path} would both write {target}; "
+                            "rename one or predict them separately")
+        owner[key] = path
+    return targets
+
+
 def predict_files(model_path: str | Path, files: list[str | Path], out_dir: str | Path | None = None,
                   probs_csv: bool = False, sequence_threshold: float | None = None,
-                  multipliers: dict[str, float] | None = None) -> dict:
-    """Label ``files`` with a saved model bundle; return per-file and overall stats for annotated files.
+                  multipliers: dict[str, float] | None = None, progress: bool = False) -> dict:
+    """Label ``files`` (files or folders, see :func:`collect_inputs`) with a saved model bundle; return
+    per-file and overall stats for annotated files.
 
+    Outputs go where :func:`output_paths` says; every output is written atomically, so an interrupted
+    run leaves earlier outputs whole and no half-written file. Rows are featurised one file at a time.
     ``multipliers`` (a study's ``thresholds`` recommendation) predict ``argmax_c m_c p_c`` instead of argmax.
-
     Labels of ``.ann`` files are mapped to classes as the model's training data was (its ``--label-map``).
+    With ``progress`` a bar over files (with the lines done) is drawn on stderr.
     """
+    from tqdm import tqdm
+
+    inputs = collect_inputs(files)
+    targets = output_paths(inputs, out_dir)
     model, featurizer, config = load_bundle(model_path)
     label_map = load_label_map(model_path)
     results: dict = {"files": {}}
     all_y, all_p, all_pred = [], [], []
-    for f in files:
-        fl = read_input(Path(f), label_map=label_map)
+    t0, total_lines = time.perf_counter(), 0
+    bar = tqdm(inputs, desc="predict", unit="file", file=sys.stderr, disable=not progress)
+    for path in bar:
+        fl = read_input(path, label_map=label_map)
         if not fl.texts:
             logger.warning(f"{fl.path}: no lines to label")
             continue
-        split = SplitData(fl.path.name, featurizer.transform(fl.texts), fl.y if fl.y is not None else
-                          np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [fl.path.name])
+        split = SplitData.whole(str(fl.path), featurizer.transform_rows(fl.texts), fl.y if fl.y is not None else
+                                np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [str(fl.path)])
         probs = predict_probs(model, split, config)
         if multipliers is not None:
             probs = probs * np.array([multipliers[c] for c in CLASSES], dtype=probs.dtype)
             probs = probs / probs.sum(axis=1, keepdims=True)
         pred = (apply_sequence_rules(probs, sequence_threshold) if sequence_threshold is not None
                 else probs.argmax(axis=1))
-        target = Path(out_dir) / fl.path.name if out_dir else fl.path
-        out_path = target.with_name(target.name.removesuffix(".ann").removesuffix(".txt") + ".pred.txt.ann")
+        out_path = targets[path]
         atomic_write_bytes(out_path, to_yedda(fl.texts, pred).encode("utf-8"))
         entry = {"output": str(out_path), "lines": len(fl.texts)}
         if probs_csv:
@@ -158,6 +227,14 @@ def predict_files(model_path: str | Path, files: list[str | Path], out_dir: str 
             all_p.append(probs)
             all_pred.append(pred)
         results["files"][str(fl.path)] = entry
+        total_lines += len(fl.texts)
+        bar.set_postfix(lines=total_lines)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    results["throughput"] = {"files": len(results["files"]), "lines": total_lines, "seconds": round(seconds, 3),
+                             "lines_per_second": round(total_lines / seconds, 1) if seconds > 0 else None}
+    logger.info(f"predicted {total_lines} lines in {len(results['files'])} files in {seconds:.1f}s "
+                f"({total_lines / max(seconds, 1e-9):.0f} lines/s)")
     if all_y:
         y = np.concatenate(all_y)
         p = np.concatenate(all_p) if sequence_threshold is None else one_hot_probs(np.concatenate(all_pred))

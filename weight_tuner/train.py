@@ -19,7 +19,7 @@ import numpy as np
 from . import corpus, sample
 from .config import CLASSES
 from .errors import DataError, WeightTunerError
-from .features import Featurizer, build_features
+from .features import Featurizer, SparseRows, build_features
 from .metrics import compute_stats
 from .paths import DEFAULT_CACHE_DIR, bundle_paths, read_json, write_json
 from .windows import build_windows, label_table, merge_window_probs, oversample_windows
@@ -34,17 +34,30 @@ class NonFiniteLossError(WeightTunerError):
 
 @dataclass
 class SplitData:
-    """One split's lines: features (with a trailing zero padding row), labels, chunk boundaries.
+    """One split's lines: which feature rows they are, their labels and chunk boundaries.
 
+    ``rows`` is a sparse store shared by every split and evaluation unit of a corpus; ``index``
+    holds the store row of each line in reading order, then the store's padding row, so a window's
+    line ``pad_index`` reads the empty row. A split is a view: it copies no features.
     ``chunk_ids`` name the chunks between ``offsets``: the provenance of every line (the tests check
     with them that units and splits never share a chunk).
     """
 
     name: str
-    X: np.ndarray
+    rows: SparseRows
+    index: np.ndarray
     y: np.ndarray
     offsets: np.ndarray
     chunk_ids: list[str]
+
+    def __post_init__(self) -> None:
+        if len(self.index) != len(self.y) + 1 or self.index[-1] != self.rows.pad_row:
+            raise ValueError(f"split {self.name}: index must hold one row per line, then the padding row")
+
+    @staticmethod
+    def whole(name: str, rows: SparseRows, y: np.ndarray, offsets: np.ndarray, chunk_ids: list[str]) -> "SplitData":
+        """A split of every row of ``rows`` in order (a file being predicted, say)."""
+        return SplitData(name, rows, np.arange(rows.n_rows, dtype=np.int64), y, offsets, chunk_ids)
 
     @property
     def n(self) -> int:
@@ -58,14 +71,9 @@ class SplitData:
         """Lines per class."""
         return dict(zip(CLASSES, np.bincount(self.y, minlength=len(CLASSES)).astype(int).tolist()))
 
-    def tensors(self):
-        """Features and one-hot labels as TF tensors, made once and reused by every trial."""
-        if getattr(self, "_tensors", None) is None:
-            from .model import tensorflow
-
-            tf = tensorflow()
-            self._tensors = (tf.constant(self.X), tf.constant(label_table(self.y)))
-        return self._tensors
+    def dense(self) -> np.ndarray:
+        """The split's rows as one dense float32 matrix, padding row last (small data and tests only)."""
+        return self.rows.dense(self.index)
 
 
 @dataclass
@@ -156,30 +164,58 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
         if counts["train"][c] == 0:
             raise DataError(f"class {c!r} is absent from the training split of {source}; "
                               "it cannot be learned or weighted")
-    featurizer, mats, hit = build_features(texts, fingerprint, split, cache_dir)
-    splits = {name: SplitData(name, mats[name], parts[name][0], parts[name][1], split[name])
+    featurizer, rows, ranges, hit = build_features(texts, fingerprint, split, cache_dir)
+    splits = {name: SplitData(name, rows, np.append(np.arange(*ranges[name], dtype=np.int64), rows.pad_row),
+                              parts[name][0], parts[name][1], split[name])
               for name in corpus.SPLITS}
     return Prepared(source, fingerprint, split, splits, featurizer, counts, report.warnings,
                     report.unlabelled_lines, hit, overrides, spec)
 
 
 def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labels: bool,
-                 shuffle_seed: int | None = None):
-    """A tf.data pipeline that gathers window batches from the feature matrix (no dense copies)."""
+                 shuffle_seed: int | None = None, sparse: bool = True):
+    """A tf.data pipeline of window batches, each gathered from the split's sparse rows when it is drawn.
+
+    Only one batch of rows is expanded at a time (no whole-split tensor): the CSR arrays are shared
+    by every split and unit (:func:`.features.SparseRows.tensors`), and a parallel map gathers each
+    batch's non-zeros. With ``sparse`` a batch is ``{"ids", "values"}`` for
+    :class:`.model.SparseProjection`; without, dense float32 rows for models saved before features
+    were sparse.
+    """
     from .model import tensorflow
 
     tf = tensorflow()
-    X, Y = split.tensors()
+    indptr, indices, data = split.rows.tensors()
+    index = tf.constant(split.index)
+    table = tf.constant(label_table(split.y)) if labels else None
+    n_features = split.rows.n_features
+
+    def gather(win):
+        rows = tf.gather(index, win)  # (batch, window): store rows, the padding row past a chunk's end
+        flat = tf.reshape(rows, [-1])
+        starts = tf.gather(indptr, flat)
+        lengths = tf.gather(indptr, flat + 1) - starts
+        k = tf.maximum(tf.reduce_max(lengths), 1)
+        steps = tf.range(k, dtype=tf.int64)
+        real = steps[None, :] < lengths[:, None]
+        pos = tf.where(real, starts[:, None] + steps[None, :], 0)
+        ids = tf.where(real, tf.gather(indices, pos), 0)
+        values = tf.where(real, tf.cast(tf.gather(data, pos), tf.float32), 0.0)
+        shape = tf.concat([tf.shape(win, out_type=tf.int64), [k]], axis=0)
+        if sparse:
+            x = {"ids": tf.reshape(ids, shape), "values": tf.reshape(values, shape)}
+        else:
+            where = tf.where(real)
+            cells = tf.stack([where[:, 0], tf.cast(tf.gather_nd(ids, where), tf.int64)], axis=1)
+            x = tf.reshape(tf.scatter_nd(cells, tf.gather_nd(values, where),
+                                         tf.stack([tf.size(flat, out_type=tf.int64), n_features])),
+                           tf.concat([shape[:2], [n_features]], axis=0))
+        return (x, tf.gather(table, win)) if labels else x
+
     ds = tf.data.Dataset.from_tensor_slices(windows)
     if shuffle_seed is not None:
         ds = ds.shuffle(len(windows), seed=shuffle_seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if labels:
-        ds = ds.map(lambda idx: (tf.cast(tf.gather(X, idx), tf.float32), tf.gather(Y, idx)),
-                    num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        ds = ds.map(lambda idx: tf.cast(tf.gather(X, idx), tf.float32), num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
 
 # Windows per inference batch: large enough to amortise per-batch overhead (no gradients are kept).
@@ -191,9 +227,12 @@ def predict_probs(model, split: SplitData, config: dict, stride: int | None = No
 
     ``stride`` defaults to the config's ``prediction_stride``.
     """
+    from .model import reads_sparse_rows
+
     windows = build_windows(split.offsets, config["window_size"], stride or config["prediction_stride"],
                             split.pad_index)
-    ds = make_dataset(split, windows, max(config["batch_size"], PREDICT_BATCH), labels=False)
+    ds = make_dataset(split, windows, max(config["batch_size"], PREDICT_BATCH), labels=False,
+                      sparse=reads_sparse_rows(model))
     probs = model.predict(ds, verbose=0)
     return merge_window_probs(windows, probs, split.n)
 

@@ -23,7 +23,7 @@ from ..config import CLASSES, validate_class_weights
 from ..errors import WeightTunerError
 from ..paths import bundle_paths, model_path
 from .space import DEFAULT_EVALUATION, OBJECTIVES, SearchSpace
-from .storage import FINISHED, fail_abandoned_trial, requeue, trial_score
+from .storage import FINISHED, fail_abandoned_trial, requeue, storage_of, trial_score
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +85,22 @@ def save_note(trial, body: str) -> None:
         optuna_dashboard.save_note(trial, body)
     except Exception as exc:
         logger.warning(f"could not save the dashboard note of trial {trial.number}: {exc}")
+
+
+def abandon_trial(trial: optuna.Trial) -> None:
+    """A second Ctrl-C: fail the running trial (and re-queue it) before the process exits.
+
+    The signal may have interrupted the study's own storage calls, even inside a write, so a
+    fresh connection tries for a second; if the database is locked (by this very process), a
+    detached helper does it as soon as this process is gone and its lock released.
+    """
+    url = getattr(storage_of(trial.study), "_backend", storage_of(trial.study)).url
+    try:
+        fail_abandoned_trial(url, trial.study.study_name, trial._trial_id, lock_timeout=1.0)
+    except Exception:
+        subprocess.Popen([sys.executable, "-m", "weight_tuner.signals", url, trial.study.study_name,
+                          str(trial._trial_id), str(os.getpid())], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 class Objective:
@@ -227,19 +243,7 @@ class Objective:
         raise SurplusTrial(f"surplus: {len(ahead)} trials were already finished or running")
 
     def _abandon(self, trial: optuna.Trial) -> None:
-        """A second Ctrl-C: fail the running trial (and re-queue it) before the process exits.
-
-        The signal may have interrupted the study's own storage calls, even inside a write, so a
-        fresh connection tries for a second; if the database is locked (by this very process), a
-        detached helper does it as soon as this process is gone and its lock released.
-        """
-        url = getattr(trial.study._storage, "_backend", trial.study._storage).url
-        try:
-            fail_abandoned_trial(url, trial.study.study_name, trial._trial_id, lock_timeout=1.0)
-        except Exception:
-            subprocess.Popen([sys.executable, "-m", "weight_tuner.signals", url, trial.study.study_name,
-                              str(trial._trial_id), str(os.getpid())], start_new_session=True,
-                             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        abandon_trial(trial)
 
     def _give_back(self, trial: optuna.Trial) -> None:
         """Re-enqueue a trial that will not finish, so its parameters (an enqueued scheme too) are not lost."""

@@ -24,7 +24,9 @@ from ..config import CLASSES, validate_config
 from ..errors import StudyError
 from ..paths import model_path, models_dir
 from .storage import FINISHED, completed_trials, trial_config, trial_score, tuned_study
-from .units import make_units, run_unit, unit_data
+from .unitruns import (THRESHOLDS, UNWEIGHTED, missing_runs, open_companion, results, runs_of, state_of, take_runs,
+                       unweighted_number as _unweighted_number, wait_for_runs)
+from .units import Unit
 
 logger = logging.getLogger(__name__)
 
@@ -32,9 +34,7 @@ LEVEL = 0.95
 INTERVAL_METHOD = ("corrected resampled t (Nadeau & Bengio 2003): the variance of the mean difference is "
                    "inflated by held-out/training lines, because units share training data; one interval per "
                    "candidate, no multiplicity correction")
-UNWEIGHTED = "unweighted"
 CONFIRMATION_MARK = "### Confirmation"
-THRESHOLDS = "thresholds"
 
 
 # --------------------------------------------------------------------------- statistics
@@ -87,97 +87,58 @@ def _mean(values) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-# --------------------------------------------------------------------------- candidates
-
-def _weights_key(weights: dict | None) -> tuple:
-    return tuple(round(math.log(weights[c]), 6) for c in CLASSES) if weights else (0.0,) * len(CLASSES)
-
-
-def select_candidates(study: optuna.Study, top: int) -> dict[str, dict]:
-    """The unweighted model, the ``top`` best distinct weight vectors and the threshold competitor.
-
-    Weight vectors are compared by their trained (normalised) values, so schemes with the same
-    ratios count once. Names are ``unweighted``, ``thresholds`` and ``trial N``.
-    """
-    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                      key=lambda t: (-trial_score(t), t.number))
-    base = validate_config(dict(study.user_attrs["model_config"], class_weights=None))
-    unweighted_trial = _unweighted_number(study)
-    out = {UNWEIGHTED: {"kind": "unweighted", "trial": unweighted_trial, "config": base, "class_weights": None},
-           THRESHOLDS: {"kind": "thresholds", "trial": unweighted_trial, "config": base, "class_weights": None}}
-    seen = {_weights_key(None)}
-    for t in complete:
-        if len(out) - 2 >= top:
-            break
-        trained = t.user_attrs.get("class_weights_trained", t.user_attrs.get("class_weights"))
-        key = _weights_key(trained)
-        if key in seen:
-            continue
-        seen.add(key)
-        config = trial_config(study, t)
-        out[f"trial {t.number}"] = {"kind": "weights", "trial": t.number, "config": config,
-                                    "class_weights": trained, "scheme": t.user_attrs.get("scheme"),
-                                    "val_important_f1": trial_score(t)}
-    return out
-
-
 # --------------------------------------------------------------------------- confirmation
 
-def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, stop=None) -> dict:
-    """Score every candidate on every unit not yet done, saving after each; then decide.
+def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, stop=None,
+            wait: bool = True) -> dict | None:
+    """Take the confirmation's unit runs (through the storage, with every other process of the study),
+    then decide.
 
-    ``evaluation`` holds ``folds``, ``repeats``, ``top`` and ``first_repeat``. The state lives in
-    the study's ``confirmation`` user attr; ``after_unit(name, unit)`` is called after each
-    saved result; ``stop`` (a :class:`.signals.StopGuard`) stops between training batches.
-    Returns the recommendation, also stored as the ``recommendation`` user attr.
+    ``evaluation`` holds ``folds``, ``repeats``, ``top`` and ``first_repeat``. The runs are trials of a
+    companion study (:mod:`.unitruns`), planned once from the finished search; finished runs are never
+    redone. After each run this process finishes, the study's ``confirmation`` user attr is updated
+    and ``after_unit(name, unit)`` called; ``stop`` (a :class:`.signals.StopGuard`) stops between
+    training batches. With ``wait`` (``tune``) this returns the recommendation once every run is done,
+    also stored as the ``recommendation`` user attr; without (a ``worker``), it returns ``None`` when no
+    run is left to take.
     """
-    from ..model import ModelCache
+    companion, plan = open_companion(study, evaluation)
+    total = len(runs_of(plan))
+    pending, _ = missing_runs(companion, plan)
+    logger.info(f"confirming {len(plan['candidates']) - 2} weight candidates, the unweighted model and thresholds on "
+                f"{len(plan['units'])} units ({plan['folds']} folds x {plan['repeats']} repeats): "
+                f"{total - len(pending)}/{total} unit runs done (study {companion.study_name!r})")
 
-    folds, repeats = evaluation["folds"], evaluation["repeats"]
-    units = make_units(folds, repeats, evaluation.get("first_repeat", 0))
-    candidates = select_candidates(study, evaluation["top"])
-    state = study.user_attrs.get("confirmation") or {}
-    saved = state.get("candidates", {})
-    results: dict[str, dict] = {}
-    for name, cand in candidates.items():
-        old = saved.get(name, {})
-        same = old.get("config") == _config_key(cand["config"])
-        results[name] = {k: v for k, v in cand.items() if k != "config"}
-        results[name].update(config=_config_key(cand["config"]), units=old.get("units", {}) if same else {})
-    state = {"folds": folds, "repeats": repeats, "units": [u.key for u in units], "candidates": results}
-    todo = [(u, n) for u in units for n in candidates if n != THRESHOLDS and u.key not in results[n]["units"]]
-    total, done = len(units) * (len(candidates) - 1), len(units) * (len(candidates) - 1) - len(todo)
-    logger.info(f"confirming {len(candidates) - 2} weight candidates, the unweighted model and thresholds on "
-        f"{len(units)} units ({folds} folds x {repeats} repeats): {done}/{total} unit runs already done")
-    current = None
-    cache = ModelCache()  # one compiled model per architecture, re-initialised for every unit run
+    def after_run(trial) -> None:
+        study.set_user_attr("confirmation", state_of(plan, results(companion)))
+        if after_unit is not None:
+            after_unit(trial.user_attrs["candidate"], Unit.from_key(trial.user_attrs["unit"]))
+
     with stop.safe_points() if stop is not None else nullcontext():
-        for unit, name in todo:
-            if stop is not None:
-                stop.check()
-            if current is None or current[0] != unit:
-                current = (unit, unit_data(prepared, unit, folds))
-            res = run_unit(current[1], candidates[name]["config"], unit, thresholds=name == UNWEIGHTED,
-                           seed=unit.repeat, should_stop=stop.check if stop is not None else None, cache=cache)
-            results[name]["units"][unit.key] = {k: v for k, v in res.items() if k != "thresholds"}
-            if name == UNWEIGHTED:
-                results[THRESHOLDS]["units"][unit.key] = dict(res, scores=res["thresholds"])
-                results[THRESHOLDS]["units"][unit.key].pop("thresholds")
-            study.set_user_attr("confirmation", state)
-            done += 1
-            logger.info(f"confirm {done}/{total}: {name} on unit {unit.key}: important_f1 "
-                f"{res['scores']['important_f1']:.4f} ({res['seconds']:.0f}s)")
-            if after_unit is not None:
-                after_unit(name, unit)
+        if not wait:
+            take_runs(companion, plan, prepared, stop, after_run)
+            return None
+        wait_for_runs(companion, plan, prepared, stop, after_run)
+    state = state_of(plan, results(companion))
+    study.set_user_attr("confirmation", state)
     recommendation = recommendation_from(state, evaluation)
     recommendation["finished_trials"] = len(study.get_trials(deepcopy=False, states=FINISHED))
+    recommendation["confirmation_study"] = companion.study_name
     study.set_user_attr("recommendation", recommendation)
     _save_notes(study, state, recommendation)
     return recommendation
 
 
-def _config_key(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "verbosity"}
+def confirmation_evaluation(study: optuna.Study, default: dict) -> dict:
+    """The evaluation settings the confirmation uses: the study's own (``default`` for a study without).
+
+    The cv design scored its trials on the first repeats, so its confirmation takes fresh partitions
+    and seeds (``first_repeat`` = ``repeats``), not the units that chose the winner.
+    """
+    evaluation = dict(study.user_attrs.get("evaluation") or default)
+    if evaluation["design"] == "cv":
+        evaluation["first_repeat"] = evaluation["repeats"]
+    return evaluation
 
 
 def recommendation_from(state: dict, evaluation: dict) -> dict:
@@ -352,11 +313,6 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str) -> di
     logger.info(f"test split (scored once, after the decision): recommended {result['recommended']['stats']['important_f1']:.4f}, "
         f"unweighted {result['unweighted']['stats']['important_f1']:.4f}")
     return result
-
-
-def _unweighted_number(study: optuna.Study) -> int | None:
-    return next((t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                 if t.user_attrs.get("scheme") == UNWEIGHTED), None)
 
 
 def recommended_model(storage_url: str, study_name: str) -> tuple[Path, dict | None]:

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 from ..config import validate_config
 from ..errors import StudyError
 from ..logs import progress_enabled
-from ..paths import models_dir
+from ..paths import display_url, models_dir
 from .objective import Objective, SurplusTrial, TrialTimeoutError
 from .space import METRIC_NAME, SearchSpace, StudyConfig, group_schemes, warm_start_schemes
 from .storage import check_made_by_tune, finished_count, library_versions, open_storage, tuned_study
@@ -70,7 +70,7 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
             if not space.contains(params):  # e.g. the guide's 100/20/0.01: run, but not as a point of the space
                 params, attrs = {}, dict(attrs, outside_space=True)
             study.enqueue_trial(params, user_attrs=attrs)
-        logger.info(f"created study {study_name!r} in {storage_url}; enqueued {len(groups)} baseline schemes "
+        logger.info(f"created study {study_name!r} in {display_url(storage_url)}; enqueued {len(groups)} baseline schemes "
             f"({len(schemes)} named, the same weight ratios once)")
     else:
         check_made_by_tune(study)

@@ -15,7 +15,7 @@ from optuna.trial import TrialState
 
 from ..config import validate_config
 from ..errors import StudyError
-from ..paths import sqlite_path
+from ..paths import display_url, sqlite_path
 from .space import SearchSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -36,17 +36,17 @@ def check_storage(url: str, must_exist: bool = False, connect: bool = False) -> 
             with sqlalchemy.create_engine(url).connect():
                 pass
         except Exception as exc:  # sqlalchemy raises many types; all mean "unusable storage"
-            raise StudyError(f"storage {url}: cannot connect ({type(exc).__name__}: "
+            raise StudyError(f"storage {display_url(url)}: cannot connect ({type(exc).__name__}: "
                              f"{str(exc).strip().splitlines()[0]})") from exc
     path = sqlite_path(url)
     if path is not None:
         if path.exists():
             if path.is_dir():
-                raise StudyError(f"storage {url}: {path} is a directory")
+                raise StudyError(f"storage {display_url(url)}: {path} is a directory")
             with open(path, "rb") as fh:
                 head = fh.read(16)
             if head and head != b"SQLite format 3\x00":
-                raise StudyError(f"storage {url}: {path} is not a SQLite database")
+                raise StudyError(f"storage {display_url(url)}: {path} is not a SQLite database")
             if head:
                 import sqlite3
 
@@ -55,13 +55,13 @@ def check_storage(url: str, must_exist: bool = False, connect: bool = False) -> 
                     tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
                     con.close()
                 except sqlite3.DatabaseError as exc:
-                    raise StudyError(f"storage {url}: {path} is not a readable SQLite database ({exc})") from exc
+                    raise StudyError(f"storage {display_url(url)}: {path} is not a readable SQLite database ({exc})") from exc
                 if tables and "studies" not in tables:
-                    raise StudyError(f"storage {url}: {path} is a SQLite database but not an Optuna storage")
+                    raise StudyError(f"storage {display_url(url)}: {path} is a SQLite database but not an Optuna storage")
         elif must_exist:
-            raise StudyError(f"storage {url}: {path} does not exist (run `weight-tuner tune` first)")
+            raise StudyError(f"storage {display_url(url)}: {path} does not exist (run `weight-tuner tune` first)")
     elif "://" not in url:
-        raise StudyError(f"storage {url!r} is not a database URL (e.g. sqlite:///studies/x.db, postgresql://...)")
+        raise StudyError(f"storage {display_url(url)!r} is not a database URL (e.g. sqlite:///studies/x.db, postgresql://...)")
 
 
 def open_storage(url: str, *, must_exist: bool = False, heartbeat: int = 0) -> optuna.storages.RDBStorage:
@@ -83,7 +83,7 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int = 0) -> o
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # sqlalchemy raises many types; all mean "unusable storage"
-        raise StudyError(f"storage {url}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+        raise StudyError(f"storage {display_url(url)}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
 
 
 def study_names(storage) -> list[str]:
@@ -97,7 +97,7 @@ def load_existing_study(storage_url: str, name: str, **kwargs) -> optuna.Study:
     names = study_names(storage)
     if name not in names:
         listing = ", ".join(names) if names else "none"
-        raise StudyError(f"study {name!r} not found in {storage_url}; existing studies: {listing}")
+        raise StudyError(f"study {name!r} not found in {display_url(storage_url)}; existing studies: {listing}")
     return optuna.load_study(study_name=name, storage=storage, **kwargs)
 
 
@@ -133,13 +133,19 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-# What a re-queued trial keeps, so that a retried scheme is still that scheme.
-RETRY_ATTRS = ("scheme", "schemes", "weights_given", "outside_space")
+# What a re-queued trial keeps, so that a retried scheme is still that scheme (and a unit run that run).
+RETRY_ATTRS = ("scheme", "schemes", "weights_given", "outside_space", "candidate", "unit")
+
+
+def storage_of(study: optuna.Study):
+    """The storage object a loaded study reads and writes (Optuna keeps it private); the one place
+    that reaches for it, so companion studies share the study's connection and heartbeat settings."""
+    return study._storage
 
 
 def requeue(study: optuna.Study, trial) -> None:
     """Enqueue ``trial``'s parameters again (a live or a frozen trial), marked ``retry_of`` its number."""
-    if trial.params or trial.user_attrs.get("outside_space"):
+    if trial.params or trial.user_attrs.get("outside_space") or "unit" in trial.user_attrs:
         attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRY_ATTRS}
         study.enqueue_trial(trial.params, user_attrs=dict(attrs, retry_of=trial.number))
 

@@ -35,6 +35,12 @@ class Unit:
     def key(self) -> str:
         return f"r{self.repeat}f{self.fold}"
 
+    @staticmethod
+    def from_key(key: str) -> "Unit":
+        """The unit named ``r<repeat>f<fold>``."""
+        repeat, fold = key[1:].split("f")
+        return Unit(int(repeat), int(fold))
+
 
 def make_units(folds: int, repeats: int, first_repeat: int = 0) -> list[Unit]:
     """All units of ``repeats`` repeats of ``folds``-fold splitting, repeat by repeat."""
@@ -69,21 +75,21 @@ def fold_of_pieces(prepared, folds: int, repeat: int) -> np.ndarray:
 
 
 def _subset(prepared, name: str, pieces: list[tuple[str, int]]):
-    """A split made of the given chunks, in their order (features copied, one padding row appended)."""
+    """A split made of the given chunks, in their order: a view that indexes the prepared rows."""
     from ..train import SplitData
 
-    xs, ys, sizes, ids = [], [], [], []
+    rows = prepared.splits["train"].rows
+    index, ys, sizes, ids = [], [], [], []
     for split_name, i in pieces:
         src = prepared.splits[split_name]
         lo, hi = int(src.offsets[i]), int(src.offsets[i + 1])
-        xs.append(src.X[lo:hi])
+        index.append(src.index[lo:hi])
         ys.append(src.y[lo:hi])
         sizes.append(hi - lo)
         ids.append(src.chunk_ids[i])
-    width = prepared.splits["train"].X.shape[1]
-    X = np.concatenate(xs + [np.zeros((1, width), dtype=prepared.splits["train"].X.dtype)])
     offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    return SplitData(name, X, np.concatenate(ys), offsets, ids)
+    return SplitData(name, rows, np.concatenate(index + [[rows.pad_row]]).astype(np.int64), np.concatenate(ys),
+                     offsets, ids)
 
 
 def unit_data(prepared, unit: Unit, folds: int):
@@ -98,6 +104,14 @@ def unit_data(prepared, unit: Unit, folds: int):
         raise DataError(f"unit {unit.key}: class {missing[0]!r} is absent from its training folds; use fewer --folds")
     return dataclasses.replace(prepared, splits={"train": train, "val": held, "test": prepared.splits["test"]},
                                class_counts=counts)
+
+
+def check_units(prepared, evaluation: dict) -> None:
+    """Build every unit the evaluation settings call for (cheap: units index rows) and raise the
+    :class:`DataError` a unit would raise, before a study is created or anything is trained."""
+    repeats = evaluation["repeats"] * (2 if evaluation.get("design") == "cv" else 1)  # cv confirms on fresh ones
+    for unit in make_units(evaluation["folds"], repeats):
+        unit_data(prepared, unit, evaluation["folds"])
 
 
 def unit_config(config: dict, unit: Unit) -> dict:

@@ -1,0 +1,123 @@
+"""Every worker confirms: the (candidate, unit) runs go through the storage, exactly once, deterministic."""
+
+import os
+import signal
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from weight_tuner.cli import main
+
+from test_reliability import PG_URL, SAMPLE_DOCS, _pg_available, cli, study_toml, wait_for
+
+EVALUATION = ["--folds", "2", "--repeats", "2", "--confirm-top", "2"]  # 3 candidates x 4 units: 12 runs
+RUNS = 12
+
+
+def _args(url, name, toml, cache_dir):
+    return ["--storage", url, "--study", name, "--config", str(toml), "--trials", "3", *EVALUATION,
+            "--sample-docs", SAMPLE_DOCS, "--cache-dir", str(cache_dir)]
+
+
+def _toml(tmp_path):
+    return study_toml(tmp_path, epochs=3, schemes=("unweighted", "inverse_frequency", "sqrt_inverse_frequency"))
+
+
+def _unit_scores(study):
+    """Every candidate's per-unit scores, as the decision read them."""
+    cands = study.user_attrs["confirmation"]["candidates"]
+    return {name: {k: u["scores"] for k, u in c["units"].items()} for name, c in cands.items()}
+
+
+def _companion(url, study):
+    return optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=url)
+
+
+def _assert_each_run_counted_once(companion):
+    done = [t for t in companion.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    pairs = [(t.user_attrs["candidate"], t.user_attrs["unit"]) for t in done]
+    assert len(pairs) == len(set(pairs)) == RUNS
+    assert not companion.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
+    return done
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, cache_dir):
+    """The same study confirmed by one process alone."""
+    tmp = tmp_path_factory.mktemp("single")
+    url = f"sqlite:///{tmp}/single.db"
+    assert main(["tune", *_args(url, "s", _toml(tmp), cache_dir)]) == 0
+    study = optuna.load_study(study_name="s", storage=url)
+    return {"scores": _unit_scores(study), "decision": study.user_attrs["recommendation"]["decision"],
+            "candidates": [r["candidate"] for r in study.user_attrs["recommendation"]["candidates"]]}
+
+
+def _tune_and_worker_confirm_together(url, name, tmp_path, cache_dir, reference):
+    toml = _toml(tmp_path)
+    # the search first, in this process; then tune and a worker, started together, share its confirmation
+    assert main(["tune", *_args(url, name, toml, cache_dir), "--no-confirm"]) == 0
+    worker = cli(["worker", "--storage", url, "--study", name, "--trials", "3"], cache_dir, cwd=tmp_path)
+    tuner = cli(["tune", *_args(url, name, toml, cache_dir)[:-4]], cache_dir, cwd=tmp_path)  # cli() adds the data
+    outputs = {}
+    for label, proc in (("tune", tuner), ("worker", worker)):
+        outputs[label], err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, err[-8000:]
+    assert "Recommendation:" in outputs["tune"] and "no unit run" in outputs["worker"]
+    study = optuna.load_study(study_name=name, storage=url)
+    done = _assert_each_run_counted_once(_companion(url, study))
+    processes = {(t.user_attrs["host"], t.user_attrs["pid"]) for t in done}
+    assert len(processes) >= 2, processes  # both took unit runs
+    assert all(t.user_attrs["seconds"] > 0 for t in done)
+    assert _unit_scores(study) == reference["scores"]  # the same scores whichever process ran a unit
+    rec = study.user_attrs["recommendation"]
+    assert rec["decision"] == reference["decision"]
+    assert [r["candidate"] for r in rec["candidates"]] == reference["candidates"]
+    assert "test_stats" in study.user_attrs  # scored once, by tune, after the decision
+
+
+def test_tune_and_a_worker_share_the_confirmation_on_sqlite(tmp_path, cache_dir, reference):
+    _tune_and_worker_confirm_together(f"sqlite:///{tmp_path}/shared.db", "shared", tmp_path, cache_dir, reference)
+
+
+@pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
+def test_tune_and_a_worker_share_the_confirmation_on_postgresql(tmp_path, cache_dir, reference):
+    name = f"wt-scale-{os.getpid()}-{int(time.time() * 1000)}"
+    try:
+        _tune_and_worker_confirm_together(PG_URL, name, tmp_path, cache_dir, reference)
+    finally:
+        for summary in optuna.study.get_all_study_summaries(PG_URL, include_best_trial=False):
+            if summary.study_name.startswith(name):
+                optuna.delete_study(study_name=summary.study_name, storage=PG_URL)
+
+
+def test_a_killed_workers_unit_run_is_retried_and_counted_once(tmp_path, cache_dir, reference):
+    url, name = f"sqlite:///{tmp_path}/k.db", "k"
+    toml = _toml(tmp_path)
+    assert main(["tune", *_args(url, name, toml, cache_dir), "--no-confirm"]) == 0
+    worker = cli(["worker", "--storage", url, "--study", name, "--trials", "3", "--heartbeat", "1"], cache_dir,
+                 cwd=tmp_path)
+
+    def unit_run_running():
+        study = optuna.load_study(study_name=name, storage=url)
+        if "confirmation_study" not in study.user_attrs:
+            return False
+        return bool(_companion(url, study).get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    wait_for(unit_run_running, worker, timeout=300, what="a unit run in the worker")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    # tune picks up what is left, and the killed run once its heartbeat is stale (3 beats of 1 s)
+    assert main(["tune", *_args(url, name, toml, cache_dir), "--heartbeat", "1"]) == 0
+    study = optuna.load_study(study_name=name, storage=url)
+    companion = _companion(url, study)
+    killed = [t for t in companion.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    assert len(killed) == 1
+    _assert_each_run_counted_once(companion)
+    retried = [t for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if t.user_attrs["candidate"] == killed[0].user_attrs["candidate"]
+               and t.user_attrs["unit"] == killed[0].user_attrs["unit"]]
+    assert len(retried) == 1 and retried[0].user_attrs["pid"] == os.getpid()
+    assert _unit_scores(study) == reference["scores"]
+    assert study.user_attrs["recommendation"]["decision"] == reference["decision"]

@@ -1,0 +1,317 @@
+"""Unit runs through the storage: the confirmation's (candidate, unit) runs as trials of a companion study.
+
+When the search has its trials, the first process to get there plans the confirmation: it picks the
+candidates once, from the finished search (:func:`select_candidates`), and creates the
+companion study ``<study>.confirm-<plan id>`` in the same storage with one enqueued trial per
+(candidate, unit). Every process attached to the study (``tune`` and each ``worker``) then takes
+waiting unit trials, one at a time, as Optuna hands them out: the confirmation spreads over the
+workers exactly like the search, on the same engine. Heartbeats, stale-trial failing and retry, the
+dashboard and ``trials_dataframe`` all work for unit runs as they do for trials.
+
+A unit run's result depends only on its candidate's config and its unit (the unit's rows and seed
+are fixed), so whichever process runs it gets the same scores. Each result records the host and
+process that ran it and its seconds. The plan's id is a hash of the candidates' configs and the
+units: processes that plan the same finished search meet in the same companion study, and a
+search extended later gets a new plan (finished runs of unchanged candidates are carried over).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from ..config import CLASSES, validate_config
+from ..errors import StudyError
+from .storage import storage_of, trial_config, trial_score
+from .units import UNIT_KEYS, Unit, make_units, run_unit, unit_data
+
+logger = logging.getLogger(__name__)
+
+COMPANION = ".confirm-"
+UNWEIGHTED = "unweighted"
+THRESHOLDS = "thresholds"
+ENQUEUE_GRACE_S = 60.0  # how long a process waits for the planner to finish enqueuing before it helps
+
+
+class NoUnitLeft(Exception):
+    """Optuna handed out a fresh trial: another process took the last waiting unit run first."""
+
+
+def config_key(config: dict) -> dict:
+    """A candidate's config without run-time settings: what its unit runs' results depend on."""
+    return {k: v for k, v in config.items() if k != "verbosity"}
+
+
+def _weights_key(weights: dict | None) -> tuple:
+    return tuple(round(math.log(weights[c]), 6) for c in CLASSES) if weights else (0.0,) * len(CLASSES)
+
+
+def select_candidates(study: optuna.Study, top: int) -> dict[str, dict]:
+    """The unweighted model, the ``top`` best distinct weight vectors and the threshold competitor.
+
+    Weight vectors are compared by their trained (normalised) values, so schemes with the same
+    ratios count once. Names are ``unweighted``, ``thresholds`` and ``trial N``.
+    """
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                      key=lambda t: (-trial_score(t), t.number))
+    base = validate_config(dict(study.user_attrs["model_config"], class_weights=None))
+    unweighted_trial = unweighted_number(study)
+    out = {UNWEIGHTED: {"kind": "unweighted", "trial": unweighted_trial, "config": base, "class_weights": None},
+           THRESHOLDS: {"kind": "thresholds", "trial": unweighted_trial, "config": base, "class_weights": None}}
+    seen = {_weights_key(None)}
+    for t in complete:
+        if len(out) - 2 >= top:
+            break
+        trained = t.user_attrs.get("class_weights_trained", t.user_attrs.get("class_weights"))
+        key = _weights_key(trained)
+        if key in seen:
+            continue
+        seen.add(key)
+        config = trial_config(study, t)
+        out[f"trial {t.number}"] = {"kind": "weights", "trial": t.number, "config": config,
+                                    "class_weights": trained, "scheme": t.user_attrs.get("scheme"),
+                                    "val_important_f1": trial_score(t)}
+    return out
+
+
+def unweighted_number(study: optuna.Study) -> int | None:
+    """The number of the study's completed unweighted trial (``None`` if it has none)."""
+    return next((t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if t.user_attrs.get("scheme") == UNWEIGHTED), None)
+
+
+def make_plan(study: optuna.Study, evaluation: dict) -> dict:
+    """The confirmation's plan from the finished search: candidates (with configs), units, and its id."""
+    candidates = select_candidates(study, evaluation["top"])
+    units = make_units(evaluation["folds"], evaluation["repeats"], evaluation.get("first_repeat", 0))
+    plan = {"folds": evaluation["folds"], "repeats": evaluation["repeats"], "units": [u.key for u in units],
+            "candidates": {name: dict(cand, config=config_key(cand["config"])) for name, cand in candidates.items()}}
+    blob = json.dumps({"units": plan["units"], "folds": plan["folds"],
+                       "candidates": {n: c["config"] for n, c in plan["candidates"].items()}}, sort_keys=True)
+    plan["id"] = hashlib.sha256(blob.encode()).hexdigest()[:8]
+    return plan
+
+
+def runs_of(plan: dict) -> list[tuple[str, str]]:
+    """Every (candidate, unit) pair that is trained: thresholds ride on the unweighted model's runs."""
+    return [(name, key) for key in plan["units"] for name in plan["candidates"] if name != THRESHOLDS]
+
+
+def companion_name(study_name: str, plan: dict) -> str:
+    """The name of the companion study that holds a plan's unit runs."""
+    return f"{study_name}{COMPANION}{plan['id']}"
+
+
+def open_companion(study: optuna.Study, evaluation: dict) -> tuple[optuna.Study, dict]:
+    """Create the companion study for the finished search, or join it; returns ``(companion, plan)``.
+
+    Creation is atomic in the database: of several processes that reach the end of the search
+    together, one creates the study, stores the plan and enqueues the runs; the others load it.
+    """
+    plan = make_plan(study, evaluation)
+    name = companion_name(study.study_name, plan)
+    storage = storage_of(study)
+    try:
+        companion = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        companion.set_user_attr("plan", plan)
+        companion.set_user_attr("parent_study", study.study_name)
+        _enqueue_missing(companion, plan, _earlier_results(study, name, storage))
+        companion.set_user_attr("enqueued", True)
+        logger.info(f"planned the confirmation: {len(runs_of(plan))} unit runs in study {name!r}")
+    except optuna.exceptions.DuplicatedStudyError:
+        companion = optuna.load_study(study_name=name, storage=storage)
+        deadline = time.monotonic() + ENQUEUE_GRACE_S
+        while "enqueued" not in companion.user_attrs and time.monotonic() < deadline:
+            time.sleep(1.0)
+        plan = companion.user_attrs.get("plan", plan)  # the planner's own (the same search gives the same)
+        if "enqueued" not in companion.user_attrs:  # the planner died while enqueuing: finish its work
+            _enqueue_missing(companion, plan, {})
+            companion.set_user_attr("enqueued", True)
+    if study.user_attrs.get("confirmation_study") != name:
+        study.set_user_attr("confirmation_study", name)
+    return companion, plan
+
+
+def _earlier_results(study: optuna.Study, name: str, storage) -> dict:
+    """Finished unit runs of this study's earlier plans, by (config, unit): reused when a candidate's config
+    is unchanged (an extended search keeps the unweighted candidate, say)."""
+    found = {}
+    prefix = f"{study.study_name}{COMPANION}"
+    for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
+        if not summary.study_name.startswith(prefix) or summary.study_name == name:
+            continue
+        old = optuna.load_study(study_name=summary.study_name, storage=storage)
+        cands = (old.user_attrs.get("plan") or {}).get("candidates", {})
+        for t in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            cand = cands.get(t.user_attrs.get("candidate"))
+            if cand is not None:
+                key = (json.dumps(cand["config"], sort_keys=True), t.user_attrs["unit"])
+                found.setdefault(key, (summary.study_name, t))
+    return found
+
+
+def _enqueue_missing(companion: optuna.Study, plan: dict, earlier: dict) -> None:
+    """One waiting trial for every run that has none yet (or a copy of an earlier finished run)."""
+    present = {(t.user_attrs.get("candidate"), t.user_attrs.get("unit")) for t in companion.get_trials(
+        deepcopy=False, states=(TrialState.COMPLETE, TrialState.WAITING, TrialState.RUNNING))}
+    for name, key in runs_of(plan):
+        if (name, key) in present:
+            continue
+        reuse = earlier.get((json.dumps(plan["candidates"][name]["config"], sort_keys=True), key))
+        if reuse is not None:
+            source, old = reuse
+            attrs = dict(old.user_attrs, candidate=name, reused_from=f"{source}#{old.number}")
+            companion.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=old.value,
+                                                          user_attrs=attrs))
+        else:
+            companion.enqueue_trial({}, user_attrs={"candidate": name, "unit": key})
+
+
+class UnitRun:
+    """The objective of a unit trial: train its candidate on its unit's training folds, score the held-out fold."""
+
+    def __init__(self, prepared, plan: dict, stop=None):
+        from ..model import ModelCache  # imports TensorFlow: only when unit runs are taken
+
+        self.prepared, self.plan, self.stop = prepared, plan, stop
+        self.cache = ModelCache()
+        self._data: tuple[str, object] | None = None  # the current unit's view of the rows
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        name, key = trial.user_attrs.get("candidate"), trial.user_attrs.get("unit")
+        if name is None or key is None:
+            trial.set_user_attr("fail_reason", "no unit run was left to take (another process took the last)")
+            raise NoUnitLeft()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        unit = Unit.from_key(key)
+        if self._data is None or self._data[0] != key:
+            self._data = None  # free the previous unit's view before building the next
+            self._data = (key, unit_data(self.prepared, unit, self.plan["folds"]))
+        if self.stop is not None:
+            self.stop.abandon = lambda: _abandon(trial)
+        from ..train import NonFiniteLossError
+
+        try:
+            res = run_unit(self._data[1], self.plan["candidates"][name]["config"], unit,
+                           thresholds=name == UNWEIGHTED, seed=unit.repeat,
+                           should_stop=self.stop.check if self.stop is not None else None, cache=self.cache)
+        except KeyboardInterrupt as exc:
+            trial.set_user_attr("fail_reason", f"interrupted ({type(exc).__name__})")
+            give_back(trial.study, trial)
+            raise
+        except NonFiniteLossError as exc:  # the same run would fail again: not queued, named by the wait
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        for k in ("scores", "lines", "train_lines", "seconds", "thresholds"):
+            if k in res:
+                trial.set_user_attr(k, res[k])
+        return res["scores"]["important_f1"]
+
+
+def give_back(companion: optuna.Study, trial) -> None:
+    """Enqueue a unit run that will not finish again, marked ``retry_of`` its trial number."""
+    companion.enqueue_trial({}, user_attrs={"candidate": trial.user_attrs["candidate"],
+                                            "unit": trial.user_attrs["unit"], "retry_of": trial.number})
+
+
+def _abandon(trial: optuna.Trial) -> None:
+    """A second Ctrl-C during a unit run: fail it and queue it again (see :meth:`.objective.Objective._abandon`)."""
+    from .objective import abandon_trial
+
+    abandon_trial(trial)
+
+
+def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None) -> int:
+    """Take waiting unit runs of ``companion`` one at a time until none is left; return how many this
+    process ran. ``after_run(trial)`` is called after each finished run."""
+    from ..train import NonFiniteLossError
+
+    objective = UnitRun(prepared, plan, stop)
+    ran = 0
+    while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if stop is not None:
+            stop.check()
+        done: list[optuna.trial.FrozenTrial] = []
+        companion.optimize(objective, n_trials=1, gc_after_trial=True, catch=(NoUnitLeft, NonFiniteLossError),
+                           callbacks=[lambda s, t: done.append(t)])
+        if stop is not None:
+            stop.abandon = None
+        trial = done[-1] if done else None
+        if trial is None or trial.state != TrialState.COMPLETE:
+            continue
+        ran += 1
+        logger.info(f"unit run {trial.user_attrs['candidate']} on {trial.user_attrs['unit']}: important_f1 "
+                    f"{trial.value:.4f} ({trial.user_attrs['seconds']:.0f}s)")
+        if after_run is not None:
+            after_run(trial)
+    return ran
+
+
+def results(companion: optuna.Study) -> dict[tuple[str, str], optuna.trial.FrozenTrial]:
+    """The finished run of every (candidate, unit): the first to complete, so a retried run counts once."""
+    out: dict[tuple[str, str], optuna.trial.FrozenTrial] = {}
+    for t in sorted(companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+        out.setdefault((t.user_attrs["candidate"], t.user_attrs["unit"]), t)
+    return out
+
+
+def missing_runs(companion: optuna.Study, plan: dict) -> tuple[list, list]:
+    """``(pending, lost)``: runs not finished yet but waiting or running somewhere, and runs with neither
+    (failed for good, e.g. retried too often)."""
+    finished = results(companion)
+    alive = {(t.user_attrs.get("candidate"), t.user_attrs.get("unit")) for t in companion.get_trials(
+        deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
+    todo = [r for r in runs_of(plan) if r not in finished]
+    return [r for r in todo if r in alive], [r for r in todo if r not in alive]
+
+
+def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None,
+                  poll_seconds: float = 5.0) -> None:
+    """Take runs until every run of the plan has finished, here or in other processes.
+
+    While others hold the last runs, stale ones (a killed worker's) are failed and queued again by
+    Optuna's heartbeat callback, and taken here. A run that failed for good is a :class:`StudyError`.
+    """
+    while True:
+        take_runs(companion, plan, prepared, stop, after_run)
+        pending, lost = missing_runs(companion, plan)
+        if lost:
+            fails = [t for t in companion.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                     if (t.user_attrs.get("candidate"), t.user_attrs.get("unit")) == lost[0]]
+            reason = fails[-1].user_attrs.get("fail_reason", "see the log") if fails else "unknown"
+            raise StudyError(f"unit run {lost[0][0]} on {lost[0][1]} failed and is not queued again ({reason}); "
+                             f"study {companion.study_name!r}")
+        if not pending:
+            return
+        if stop is not None:
+            stop.check()
+        logger.info(f"waiting for {len(pending)} unit runs held by other processes")
+        optuna.storages.fail_stale_trials(companion)
+        time.sleep(poll_seconds)
+
+
+def state_of(plan: dict, finished: dict) -> dict:
+    """The confirmation's state (candidates with their per-unit results) as the study's views read it."""
+    candidates = {}
+    for name, cand in plan["candidates"].items():
+        source = UNWEIGHTED if name == THRESHOLDS else name
+        units = {}
+        for key in plan["units"]:
+            t = finished.get((source, key))
+            if t is None:
+                continue
+            scores = t.user_attrs["thresholds"] if name == THRESHOLDS else t.user_attrs["scores"]
+            units[key] = {"scores": {k: float(scores[k]) for k in UNIT_KEYS}, "lines": t.user_attrs["lines"],
+                          "train_lines": t.user_attrs["train_lines"], "seconds": t.user_attrs["seconds"],
+                          "host": t.user_attrs.get("host"), "pid": t.user_attrs.get("pid"), "run": t.number}
+        candidates[name] = dict(cand, units=units)
+    return {"folds": plan["folds"], "repeats": plan["repeats"], "units": plan["units"], "candidates": candidates}
