@@ -11,6 +11,7 @@ DATA    ?=
 CONFIG  ?=
 OUT     ?= studies/$(STUDY)-best.json
 PORT    ?= 8080
+HOST    ?= 127.0.0.1
 BENCH_DATA ?= ../shared/skol-corpus
 BENCH_STUDY ?=
 
@@ -40,7 +41,7 @@ report: $(STAMP)
 	$(BIN)/weight-tuner report --study $(STUDY) --storage $(STORAGE)
 
 dashboard: $(STAMP)
-	$(BIN)/optuna-dashboard $(STORAGE) --port $(PORT)
+	$(BIN)/optuna-dashboard $(STORAGE) --host $(HOST) --port $(PORT)
 
 corpus: $(STAMP)
 	$(BIN)/weight-tuner corpus $(DATA_ARG)

@@ -81,11 +81,16 @@ def test_padding_changes_no_prediction_of_a_real_line(projection):
     np.testing.assert_allclose(model.predict(sparse_batch(front), verbose=0)[:, 3:], a, rtol=1e-5, atol=1e-6)
 
 
-def test_sparse_projection_equals_the_dense_projection_on_the_same_rows(prepared):
-    """The embedding bag computes what a Dense layer computes on the dense row (features version 3)."""
+@pytest.mark.parametrize("dense_batch_columns", [8192, 0], ids=["batch expanded", "sparse product"])
+def test_sparse_projection_equals_the_dense_projection_on_the_same_rows(prepared, monkeypatch, dense_batch_columns):
+    """The embedding bag computes what a Dense layer computes on the dense row (features version 3),
+    both when it expands the batch (narrow rows) and when it multiplies sparse (wide rows)."""
     import keras
 
+    from weight_tuner import model
     from weight_tuner.model import SparseProjection
+
+    monkeypatch.setattr(model, "DENSE_BATCH_COLUMNS", dense_batch_columns)
 
     split = prepared.splits["val"]
     rows = split.index[:40].reshape(4, 10)

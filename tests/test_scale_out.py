@@ -121,3 +121,38 @@ def test_a_killed_workers_unit_run_is_retried_and_counted_once(tmp_path, cache_d
     assert len(retried) == 1 and retried[0].user_attrs["pid"] == os.getpid()
     assert _unit_scores(study) == reference["scores"]
     assert study.user_attrs["recommendation"]["decision"] == reference["decision"]
+
+
+@pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
+def test_a_password_in_the_storage_url_is_stored_and_shown_nowhere(tmp_path, cache_dir, capsys, monkeypatch):
+    import json
+
+    from sqlalchemy.engine import make_url
+
+    secret = "s3cret-Pw0rd"  # the test server trusts local connections, so any password connects
+    url = make_url(PG_URL).set(password=secret).render_as_string(hide_password=False)
+    name = f"wt-secret-{os.getpid()}-{int(time.time() * 1000)}"
+    monkeypatch.chdir(tmp_path)
+    toml = study_toml(tmp_path, epochs=1, schemes=("unweighted", "inverse_frequency"))
+    try:
+        assert main(["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "2", "--folds", "2",
+                     "--repeats", "1", "--confirm-top", "1", "--sample-docs", SAMPLE_DOCS,
+                     "--cache-dir", str(cache_dir)]) == 0
+        assert main(["export", "--storage", url, "--study", name, "-o", str(tmp_path / "e.json")]) == 0
+        assert main(["report", "--storage", url, "--study", name, "--no-plots"]) == 0
+        shown = capsys.readouterr()
+        assert "***" in shown.out and secret not in shown.out + shown.err
+        stored, storage = [], optuna.storages.RDBStorage(PG_URL)
+        for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
+            if summary.study_name.startswith(name):
+                study = optuna.load_study(study_name=summary.study_name, storage=storage)
+                system = storage.get_study_system_attrs(storage.get_study_id_from_name(summary.study_name))
+                stored.append(json.dumps([study.user_attrs, system], default=str))
+                stored += [json.dumps([t.user_attrs, t.system_attrs], default=str) for t in study.trials]
+        assert len(stored) > 2 and not any(secret in s for s in stored)  # attrs, notes (system attrs), trials
+        written = [p for p in tmp_path.rglob("*") if p.is_file()]
+        assert written and not any(secret.encode() in p.read_bytes() for p in written)
+    finally:
+        for summary in optuna.study.get_all_study_summaries(PG_URL, include_best_trial=False):
+            if summary.study_name.startswith(name):
+                optuna.delete_study(study_name=summary.study_name, storage=PG_URL)

@@ -8,7 +8,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from .errors import StudyError
-from .paths import write_json
+from .paths import display_url, write_json
 from .study.space import METRIC_NAME
 from .study.storage import completed_trials, trial_config, trial_score, tuned_study
 
@@ -70,7 +70,7 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
         "recommendation": recommendation_export(rec) if follows else None,
         "model_config": config,
         "study": study_name,
-        "storage": storage_url,
+        "storage": display_url(storage_url),  # a password never reaches an exported file
         "trial_number": best.number,
         "scheme": best.user_attrs.get("scheme"),
         "objectives": attrs.get("objectives", ["important_f1"]),

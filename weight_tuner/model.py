@@ -97,14 +97,35 @@ def describe_weights(class_weights: dict[str, float] | None) -> str:
     return "\n".join(lines)
 
 
+# Up to this many columns the projection expands the batch and multiplies it densely: at SKOL's
+# 2,063 columns that step took 4.2 ms against 8.0 ms for TensorFlow's sparse-dense product (training
+# step of the first layer, 32 windows of 15 lines, CPU; docs/benchmarks.md). Wider rows multiply
+# sparse, so their cost follows the non-zeros.
+DENSE_BATCH_COLUMNS = 8192
+
+
+def _nonzeros(ids, values):
+    """The batch's non-zeros as (line, column, value), lines numbered across the batch."""
+    tf = tensorflow()
+    shape = tf.shape(ids, out_type=tf.int64)
+    where = tf.where(tf.not_equal(values, 0.0))
+    line = where[:, 0] * shape[1] + where[:, 1]
+    return shape, line, tf.cast(tf.gather_nd(ids, where), tf.int64), tf.gather_nd(values, where)
+
+
+def _padding_mask(values):
+    """True for a real line: it has a non-zero (its bias feature); a padding line has none."""
+    return ops.any(ops.not_equal(values, 0.0), axis=-1)
+
+
 @keras.saving.register_keras_serializable(package="weight_tuner")
 class SparseProjection(keras.layers.Layer):
     """An embedding bag: each line's sparse feature row times a kernel, plus a bias, then the activation.
 
     Inputs are ``[ids, values]``, both shaped (batch, window, k): a line's non-zero columns and their
-    values, padded with value 0. It computes exactly what ``Dense`` computes on the dense row, with
-    work and memory that follow the non-zeros. A line without non-zeros is padding: the layer's
-    output mask is False there, so the LSTMs skip it.
+    values, padded with value 0. It computes exactly what ``Dense`` computes on the dense row; only one
+    batch's rows are ever expanded (see :data:`DENSE_BATCH_COLUMNS`). A line without non-zeros is
+    padding: the layer's output mask is False there, so the LSTMs skip it.
     """
 
     def __init__(self, units: int, n_features: int, activation=None, use_bias: bool = True, **kwargs):
@@ -119,22 +140,22 @@ class SparseProjection(keras.layers.Layer):
 
     def call(self, inputs):
         tf = tensorflow()
-        ids, values = inputs
-        shape = tf.shape(ids, out_type=tf.int64)
-        # One sparse (lines x features) matrix for the batch; its product never forms a dense row.
-        where = tf.where(tf.not_equal(values, 0.0))
-        line = where[:, 0] * shape[1] + where[:, 1]
-        column = tf.cast(tf.gather_nd(ids, where), tf.int64)
-        rows = tf.SparseTensor(tf.stack([line, column], axis=1), tf.gather_nd(values, where),
-                               tf.stack([shape[0] * shape[1], tf.constant(self.n_features, tf.int64)]))
-        out = tf.sparse.sparse_dense_matmul(rows, ops.convert_to_tensor(self.kernel))
+        shape, line, column, value = _nonzeros(*inputs)
+        lines = shape[0] * shape[1]
+        kernel = ops.convert_to_tensor(self.kernel)
+        if self.n_features <= DENSE_BATCH_COLUMNS:
+            rows = tf.scatter_nd(tf.stack([line, column], axis=1), value, tf.stack([lines, self.n_features]))
+            out = tf.matmul(rows, kernel)
+        else:
+            rows = tf.SparseTensor(tf.stack([line, column], axis=1), value, tf.stack([lines, self.n_features]))
+            out = tf.sparse.sparse_dense_matmul(rows, kernel)
         out = tf.reshape(out, tf.stack([shape[0], shape[1], tf.constant(self.units, tf.int64)]))
         if self.bias is not None:
             out = out + self.bias
         return self.activation(out)
 
     def compute_mask(self, inputs, previous_mask=None):
-        return ops.any(ops.not_equal(inputs[1], 0.0), axis=-1)
+        return _padding_mask(inputs[1])
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0][:2]) + (self.units,)
@@ -158,15 +179,13 @@ class DenseRows(keras.layers.Layer):
 
     def call(self, inputs):
         tf = tensorflow()
-        ids, values = inputs
-        shape = tf.shape(ids, out_type=tf.int64)
-        where = tf.where(tf.not_equal(values, 0.0))
-        cells = tf.stack([where[:, 0], where[:, 1], tf.cast(tf.gather_nd(ids, where), tf.int64)], axis=1)
-        return tf.scatter_nd(cells, tf.gather_nd(values, where),
-                             tf.stack([shape[0], shape[1], tf.constant(self.n_features, tf.int64)]))
+        shape, line, column, value = _nonzeros(*inputs)
+        rows = tf.scatter_nd(tf.stack([line, column], axis=1), value,
+                             tf.stack([shape[0] * shape[1], tf.constant(self.n_features, tf.int64)]))
+        return tf.reshape(rows, tf.stack([shape[0], shape[1], tf.constant(self.n_features, tf.int64)]))
 
     def compute_mask(self, inputs, previous_mask=None):
-        return ops.any(ops.not_equal(inputs[1], 0.0), axis=-1)
+        return _padding_mask(inputs[1])
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[0][:2]) + (self.n_features,)

@@ -121,12 +121,14 @@ def load_documents(data_dir: str | Path | None, sample_docs: int = SAMPLE_DOCS, 
 def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_docs: int = SAMPLE_DOCS,
             cache_dir: str | Path | None = DEFAULT_CACHE_DIR, max_chunk_lines: int = 2000,
             label_map: dict[str, str] | None = None, sample_rare_nomenclature: int = 1,
-            split_by: str = "chunk", test_groups: list[str] | None = None) -> Prepared:
+            split_by: str = "chunk", test_groups: list[str] | None = None,
+            featurizer: Featurizer | None = None) -> Prepared:
     """Read, chunk, split and featurise a corpus.
 
     ``label_map`` overrides the default raw-label -> class mapping, e.g. ``{"Diagnosis": "Description"}``.
     ``split_by`` is ``chunk`` (random chunks), or ``volume``/``journal``: whole groups held out for
     test (``test_groups``, or drawn with ``split_seed``), see :func:`.corpus.split_groups`.
+    ``featurizer``: an unfitted :class:`.features.Featurizer` with other widths (default: the default one).
     """
     if split_by not in corpus.SPLIT_BY:
         raise DataError(f"--split-by: unknown {split_by!r}; choose from {', '.join(corpus.SPLIT_BY)}")
@@ -164,12 +166,15 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
         if counts["train"][c] == 0:
             raise DataError(f"class {c!r} is absent from the training split of {source}; "
                               "it cannot be learned or weighted")
-    featurizer, rows, ranges, hit = build_features(texts, fingerprint, split, cache_dir)
+    featurizer, rows, ranges, hit = build_features(texts, fingerprint, split, cache_dir, featurizer)
     splits = {name: SplitData(name, rows, np.append(np.arange(*ranges[name], dtype=np.int64), rows.pad_row),
                               parts[name][0], parts[name][1], split[name])
               for name in corpus.SPLITS}
     return Prepared(source, fingerprint, split, splits, featurizer, counts, report.warnings,
                     report.unlabelled_lines, hit, overrides, spec)
+
+
+PIPELINE_DEPTH = 2  # batches gathered ahead of the model, and in parallel
 
 
 def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labels: bool,
@@ -215,11 +220,13 @@ def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labe
     ds = tf.data.Dataset.from_tensor_slices(windows)
     if shuffle_seed is not None:
         ds = ds.shuffle(len(windows), seed=shuffle_seed, reshuffle_each_iteration=True)
-    return ds.batch(batch_size).map(gather, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+    # A fixed depth, not AUTOTUNE: a tuned buffer held dozens of prediction batches (hundreds of MB).
+    return ds.batch(batch_size).map(gather, num_parallel_calls=PIPELINE_DEPTH).prefetch(PIPELINE_DEPTH)
 
 
-# Windows per inference batch: large enough to amortise per-batch overhead (no gradients are kept).
-PREDICT_BATCH = 512
+# Windows per inference batch: enough to amortise per-batch overhead (no gradients are kept), few
+# enough that a batch's expanded rows stay small (128 x 15 lines x 2,063 columns x 4 bytes = 16 MB).
+PREDICT_BATCH = 128
 
 
 def predict_probs(model, split: SplitData, config: dict, stride: int | None = None) -> np.ndarray:

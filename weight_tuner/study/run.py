@@ -23,6 +23,13 @@ from .storage import check_made_by_tune, finished_count, library_versions, open_
 logger = logging.getLogger(__name__)
 
 
+def make_sampler(seed: int) -> optuna.samplers.TPESampler:
+    """TPE with ``constant_liar``: trials running in other workers count as poor results while they run,
+    so parallel workers do not sample the same region twice (Optuna's advice for parallel TPE). With one
+    process nothing else runs while a trial is sampled, so a single ``tune`` samples as without it."""
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, constant_liar=True)
+
+
 def create_or_resume(storage_url: str, study_name: str, prepared, study_config: StudyConfig,
                      base_config: dict, seed: int = 0, heartbeat: int = 10) -> tuple[optuna.Study, bool]:
     """Create the study (storing provenance and enqueuing every scheme once) or resume it.
@@ -37,12 +44,12 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         # the study, and only that one enqueues the schemes.
         study = optuna.create_study(storage=storage, study_name=study_name,
                                     directions=["maximize"] * len(study_config.objectives),
-                                    sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=10), pruner=pruner)
+                                    sampler=make_sampler(seed), pruner=pruner)
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         n_before = len(storage.get_all_trials(storage.get_study_id_from_name(study_name), deepcopy=False))
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
-                                  sampler=optuna.samplers.TPESampler(seed=seed + n_before, n_startup_trials=10))
+                                  sampler=make_sampler(seed + n_before))
         created = False
     space = study_config.space
     evaluation = study_config.evaluation
@@ -121,7 +128,7 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
     space = SearchSpace.from_dict(attrs["search_space"])
     pruner_cfg = attrs.get("pruner") or StudyConfig().pruner
     # Distinct per worker, so that workers started together do not sample alike.
-    sampler = optuna.samplers.TPESampler(seed=seed + len(probe.trials) + os.getpid(), n_startup_trials=10)
+    sampler = make_sampler(seed + len(probe.trials) + os.getpid())
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=heartbeat),
                               sampler=sampler,
                               pruner=StudyConfig(pruner=pruner_cfg).make_pruner())
