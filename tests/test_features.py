@@ -47,3 +47,26 @@ def test_a_featurizer_saved_before_character_grams_still_loads():
     g.__setstate__(old)
     restored = pickle.loads(pickle.dumps(g))
     np.testing.assert_array_equal(restored.transform(texts[:5]), f.transform(texts[:5]))
+
+
+def test_vocabularies_are_fitted_on_a_bounded_sample_of_a_large_training_split(monkeypatch):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from weight_tuner import features
+
+    texts = sample_lines()
+    fitted = []
+    real_fit = TfidfVectorizer.fit
+    monkeypatch.setattr(TfidfVectorizer, "fit", lambda self, docs, y=None: fitted.append(list(docs)) or
+                        real_fit(self, docs, y))
+    monkeypatch.setattr(features, "FIT_LINES", 50)
+    a = Featurizer(max_words=64, max_char_grams=64).fit(texts)
+    b = Featurizer(max_words=64, max_char_grams=64).fit(texts)
+    assert [len(docs) for docs in fitted] == [50] * 4 < [len(texts)] * 4  # words and characters, twice
+    assert fitted[0] == fitted[2] and set(fitted[0]) <= set(texts)  # a fixed sample of the training lines
+    np.testing.assert_array_equal(a.transform(texts[:20]), b.transform(texts[:20]))
+    assert a.params()["fit_lines"] == 50  # part of the cache key
+    fitted.clear()
+    monkeypatch.setattr(features, "FIT_LINES", len(texts))
+    Featurizer(max_words=64, max_char_grams=64).fit(texts)
+    assert [len(docs) for docs in fitted] == [len(texts)] * 2  # a split within the bound is used whole

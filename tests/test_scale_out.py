@@ -1,6 +1,7 @@
 """Every worker confirms: the (candidate, unit) runs go through the storage, exactly once, deterministic."""
 
 import os
+import shutil
 import signal
 import time
 
@@ -44,20 +45,33 @@ def _assert_each_run_counted_once(companion):
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, cache_dir):
+def searched(tmp_path_factory, cache_dir):
+    """A SQLite study whose search is done (`tune --no-confirm`): each test confirms a copy of it."""
+    tmp = tmp_path_factory.mktemp("searched")
+    toml = _toml(tmp)
+    assert main(["tune", *_args(f"sqlite:///{tmp}/s.db", "s", toml, cache_dir), "--no-confirm"]) == 0
+    return tmp / "s.db", toml
+
+
+def _copy_of(searched, folder):
+    db = folder / "s.db"
+    shutil.copy(searched[0], db)
+    shutil.copytree(searched[0].parent / "s", folder / "s")  # the search's kept models
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture(scope="module")
+def reference(searched, tmp_path_factory, cache_dir):
     """The same study confirmed by one process alone."""
-    tmp = tmp_path_factory.mktemp("single")
-    url = f"sqlite:///{tmp}/single.db"
-    assert main(["tune", *_args(url, "s", _toml(tmp), cache_dir)]) == 0
+    url = _copy_of(searched, tmp_path_factory.mktemp("single"))
+    assert main(["tune", *_args(url, "s", searched[1], cache_dir)]) == 0
     study = optuna.load_study(study_name="s", storage=url)
     return {"scores": _unit_scores(study), "decision": study.user_attrs["recommendation"]["decision"],
             "candidates": [r["candidate"] for r in study.user_attrs["recommendation"]["candidates"]]}
 
 
-def _tune_and_worker_confirm_together(url, name, tmp_path, cache_dir, reference):
-    toml = _toml(tmp_path)
-    # the search first, in this process; then tune and a worker, started together, share its confirmation
-    assert main(["tune", *_args(url, name, toml, cache_dir), "--no-confirm"]) == 0
+def _tune_and_worker_confirm_together(url, name, toml, tmp_path, cache_dir, reference):
+    # the search is done; tune and a worker, started together, share its confirmation
     worker = cli(["worker", "--storage", url, "--study", name, "--trials", "3"], cache_dir, cwd=tmp_path)
     tuner = cli(["tune", *_args(url, name, toml, cache_dir)[:-4]], cache_dir, cwd=tmp_path)  # cli() adds the data
     outputs = {}
@@ -77,25 +91,25 @@ def _tune_and_worker_confirm_together(url, name, tmp_path, cache_dir, reference)
     assert "test_stats" in study.user_attrs  # scored once, by tune, after the decision
 
 
-def test_tune_and_a_worker_share_the_confirmation_on_sqlite(tmp_path, cache_dir, reference):
-    _tune_and_worker_confirm_together(f"sqlite:///{tmp_path}/shared.db", "shared", tmp_path, cache_dir, reference)
+def test_tune_and_a_worker_share_the_confirmation_on_sqlite(searched, tmp_path, cache_dir, reference):
+    _tune_and_worker_confirm_together(_copy_of(searched, tmp_path), "s", searched[1], tmp_path, cache_dir, reference)
 
 
 @pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
 def test_tune_and_a_worker_share_the_confirmation_on_postgresql(tmp_path, cache_dir, reference):
     name = f"wt-scale-{os.getpid()}-{int(time.time() * 1000)}"
+    toml = _toml(tmp_path)
     try:
-        _tune_and_worker_confirm_together(PG_URL, name, tmp_path, cache_dir, reference)
+        assert main(["tune", *_args(PG_URL, name, toml, cache_dir), "--no-confirm"]) == 0  # the search
+        _tune_and_worker_confirm_together(PG_URL, name, toml, tmp_path, cache_dir, reference)
     finally:
         for summary in optuna.study.get_all_study_summaries(PG_URL, include_best_trial=False):
             if summary.study_name.startswith(name):
                 optuna.delete_study(study_name=summary.study_name, storage=PG_URL)
 
 
-def test_a_killed_workers_unit_run_is_retried_and_counted_once(tmp_path, cache_dir, reference):
-    url, name = f"sqlite:///{tmp_path}/k.db", "k"
-    toml = _toml(tmp_path)
-    assert main(["tune", *_args(url, name, toml, cache_dir), "--no-confirm"]) == 0
+def test_a_killed_workers_unit_run_is_retried_and_counted_once(searched, tmp_path, cache_dir, reference):
+    url, name, toml = _copy_of(searched, tmp_path), "s", searched[1]
     worker = cli(["worker", "--storage", url, "--study", name, "--trials", "3", "--heartbeat", "1"], cache_dir,
                  cwd=tmp_path)
 

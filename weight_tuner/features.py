@@ -36,6 +36,10 @@ FEATURES_VERSION = 3  # 3: character 2-4-grams instead of word suffixes
 # float16 halves the stored values; TF-IDF needs no more precision. Batches are float32.
 FEATURE_DTYPE = np.float16
 CACHE_FORMAT = "csr-1"  # how rows are laid out on disk (part of the cache key)
+# The vocabularies and IDF weights are fitted on at most this many training lines (a fixed sample
+# beyond): fitting counts every n-gram of every line before the vocabulary is capped, which grew
+# without bound with the corpus. SKOL's 124k training lines are all used.
+FIT_LINES = 200_000
 
 _DIGITS = re.compile(r"\d")
 _WORD = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
@@ -208,10 +212,15 @@ class Featurizer:
 
     def params(self) -> dict:
         """The parameters that define the features (part of the cache key)."""
-        return {"max_words": self.max_words, "max_char_grams": self.max_char_grams, "version": FEATURES_VERSION}
+        return {"max_words": self.max_words, "max_char_grams": self.max_char_grams, "version": FEATURES_VERSION,
+                "fit_lines": FIT_LINES}
 
     def fit(self, texts: Sequence[str]) -> "Featurizer":
-        """Fit both TF-IDF vocabularies on ``texts`` (the training split)."""
+        """Fit both TF-IDF vocabularies on ``texts`` (the training split), or on a fixed sample of
+        :data:`FIT_LINES` of them when there are more."""
+        if len(texts) > FIT_LINES:
+            keep = np.sort(np.random.default_rng(0).choice(len(texts), FIT_LINES, replace=False))
+            texts = [texts[i] for i in keep]
         self.word_vectorizer = TfidfVectorizer(
             analyzer=_word_tokens, max_features=self.max_words, min_df=2, sublinear_tf=True,
             dtype=np.float32)
