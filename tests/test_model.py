@@ -235,3 +235,16 @@ def test_model_cache_rebuilds_when_the_architecture_changes(prepared):
     cache.clear()
     assert cache.model is None and cache.get(n, tiny_config()) is not first
 
+
+
+def test_scoring_the_validation_split_leaves_training_untouched(prepared, monkeypatch):
+    # Keras advances the dropout seed state on predict as well: without the snapshot around each
+    # epoch's validation, the dropout of later epochs depended on how many batches validation took.
+    from weight_tuner import train
+
+    losses = []
+    for batch in (512, 8):
+        monkeypatch.setattr(train, "PREDICT_BATCH", batch)
+        _, history = train.train_model(prepared, tiny_config(epochs=3, dropout=0.3))
+        losses.append([h["loss"] for h in history])
+    assert losses[0] == losses[1]

@@ -312,7 +312,12 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
             train_s = time.perf_counter() - self.t0
             last = epoch + 1 == config["epochs"]
             val_stride = config["prediction_stride"] if last else config["window_size"]
+            # Scoring must not touch training: Keras advances the dropout seed state on predict too, so
+            # without this the next epochs' dropout would depend on how many batches validation took.
+            state = [(v, v.numpy()) for v in self.model.non_trainable_variables]
             stats = evaluate(self.model, prepared.splits["val"], config, val_stride)
+            for var, value in state:
+                var.assign(value)
             entry = {"epoch": epoch + 1, "loss": loss, "train_seconds": train_s,
                      "seconds": time.perf_counter() - self.t0, "val": stats, "val_stride": val_stride}
             history.append(entry)
