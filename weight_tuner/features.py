@@ -238,12 +238,16 @@ class Featurizer:
                 + len(SHAPE_NAMES))
 
     def transform_rows(self, texts: Sequence[str], pad_row: bool = True) -> SparseRows:
-        """Sparse feature rows for ``texts``; with ``pad_row`` an empty padding row is appended."""
+        """Sparse feature rows for ``texts``; with ``pad_row`` an empty padding row is appended.
+
+        Each block of lines is cut to the stored types (int32 ids, float16 values) at once, so the
+        corpus's rows never exist as float32 scipy matrices, only block by block.
+        """
         from scipy import sparse
 
         if self.word_vectorizer is None:
             raise RuntimeError("Featurizer.transform called before fit")
-        parts = []
+        indptr, indices, data, nnz = [np.zeros(1, dtype=np.int64)], [], [], 0
         step = 20000  # bounded temporary memory on large corpora
         for lo in range(0, len(texts), step):
             part = texts[lo : lo + step]
@@ -252,10 +256,15 @@ class Featurizer:
                                    shape], format="csr", dtype=np.float32)
             block.data = block.data.astype(FEATURE_DTYPE).astype(np.float32)
             block.eliminate_zeros()  # a value below float16's range is a zero, as it was in dense rows
-            parts.append(block)
-        if not parts:
-            parts = [sparse.csr_matrix((0, self.n_features), dtype=np.float32)]
-        return SparseRows.from_csr(sparse.vstack(parts, format="csr"), pad_row)
+            block.sort_indices()
+            indices.append(block.indices.astype(np.int32))
+            data.append(block.data.astype(FEATURE_DTYPE))
+            indptr.append(block.indptr[1:].astype(np.int64) + nnz)
+            nnz += block.nnz
+        if pad_row:
+            indptr.append(np.array([nnz], dtype=np.int64))
+        return SparseRows(np.concatenate(indptr), np.concatenate(indices or [np.zeros(0, np.int32)]),
+                          np.concatenate(data or [np.zeros(0, FEATURE_DTYPE)]), self.n_features)
 
     def transform(self, texts: Sequence[str], pad_row: bool = True) -> np.ndarray:
         """Dense float16 rows for ``texts`` (small inputs and tests); see :meth:`transform_rows`."""
