@@ -217,3 +217,25 @@ def test_cross_validated_design_reports_one_value_per_unit(prepared, tmp_path):
     assert study.user_attrs["evaluation"]["design"] == "cv"
     with pytest.raises(Exception, match="evaluation"):  # resuming with another design is refused
         tune(prepared, storage, "cv", 3, StudyConfig(model=dict(TINY_MODEL, epochs=1)))
+
+
+def test_a_new_plan_reuses_the_finished_runs_of_unchanged_candidates(prepared, tmp_path):
+    import optuna
+
+    storage = f"sqlite:///{tmp_path}/p.db"
+    cfg = StudyConfig(model=dict(TINY_MODEL, epochs=1),
+                      schemes=["unweighted", "inverse_frequency", "sqrt_inverse_frequency"])
+    study = tune(prepared, storage, "p", 3, cfg)
+    first, second = [], []
+    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1}, after_unit=lambda n, u: first.append(n))
+    assert len(first) == 4 and "unweighted" in first and len(set(first)) == 2  # and the best weights, 2 units
+    old_name = study.user_attrs["confirmation_study"]
+    # another plan (one more candidate): a new companion study, where only the new candidate trains
+    rec = confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 2}, after_unit=lambda n, u: second.append(n))
+    new_name = study.user_attrs["confirmation_study"]
+    assert new_name != old_name and rec["n_units"] == 2
+    new = [r["candidate"] for r in rec["candidates"] if r["candidate"] not in set(first) | {"thresholds"}]
+    assert len(new) == 1 and second == [new[0], new[0]]  # its two units, nothing else retrained
+    companion = optuna.load_study(study_name=new_name, storage=storage)
+    reused = [t for t in companion.trials if "reused_from" in t.user_attrs]
+    assert len(reused) == 4 and all(t.user_attrs["reused_from"].startswith(old_name) for t in reused)
