@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from optuna.trial import TrialState
 
 from ..config import CLASSES, validate_config
 from ..errors import StudyError
