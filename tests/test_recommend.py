@@ -183,8 +183,13 @@ def test_weights_are_recommended_where_weighting_truly_helps(tmp_path, capsys):
     # predict --study uses the recommended model
     from weight_tuner.study import recommended_model
 
-    path, multipliers = recommended_model(storage, "power")
-    assert path.name == f"trial-{rec['trial']}.keras" and path.exists() and multipliers is None
+    deployed = recommended_model(storage, "power")  # the recommended candidate's 6 confirmation models
+    members = rec["deployed"]["ensemble"]["members"]
+    assert deployed.kind == "ensemble" and len(deployed.bundles) == 6 and deployed.multipliers is None
+    assert rec["deployed"]["candidate"] == rec["candidate"] and sorted(m["unit"] for m in members) == sorted(
+        f"r{r}f{k}" for r in range(2) for k in range(3))
+    single = recommended_model(storage, "power", use="single")
+    assert single.bundles[0].name == f"trial-{rec['trial']}.keras" and single.bundles[0].exists()
 
 
 def test_null_class_weights_are_accepted_by_train(tmp_path, cache_dir):

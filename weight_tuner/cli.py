@@ -12,8 +12,10 @@ from pathlib import Path
 
 from .config import load_config
 from .errors import ConfigError, DataError, WeightTunerError
+from .posthoc import ADAPT_CHOICES
 from .paths import DEFAULT_CACHE_DIR, default_export_path, default_storage_url, display_url, write_json
 from .signals import StopGuard, Terminated
+from .study.members import DEFAULT_DEPLOYED, DEPLOYED_KINDS
 
 EXIT_USAGE = 2
 
@@ -158,6 +160,9 @@ def _add_worker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--heartbeat", type=int_at_least(1), default=10,
                    help="heartbeat interval in seconds; a trial of a killed worker is failed and retried "
                         "after three missed beats")
+    p.add_argument("--members", default=None, metavar="DIR",
+                   help="where the confirmation's models are kept (an Optuna artifact store; default "
+                        "studies/<study>/members). Workers on other machines need one shared folder")
 
 
 def _storage(args) -> str:
@@ -169,7 +174,8 @@ def cmd_tune(args) -> int:
     recommendation and no weights once on the test split."""
     from .study import (StudyConfig, check_storage, confirm, confirmation_evaluation, final_test_evaluation,
                         finished_count, parse_objectives, tune)
-    from .study.recommend import candidates_table, decision_sentence
+    from .study.members import members_dir
+    from .study.recommend import candidates_table, decision_sentence, deployed_sentence, refit
     from .study.units import check_units
 
     study_config = StudyConfig.load(args.config)
@@ -195,12 +201,16 @@ def cmd_tune(args) -> int:
               "to confirm and decide.")
         return 0
     evaluation = confirmation_evaluation(study, study_config.evaluation)
-    recommendation = confirm(study, prepared, evaluation, stop=args.guard)
+    members = members_dir(storage, args.study, args.members)
+    recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members)
     confirm_s = time.perf_counter() - t0 - search_s
     print(f"\nconfirmation ({confirm_s:.0f}s), paired against no weights over {recommendation['n_units']} units:")
     print(candidates_table(recommendation))
     print(f"\nRecommendation: {decision_sentence(recommendation)}")
-    final_test_evaluation(study, prepared, storage)
+    final_test_evaluation(study, prepared, storage, members)
+    if args.refit:
+        refit(study, prepared, storage)
+    print(f"Deployed model (predict --study): {deployed_sentence(study.user_attrs['recommendation'])}")
     print(f"Next: weight-tuner export --study {args.study} --storage {display_url(storage)}")
     return 0
 
@@ -217,7 +227,10 @@ def cmd_worker(args) -> int:
     if args.no_confirm:
         return 0
     # The search is done: take the confirmation's unit runs alongside every other process of the study.
-    confirm(study, prepared, confirmation_evaluation(study, StudyConfig().evaluation), stop=args.guard, wait=False)
+    from .study.members import members_dir
+
+    confirm(study, prepared, confirmation_evaluation(study, StudyConfig().evaluation), stop=args.guard, wait=False,
+            members=members_dir(_storage(args), args.study, args.members))
     print(f"worker done: no unit run of study {args.study!r} is left to take; `weight-tuner tune` with the same "
           "arguments decides once all are finished")
     return 0
@@ -233,16 +246,20 @@ def cmd_predict(args) -> int:
         raise WeightTunerError("predict: give exactly one of --model PATH or --study NAME")
     # Every input, and where its output goes, is checked before the model loads or anything is written.
     output_paths(collect_inputs(args.files), args.out)
-    multipliers = None
+    if args.model and (args.use or args.members):
+        raise WeightTunerError("predict: --use and --members choose a study's model; they need --study, not --model")
+    multipliers, prior = None, None
     if args.model:
         model_path = args.model
     else:
         from .study import recommended_model
 
-        model_path, multipliers = recommended_model(_storage(args), args.study)
+        deployed = recommended_model(_storage(args), args.study, use=args.use, members=args.members)
+        model_path, multipliers, prior = deployed.bundles, deployed.multipliers, deployed.train_prior
+        print(f"model: {deployed.description}")
     results = predict_files(model_path, args.files, out_dir=args.out, probs_csv=args.probs,
                             sequence_threshold=args.sequence_rules, multipliers=multipliers,
-                            progress=progress_enabled())
+                            progress=progress_enabled(), adapt=args.adapt_priors, train_prior=prior)
     for path, entry in results["files"].items():
         print(f"{path}: {entry['lines']} lines -> {entry['output']}" +
               (f" (probabilities: {entry['probs_csv']})" if "probs_csv" in entry else ""))
@@ -399,6 +416,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm-top", type=int_at_least(1), default=None,
                    help="distinct weight vectors confirmed against no weights (default 3)")
     p.add_argument("--no-confirm", action="store_true", help="run the search only; make no recommendation")
+    p.add_argument("--refit", action="store_true",
+                   help="after the decision, also train the recommended configuration on every non-test line "
+                        "(predict --study --use refit)")
 
     p = command("worker", cmd_worker, "join an existing study (created by tune) as one more worker", tf=True)
     _add_data_args(p)
@@ -442,6 +462,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequence-rules", type=float, nargs="?", const=0.3, default=None, metavar="THRESHOLD",
                    help="apply the Nomenclature -> Description rules with this Description-probability threshold")
     p.add_argument("--json", default=None, help="write the results (and scores) as JSON here")
+    p.add_argument("--use", choices=DEPLOYED_KINDS, default=None,
+                   help=f"with --study: which model of the recommendation (default {DEFAULT_DEPLOYED}: the "
+                        "confirmation's models averaged; single: the search's model; refit: tune --refit's)")
+    p.add_argument("--members", default=None, metavar="DIR",
+                   help="with --study: the folder of the confirmation's models, where it moved")
+    p.add_argument("--adapt-priors", choices=ADAPT_CHOICES, default=None,
+                   help="re-weight probabilities to each file's (or folder's) class balance, estimated without "
+                        "labels (EM, Saerens et al. 2002); off by default")
 
     p = command("export", cmd_export, "write the recommended (or a chosen trial's) weights as JSON")
     _add_study_args(p, study_default=None)

@@ -23,7 +23,22 @@ def recommendation_export(rec: dict) -> dict:
             "candidates": [{"candidate": r["candidate"], "kind": r["kind"], "trial": r.get("trial"),
                             "class_weights": r.get("class_weights"), "important_f1": r["mean"],
                             "diff_vs_unweighted": {k: r["diff"][k] for k in ("mean", "ci_low", "ci_high")}}
-                           for r in rec["candidates"]]}
+                           for r in rec["candidates"]],
+            "deployed_model": deployed_export(rec.get("deployed"))}
+
+
+def deployed_export(deployed: dict | None) -> dict | None:
+    """What ``predict --study`` uses: the default kind, the ensemble's members (unit, artifact, training
+    lines), the single model's trial and the refit's training lines."""
+    if not deployed:
+        return None
+    return {"default": deployed["default"], "candidate": deployed["candidate"],
+            "ensemble": {"trained_on": deployed["ensemble"]["trained_on"],
+                         "members": [{k: m[k] for k in ("unit", "artifact_id", "train_lines")}
+                                     for m in deployed["ensemble"]["members"]]},
+            "single": {k: deployed["single"][k] for k in ("trial", "trained_on")},
+            "refit": ({k: deployed["refit"][k] for k in ("train_lines", "trained_on", "test_important_f1")}
+                      if deployed.get("refit") else None)}
 
 
 def build_export(storage_url: str, study_name: str, trial_number: int | None = None) -> dict:
@@ -77,7 +92,7 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
         "pareto_front": [t.number for t in study.best_trials] if len(study.directions) > 1 else None,
         "val_stats": val_stats,
         "weights_given": best.user_attrs.get("class_weights"),
-        "test_stats": ({k: test[k]["stats"] for k in ("recommended", "unweighted") if k in test}
+        "test_stats": ({k: test[k]["stats"] for k in ("recommended", "unweighted", "ensemble") if k in test}
                        if test and follows else None),
         "data_fingerprint": attrs.get("data_fingerprint"),
         "source": attrs.get("source"),

@@ -69,3 +69,32 @@ def adjusted_predictions(fit_probs: np.ndarray, fit_y: np.ndarray, probs: np.nda
     ``(predicted classes, multipliers)``. The fit and the scored lines should be disjoint."""
     w, _ = fit_adjustment(fit_probs, fit_y, seed=seed)
     return reweighted_predictions(probs, w)[0], w
+
+
+ADAPT_CHOICES = ("file", "folder")  # what one class-balance estimate covers at prediction time
+
+
+def adapt_priors(probs: np.ndarray, train_prior: np.ndarray, max_iter: int = 200,
+                 tol: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+    """Posteriors re-weighted to the class balance of the text being predicted, estimated without labels.
+
+    The EM procedure of Saerens, Latinne and Decaestecker (2002): the new prior is the mean of the
+    adjusted posteriors, and the posteriors are scaled by new prior / training prior, until the prior
+    stops moving. Returns ``(adjusted probabilities, estimated prior)``. When the mean posterior
+    already equals ``train_prior`` the first step is a fixed point and nothing changes.
+    """
+    probs = np.asarray(probs, dtype=np.float64)
+    train_prior = np.asarray(train_prior, dtype=np.float64)
+    if len(probs) == 0:
+        return probs, train_prior
+    prior = train_prior.copy()
+    adjusted = probs
+    for _ in range(max_iter):
+        scaled = probs * (prior / train_prior)
+        adjusted = scaled / scaled.sum(axis=1, keepdims=True)
+        new = adjusted.mean(axis=0)
+        if np.abs(new - prior).max() < tol:
+            prior = new
+            break
+        prior = new
+    return adjusted, prior

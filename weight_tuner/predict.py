@@ -173,62 +173,101 @@ def output_paths(inputs: list[Path], out_dir: str | Path | None) -> dict[Path, P
     return targets
 
 
-def predict_files(model_path: str | Path, files: list[str | Path], out_dir: str | Path | None = None,
+def group_inputs(inputs: list[Path], adapt: str | None) -> list[list[Path]]:
+    """The inputs in the groups whose class balance is estimated together: one folder's files for
+    ``adapt="folder"``, else one file each."""
+    if adapt != "folder":
+        return [[p] for p in inputs]
+    groups: dict[Path, list[Path]] = {}
+    for p in inputs:
+        groups.setdefault(p.parent, []).append(p)
+    return list(groups.values())
+
+
+def predict_files(model_path, files: list[str | Path], out_dir: str | Path | None = None,
                   probs_csv: bool = False, sequence_threshold: float | None = None,
-                  multipliers: dict[str, float] | None = None, progress: bool = False) -> dict:
-    """Label ``files`` (files or folders, see :func:`collect_inputs`) with a saved model bundle; return
+                  multipliers: dict[str, float] | None = None, progress: bool = False,
+                  adapt: str | None = None, train_prior: dict[str, float] | None = None) -> dict:
+    """Label ``files`` (files or folders, see :func:`collect_inputs`) with a saved model bundle, or with
+    several (a list of bundle paths: an ensemble, whose per-line probabilities are averaged); return
     per-file and overall stats for annotated files.
 
     Outputs go where :func:`output_paths` says; every output is written atomically, so an interrupted
     run leaves earlier outputs whole and no half-written file. Rows are featurised one file at a time.
-    ``multipliers`` (a study's ``thresholds`` recommendation) predict ``argmax_c m_c p_c`` instead of argmax.
-    Labels of ``.ann`` files are mapped to classes as the model's training data was (its ``--label-map``).
-    With ``progress`` a bar over files (with the lines done) is drawn on stderr.
+    With ``adapt`` (``"file"`` or ``"folder"``) the probabilities are re-weighted to the class balance of
+    each file or folder, estimated without labels (:func:`.posthoc.adapt_priors`) from ``train_prior``,
+    the class fractions the models were trained on; the estimate is reported per file.
+    ``multipliers`` (a study's ``thresholds`` recommendation) predict ``argmax_c m_c p_c`` instead of
+    argmax, after averaging and adaptation. Labels of ``.ann`` files are mapped to classes as the model's
+    training data was (its ``--label-map``). With ``progress`` a bar over files is drawn on stderr.
     """
     from tqdm import tqdm
 
+    from .posthoc import ADAPT_CHOICES, adapt_priors
+
+    if adapt is not None and adapt not in ADAPT_CHOICES:
+        raise DataError(f"predict: --adapt-priors must be one of {', '.join(ADAPT_CHOICES)}, got {adapt!r}")
+    if adapt is not None and train_prior is None:
+        raise DataError("predict: --adapt-priors needs the class balance the model was trained on (use --study)")
     inputs = collect_inputs(files)
     targets = output_paths(inputs, out_dir)
-    model, featurizer, config = load_bundle(model_path)
-    label_map = load_label_map(model_path)
-    results: dict = {"files": {}}
+    bundles = list(model_path) if isinstance(model_path, (list, tuple)) else [model_path]
+    loaded = [load_bundle(p) for p in bundles]  # each member once per call
+    featurizer = loaded[0][1]
+    label_map = load_label_map(bundles[0])
+    results: dict = {"files": {}, "models": len(loaded)}
     all_y, all_p, all_pred = [], [], []
     t0, total_lines = time.perf_counter(), 0
-    bar = tqdm(inputs, desc="predict", unit="file", file=sys.stderr, disable=not progress)
-    for path in bar:
-        fl = read_input(path, label_map=label_map)
-        if not fl.texts:
-            logger.warning(f"{fl.path}: no lines to label")
-            continue
-        split = SplitData.whole(str(fl.path), featurizer.transform_rows(fl.texts), fl.y if fl.y is not None else
-                                np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [str(fl.path)])
-        probs = predict_probs(model, split, config)
-        if multipliers is not None:
-            probs = probs * np.array([multipliers[c] for c in CLASSES], dtype=probs.dtype)
-            probs = probs / probs.sum(axis=1, keepdims=True)
-        pred = (apply_sequence_rules(probs, sequence_threshold) if sequence_threshold is not None
-                else probs.argmax(axis=1))
-        out_path = targets[path]
-        atomic_write_bytes(out_path, to_yedda(fl.texts, pred).encode("utf-8"))
-        entry = {"output": str(out_path), "lines": len(fl.texts)}
-        if probs_csv:
-            csv_path = out_path.with_name(out_path.name.removesuffix(".txt.ann") + ".probs.csv")
-            buf = io.StringIO(newline="")
-            w = csv.writer(buf)
-            w.writerow(["line", *[f"p_{c}" for c in CLASSES], "predicted", "true", "text"])
-            for i, text in enumerate(fl.texts):
-                w.writerow([fl.line_nos[i], *[f"{p:.6f}" for p in probs[i]], CLASSES[pred[i]],
-                            CLASSES[fl.y[i]] if fl.y is not None else "", text])
-            atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
-            entry["probs_csv"] = str(csv_path)
-        if fl.y is not None:
-            entry["stats"] = compute_stats(fl.y, one_hot_probs(pred) if sequence_threshold is not None else probs)
-            all_y.append(fl.y)
-            all_p.append(probs)
-            all_pred.append(pred)
-        results["files"][str(fl.path)] = entry
-        total_lines += len(fl.texts)
-        bar.set_postfix(lines=total_lines)
+    bar = tqdm(total=len(inputs), desc="predict", unit="file", file=sys.stderr, disable=not progress)
+    for group in group_inputs(inputs, adapt):
+        items = []
+        for path in group:
+            fl = read_input(path, label_map=label_map)
+            bar.update(1)
+            if not fl.texts:
+                logger.warning(f"{fl.path}: no lines to label")
+                continue
+            split = SplitData.whole(str(fl.path), featurizer.transform_rows(fl.texts), fl.y if fl.y is not None else
+                                    np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [str(fl.path)])
+            probs = np.mean([predict_probs(model, split, config) for model, _, config in loaded], axis=0)
+            items.append((path, fl, probs))
+        if adapt is not None and items:
+            prior = np.array([train_prior[c] for c in CLASSES], dtype=np.float64)
+            adjusted, estimate = adapt_priors(np.concatenate([p for _, _, p in items]), prior)
+            cuts = np.cumsum([len(p) for _, _, p in items])[:-1]
+            items = [(path, fl, p.astype(np.float32)) for (path, fl, _), p in zip(items, np.split(adjusted, cuts))]
+            estimated = {c: round(float(v), 4) for c, v in zip(CLASSES, estimate)}
+            logger.info(f"estimated class balance of {group[0].parent if adapt == 'folder' else group[0]}: "
+                        + ", ".join(f"{c} {v:.3f}" for c, v in estimated.items()))
+        for path, fl, probs in items:
+            if multipliers is not None:
+                probs = probs * np.array([multipliers[c] for c in CLASSES], dtype=probs.dtype)
+                probs = probs / probs.sum(axis=1, keepdims=True)
+            pred = (apply_sequence_rules(probs, sequence_threshold) if sequence_threshold is not None
+                    else probs.argmax(axis=1))
+            out_path = targets[path]
+            atomic_write_bytes(out_path, to_yedda(fl.texts, pred).encode("utf-8"))
+            entry = {"output": str(out_path), "lines": len(fl.texts)}
+            if adapt is not None:
+                entry["estimated_class_balance"] = estimated
+            if probs_csv:
+                csv_path = out_path.with_name(out_path.name.removesuffix(".txt.ann") + ".probs.csv")
+                buf = io.StringIO(newline="")
+                w = csv.writer(buf)
+                w.writerow(["line", *[f"p_{c}" for c in CLASSES], "predicted", "true", "text"])
+                for i, text in enumerate(fl.texts):
+                    w.writerow([fl.line_nos[i], *[f"{p:.6f}" for p in probs[i]], CLASSES[pred[i]],
+                                CLASSES[fl.y[i]] if fl.y is not None else "", text])
+                atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
+                entry["probs_csv"] = str(csv_path)
+            if fl.y is not None:
+                entry["stats"] = compute_stats(fl.y, one_hot_probs(pred) if sequence_threshold is not None else probs)
+                all_y.append(fl.y)
+                all_p.append(probs)
+                all_pred.append(pred)
+            results["files"][str(fl.path)] = entry
+            total_lines += len(fl.texts)
+            bar.set_postfix(lines=total_lines)
     bar.close()
     seconds = time.perf_counter() - t0
     results["throughput"] = {"files": len(results["files"]), "lines": total_lines, "seconds": round(seconds, 3),

@@ -278,7 +278,7 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
     the next call with the same cache resets it, so save or evaluate it before then. Without
     one a new model is built.
 
-    After every epoch the validation split is scored; ``epoch_hook(epoch, stats)``
+    After every epoch the validation split is scored (unless it is ``None``, as in a refit); ``epoch_hook(epoch, stats)``
     receives those stats (a study reports and prunes there). Epochs before the last
     score non-overlapping windows (stride = ``window_size``), a cheap check that is
     enough to compare trials for pruning; the last epoch scores with
@@ -314,19 +314,23 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
             val_stride = config["prediction_stride"] if last else config["window_size"]
             # Scoring must not touch training: Keras advances the dropout seed state on predict too, so
             # without this the next epochs' dropout would depend on how many batches validation took.
-            state = [(v, v.numpy()) for v in self.model.non_trainable_variables]
-            stats = evaluate(self.model, prepared.splits["val"], config, val_stride)
-            for var, value in state:
-                var.assign(value)
+            stats = None
+            if prepared.splits.get("val") is not None:  # a refit on every non-test line has no validation
+                state = [(v, v.numpy()) for v in self.model.non_trainable_variables]
+                stats = evaluate(self.model, prepared.splits["val"], config, val_stride)
+                for var, value in state:
+                    var.assign(value)
             entry = {"epoch": epoch + 1, "loss": loss, "train_seconds": train_s,
                      "seconds": time.perf_counter() - self.t0, "val": stats, "val_stride": val_stride}
             history.append(entry)
-            if config["verbosity"] >= 1:
+            if config["verbosity"] >= 1 and stats is None:
+                logger.info(f"epoch {epoch + 1}/{config['epochs']} loss {loss:.4f} {entry['seconds']:.1f}s")
+            elif config["verbosity"] >= 1:
                 logger.info(f"epoch {epoch + 1}/{config['epochs']} loss {loss:.4f} "
                     f"val important_f1 {stats['important_f1']:.4f} "
                     f"(Nomenclature {stats['Nomenclature_f1']:.3f}, Description {stats['Description_f1']:.3f}) "
                     f"{entry['seconds']:.1f}s")
-            if epoch_hook is not None:
+            if epoch_hook is not None and stats is not None:
                 epoch_hook(epoch, stats)
 
     callbacks = [EpochEnd()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ import optuna
 from ..config import CLASSES, validate_config
 from ..errors import StudyError
 from ..paths import model_path, models_dir
+from .members import DEFAULT_DEPLOYED, REFIT_NAME, class_fractions, ensemble_of, fetch_member, mean_fractions
 from .storage import FINISHED, completed_trials, trial_config, trial_score, tuned_study
 from .unitruns import (THRESHOLDS, UNWEIGHTED, missing_runs, open_companion, results, runs_of, state_of, take_runs,
                        unweighted_number as _unweighted_number, wait_for_runs)
@@ -89,7 +91,7 @@ def _mean(values) -> float:
 # --------------------------------------------------------------------------- confirmation
 
 def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, stop=None,
-            wait: bool = True) -> dict | None:
+            wait: bool = True, members: Path | None = None) -> dict | None:
     """Take the confirmation's unit runs (through the storage, with every other process of the study),
     then decide.
 
@@ -99,7 +101,8 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
     and ``after_unit(name, unit)`` called; ``stop`` (a :class:`.signals.StopGuard`) stops between
     training batches. With ``wait`` (``tune``) this returns the recommendation once every run is done,
     also stored as the ``recommendation`` user attr; without (a ``worker``), it returns ``None`` when no
-    run is left to take.
+    run is left to take. With ``members`` (a folder) every run's model is kept there, and the
+    recommendation names the recommended candidate's models as the deployed ensemble.
     """
     companion, plan = open_companion(study, evaluation)
     total = len(runs_of(plan))
@@ -115,14 +118,16 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
 
     with stop.safe_points() if stop is not None else nullcontext():
         if not wait:
-            take_runs(companion, plan, prepared, stop, after_run)
+            take_runs(companion, plan, prepared, stop, after_run, members)
             return None
-        wait_for_runs(companion, plan, prepared, stop, after_run)
-    state = state_of(plan, results(companion))
+        wait_for_runs(companion, plan, prepared, stop, after_run, members=members)
+    finished = results(companion)
+    state = state_of(plan, finished)
     study.set_user_attr("confirmation", state)
     recommendation = recommendation_from(state, evaluation)
     recommendation["finished_trials"] = len(study.get_trials(deepcopy=False, states=FINISHED))
     recommendation["confirmation_study"] = companion.study_name
+    recommendation["deployed"] = deployed_models(study, companion, finished, recommendation)
     study.set_user_attr("recommendation", recommendation)
     _save_notes(study, state, recommendation)
     return recommendation
@@ -159,6 +164,19 @@ def recommendation_from(state: dict, evaluation: dict) -> dict:
                   n_units=result["diff_vs_unweighted"]["n_units"], folds=state["folds"], repeats=state["repeats"],
                   design=evaluation.get("design", "confirm"), test_train_ratio=ratio)
     return result
+
+
+def deployed_models(study: optuna.Study, companion: optuna.Study, finished: dict, recommendation: dict) -> dict:
+    """What ``predict --study`` can use for the recommended configuration: the confirmation's models of
+    its candidate (the ensemble), the search's model of its trial (single) and, once made, a refit."""
+    candidate = recommendation["candidate"] if recommendation["decision"] == "weights" else UNWEIGHTED
+    counts = study.user_attrs.get("class_counts", {})
+    members = ensemble_of(companion, finished, candidate)
+    return {"default": DEFAULT_DEPLOYED if members else "single", "candidate": candidate,
+            "ensemble": {"members": members,
+                         "trained_on": "each member: the unit's training folds of the non-test chunks"},
+            "single": {"trial": recommendation["trial"], "train_class_counts": counts.get("train"),
+                       "trained_on": "the search's training split"}}
 
 
 # --------------------------------------------------------------------------- views
@@ -203,6 +221,25 @@ def paste_snippet(recommendation: dict) -> str:
                                                   if recommendation["class_weights"] else "None")
 
 
+def deployed_sentence(recommendation: dict) -> str:
+    """What ``predict --study`` uses by default, its members and what they were trained on."""
+    deployed = recommendation.get("deployed")
+    if not deployed:
+        return "The search's model of the recommended trial (this study kept no confirmation models)."
+    members = deployed["ensemble"]["members"]
+    ens = (f"the mean of {len(members)} confirmation models of {deployed['candidate']} (units "
+           f"{', '.join(m['unit'] for m in members)}; each trained on its unit's training folds, "
+           f"{min(m['train_lines'] for m in members)}-{max(m['train_lines'] for m in members)} lines)"
+           if members else "none kept")
+    refit = deployed.get("refit")
+    text = {"ensemble": f"Ensemble: {ens}.",
+            "single": f"Single: the search's model of trial {deployed['single']['trial']} (its training split).",
+            "refit": (f"Refit: one model on every non-test line ({refit['train_lines']} lines)." if refit
+                      else "Refit: not made (tune --refit).")}
+    order = [deployed["default"]] + [k for k in text if k != deployed["default"]]
+    return " ".join([f"Default: {deployed['default']}."] + [text[k] for k in order])
+
+
 def study_note(recommendation: dict, test: dict | None = None) -> str:
     """The study-level dashboard note: decision, candidates table with intervals, test check, snippet."""
     pct = int(round(recommendation["level"] * 100))
@@ -220,11 +257,12 @@ def study_note(recommendation: dict, test: dict | None = None) -> str:
     if test:
         lines += ["", "### Test split (scored once, after the decision)", "",
                   "| model | important_f1 | Nomenclature F1 | Description F1 |", "|---|---|---|---|"]
-        for name in ("recommended", "unweighted"):
+        for name in ("recommended", "unweighted", "ensemble"):
             if name in test:
                 s = test[name]["stats"]
                 lines.append(f"| {name} | {s['important_f1']:.4f} | {s['Nomenclature_f1']:.4f} | "
                              f"{s['Description_f1']:.4f} |")
+    lines += ["", "### Deployed model (`predict --study`)", "", deployed_sentence(recommendation)]
     lines += ["", "Paste into SKOL:", "", "```python", paste_snippet(recommendation), "```"]
     return "\n".join(lines)
 
@@ -259,11 +297,64 @@ def _save_notes(study: optuna.Study, state: dict, recommendation: dict, test: di
 
 # --------------------------------------------------------------------------- the test split, once
 
-def final_test_evaluation(study: optuna.Study, prepared, storage_url: str) -> dict | None:
+def ensemble_probs(bundles: list[Path], split, multipliers: dict | None = None) -> np.ndarray:
+    """The mean of the bundles' per-line probabilities on ``split`` (re-weighted by ``multipliers``)."""
+    from ..train import load_bundle, predict_probs
+
+    probs = []
+    for path in bundles:
+        model, _, cfg = load_bundle(path)
+        probs.append(predict_probs(model, split, cfg))
+    mean = np.mean(probs, axis=0)
+    if multipliers:
+        mean = mean * np.array([multipliers[c] for c in CLASSES], dtype=mean.dtype)
+        mean = mean / mean.sum(axis=1, keepdims=True)
+    return mean
+
+
+def recommended_config(study: optuna.Study, recommendation: dict) -> dict:
+    """The model config of the recommendation: the weights trial's, else the unweighted one."""
+    if recommendation["decision"] == "weights":
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == recommendation["trial"])
+        return trial_config(study, trial)
+    return validate_config(dict(study.user_attrs["model_config"], class_weights=None))
+
+
+def refit(study: optuna.Study, prepared, storage_url: str) -> dict:
+    """Train the recommended configuration once on every non-test line, save it beside the study's
+    models, and score it once on the test split (deciding nothing). Returns its ``deployed.refit`` entry."""
+    from ..metrics import compute_stats
+    from ..train import predict_probs, save_bundle, train_model
+    from .units import refit_data
+
+    rec = study.user_attrs.get("recommendation")
+    if rec is None or "deployed" not in rec:
+        raise StudyError(f"study {study.study_name!r} has no recommendation to refit; run tune without --no-confirm")
+    config = recommended_config(study, rec)
+    data = refit_data(prepared)
+    logger.info(f"refitting {rec['deployed']['candidate']} on {data.splits['train'].n} non-test lines")
+    model, _ = train_model(data, config)
+    path = models_dir(storage_url, study.study_name) / REFIT_NAME
+    save_bundle(model, prepared.featurizer, config, path, prepared.label_map)
+    test = prepared.splits["test"]
+    probs = predict_probs(model, test, config)
+    if rec.get("multipliers"):
+        probs = probs * np.array([rec["multipliers"][c] for c in CLASSES], dtype=probs.dtype)
+    entry = {"train_lines": int(data.splits["train"].n), "train_class_counts": data.splits["train"].class_counts(),
+             "trained_on": "every non-test line (train and validation splits)",
+             "test_important_f1": float(compute_stats(test.y, probs)["important_f1"])}
+    rec = dict(rec, deployed=dict(rec["deployed"], refit=entry))
+    study.set_user_attr("recommendation", rec)
+    logger.info(f"refit model saved at {path}; test important_f1 {entry['test_important_f1']:.4f} (scored once)")
+    return entry
+
+
+def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
+                          members_folder: str | Path | None = None) -> dict | None:
     """Score the recommended configuration and the unweighted model once on the test split.
 
     Runs after the decision and changes nothing in it; stored as the ``test_stats`` user attr
-    and shown in the study's note.
+    and shown in the study's note. The deployed ensemble (when models were kept) is scored too.
     """
     from ..metrics import compute_stats
     from ..posthoc import adjusted_predictions
@@ -307,6 +398,11 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str) -> di
                                  "stats": compute_stats(test.y, one_hot_probs(pred))}
     else:
         result["recommended"] = result["unweighted"]
+    members = ((rec.get("deployed") or {}).get("ensemble") or {}).get("members")
+    if members:
+        bundles = [fetch_member(m, models / "members", members_folder) for m in members]
+        probs = ensemble_probs(bundles, prepared.splits["test"], rec.get("multipliers"))
+        result["ensemble"] = {"members": len(bundles), "stats": compute_stats(prepared.splits["test"].y, probs)}
     study.set_user_attr("test_stats", result)
     _save_notes(study, study.user_attrs.get("confirmation") or {"candidates": {}}, rec, result)
     logger.info(f"test split (scored once, after the decision): recommended {result['recommended']['stats']['important_f1']:.4f}, "
@@ -314,19 +410,60 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str) -> di
     return result
 
 
-def recommended_model(storage_url: str, study_name: str) -> tuple[Path, dict | None]:
-    """The saved model a study recommends, and the post-hoc multipliers to apply (``None``: plain argmax).
+@dataclass(frozen=True)
+class Deployed:
+    """The model ``predict --study`` uses: its kind, bundle paths (several for an ensemble), the post-hoc
+    multipliers (``None``: plain argmax) and the class balance it was trained on (for prior adaptation)."""
 
-    With a recommendation that is the recommended weights' model or, for no weights and thresholds,
-    the unweighted model; a study without one (confirmation not run yet) falls back to its best trial.
+    kind: str
+    bundles: list[Path]
+    multipliers: dict | None
+    train_prior: dict[str, float] | None
+    description: str
+
+
+def recommended_model(storage_url: str, study_name: str, use: str | None = None,
+                      members: str | Path | None = None) -> Deployed:
+    """The deployed model of a study's recommendation: ``use`` (``ensemble``, ``refit`` or ``single``), by
+    default the recommendation's own default (:data:`.members.DEFAULT_DEPLOYED`).
+
+    The ensemble is the recommended candidate's confirmation models (unpacked once into the study's
+    models folder; ``members`` overrides where their store is); ``single`` is the search's model of the
+    recommended trial (the unweighted one for no weights and thresholds). A study without a
+    recommendation falls back to its best trial's model. Anything missing is a :class:`StudyError`.
     """
     study = tuned_study(storage_url, study_name)
-    complete = completed_trials(study)
     rec = study.user_attrs.get("recommendation")
-    number = rec["trial"] if rec and rec.get("trial") is not None else max(complete, key=trial_score).number
     multipliers = rec.get("multipliers") if rec and rec["decision"] == "thresholds" else None
-    path = model_path(models_dir(storage_url, study_name), number)
+    deployed = (rec or {}).get("deployed")
+    kind = use or (deployed["default"] if deployed else "single")
+    models = models_dir(storage_url, study_name)
+    if kind != "single" and deployed is None:
+        raise StudyError(f"study {study_name!r} has no deployed {kind} (its confirmation has not run, or ran "
+                         "before models were kept); use --use single")
+    if kind == "ensemble":
+        found = deployed["ensemble"]["members"]
+        if not found:
+            raise StudyError(f"study {study_name!r} kept no ensemble members (confirmed before models were kept); "
+                             "use --use single")
+        bundles = [fetch_member(m, models / "members", members) for m in found]
+        prior = mean_fractions([m["train_class_counts"] for m in found if m.get("train_class_counts")] or
+                               [study.user_attrs["class_counts"]["train"]])
+        return Deployed("ensemble", bundles, multipliers, prior,
+                        f"ensemble of {len(bundles)} confirmation models of {deployed['candidate']} "
+                        f"(units {', '.join(m['unit'] for m in found)})")
+    if kind == "refit":
+        refit = deployed.get("refit")
+        path = models / REFIT_NAME
+        if refit is None or not path.exists():
+            raise StudyError(f"study {study_name!r} has no refit model at {path}; run tune again with --refit")
+        return Deployed("refit", [path], multipliers, class_fractions(refit["train_class_counts"]),
+                        f"refit of {deployed['candidate']} on {refit['train_lines']} non-test lines")
+    number = rec["trial"] if rec and rec.get("trial") is not None else max(completed_trials(study),
+                                                                           key=trial_score).number
+    path = model_path(models, number)
     if not path.exists():
         raise StudyError(f"the model of trial {number} is not at {path} (models are kept on the machine that ran "
                          "the study); use weight-tuner train --save-model with the exported weights")
-    return path, multipliers
+    return Deployed("single", [path], multipliers, class_fractions(study.user_attrs["class_counts"]["train"]),
+                    f"the search's model of trial {number}")

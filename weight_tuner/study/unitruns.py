@@ -30,6 +30,7 @@ from optuna.trial import TrialState
 
 from ..config import CLASSES, validate_config
 from ..errors import StudyError
+from .members import save_member
 from .storage import storage_of, trial_config, trial_score
 from .units import UNIT_KEYS, Unit, make_units, run_unit, unit_data
 
@@ -178,10 +179,10 @@ def _enqueue_missing(companion: optuna.Study, plan: dict, earlier: dict) -> None
 class UnitRun:
     """The objective of a unit trial: train its candidate on its unit's training folds, score the held-out fold."""
 
-    def __init__(self, prepared, plan: dict, stop=None):
+    def __init__(self, prepared, plan: dict, stop=None, members=None):
         from ..model import ModelCache  # imports TensorFlow: only when unit runs are taken
 
-        self.prepared, self.plan, self.stop = prepared, plan, stop
+        self.prepared, self.plan, self.stop, self.members = prepared, plan, stop, members
         self.cache = ModelCache()
         self._data: tuple[str, object] | None = None  # the current unit's view of the rows
 
@@ -200,10 +201,15 @@ class UnitRun:
             self.stop.abandon = lambda: _abandon(trial)
         from ..train import NonFiniteLossError
 
+        keep = None
+        if self.members is not None:  # the model may become a member of the deployed ensemble
+            def keep(model, cfg):
+                save_member(trial, model, self.prepared.featurizer, cfg, self.prepared.label_map, self.members)
         try:
             res = run_unit(self._data[1], self.plan["candidates"][name]["config"], unit,
                            thresholds=name == UNWEIGHTED, seed=unit.repeat,
-                           should_stop=self.stop.check if self.stop is not None else None, cache=self.cache)
+                           should_stop=self.stop.check if self.stop is not None else None, cache=self.cache,
+                           keep=keep)
         except KeyboardInterrupt as exc:
             trial.set_user_attr("fail_reason", f"interrupted ({type(exc).__name__})")
             give_back(trial.study, trial)
@@ -211,7 +217,7 @@ class UnitRun:
         except NonFiniteLossError as exc:  # the same run would fail again: not queued, named by the wait
             trial.set_user_attr("fail_reason", str(exc))
             raise
-        for k in ("scores", "lines", "train_lines", "seconds", "thresholds"):
+        for k in ("scores", "lines", "train_lines", "train_class_counts", "seconds", "thresholds"):
             if k in res:
                 trial.set_user_attr(k, res[k])
         return res["scores"]["important_f1"]
@@ -230,12 +236,13 @@ def _abandon(trial: optuna.Trial) -> None:
     abandon_trial(trial)
 
 
-def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None) -> int:
+def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None, members=None) -> int:
     """Take waiting unit runs of ``companion`` one at a time until none is left; return how many this
-    process ran. ``after_run(trial)`` is called after each finished run."""
+    process ran. ``after_run(trial)`` is called after each finished run; with ``members`` (a folder)
+    each run's model is kept there as an artifact of its trial (:func:`.members.save_member`)."""
     from ..train import NonFiniteLossError
 
-    objective = UnitRun(prepared, plan, stop)
+    objective = UnitRun(prepared, plan, stop, members)
     ran = 0
     while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if stop is not None:
@@ -275,14 +282,14 @@ def missing_runs(companion: optuna.Study, plan: dict) -> tuple[list, list]:
 
 
 def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None,
-                  poll_seconds: float = 5.0) -> None:
+                  poll_seconds: float = 5.0, members=None) -> None:
     """Take runs until every run of the plan has finished, here or in other processes.
 
     While others hold the last runs, stale ones (a killed worker's) are failed and queued again by
     Optuna's heartbeat callback, and taken here. A run that failed for good is a :class:`StudyError`.
     """
     while True:
-        take_runs(companion, plan, prepared, stop, after_run)
+        take_runs(companion, plan, prepared, stop, after_run, members)
         pending, lost = missing_runs(companion, plan)
         if lost:
             fails = [t for t in companion.get_trials(deepcopy=False, states=(TrialState.FAIL,))

@@ -106,6 +106,13 @@ def unit_data(prepared, unit: Unit, folds: int):
                                class_counts=counts)
 
 
+def refit_data(prepared):
+    """``prepared`` with every non-test chunk as ``train`` and no validation split: a refit's data."""
+    train = _subset(prepared, "train", _pieces(prepared))
+    return dataclasses.replace(prepared, splits={"train": train, "val": None, "test": prepared.splits["test"]},
+                               class_counts=dict(prepared.class_counts, train=train.class_counts()))
+
+
 def check_units(prepared, evaluation: dict) -> None:
     """Build every unit the evaluation settings call for (cheap: units index rows) and raise the
     :class:`DataError` a unit would raise, before a study is created or anything is trained."""
@@ -124,13 +131,14 @@ def _scores(stats: dict) -> dict:
 
 
 def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int = 0, should_stop=None,
-             cache=None) -> dict:
+             cache=None, keep=None) -> dict:
     """Train ``config`` on the unit's training folds and score its held-out fold.
 
     Returns ``{"scores": {...}, "lines": held-out lines, "train_lines": ..., "seconds": ...}``; with
     ``thresholds``, also the post-hoc threshold competitor on the same model, fitted by 2-way
     cross-fitting inside the held-out fold (fitted on one half of its chunks, scored on the other).
-    ``should_stop`` and ``cache`` (a :class:`.model.ModelCache`) are passed to :func:`.train.train_model`.
+    ``should_stop`` and ``cache`` (a :class:`.model.ModelCache`) are passed to :func:`.train.train_model`;
+    ``keep(model, config)`` is called with the trained model (the confirmation keeps it as a member).
     """
     from ..train import predict_probs, train_model
 
@@ -140,7 +148,10 @@ def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int
     held = data.splits["val"]
     probs = predict_probs(model, held, cfg)
     out = {"scores": _scores(compute_stats(held.y, probs)), "lines": int(held.n),
-           "train_lines": int(data.splits["train"].n), "seconds": round(time.perf_counter() - t0, 3)}
+           "train_lines": int(data.splits["train"].n), "train_class_counts": data.splits["train"].class_counts(),
+           "seconds": round(time.perf_counter() - t0, 3)}
+    if keep is not None:
+        keep(model, cfg)
     if thresholds:
         out["thresholds"] = _scores(compute_stats(held.y, cross_fitted_adjustment(probs, held, seed)))
     return out

@@ -1,0 +1,140 @@
+"""The deployed model: the confirmation's models kept and averaged, the refit, and prior adaptation."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from weight_tuner.cli import main
+from weight_tuner.config import CLASSES
+from weight_tuner.posthoc import adapt_priors
+from weight_tuner.study import load_existing_study
+
+from conftest import TINY_DOCS
+
+
+@pytest.fixture(scope="module")
+def deployed_study(tmp_path_factory, cache_dir):
+    """``tune --refit`` on the sample corpus with a tiny model: 2 confirmation units, so 2 members."""
+    d = tmp_path_factory.mktemp("deployed")
+    toml = d / "tiny.toml"
+    toml.write_text('schemes = ["unweighted", "inverse_frequency"]\n[model]\nhidden_size = 6\nnum_layers = 1\n'
+                    "epochs = 2\nbatch_size = 16\nwindow_size = 10\nprediction_stride = 5\nlearning_rate = 0.01\n"
+                    '[pruner]\ntype = "none"\n')
+    storage = f"sqlite:///{d}/d.db"
+    rc = main(["tune", "--sample-docs", str(TINY_DOCS), "--cache-dir", str(cache_dir), "--config", str(toml),
+               "--trials", "2", "--study", "dep", "--storage", storage, "--folds", "2", "--repeats", "1",
+               "--confirm-top", "1", "--refit"])
+    assert rc == 0
+    corpus = d / "new"
+    assert main(["sample", "-o", str(corpus), "--docs", "3", "--seed", "11"]) == 0
+    return d, storage, corpus
+
+
+def _csv_probs(folder):
+    out = {}
+    for path in sorted(folder.rglob("*.probs.csv")):
+        with open(path, newline="") as fh:
+            out[path.name] = np.array([[float(r[f"p_{c}"]) for c in CLASSES] for r in csv.DictReader(fh)])
+    return out
+
+
+def test_predict_study_averages_the_recommended_candidates_confirmation_models(deployed_study, tmp_path, capsys):
+    from weight_tuner.study import recommended_model
+
+    d, storage, corpus = deployed_study
+    rec = load_existing_study(storage, "dep").user_attrs["recommendation"]
+    members = rec["deployed"]["ensemble"]["members"]
+    assert rec["deployed"]["default"] == "ensemble" and sorted(m["unit"] for m in members) == ["r0f0", "r0f1"]
+    out = tmp_path / "ens"
+    assert main(["predict", "--study", "dep", "--storage", storage, str(corpus), "-o", str(out), "--probs",
+                 "--json", str(tmp_path / "r.json")]) == 0
+    assert "model: ensemble of 2 confirmation models" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["models"] == 2
+    ensemble = _csv_probs(out)
+    # Each member alone, through the same command: the ensemble's rows are their mean.
+    singles = []
+    for bundle in recommended_model(storage, "dep").bundles:
+        one = tmp_path / bundle.parent.name
+        assert main(["predict", "--model", str(bundle), str(corpus), "-o", str(one), "--probs"]) == 0
+        singles.append(_csv_probs(one))
+    assert len(singles) == 2 and not np.allclose(singles[0][next(iter(ensemble))], singles[1][next(iter(ensemble))])
+    for name, probs in ensemble.items():
+        np.testing.assert_allclose(probs, (singles[0][name] + singles[1][name]) / 2, atol=2e-6)
+
+
+def test_refit_single_and_export_name_the_deployed_model(deployed_study, tmp_path, capsys):
+    d, storage, corpus = deployed_study
+    study = load_existing_study(storage, "dep")
+    refit = study.user_attrs["recommendation"]["deployed"]["refit"]
+    counts = study.user_attrs["class_counts"]
+    assert refit["train_lines"] == sum(counts["train"].values()) + sum(counts["val"].values())
+    assert "ensemble" in study.user_attrs["test_stats"]
+    deployed = study.user_attrs["recommendation"]["deployed"]
+    for use, fragment in (("refit", f"model: refit of {deployed['candidate']} on {refit['train_lines']}"),
+                          ("single", f"model: the search's model of trial {deployed['single']['trial']}")):
+        assert main(["predict", "--study", "dep", "--storage", storage, "--use", use, str(corpus),
+                     "-o", str(tmp_path / use)]) == 0
+        assert fragment in capsys.readouterr().out
+    out = tmp_path / "e.json"
+    assert main(["export", "--study", "dep", "--storage", storage, "-o", str(out)]) == 0
+    deployed = json.loads(out.read_text())["recommendation"]["deployed_model"]
+    assert deployed["default"] == "ensemble" and [m["unit"] for m in deployed["ensemble"]["members"]] == ["r0f0", "r0f1"]
+    assert deployed["refit"]["train_lines"] == refit["train_lines"]
+
+
+def test_missing_member_models_fail_with_one_line(deployed_study, tmp_path, capsys):
+    d, storage, corpus = deployed_study
+    moved = tmp_path / "moved"
+    shutil.move(d / "dep" / "members", moved)
+    shutil.rmtree(d / "dep" / "models" / "members", ignore_errors=True)  # the unpacked copies
+    capsys.readouterr()
+    try:
+        assert main(["predict", "--study", "dep", "--storage", storage, str(corpus), "-o", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "is not in" in err[0] and "--members" in err[0]
+        assert not (tmp_path / "o").exists()
+        # Where the folder moved, --members finds it.
+        assert main(["predict", "--study", "dep", "--storage", storage, "--members", str(moved), str(corpus),
+                     "-o", str(tmp_path / "o")]) == 0
+    finally:
+        shutil.move(moved, d / "dep" / "members")
+
+
+def test_prior_adaptation_leaves_the_training_balance_alone():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet([1.0, 2.0, 6.0], size=500)
+    adjusted, estimate = adapt_priors(probs, probs.mean(axis=0))
+    np.testing.assert_allclose(adjusted, probs, atol=1e-12)
+    np.testing.assert_allclose(estimate, probs.mean(axis=0), atol=1e-12)
+
+
+def test_prior_adaptation_moves_toward_a_shifted_balance():
+    """A calibrated model (exact posteriors of a 1-D Gaussian mixture under the training prior) on text
+    drawn with another balance: EM recovers the new balance, and the posteriors follow it."""
+    rng = np.random.default_rng(1)
+    means, train_prior, new_prior = np.array([-2.0, 0.0, 2.0]), np.array([0.1, 0.3, 0.6]), np.array([0.5, 0.3, 0.2])
+    y = rng.choice(3, size=20_000, p=new_prior)
+    x = rng.normal(means[y], 1.0)
+    like = np.exp(-0.5 * (x[:, None] - means[None, :]) ** 2)
+    probs = like * train_prior / (like * train_prior).sum(axis=1, keepdims=True)
+    adjusted, estimate = adapt_priors(probs, train_prior)
+    np.testing.assert_allclose(estimate, new_prior, atol=0.02)
+    assert adjusted[:, 0].mean() > probs[:, 0].mean() + 0.1  # 0.35 -> 0.50: toward the true 0.5
+    assert (adjusted.argmax(1) == y).mean() > (probs.argmax(1) == y).mean()
+
+
+def test_adapt_priors_in_predict_reports_the_estimate_and_needs_a_balance(deployed_study, tmp_path):
+    d, storage, corpus = deployed_study
+    out = tmp_path / "r.json"
+    assert main(["predict", "--study", "dep", "--storage", storage, "--adapt-priors", "folder", str(corpus),
+                 "-o", str(tmp_path / "a"), "--json", str(out)]) == 0
+    files = json.loads(out.read_text())["files"]
+    estimates = [f["estimated_class_balance"] for f in files.values()]
+    assert len(files) == 3 and all(e == estimates[0] for e in estimates)  # one folder: one estimate
+    assert sum(estimates[0].values()) == pytest.approx(1.0, abs=1e-3)
+    bundle = next((d / "dep" / "models").glob("trial-*.keras"))
+    assert main(["predict", "--model", str(bundle), "--adapt-priors", "file", str(corpus),
+                 "-o", str(tmp_path / "b")]) == 2
