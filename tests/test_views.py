@@ -118,7 +118,17 @@ def test_dashboard_api_shows_study_trials_attrs_and_best_note(dashboard):
     assert "## Recommendation" in note and "| thresholds |" in note and 'model_config["class_weights"] = ' in note
     assert "Test split (scored once, after the decision)" in note
     unweighted = [t for t in detail["trials"] if t["number"] == 0][0]
-    assert "confirmation (unweighted)" in unweighted["note"]["body"] and "| r0f1 |" in unweighted["note"]["body"]
+    assert "confirmed as candidate **unweighted**" in unweighted["note"]["body"] and "| r0f1 |" in unweighted["note"]["body"]
+    rec = study.user_attrs["recommendation"]
+    for row in rec["candidates"][1:]:  # each confirmed weights trial's note says what confirmation found
+        if row["kind"] == "weights":
+            body = [t for t in detail["trials"] if t["number"] == row["trial"]][0]["note"]["body"]
+            assert f"{row['diff']['mean']:+.4f} against no weights" in body
+    # the study page's attributes: the decision first, the split as a summary (its lists are an artifact)
+    attrs = detail["user_attrs"]
+    assert attrs[0]["key"] == "decision" and rec["decision"] in attrs[0]["value"]
+    split = json.loads(next(a["value"] for a in attrs if a["key"] == "split"))
+    assert split["test"].endswith("chunks") and "artifact" in split["chunk_lists"]
 
 
 def _chromium():
@@ -144,6 +154,10 @@ def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
             break
     assert "views" in text, proc.stderr[-1500:]
     assert expected in text
+    # the decision is on this first page too, as the first of the study's user attributes (not only on Note)
+    from weight_tuner.study.recommend import decision_attr
+
+    assert "Study User Attributes" in text and decision_attr(study.user_attrs["recommendation"])[:60] in text
     # the study's note page: the decision and the line to paste, rendered from the note's Markdown
     proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",

@@ -175,6 +175,7 @@ def cmd_tune(args) -> int:
     from .study import (StudyConfig, check_storage, confirm, confirmation_evaluation, final_test_evaluation,
                         finished_count, parse_objectives, tune)
     from .study.members import members_dir
+    from .study.run import PENDING_DECISION
     from .study.recommend import candidates_table, decision_sentence, deployed_sentence, refit
     from .study.units import check_units
 
@@ -196,6 +197,7 @@ def cmd_tune(args) -> int:
         rec = study.user_attrs.get("recommendation")
         if rec and rec.get("finished_trials") != finished_count(study):
             study.set_user_attr("recommendation", None)  # new trials ran: the old decision no longer covers them
+            study.set_user_attr("decision", PENDING_DECISION)
             print("the study's earlier recommendation predates these trials and was withdrawn.")
         print("confirmation skipped (--no-confirm): no recommendation is made. Run the same command without it "
               "to confirm and decide.")

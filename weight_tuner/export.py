@@ -13,16 +13,44 @@ from .study.space import METRIC_NAME
 from .study.storage import completed_trials, trial_config, trial_score, tuned_study
 
 
+WEIGHT_SCALES = {
+    "class_weights": "as trained: scaled so that the mean weight over the training lines is 1 (only the ratios "
+                     "matter); the values to paste",
+    "weights_given": "as the scheme or the sampler gave them, before scaling (the guide's numbers)",
+}
+
+
+def _diff(d: dict) -> dict:
+    return {k: d[k] for k in ("mean", "ci_low", "ci_high")}
+
+
+def closest_challenger(rec: dict) -> dict | None:
+    """The candidate other than no weights with the largest mean paired difference, with its interval."""
+    others = [r for r in rec["candidates"] if r["candidate"] != "unweighted"]
+    if not others:
+        return None
+    best = max(others, key=lambda r: r["diff"]["mean"])
+    return {"candidate": best["candidate"], "kind": best["kind"], "class_weights": best.get("class_weights"),
+            "diff_vs_unweighted": _diff(best["diff"])}
+
+
 def recommendation_export(rec: dict) -> dict:
-    """The ``recommendation`` object of an export: the decision, its interval and the candidates table."""
-    return {"decision": rec["decision"], "class_weights": rec["class_weights"],
-            "multipliers": rec.get("multipliers"), "diff_vs_unweighted": {k: rec["diff_vs_unweighted"][k]
-                                                                          for k in ("mean", "ci_low", "ci_high")},
+    """The ``recommendation`` object of an export: the decision, its sentence, its interval (against no
+    weights; for a no-weights decision the closest challenger's), the candidates table and the deployed model."""
+    from .study.recommend import decision_sentence
+
+    no_weights = rec["decision"] == "no_weights"
+    return {"decision": rec["decision"], "sentence": decision_sentence(rec), "class_weights": rec["class_weights"],
+            "multipliers": rec.get("multipliers"),
+            "metric": "important_f1 = mean(Nomenclature F1, Description F1)",
+            "scores_over": f"the mean over {rec['n_units']} confirmation units (each scored on its held-out fold)",
+            "diff_vs_unweighted": None if no_weights else _diff(rec["diff_vs_unweighted"]),
+            "closest_challenger": closest_challenger(rec) if no_weights else None,
             "level": rec["level"], "interval": rec["interval"], "n_units": rec["n_units"], "folds": rec["folds"],
             "repeats": rec["repeats"], "design": rec.get("design"), "trial": rec.get("trial"),
             "candidates": [{"candidate": r["candidate"], "kind": r["kind"], "trial": r.get("trial"),
                             "class_weights": r.get("class_weights"), "important_f1": r["mean"],
-                            "diff_vs_unweighted": {k: r["diff"][k] for k in ("mean", "ci_low", "ci_high")}}
+                            "diff_vs_unweighted": _diff(r["diff"])}
                            for r in rec["candidates"]],
             "deployed_model": deployed_export(rec.get("deployed"))}
 
@@ -72,7 +100,9 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
         scheme = t.user_attrs.get("scheme")
         # A scheme retried after a fault has several trials: the completed one speaks for it.
         if scheme and scheme != "search" and baselines.get(scheme, {}).get("state") != "COMPLETE":
-            baselines[scheme] = {"trial": t.number, "state": t.state.name, "class_weights": t.user_attrs.get("class_weights"),
+            baselines[scheme] = {"trial": t.number, "state": t.state.name,
+                                 "class_weights": t.user_attrs.get("class_weights_trained"),
+                                 "weights_given": t.user_attrs.get("class_weights"),
                                  METRIC_NAME: trial_score(t) if t.state == TrialState.COMPLETE else None}
     test = attrs.get("test_stats")
     follows = trial_number is None and rec is not None
@@ -92,6 +122,8 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
         "pareto_front": [t.number for t in study.best_trials] if len(study.directions) > 1 else None,
         "val_stats": val_stats,
         "weights_given": best.user_attrs.get("class_weights"),
+        "weight_scales": WEIGHT_SCALES,
+        "val_stats_over": f"one validation split (trial {best.number}'s)",
         "test_stats": ({k: test[k]["stats"] for k in ("recommended", "unweighted", "ensemble") if k in test}
                        if test and follows else None),
         "data_fingerprint": attrs.get("data_fingerprint"),

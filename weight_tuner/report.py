@@ -23,15 +23,16 @@ PAGE = "report.html"
 
 
 def trials_table(study) -> pd.DataFrame:
-    """One row per trial, best validation important_f1 first: the weights as given (the guide's numbers),
-    the scores, and the state. The dashboard's ``w_`` parameters are these weights' ratios to Misc."""
+    """One row per trial, best validation important_f1 (one validation split) first: the weights as trained
+    (scaled so the mean weight over training lines is 1: the scale that is exported and pasted), the
+    scores, and the state. The dashboard's ``w_`` parameters are the weights as given, as ratios to Misc."""
     rows = []
     for t in study.get_trials(deepcopy=False):
         a = t.user_attrs
-        w = a.get("class_weights") or {}
+        w = a.get("class_weights_trained") or a.get("class_weights") or {}
         rows.append({"number": t.number, "state": t.state.name, SCORE: a.get(SCORE),
                      "scheme": " = ".join(a.get("schemes") or [a.get("scheme", "")]),
-                     **{c: w.get(c) for c in CLASSES},
+                     **{f"{c} weight (as trained)": w.get(c) for c in CLASSES},
                      **{k: t.params[k] for k in ("window_size", "epochs", "learning_rate") if k in t.params},
                      "val_Nomenclature_f1": a.get("val_Nomenclature_f1"),
                      "val_Description_f1": a.get("val_Description_f1"),
@@ -56,8 +57,8 @@ def number(value) -> str:
 def candidates_frame(rec: dict) -> pd.DataFrame:
     """The confirmation's candidates with their paired difference to no weights and its interval."""
     return pd.DataFrame([{"candidate": r["candidate"], "kind": r["kind"], "trial": r.get("trial"),
-                          **{c: (r.get("class_weights") or {}).get(c) for c in CLASSES},
-                          "important_f1": r["mean"], "diff vs no weights": r["diff"]["mean"],
+                          **{f"{c} weight (as trained)": (r.get("class_weights") or {}).get(c) for c in CLASSES},
+                          "important_f1 (mean over units)": r["mean"], "diff vs no weights": r["diff"]["mean"],
                           "ci_low": r["diff"]["ci_low"], "ci_high": r["diff"]["ci_high"]}
                          for r in rec["candidates"]])
 

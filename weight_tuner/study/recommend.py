@@ -36,6 +36,8 @@ INTERVAL_METHOD = ("corrected resampled t (Nadeau & Bengio 2003): the variance o
                    "inflated by held-out/training lines, because units share training data; one interval per "
                    "candidate, no multiplicity correction")
 CONFIRMATION_MARK = "### Confirmation"
+THRESHOLDS_MEANING = ("thresholds: the unweighted model with per-class probability multipliers (argmax of m_c p_c), "
+                      "fitted on held-out data after training.")
 
 
 # --------------------------------------------------------------------------- statistics
@@ -129,6 +131,7 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
     recommendation["confirmation_study"] = companion.study_name
     recommendation["deployed"] = deployed_models(study, companion, finished, recommendation)
     study.set_user_attr("recommendation", recommendation)
+    study.set_user_attr("decision", decision_attr(recommendation))
     _save_notes(study, state, recommendation)
     return recommendation
 
@@ -159,6 +162,8 @@ def recommendation_from(state: dict, evaluation: dict) -> dict:
                    per_class={k: _mean(u["scores"][k] for u in c["units"].values())
                               for k in ("Nomenclature_f1", "Description_f1")})
     pick = cands[result["candidate"]]
+    if result["decision"] == "thresholds":
+        result["multipliers"] = unit_multipliers(pick["units"])
     result.update(class_weights=pick["class_weights"] if result["decision"] == "weights" else None,
                   trial=pick.get("trial") if result["decision"] == "weights" else cands[UNWEIGHTED].get("trial"),
                   n_units=result["diff_vs_unweighted"]["n_units"], folds=state["folds"], repeats=state["repeats"],
@@ -179,19 +184,31 @@ def deployed_models(study: optuna.Study, companion: optuna.Study, finished: dict
                        "trained_on": "the search's training split"}}
 
 
+def unit_multipliers(units: dict) -> dict[str, float] | None:
+    """The thresholds decision's multipliers: the geometric mean of those fitted on each unit's held-out
+    fold (validation data of the models the decision rests on), scaled so that Misc's is 1; ``None`` for
+    unit runs made before multipliers were stored."""
+    fitted = [u["multipliers"] for u in units.values() if u.get("multipliers")]
+    if not fitted or len(fitted) < len(units):
+        return None
+    logs = {c: float(np.mean([math.log(m[c]) for m in fitted])) for c in CLASSES}
+    return {c: float(f"{math.exp(logs[c] - logs['Misc']):.6g}") for c in CLASSES}
+
+
 # --------------------------------------------------------------------------- views
 
 def candidates_table(recommendation: dict) -> str:
     """The candidates with their mean important_f1 and paired difference to no weights, as text."""
     pct = int(round(recommendation["level"] * 100))
-    rows = [f"{'candidate':<14}{'weights N / D / M':<26}{'important_f1':>13}{'diff vs none':>14}"
+    rows = [f"{'candidate':<14}{'weights N / D / M, as trained':<31}{'important_f1':>13}{'diff vs none':>14}"
             f"{f'{pct}% interval':>22}"]
     for r in recommendation["candidates"]:
         w = r.get("class_weights")
         ws = " / ".join(f"{w[c]:.3g}" for c in CLASSES) if w else "-"
         d = r["diff"]
         interval = f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
-        rows.append(f"{r['candidate']:<14}{ws:<26}{r['mean']:>13.4f}{d['mean']:>+14.4f}{interval:>22}")
+        rows.append(f"{r['candidate']:<14}{ws:<31}{r['mean']:>13.4f}{d['mean']:>+14.4f}{interval:>22}")
+    rows.append(f"important_f1: mean over the {recommendation['n_units']} units' held-out folds. {THRESHOLDS_MEANING}")
     return "\n".join(rows)
 
 
@@ -221,6 +238,12 @@ def paste_snippet(recommendation: dict) -> str:
                                                   if recommendation["class_weights"] else "None")
 
 
+def decision_attr(recommendation: dict) -> str:
+    """The short ``decision`` user attr, the first row of the dashboard's study page: what to paste and why."""
+    return (f"{recommendation['decision']}: {paste_snippet(recommendation)}. {decision_sentence(recommendation)} "
+            f"predict --study uses the {(recommendation.get('deployed') or {}).get('default', 'single')} model.")
+
+
 def deployed_sentence(recommendation: dict) -> str:
     """What ``predict --study`` uses by default, its members and what they were trained on."""
     deployed = recommendation.get("deployed")
@@ -246,7 +269,9 @@ def study_note(recommendation: dict, test: dict | None = None) -> str:
     lines = ["## Recommendation", "", decision_sentence(recommendation), "",
              f"Paired over {recommendation['n_units']} units ({recommendation['folds']} folds x "
              f"{recommendation['repeats']} repeats). Interval: {pct}%, {recommendation['interval']}.", "",
-             "| candidate | weights N / D / M | important_f1 | diff vs no weights | interval |",
+             f"important_f1 is the mean over the units' held-out folds; weights are as trained (the values to "
+             f"paste). {THRESHOLDS_MEANING}", "",
+             "| candidate | weights N / D / M (as trained) | important_f1 | diff vs no weights | interval |",
              "|---|---|---|---|---|"]
     for r in recommendation["candidates"]:
         w = r.get("class_weights")
@@ -283,7 +308,13 @@ def _save_notes(study: optuna.Study, state: dict, recommendation: dict, test: di
             if cand.get("trial") is None or name == THRESHOLDS or not cand["units"]:
                 continue
             trial_id = trial_ids[cand["trial"]]
-            table = "\n".join([CONFIRMATION_MARK, "", f"**confirmation ({name})**, scores per unit:", "",
+            row = next((r for r in recommendation["candidates"] if r["candidate"] == name), None)
+            found = ("the reference every candidate is paired against" if name == UNWEIGHTED or row is None else
+                     f"mean important_f1 {row['mean']:.4f}, {row['diff']['mean']:+.4f} against no weights, interval "
+                     f"[{row['diff']['ci_low']:+.4f}, {row['diff']['ci_high']:+.4f}]")
+            chosen = "recommended" if recommendation["candidate"] == name else "not recommended"
+            table = "\n".join([CONFIRMATION_MARK, "", f"This trial was confirmed as candidate **{name}** ({chosen}): "
+                                f"{found}.", "", "Scores per unit (held-out folds):", "",
                                "| unit | important_f1 | Nomenclature F1 | Description F1 |", "|---|---|---|---|"]
                               + [f"| {k} | {u['scores']['important_f1']:.4f} | {u['scores']['Nomenclature_f1']:.4f} "
                                  f"| {u['scores']['Description_f1']:.4f} |" for k, u in sorted(cand["units"].items())])
@@ -357,7 +388,7 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
     and shown in the study's note. The deployed ensemble (when models were kept) is scored too.
     """
     from ..metrics import compute_stats
-    from ..posthoc import adjusted_predictions
+    from ..posthoc import fit_adjustment
     from ..predict import one_hot_probs
     from ..train import evaluate, load_bundle, predict_probs, save_bundle, train_model
 
@@ -390,12 +421,15 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
         result["recommended"] = {"trial": trial.number, "stats": evaluate(model, prepared.splits["test"], cfg)}
     elif rec["decision"] == "thresholds":
         val, test = prepared.splits["val"], prepared.splits["test"]
-        pred, multipliers = adjusted_predictions(predict_probs(u_model, val, u_cfg), val.y,
-                                                 predict_probs(u_model, test, u_cfg))
-        rec = dict(rec, multipliers=dict(zip(CLASSES, map(float, multipliers))))
-        study.set_user_attr("recommendation", rec)
-        result["recommended"] = {"trial": u_number, "multipliers": rec["multipliers"],
-                                 "stats": compute_stats(test.y, one_hot_probs(pred))}
+        multipliers = rec.get("multipliers")
+        if multipliers is None:  # a decision made before the units stored their multipliers: fit on validation
+            fitted, _ = fit_adjustment(predict_probs(u_model, val, u_cfg), val.y)
+            multipliers = dict(zip(CLASSES, map(float, fitted)))
+            rec = dict(rec, multipliers=multipliers)
+            study.set_user_attr("recommendation", rec)
+        probs = predict_probs(u_model, test, u_cfg) * np.array([multipliers[c] for c in CLASSES])
+        result["recommended"] = {"trial": u_number, "multipliers": multipliers,
+                                 "stats": compute_stats(test.y, one_hot_probs(probs.argmax(axis=1)))}
     else:
         result["recommended"] = result["unweighted"]
     members = ((rec.get("deployed") or {}).get("ensemble") or {}).get("members")

@@ -16,6 +16,7 @@ from ..config import validate_config
 from ..errors import StudyError
 from ..logs import progress_enabled
 from ..paths import display_url, models_dir
+from .members import members_dir
 from .objective import Objective, SurplusTrial, TrialTimeoutError
 from .space import METRIC_NAME, SearchSpace, StudyConfig, group_schemes, warm_start_schemes
 from .storage import check_made_by_tune, finished_count, library_versions, open_storage, tuned_study
@@ -28,6 +29,29 @@ def make_sampler(seed: int) -> optuna.samplers.TPESampler:
     so parallel workers do not sample the same region twice (Optuna's advice for parallel TPE). With one
     process nothing else runs while a trial is sampled, so a single ``tune`` samples as without it."""
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, constant_liar=True)
+
+
+PENDING_DECISION = "not made yet: the search runs, then the confirmation decides (see the Note page)"
+
+
+def save_split(study: optuna.Study, split: dict[str, list[str]], folder) -> dict:
+    """Keep the split's chunk lists as an Optuna artifact of the study (``split.json``); return the short
+    summary stored as the ``split`` user attr (chunks per split, the artifact's id), so that the
+    dashboard's first page is not a file list."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "split.json"
+        path.write_text(json.dumps(split, indent=1), encoding="utf-8")
+        artifact_id = upload_artifact(artifact_store=FileSystemArtifactStore(str(folder)), file_path=str(path),
+                                      study_or_trial=study)
+    return {**{name: f"{len(ids)} chunks" for name, ids in split.items()}, "chunk_lists": f"artifact {artifact_id} "
+            f"(split.json in {folder})"}
 
 
 def create_or_resume(storage_url: str, study_name: str, prepared, study_config: StudyConfig,
@@ -54,11 +78,14 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
     space = study_config.space
     evaluation = study_config.evaluation
     if created:
+        # The dashboard lists study user attrs in the order they were first set: the decision comes first.
+        study.set_user_attr("decision", PENDING_DECISION)
         study.set_metric_names([f"val_{o}" for o in study_config.objectives])
         study.set_user_attr("objectives", study_config.objectives)
         meta = prepared.meta()
-        for key in ("source", "data_fingerprint", "class_counts", "split", "split_by", "n_features", "label_map"):
+        for key in ("source", "data_fingerprint", "class_counts", "split_by", "n_features", "label_map"):
             study.set_user_attr(key, meta[key])
+        study.set_user_attr("split", save_split(study, prepared.split, members_dir(storage_url, study_name)))
         study.set_user_attr("model_config", base_config)
         study.set_user_attr("search_space", space.to_dict())
         study.set_user_attr("pruner", study_config.pruner)

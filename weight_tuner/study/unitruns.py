@@ -217,7 +217,7 @@ class UnitRun:
         except NonFiniteLossError as exc:  # the same run would fail again: not queued, named by the wait
             trial.set_user_attr("fail_reason", str(exc))
             raise
-        for k in ("scores", "lines", "train_lines", "train_class_counts", "seconds", "thresholds"):
+        for k in ("scores", "lines", "train_lines", "train_class_counts", "seconds", "thresholds", "multipliers"):
             if k in res:
                 trial.set_user_attr(k, res[k])
         return res["scores"]["important_f1"]
@@ -320,5 +320,7 @@ def state_of(plan: dict, finished: dict) -> dict:
             units[key] = {"scores": {k: float(scores[k]) for k in UNIT_KEYS}, "lines": t.user_attrs["lines"],
                           "train_lines": t.user_attrs["train_lines"], "seconds": t.user_attrs["seconds"],
                           "host": t.user_attrs.get("host"), "pid": t.user_attrs.get("pid"), "run": t.number}
+            if name == THRESHOLDS and "multipliers" in t.user_attrs:
+                units[key]["multipliers"] = t.user_attrs["multipliers"]
         candidates[name] = dict(cand, units=units)
     return {"folds": plan["folds"], "repeats": plan["repeats"], "units": plan["units"], "candidates": candidates}

@@ -136,7 +136,8 @@ def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int
 
     Returns ``{"scores": {...}, "lines": held-out lines, "train_lines": ..., "seconds": ...}``; with
     ``thresholds``, also the post-hoc threshold competitor on the same model, fitted by 2-way
-    cross-fitting inside the held-out fold (fitted on one half of its chunks, scored on the other).
+    cross-fitting inside the held-out fold (fitted on one half of its chunks, scored on the other),
+    and the ``multipliers`` fitted on the whole held-out fold.
     ``should_stop`` and ``cache`` (a :class:`.model.ModelCache`) are passed to :func:`.train.train_model`;
     ``keep(model, config)`` is called with the trained model (the confirmation keeps it as a member).
     """
@@ -153,7 +154,11 @@ def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int
     if keep is not None:
         keep(model, cfg)
     if thresholds:
+        from ..posthoc import fit_adjustment
+
         out["thresholds"] = _scores(compute_stats(held.y, cross_fitted_adjustment(probs, held, seed)))
+        # The multipliers this model's whole held-out fold gives: a "thresholds" decision deploys their mean.
+        out["multipliers"] = {c: float(w) for c, w in zip(CLASSES, fit_adjustment(probs, held.y, seed=seed)[0])}
     return out
 
 
