@@ -138,3 +138,43 @@ def test_adapt_priors_in_predict_reports_the_estimate_and_needs_a_balance(deploy
     bundle = next((d / "dep" / "models").glob("trial-*.keras"))
     assert main(["predict", "--model", str(bundle), "--adapt-priors", "file", str(corpus),
                  "-o", str(tmp_path / "b")]) == 2
+
+
+def test_a_thresholds_decision_carries_its_multipliers_before_the_test_step(deployed_study, tmp_path):
+    """A study stopped after a thresholds decision, before the test step: export and predict --study
+    still have the multipliers, because the decision fixed them from the units' held-out folds."""
+    from weight_tuner.study.recommend import recommendation_from
+
+    d, _, corpus = deployed_study
+    copy = tmp_path / "copy"
+    shutil.copytree(d, copy, ignore=shutil.ignore_patterns("new"))
+    storage = f"sqlite:///{copy}/d.db"
+    study = load_existing_study(storage, "dep")
+    state = json.loads(json.dumps(study.user_attrs["confirmation"]))
+    base = state["candidates"]["unweighted"]["units"]
+    fitted = [{"Nomenclature": 3.0, "Description": 2.0, "Misc": 1.0}, {"Nomenclature": 12.0, "Description": 2.0, "Misc": 1.0}]
+    for (key, unit), m in zip(sorted(state["candidates"]["thresholds"]["units"].items()), fitted):
+        unit["scores"] = {k: v + 0.05 for k, v in base[key]["scores"].items()}
+        unit["multipliers"] = m
+    for cand in state["candidates"].values():  # weights that tie with no weights
+        if cand["kind"] == "weights":
+            for key, unit in cand["units"].items():
+                unit["scores"] = dict(base[key]["scores"])
+    rec = recommendation_from(state, study.user_attrs["evaluation"])
+    assert rec["decision"] == "thresholds"
+    assert rec["multipliers"] == {"Nomenclature": pytest.approx(6.0), "Description": pytest.approx(2.0), "Misc": 1.0}
+    rec["deployed"] = study.user_attrs["recommendation"]["deployed"]
+    study.set_user_attr("recommendation", rec)
+    study.set_user_attr("test_stats", None)  # stopped before the test step
+    out = tmp_path / "t.json"
+    assert main(["export", "--study", "dep", "--storage", storage, "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["recommendation"]["multipliers"] == rec["multipliers"]
+    assert main(["predict", "--study", "dep", "--storage", storage, "--use", "single", str(corpus),
+                 "-o", str(tmp_path / "m"), "--probs"]) == 0
+    single = rec["trial"]  # the unweighted trial: thresholds ride on it
+    assert main(["predict", "--model", str(copy / "dep" / "models" / f"trial-{single}.keras"), str(corpus),
+                 "-o", str(tmp_path / "raw"), "--probs"]) == 0
+    m = np.array([rec["multipliers"][c] for c in CLASSES])
+    for name, probs in _csv_probs(tmp_path / "m").items():
+        raw = _csv_probs(tmp_path / "raw")[name] * m
+        np.testing.assert_allclose(probs, raw / raw.sum(axis=1, keepdims=True), atol=2e-5)

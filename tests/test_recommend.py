@@ -244,3 +244,21 @@ def test_a_new_plan_reuses_the_finished_runs_of_unchanged_candidates(prepared, t
     companion = optuna.load_study(study_name=new_name, storage=storage)
     reused = [t for t in companion.trials if "reused_from" in t.user_attrs]
     assert len(reused) == 4 and all(t.user_attrs["reused_from"].startswith(old_name) for t in reused)
+
+
+def test_a_no_weights_export_names_its_closest_challenger_and_interval():
+    from weight_tuner.export import recommendation_export
+    from weight_tuner.study.recommend import decide
+
+    base = {"r0f0": 0.80, "r0f1": 0.82, "r1f0": 0.81}
+    near = {k: v + d for (k, v), d in zip(base.items(), (0.02, -0.015, 0.01))}  # +0.005, interval across 0
+    far = {k: v - 0.05 for k, v in base.items()}
+    rec = decide({"unweighted": {"kind": "unweighted", "scores": base}, "trial 3": {"kind": "weights", "scores": near},
+                  "trial 4": {"kind": "weights", "scores": far}}, 0.5)
+    rec.update(class_weights=None, n_units=3, folds=3, repeats=1, trial=0)
+    out = recommendation_export(rec)
+    assert out["decision"] == "no_weights" and out["diff_vs_unweighted"] is None
+    challenger = out["closest_challenger"]
+    assert challenger["candidate"] == "trial 3" and challenger["diff_vs_unweighted"]["mean"] == pytest.approx(0.005)
+    assert challenger["diff_vs_unweighted"]["ci_low"] < 0 < challenger["diff_vs_unweighted"]["ci_high"]
+    assert "trial 3" in out["sentence"] and out["metric"].startswith("important_f1")

@@ -78,7 +78,12 @@ def test_export_parses_and_round_trips_into_train(tiny_study, tmp_path, cache_di
     rec = load_existing_study(storage, "tiny").user_attrs["recommendation"]
     shape = payload["recommendation"]
     assert shape["decision"] in ("weights", "no_weights", "thresholds") and shape["decision"] == rec["decision"]
-    assert set(shape["diff_vs_unweighted"]) == {"mean", "ci_low", "ci_high"}
+    if shape["decision"] == "no_weights":  # no weights against itself says nothing: the challenger does
+        assert shape["diff_vs_unweighted"] is None and set(shape["closest_challenger"]["diff_vs_unweighted"]) == {
+            "mean", "ci_low", "ci_high"}
+    else:
+        assert set(shape["diff_vs_unweighted"]) == {"mean", "ci_low", "ci_high"}
+    assert shape["sentence"].startswith("Use ") and "held-out fold" in shape["scores_over"]
     assert (shape["n_units"], shape["folds"], shape["repeats"]) == (2, 2, 1)
     assert [c["candidate"] for c in shape["candidates"]][:2] == ["unweighted", "thresholds"]
     assert payload["class_weights"] == shape["class_weights"]
@@ -86,6 +91,16 @@ def test_export_parses_and_round_trips_into_train(tiny_study, tmp_path, cache_di
     assert payload["trial_number"] == rec["trial"]
     assert payload["model_config"]["class_weights"] == payload["class_weights"]
     assert "unweighted" in payload["baselines"] and payload["data_fingerprint"]
+    # One key, one scale: class_weights are as trained everywhere, weights_given as given.
+    study = load_existing_study(storage, "tiny")
+    ran = [row for row in payload["baselines"].values() if row["state"] == "COMPLETE"]
+    for row in ran:
+        trial = next(t for t in study.trials if t.number == row["trial"])
+        assert row["class_weights"] == trial.user_attrs["class_weights_trained"]
+        assert row["weights_given"] == trial.user_attrs["class_weights"]
+    rescaled = [row for row in ran if row["weights_given"]["Misc"] != row["class_weights"]["Misc"]]
+    assert rescaled  # e.g. the guide's 100/10/0.1: as given and as trained differ, under two keys
+    assert set(payload["weight_scales"]) == {"class_weights", "weights_given"}
     cfg = tmp_path / "model.json"
     cfg.write_text(json.dumps(dict(TINY_MODEL, epochs=1)))
     stats = tmp_path / "stats.json"
