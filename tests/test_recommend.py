@@ -1,6 +1,7 @@
 """The recommendation: one weight scale, paired units, the interval and decision rule, resume, power."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -262,3 +263,18 @@ def test_a_no_weights_export_names_its_closest_challenger_and_interval():
     assert challenger["candidate"] == "trial 3" and challenger["diff_vs_unweighted"]["mean"] == pytest.approx(0.005)
     assert challenger["diff_vs_unweighted"]["ci_low"] < 0 < challenger["diff_vs_unweighted"]["ci_high"]
     assert "trial 3" in out["sentence"] and out["metric"].startswith("important_f1")
+
+
+def test_trial_config_refuses_a_search_space_version_it_does_not_know(tmp_path, prepared):
+    from weight_tuner.errors import StudyError
+    from weight_tuner.study import StudyConfig, create_or_resume, trial_config
+
+    storage = f"sqlite:///{tmp_path}/v.db"
+    config = StudyConfig(model=dict(TINY_MODEL))
+    study, _ = create_or_resume(storage, "v", prepared, config, dict(TINY_MODEL))
+    weights = {"Nomenclature": 8.0, "Description": 2.0, "Misc": 1.0}
+    trial = SimpleNamespace(params=config.space.params_for(weights), user_attrs={})  # what trial_config reads
+    assert trial_config(study, trial)["class_weights"] == pytest.approx(weights)  # version 1 replays
+    study.set_user_attr("search_space", dict(study.user_attrs["search_space"], version=99))
+    with pytest.raises(StudyError, match="search space version 99"):
+        trial_config(study, trial)

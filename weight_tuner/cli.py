@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .config import load_config
 from .errors import ConfigError, DataError, WeightTunerError
-from .posthoc import ADAPT_CHOICES
 from .paths import DEFAULT_CACHE_DIR, default_export_path, default_storage_url, display_url, write_json
+from .posthoc import ADAPT_CHOICES
 from .signals import StopGuard, Terminated
 from .study.members import DEFAULT_DEPLOYED, DEPLOYED_KINDS
 

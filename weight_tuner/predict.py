@@ -23,6 +23,7 @@ from .errors import DataError
 from .metrics import compute_stats
 from .paths import atomic_write_bytes
 from .train import SplitData, load_bundle, load_label_map, predict_probs
+from .windows import offsets_from_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +97,11 @@ def read_input(path: Path, max_chunk_lines: int = 2000, label_map=corpus.default
         y = np.array([CLASSES.index(label_map(ln.label)) for ln in lines], dtype=np.int64)
         sizes = [len(ch.lines) for ch in chunks]
         out = FileLines(path, [ln.text for ln in lines], [ln.line_no for ln in lines], y,
-                        np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+                        offsets_from_sizes(sizes))
     else:
         pairs = [(i + 1, t.strip(" \t\r\f\v")) for i, t in enumerate(text.split("\n")) if t.strip(" \t\r\f\v")]
         out = FileLines(path, [t for _, t in pairs], [n for n, _ in pairs], None,
-                        np.array([0, len(pairs)], dtype=np.int64))
+                        offsets_from_sizes([len(pairs)]))
     for w in report.warnings:
         logger.warning(w)
     return out

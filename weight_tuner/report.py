@@ -16,9 +16,10 @@ from .config import CLASSES
 from .errors import WeightTunerError
 from .paths import artifacts_dir, atomic_write_bytes
 from .study.recommend import candidates_table, decision_sentence, paste_snippet
+from .study.space import METRIC_NAME
 from .study.storage import tuned_study
 
-SCORE = "val_important_f1"
+SCORE = METRIC_NAME  # the trials table's score column
 PAGE = "report.html"
 
 

@@ -22,7 +22,7 @@ from .errors import DataError, WeightTunerError
 from .features import Featurizer, SparseRows, build_features
 from .metrics import compute_stats
 from .paths import DEFAULT_CACHE_DIR, bundle_paths, read_json, write_json
-from .windows import build_windows, label_table, merge_window_probs, oversample_windows
+from .windows import build_windows, label_table, merge_window_probs, offsets_from_sizes, oversample_windows
 
 SAMPLE_DOCS = 60
 logger = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
         texts[name] = [ln.text for ln in lines]
         parts[name] = (
             np.array([class_index[label_map(ln.label)] for ln in lines], dtype=np.int64),
-            np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64),
+            offsets_from_sizes(sizes),
         )
     counts = {name: {c: int((parts[name][0] == i).sum()) for i, c in enumerate(CLASSES)} for name in corpus.SPLITS}
     for c in CLASSES:

@@ -13,6 +13,11 @@ import numpy as np
 from .config import CLASSES
 
 
+def offsets_from_sizes(sizes) -> np.ndarray:
+    """Chunk offsets (``[0, n1, n1 + n2, ...]``, int64) from chunk sizes."""
+    return np.concatenate([[0], np.cumsum(np.asarray(sizes, dtype=np.int64))]).astype(np.int64)
+
+
 def window_starts(n_lines: int, window: int, stride: int) -> np.ndarray:
     """Start offsets so that windows of ``window`` lines, ``stride`` apart, cover ``n_lines``."""
     if n_lines <= 0:

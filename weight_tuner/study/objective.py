@@ -23,7 +23,7 @@ from ..config import CLASSES, validate_class_weights
 from ..errors import WeightTunerError
 from ..paths import bundle_paths, model_path
 from .space import DEFAULT_EVALUATION, OBJECTIVES, SearchSpace
-from .storage import FINISHED, fail_abandoned_trial, requeue, storage_of, trial_score
+from .storage import FINISHED, fail_abandoned_trial, is_unweighted, requeue, storage_of, trial_score
 
 logger = logging.getLogger(__name__)
 
@@ -261,13 +261,12 @@ class Objective:
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         # Strictly better: on a tie the earlier trial stays best, as max() over trials in order picks it.
         is_best = value > max((trial_score(t) for t in done), default=-math.inf)
-        is_unweighted = trial.user_attrs.get("scheme") == "unweighted"
-        if is_best or is_unweighted:
+        if is_best or is_unweighted(trial):
             save_bundle(model, self.prepared.featurizer, config, model_path(self.models_dir, trial.number),
                         self.prepared.label_map)
         if not is_best:
             return
-        keep = {t.number for t in done if t.user_attrs.get("scheme") == "unweighted"}
+        keep = {t.number for t in done if is_unweighted(t)}
         for t in done:  # the previous best is superseded
             if t.number not in keep:
                 for p in bundle_paths(model_path(self.models_dir, t.number)):

@@ -19,7 +19,7 @@ from ..paths import display_url, models_dir
 from .members import members_dir
 from .objective import Objective, SurplusTrial, TrialTimeoutError
 from .space import METRIC_NAME, SearchSpace, StudyConfig, group_schemes, warm_start_schemes
-from .storage import check_made_by_tune, finished_count, library_versions, open_storage, tuned_study
+from .storage import check_made_by_tune, check_same_data, finished_count, library_versions, open_storage, tuned_study
 
 logger = logging.getLogger(__name__)
 
@@ -109,9 +109,7 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
     else:
         check_made_by_tune(study)
         attrs = study.user_attrs
-        if attrs.get("data_fingerprint") not in (None, prepared.fingerprint):
-            raise StudyError(f"study {study_name!r} was run on data {attrs['data_fingerprint']} "
-                             f"({attrs.get('source')}); this data is {prepared.fingerprint}. Use a new --study name.")
+        check_same_data(study, prepared)
         if attrs.get("search_space") not in (None, space.to_dict()):
             raise StudyError(f"study {study_name!r} was created with search space {attrs['search_space']}; "
                              "this config differs. Use a new --study name.")
@@ -149,9 +147,7 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
     """
     probe = tuned_study(storage_url, study_name)
     attrs = probe.user_attrs
-    if attrs.get("data_fingerprint") != prepared.fingerprint:
-        raise StudyError(f"study {study_name!r} was run on data {attrs.get('data_fingerprint')} "
-                         f"({attrs.get('source')}); this worker's data is {prepared.fingerprint}")
+    check_same_data(probe, prepared, "this worker")
     space = SearchSpace.from_dict(attrs["search_space"])
     pruner_cfg = attrs.get("pruner") or StudyConfig().pruner
     # Distinct per worker, so that workers started together do not sample alike.

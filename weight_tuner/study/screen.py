@@ -11,11 +11,10 @@ import time
 import numpy as np
 
 from ..config import CLASSES, validate_config
-from ..errors import StudyError
 from ..paths import model_path, models_dir
 from ..posthoc import sample_weights, screen
 from .space import SearchSpace
-from .storage import tuned_study
+from .storage import check_same_data, is_unweighted, tuned_study
 
 logger = logging.getLogger(__name__)
 
@@ -31,13 +30,11 @@ def screen_into_study(prepared, storage_url: str, study_name: str, samples: int 
 
     study = tuned_study(storage_url, study_name)
     attrs = study.user_attrs
-    if attrs.get("data_fingerprint") != prepared.fingerprint:
-        raise StudyError(f"study {study_name!r} was run on other data ({attrs.get('source')})")
+    check_same_data(study, prepared, "the screen")
     space = SearchSpace.from_dict(attrs["search_space"])
     config = validate_config(dict(attrs["model_config"], class_weights=None))
     models = models_dir(storage_url, study_name)
-    unweighted = [t for t in study.trials if t.user_attrs.get("scheme") == "unweighted"
-                  and model_path(models, t.number).exists()]
+    unweighted = [t for t in study.trials if is_unweighted(t) and model_path(models, t.number).exists()]
     if unweighted:
         model, _, config = load_bundle(model_path(models, unweighted[0].number))
         logger.info(f"screen: using the unweighted model of trial {unweighted[0].number}")

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 from ..config import validate_config
 from ..errors import StudyError
 from ..paths import display_url, sqlite_path
-from .space import SearchSpace
+from .space import METRIC_NAME, SPACE_VERSION, SearchSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 # What `tune` stores on a study it creates, and what the other commands need from it.
@@ -175,15 +175,36 @@ def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return complete
 
 
+UNWEIGHTED_SCHEME = "unweighted"
+
+
+def is_unweighted(trial) -> bool:
+    """Whether a trial is the study's unweighted baseline (the ``unweighted`` scheme)."""
+    return trial.user_attrs.get("scheme") == UNWEIGHTED_SCHEME
+
+
+def check_same_data(study: optuna.Study, prepared, who: str = "this run") -> None:
+    """A :class:`StudyError` unless ``prepared`` is the data the study was run on (its fingerprint)."""
+    attrs = study.user_attrs
+    if attrs.get("data_fingerprint") not in (None, prepared.fingerprint):
+        raise StudyError(f"study {study.study_name!r} was run on data {attrs['data_fingerprint']} "
+                         f"({attrs.get('source')}); {who}'s data is {prepared.fingerprint}. Use a new --study name "
+                         "or the study's data.")
+
+
 def trial_score(trial) -> float:
     """Validation important_f1 of a finished trial: the value, or the stored metric in multi-objective mode."""
-    return trial.user_attrs.get("val_important_f1", trial.value if trial.values and len(trial.values) == 1 else -1.0)
+    return trial.user_attrs.get(METRIC_NAME, trial.value if trial.values and len(trial.values) == 1 else -1.0)
 
 
 def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
     """The full model config a finished trial trained with, re-derived from its params."""
     check_made_by_tune(study)
-    space = SearchSpace.from_dict(study.user_attrs["search_space"])
+    stored = study.user_attrs["search_space"]
+    if stored.get("version", SPACE_VERSION) != SPACE_VERSION:
+        raise StudyError(f"study {study.study_name!r} was made with search space version {stored.get('version')}; this "
+                         f"weight-tuner replays version {SPACE_VERSION} only. Use the weight-tuner that made it.")
+    space = SearchSpace.from_dict(stored)
     outside = trial.user_attrs.get("weights_given") if trial.user_attrs.get("outside_space") else None
     config = space.suggest(optuna.trial.FixedTrial(trial.params), study.user_attrs["model_config"], outside)
     config["class_weights"] = trial.user_attrs.get("class_weights", config["class_weights"])

@@ -31,7 +31,8 @@ from optuna.trial import TrialState
 from ..config import CLASSES, validate_config
 from ..errors import StudyError
 from .members import save_member
-from .storage import storage_of, trial_config, trial_score
+from .space import METRIC_NAME
+from .storage import is_unweighted, storage_of, trial_config, trial_score
 from .units import UNIT_KEYS, Unit, make_units, run_unit, unit_data
 
 logger = logging.getLogger(__name__)
@@ -79,14 +80,14 @@ def select_candidates(study: optuna.Study, top: int) -> dict[str, dict]:
         config = trial_config(study, t)
         out[f"trial {t.number}"] = {"kind": "weights", "trial": t.number, "config": config,
                                     "class_weights": trained, "scheme": t.user_attrs.get("scheme"),
-                                    "val_important_f1": trial_score(t)}
+                                    METRIC_NAME: trial_score(t)}
     return out
 
 
 def unweighted_number(study: optuna.Study) -> int | None:
     """The number of the study's completed unweighted trial (``None`` if it has none)."""
     return next((t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                 if t.user_attrs.get("scheme") == UNWEIGHTED), None)
+                 if is_unweighted(t)), None)
 
 
 def make_plan(study: optuna.Study, evaluation: dict) -> dict:
@@ -203,8 +204,8 @@ class UnitRun:
 
         keep = None
         if self.members is not None:  # the model may become a member of the deployed ensemble
-            def keep(model, cfg):
-                save_member(trial, model, self.prepared.featurizer, cfg, self.prepared.label_map, self.members)
+            keep = lambda model, cfg: save_member(trial, model, self.prepared.featurizer, cfg,  # noqa: E731
+                                                  self.prepared.label_map, self.members)
         try:
             res = run_unit(self._data[1], self.plan["candidates"][name]["config"], unit,
                            thresholds=name == UNWEIGHTED, seed=unit.repeat,

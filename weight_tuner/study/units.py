@@ -18,6 +18,7 @@ import numpy as np
 from ..config import CLASSES, validate_config
 from ..errors import DataError
 from ..metrics import compute_stats
+from ..windows import offsets_from_sizes
 
 # Fixed, so that the folds of a study are the same in every process and on every resume.
 FOLD_SEED = 20_26
@@ -87,7 +88,7 @@ def _subset(prepared, name: str, pieces: list[tuple[str, int]]):
         ys.append(src.y[lo:hi])
         sizes.append(hi - lo)
         ids.append(src.chunk_ids[i])
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    offsets = offsets_from_sizes(sizes)
     return SplitData(name, rows, np.concatenate(index + [[rows.pad_row]]).astype(np.int64), np.concatenate(ys),
                      offsets, ids)
 
