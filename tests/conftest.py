@@ -14,6 +14,9 @@ from weight_tuner.config import validate_config  # noqa: E402
 
 SKOL_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "skol-corpus"
 TINY_DOCS = 40
+# A study's model in tests: two epochs of a tiny BiLSTM (the study tests need trials, not accuracy).
+TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, "window_size": 10,
+              "prediction_stride": 5, "learning_rate": 0.01, "verbosity": 0}
 
 
 def tiny_config(**overrides):

@@ -71,9 +71,12 @@ def test_train_writes_val_and_test_stats(tmp_path, cache_dir, capsys):
     assert "[BiLSTM] Using weighted loss with class weights:" in captured.err
     assert "important_f1" in captured.out
     payload = json.loads(out.read_text())
-    for split in ("val_stats", "test_stats"):
-        for key in ("Nomenclature_f1", "Description_loss", "Misc_support", "important_f1", "confusion_matrix"):
-            assert key in payload[split]
+    for split, name in (("val_stats", "val"), ("test_stats", "test")):
+        s = payload[split]
+        assert s["important_f1"] == pytest.approx((s["Nomenclature_f1"] + s["Description_f1"]) / 2)
+        counts = payload["class_counts"][name]
+        assert s["Misc_support"] == counts["Misc"] and sum(map(sum, s["confusion_matrix"])) == sum(counts.values())
+        assert s["Description_loss"] > 0
     assert payload["model_config"]["class_weights"] == {"Nomenclature": 4.0, "Description": 2.0, "Misc": 1.0}
     assert set(payload["split"]) == {"train", "val", "test"}
     assert not set(payload["split"]["train"]) & set(payload["split"]["test"])

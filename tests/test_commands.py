@@ -13,10 +13,8 @@ from weight_tuner.paths import model_path, models_dir
 from weight_tuner.study import StudyConfig, create_or_resume, final_test_evaluation, join_study
 from weight_tuner.study.storage import check_storage
 
-from conftest import TINY_DOCS
+from conftest import TINY_DOCS, TINY_MODEL
 
-TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, "window_size": 10,
-              "prediction_stride": 5, "learning_rate": 0.01, "verbosity": 0}
 
 
 def data_args(cache_dir):
@@ -196,7 +194,10 @@ def test_predict_with_a_study_uses_its_recommended_model(confirmed, tmp_path, ca
                  "--json", str(tmp_path / "p.json")]) == 0
     result = json.loads((tmp_path / "p.json").read_text())
     assert len(list(out.glob("*.pred.txt.ann"))) == 3
-    assert 0.0 <= result["stats"]["important_f1"] <= 1.0
+    # the overall score is the score of every file's lines together, as each file's entry counts them
+    per_file = [e["stats"] for e in result["files"].values()]
+    assert result["stats"]["lines"] == sum(s["lines"] for s in per_file) == result["throughput"]["lines"]
+    assert result["stats"]["Misc_support"] == sum(s["Misc_support"] for s in per_file)
     study = optuna.load_study(study_name="c", storage=confirmed)
     rec = study.user_attrs["recommendation"]
     assert model_path(models_dir(confirmed, "c"), rec["trial"]).exists()

@@ -1,6 +1,7 @@
 """Post-hoc reweighting (the screen and threshold tuning), checked against plain numpy."""
 
 import numpy as np
+import pytest
 
 from weight_tuner.metrics import compute_stats
 from weight_tuner.posthoc import fit_adjustment, important_f1_batch, reweighted_predictions, sample_weights, screen
@@ -88,7 +89,9 @@ def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
             "unweighted + oversample x3", "threshold tuning on unweighted", "sequence rules on unweighted",
             "linear per-line (no context)"} <= set(rows)
     for row in rows.values():
-        assert len(row["runs"]) == 1 and 0 <= row["important_f1"]["mean"] <= 1
+        stats = row["runs"][0]["stats"]
+        assert len(row["runs"]) == 1 and row["important_f1"]["mean"] == pytest.approx(stats["important_f1"])
+        assert stats["important_f1"] == pytest.approx((stats["Nomenclature_f1"] + stats["Description_f1"]) / 2)
     speed = result["speed"]
     assert min(speed["bare_fit_seconds"], speed["reused_fit_seconds"], speed["trial_seconds"]) > 0
     assert len(speed["validation_seconds"]) == speed["epochs"] == base["epochs"]

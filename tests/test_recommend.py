@@ -15,10 +15,8 @@ from weight_tuner.study import StudyConfig, tune
 from weight_tuner.study.space import count_schemes
 from weight_tuner.study.units import fold_of_pieces, make_units, unit_data
 
-from conftest import TINY_DOCS, tiny_config
+from conftest import TINY_DOCS, TINY_MODEL, tiny_config
 
-TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, "window_size": 10,
-              "prediction_stride": 5, "learning_rate": 0.01, "verbosity": 0}
 
 
 # --------------------------------------------------------------------------- one scale

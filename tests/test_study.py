@@ -12,10 +12,8 @@ from weight_tuner.study.recommend import confirm, final_test_evaluation
 from weight_tuner.study import SearchSpace, StudyConfig, load_existing_study, tune, warm_start_schemes
 from weight_tuner.study.space import GUIDE_SCHEMES, count_schemes, group_schemes
 
-from conftest import TINY_DOCS
+from conftest import TINY_DOCS, TINY_MODEL
 
-TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, "window_size": 10,
-              "prediction_stride": 5, "learning_rate": 0.01, "verbosity": 0}
 
 
 @pytest.fixture(scope="module")
@@ -42,14 +40,15 @@ def test_study_persists_finished_trials_and_schemes_run_first(tiny_study, prepar
     assert ["inverse_frequency", "balanced"] in groups  # the same ratios: one point
     first = ran[0]
     assert first.user_attrs["class_weights"] == {"Nomenclature": 1.0, "Description": 1.0, "Misc": 1.0}
-    for key in ("val_Nomenclature_f1", "val_Description_loss", "val_Misc_support", "val_important_f1",
-                "epochs_run", "seconds"):
-        assert key in first.user_attrs
+    a = first.user_attrs
+    assert a["val_important_f1"] == first.value == pytest.approx((a["val_Nomenclature_f1"] + a["val_Description_f1"]) / 2)
+    assert a["val_Misc_support"] == prepared.class_counts["val"]["Misc"] and a["val_Description_loss"] > 0
+    assert a["epochs_run"] == TINY_MODEL["epochs"] and a["seconds"] > 0
     assert study.metric_names == ["val_important_f1"]
     assert study.user_attrs["data_fingerprint"] == prepared.fingerprint
     assert study.user_attrs["search_space"]["version"] == 1
     assert set(study.user_attrs["class_counts"]) == {"train", "val", "test"}
-    assert "optuna" in study.user_attrs["library_versions"]
+    assert study.user_attrs["library_versions"]["optuna"] == optuna.__version__
 
 
 def test_guide_scheme_trains_with_its_weights_as_given(tiny_study):
@@ -60,7 +59,10 @@ def test_guide_scheme_trains_with_its_weights_as_given(tiny_study):
     assert guide.params == {"w_Nomenclature": pytest.approx(1000.0), "w_Description": pytest.approx(100.0)}
 
 
-def test_test_split_is_scored_once_for_the_best_trial(tiny_study, prepared):
+def test_test_split_scores_the_recommended_and_the_unweighted_models(tiny_study, prepared):
+    from weight_tuner.paths import model_path, models_dir
+    from weight_tuner.train import evaluate, load_bundle
+
     storage, study = tiny_study
     attrs = load_existing_study(storage, "tiny").user_attrs
     test, rec = attrs["test_stats"], attrs["recommendation"]
@@ -68,6 +70,12 @@ def test_test_split_is_scored_once_for_the_best_trial(tiny_study, prepared):
     for name in ("recommended", "unweighted"):
         assert test[name]["stats"]["lines"] == prepared.splits["test"].n
     assert test["unweighted"]["trial"] == 0
+    if rec["decision"] == "weights":
+        assert test["recommended"]["trial"] == rec["trial"]
+    # the stored scores are those of the saved unweighted model on the test split
+    model, _, cfg = load_bundle(model_path(models_dir(storage, "tiny"), 0))
+    again = evaluate(model, prepared.splits["test"], cfg)
+    assert test["unweighted"]["stats"]["important_f1"] == pytest.approx(again["important_f1"], abs=1e-6)
 
 
 def test_export_parses_and_round_trips_into_train(tiny_study, tmp_path, cache_dir, capsys):
