@@ -4,13 +4,15 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import optuna
 import pytest
 from optuna.trial import TrialState
 
 from weight_tuner.cli import main
 from weight_tuner.config import CLASSES
 from weight_tuner.model import normalise_weights
-from weight_tuner.study.recommend import confirm, decide, paired_interval
+from weight_tuner.study.recommend import confirm
+from weight_tuner.study.statistics import decide, paired_interval
 from weight_tuner.study import StudyConfig, tune
 from weight_tuner.study.space import count_schemes
 from weight_tuner.study.units import fold_of_pieces, make_units, unit_data
@@ -183,9 +185,10 @@ def test_weights_are_recommended_where_weighting_truly_helps(tmp_path, capsys):
     from weight_tuner.study import recommended_model
 
     deployed = recommended_model(storage, "power")  # the recommended candidate's 6 confirmation models
-    members = rec["deployed"]["ensemble"]["members"]
+    members = rec["deployed_model"]["ensemble"]["members"]
+    stored = optuna.load_study(study_name="power", storage=storage).user_attrs["recommendation"]
     assert deployed.kind == "ensemble" and len(deployed.bundles) == 6 and deployed.multipliers is None
-    assert rec["deployed"]["candidate"] == rec["candidate"] and sorted(m["unit"] for m in members) == sorted(
+    assert rec["deployed_model"]["candidate"] == stored["candidate"] and sorted(m["unit"] for m in members) == sorted(
         f"r{r}f{k}" for r in range(2) for k in range(3))
     single = recommended_model(storage, "power", use="single")
     assert single.bundles[0].name == f"trial-{rec['trial']}.keras" and single.bundles[0].exists()
@@ -247,7 +250,6 @@ def test_a_new_plan_reuses_the_finished_runs_of_unchanged_candidates(prepared, t
 
 def test_a_no_weights_export_names_its_closest_challenger_and_interval():
     from weight_tuner.export import recommendation_export
-    from weight_tuner.study.recommend import decide
 
     base = {"r0f0": 0.80, "r0f1": 0.82, "r1f0": 0.81}
     near = {k: v + d for (k, v), d in zip(base.items(), (0.02, -0.015, 0.01))}  # +0.005, interval across 0

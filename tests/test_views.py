@@ -155,7 +155,7 @@ def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
     assert "views" in text, proc.stderr[-1500:]
     assert expected in text
     # the decision is on this first page too, as the first of the study's user attributes (not only on Note)
-    from weight_tuner.study.recommend import decision_attr
+    from weight_tuner.study.notes import decision_attr
 
     assert "Study User Attributes" in text and decision_attr(study.user_attrs["recommendation"])[:60] in text
     # the study's note page: the decision and the line to paste, rendered from the note's Markdown
@@ -163,7 +163,7 @@ def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
                            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
                            "--dump-dom", f"{url}/note"], capture_output=True, text=True, timeout=180)
     text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", proc.stdout, flags=re.S)).split())
-    from weight_tuner.study.recommend import decision_sentence, paste_snippet
+    from weight_tuner.study.notes import decision_sentence, paste_snippet
 
     rec = study.user_attrs["recommendation"]
     assert "Recommendation" in text and decision_sentence(rec).split(":")[0] in text, text[-1500:]

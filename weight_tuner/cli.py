@@ -176,7 +176,8 @@ def cmd_tune(args) -> int:
                         finished_count, parse_objectives, tune)
     from .study.members import members_dir
     from .study.run import PENDING_DECISION
-    from .study.recommend import candidates_table, decision_sentence, deployed_sentence, refit
+    from .study.members import refit
+    from .study.notes import candidates_table, decision_sentence, deployed_sentence
     from .study.units import check_units
 
     study_config = StudyConfig.load(args.config)

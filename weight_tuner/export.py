@@ -37,7 +37,7 @@ def closest_challenger(rec: dict) -> dict | None:
 def recommendation_export(rec: dict) -> dict:
     """The ``recommendation`` object of an export: the decision, its sentence, its interval (against no
     weights; for a no-weights decision the closest challenger's), the candidates table and the deployed model."""
-    from .study.recommend import decision_sentence
+    from .study.notes import decision_sentence
 
     no_weights = rec["decision"] == "no_weights"
     return {"decision": rec["decision"], "sentence": decision_sentence(rec), "class_weights": rec["class_weights"],

@@ -15,7 +15,7 @@ import pandas as pd
 from .config import CLASSES
 from .errors import WeightTunerError
 from .paths import artifacts_dir, atomic_write_bytes
-from .study.recommend import candidates_table, decision_sentence, paste_snippet
+from .study.notes import candidates_table, decision_sentence, paste_snippet
 from .study.space import METRIC_NAME
 from .study.storage import tuned_study
 

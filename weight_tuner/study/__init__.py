@@ -13,7 +13,8 @@ One module per job, in the order a study runs:
 - :mod:`.screen`: post-hoc screening of weight vectors into a study.
 """
 
-from .recommend import confirm, confirmation_evaluation, final_test_evaluation, recommended_model
+from .members import recommended_model
+from .recommend import confirm, confirmation_evaluation, final_test_evaluation
 from .run import create_or_resume, join_study, run_trials, tune
 from .space import METRIC_NAME, QUICK_MODEL, SearchSpace, StudyConfig, parse_objectives, warm_start_schemes
 from .storage import (check_storage, completed_trials, finished_count, load_existing_study, open_storage,

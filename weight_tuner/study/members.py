@@ -13,13 +13,18 @@ from __future__ import annotations
 import logging
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
+from ..config import CLASSES, validate_config
 from ..errors import StudyError
-from ..paths import artifacts_dir
+from ..paths import artifacts_dir, model_path, models_dir
+from .storage import completed_trials, trial_config, trial_score, tuned_study
 
 logger = logging.getLogger(__name__)
 
@@ -103,3 +108,114 @@ def mean_fractions(all_counts: list[dict[str, int]]) -> dict[str, float]:
     """The mean class balance over several training sets (an ensemble's members)."""
     fractions = [class_fractions(c) for c in all_counts]
     return {c: sum(f[c] for f in fractions) / len(fractions) for c in fractions[0]}
+
+
+def ensemble_probs(bundles: list[Path], split, multipliers: dict | None = None) -> np.ndarray:
+    """The mean of the bundles' per-line probabilities on ``split`` (re-weighted by ``multipliers``)."""
+    from ..train import load_bundle, predict_probs
+
+    probs = []
+    for path in bundles:
+        model, _, cfg = load_bundle(path)
+        probs.append(predict_probs(model, split, cfg))
+    mean = np.mean(probs, axis=0)
+    if multipliers:
+        mean = mean * np.array([multipliers[c] for c in CLASSES], dtype=mean.dtype)
+        mean = mean / mean.sum(axis=1, keepdims=True)
+    return mean
+
+
+def recommended_config(study: optuna.Study, recommendation: dict) -> dict:
+    """The model config of the recommendation: the weights trial's, else the unweighted one."""
+    if recommendation["decision"] == "weights":
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == recommendation["trial"])
+        return trial_config(study, trial)
+    return validate_config(dict(study.user_attrs["model_config"], class_weights=None))
+
+
+def refit(study: optuna.Study, prepared, storage_url: str) -> dict:
+    """Train the recommended configuration once on every non-test line, save it beside the study's
+    models, and score it once on the test split (deciding nothing). Returns its ``deployed.refit`` entry."""
+    from ..metrics import compute_stats
+    from ..train import predict_probs, save_bundle, train_model
+    from .units import refit_data
+
+    rec = study.user_attrs.get("recommendation")
+    if rec is None or "deployed" not in rec:
+        raise StudyError(f"study {study.study_name!r} has no recommendation to refit; run tune without --no-confirm")
+    config = recommended_config(study, rec)
+    data = refit_data(prepared)
+    logger.info(f"refitting {rec['deployed']['candidate']} on {data.splits['train'].n} non-test lines")
+    model, _ = train_model(data, config)
+    path = models_dir(storage_url, study.study_name) / REFIT_NAME
+    save_bundle(model, prepared.featurizer, config, path, prepared.label_map)
+    test = prepared.splits["test"]
+    probs = predict_probs(model, test, config)
+    if rec.get("multipliers"):
+        probs = probs * np.array([rec["multipliers"][c] for c in CLASSES], dtype=probs.dtype)
+    entry = {"train_lines": int(data.splits["train"].n), "train_class_counts": data.splits["train"].class_counts(),
+             "trained_on": "every non-test line (train and validation splits)",
+             "test_important_f1": float(compute_stats(test.y, probs)["important_f1"])}
+    rec = dict(rec, deployed=dict(rec["deployed"], refit=entry))
+    study.set_user_attr("recommendation", rec)
+    logger.info(f"refit model saved at {path}; test important_f1 {entry['test_important_f1']:.4f} (scored once)")
+    return entry
+
+
+@dataclass(frozen=True)
+class Deployed:
+    """The model ``predict --study`` uses: its kind, bundle paths (several for an ensemble), the post-hoc
+    multipliers (``None``: plain argmax) and the class balance it was trained on (for prior adaptation)."""
+
+    kind: str
+    bundles: list[Path]
+    multipliers: dict | None
+    train_prior: dict[str, float] | None
+    description: str
+
+
+def recommended_model(storage_url: str, study_name: str, use: str | None = None,
+                      members: str | Path | None = None) -> Deployed:
+    """The deployed model of a study's recommendation: ``use`` (``ensemble``, ``refit`` or ``single``), by
+    default the recommendation's own default (:data:`.members.DEFAULT_DEPLOYED`).
+
+    The ensemble is the recommended candidate's confirmation models (unpacked once into the study's
+    models folder; ``members`` overrides where their store is); ``single`` is the search's model of the
+    recommended trial (the unweighted one for no weights and thresholds). A study without a
+    recommendation falls back to its best trial's model. Anything missing is a :class:`StudyError`.
+    """
+    study = tuned_study(storage_url, study_name)
+    rec = study.user_attrs.get("recommendation")
+    multipliers = rec.get("multipliers") if rec and rec["decision"] == "thresholds" else None
+    deployed = (rec or {}).get("deployed")
+    kind = use or (deployed["default"] if deployed else "single")
+    models = models_dir(storage_url, study_name)
+    if kind != "single" and deployed is None:
+        raise StudyError(f"study {study_name!r} has no deployed {kind} (its confirmation has not run, or ran "
+                         "before models were kept); use --use single")
+    if kind == "ensemble":
+        found = deployed["ensemble"]["members"]
+        if not found:
+            raise StudyError(f"study {study_name!r} kept no ensemble members (confirmed before models were kept); "
+                             "use --use single")
+        bundles = [fetch_member(m, models / "members", members) for m in found]
+        prior = mean_fractions([m["train_class_counts"] for m in found if m.get("train_class_counts")] or
+                               [study.user_attrs["class_counts"]["train"]])
+        return Deployed("ensemble", bundles, multipliers, prior,
+                        f"ensemble of {len(bundles)} confirmation models of {deployed['candidate']} "
+                        f"(units {', '.join(m['unit'] for m in found)})")
+    if kind == "refit":
+        refit = deployed.get("refit")
+        path = models / REFIT_NAME
+        if refit is None or not path.exists():
+            raise StudyError(f"study {study_name!r} has no refit model at {path}; run tune again with --refit")
+        return Deployed("refit", [path], multipliers, class_fractions(refit["train_class_counts"]),
+                        f"refit of {deployed['candidate']} on {refit['train_lines']} non-test lines")
+    number = rec["trial"] if rec and rec.get("trial") is not None else max(completed_trials(study),
+                                                                           key=trial_score).number
+    path = model_path(models, number)
+    if not path.exists():
+        raise StudyError(f"the model of trial {number} is not at {path} (models are kept on the machine that ran "
+                         "the study); use weight-tuner train --save-model with the exported weights")
+    return Deployed("single", [path], multipliers, class_fractions(study.user_attrs["class_counts"]["train"]),
+                    f"the search's model of trial {number}")

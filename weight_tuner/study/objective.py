@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from ..config import CLASSES, validate_class_weights
 from ..errors import WeightTunerError
 from ..paths import bundle_paths, model_path
+from .notes import save_live_note
 from .space import DEFAULT_EVALUATION, OBJECTIVES, SearchSpace
 from .storage import FINISHED, fail_abandoned_trial, is_unweighted, requeue, storage_of, trial_score
 
@@ -75,16 +76,6 @@ def stopped_markdown(trial, how: str, epochs_run: int, last: dict | None) -> str
                     + ", ".join(f"{c} F1 {last[f'{c}_f1']:.4f}" for c in CLASSES)
                     + " (scored on non-overlapping windows, as every epoch but the last is).")
     return "\n".join(rows)
-
-
-def save_note(trial, body: str) -> None:
-    """The trial's dashboard note; a note is a view, so a failure to write it is a warning, never a lost trial."""
-    try:
-        import optuna_dashboard
-
-        optuna_dashboard.save_note(trial, body)
-    except Exception as exc:
-        logger.warning(f"could not save the dashboard note of trial {trial.number}: {exc}")
 
 
 def abandon_trial(trial: optuna.Trial) -> None:
@@ -166,12 +157,12 @@ class Objective:
                                          cache=self.cache)
         except optuna.TrialPruned as exc:
             trial.set_user_attr("pruned_reason", str(exc))
-            save_note(trial, stopped_markdown(trial, f"Pruned by {type(trial.study.pruner).__name__}",
+            save_live_note(trial, stopped_markdown(trial, f"Pruned by {type(trial.study.pruner).__name__}",
                                               epochs_run, last))
             raise
         except (NonFiniteLossError, TrialTimeoutError) as exc:
             trial.set_user_attr("fail_reason", str(exc))
-            save_note(trial, stopped_markdown(trial, f"Failed ({exc})", epochs_run, last))
+            save_live_note(trial, stopped_markdown(trial, f"Failed ({exc})", epochs_run, last))
             raise
         except KeyboardInterrupt as exc:
             trial.set_user_attr("fail_reason", f"interrupted ({type(exc).__name__})")
@@ -183,7 +174,7 @@ class Objective:
         stats = history[-1]["val"]
         for key, value in stats.items():
             trial.set_user_attr(f"val_{key}", value)
-        save_note(trial, metrics_markdown(trial, stats))
+        save_live_note(trial, metrics_markdown(trial, stats))
         self._keep_model(trial, model, config, stats["important_f1"])
         values = [stats[OBJECTIVES[o]] for o in self.objectives]
         return values[0] if len(values) == 1 else tuple(values)

@@ -23,7 +23,7 @@ QUICK_MODEL = {"input_projection": 64, "hidden_size": 32, "num_layers": 1, "epoc
                "learning_rate": 0.003, "verbosity": 0}
 
 
-# How candidates are evaluated (see recommend.py): search on one split, then confirm the top
+# How candidates are evaluated (see statistics.py and recommend.py): search on one split, then confirm the top
 # candidates on folds x repeats units ("confirm"), or score every trial on the units with
 # Wilcoxon pruning and then confirm on fresh units ("cv").
 DESIGNS = ("confirm", "cv")

@@ -1,0 +1,63 @@
+"""The paired comparison behind a recommendation: each candidate's mean difference to no weights over
+the same units, with a corrected resampled t interval, and the decision rule."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .unitruns import UNWEIGHTED
+
+LEVEL = 0.95
+INTERVAL_METHOD = ("corrected resampled t (Nadeau & Bengio 2003): the variance of the mean difference is "
+                   "inflated by held-out/training lines, because units share training data; one interval per "
+                   "candidate, no multiplicity correction")
+
+
+def paired_interval(diffs, test_train_ratio: float, level: float = LEVEL) -> dict:
+    """Mean of paired differences over units with a corrected resampled t interval.
+
+    ``test_train_ratio`` is held-out lines / training lines of a unit (about 1/(K-1) for K folds).
+    With fewer than 2 units the interval is unbounded: nothing can be claimed.
+    """
+    from scipy.stats import t as student_t
+
+    d = np.asarray(list(diffs), dtype=np.float64)
+    n = len(d)
+    mean = float(d.mean()) if n else 0.0
+    if n < 2:
+        return {"mean": mean, "ci_low": -math.inf, "ci_high": math.inf, "n_units": n}
+    se = math.sqrt((1.0 / n + test_train_ratio) * float(d.var(ddof=1)))
+    half = float(student_t.ppf(0.5 + level / 2.0, n - 1)) * se
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n_units": n}
+
+
+def decide(candidates: dict[str, dict], test_train_ratio: float, level: float = LEVEL) -> dict:
+    """The decision from per-unit scores: ``candidates[name] = {"kind", "scores": {unit: important_f1}}``.
+
+    ``kind`` is ``"unweighted"``, ``"weights"`` or ``"thresholds"``. Each other candidate is compared
+    with the unweighted one on the units both have. Weights (or thresholds) are recommended only
+    when their interval's lower bound is above 0; among those, the largest mean difference wins.
+    Otherwise the decision is ``"no_weights"``.
+    """
+    base = candidates[UNWEIGHTED]["scores"]
+    others = [n for n in candidates if n != UNWEIGHTED]
+    rows = [{"candidate": UNWEIGHTED, "kind": "unweighted", "mean": _mean(base.values()),
+             "diff": {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n_units": len(base)}}]
+    for name in others:
+        scores = candidates[name]["scores"]
+        common = sorted(set(scores) & set(base))
+        diff = paired_interval([scores[u] - base[u] for u in common], test_train_ratio, level)
+        rows.append({"candidate": name, "kind": candidates[name]["kind"], "mean": _mean(scores[u] for u in common),
+                     "diff": diff})
+    clear = [r for r in rows[1:] if r["diff"]["ci_low"] > 0]
+    pick = max(clear, key=lambda r: r["diff"]["mean"]) if clear else rows[0]
+    decision = {"weights": "weights", "thresholds": "thresholds"}.get(pick["kind"], "no_weights")
+    return {"decision": decision, "candidate": pick["candidate"], "diff_vs_unweighted": pick["diff"],
+            "level": level, "interval": INTERVAL_METHOD, "candidates": rows}
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
