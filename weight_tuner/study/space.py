@@ -23,6 +23,9 @@ QUICK_MODEL = {"input_projection": 64, "hidden_size": 32, "num_layers": 1, "epoc
                "learning_rate": 0.003, "verbosity": 0}
 
 
+# Arguments a [pruner] table's type starts from (Optuna's own defaults otherwise).
+PRUNER_DEFAULTS = {"median": {"n_startup_trials": 5, "n_warmup_steps": 3}}
+
 # How candidates are evaluated (see statistics.py and recommend.py): search on one split, then confirm the top
 # candidates on folds x repeats units ("confirm"), or score every trial on the units with
 # Wilcoxon pruning and then confirm on fresh units ("cv").
@@ -140,7 +143,10 @@ class StudyConfig:
 
     space: SearchSpace = field(default_factory=SearchSpace)
     model: dict = field(default_factory=dict)
-    pruner: dict = field(default_factory=lambda: {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 1})
+    # No pruning by default: replayed on unpruned studies (docs/benchmarks.md, "Pruning against noise"), every
+    # per-epoch pruner that saved work also pruned trials that finished in the top 3, because a trial's
+    # early epochs depend on its weights (low weights start at all-Misc and learn late).
+    pruner: dict = field(default_factory=lambda: {"type": "none"})
     schemes: list[str] | None = None  # warm-start schemes to enqueue; None: all of them
     objectives: list[str] = field(default_factory=lambda: ["important_f1"])
     evaluation: dict = field(default_factory=lambda: dict(DEFAULT_EVALUATION))
@@ -193,8 +199,9 @@ class StudyConfig:
         model = dict(QUICK_MODEL, **raw.get("model", {}))
         validate_config(model)
         user_pruner = raw.get("pruner", {})
-        # The default's arguments apply only to the default pruner type.
-        pruner = user_pruner if user_pruner.get("type", "median") != "median" else dict(cls().pruner, **user_pruner)
+        # A [pruner] table without a type is the median pruner, with the warm-up the replay supports.
+        kind = user_pruner.get("type", "median") if user_pruner else cls().pruner["type"]
+        pruner = {**PRUNER_DEFAULTS.get(kind, {}), **user_pruner, "type": kind}
         out = cls(SearchSpace.from_dict(raw.get("space", {}), f"study config {path} [space]"), model, pruner,
                   raw.get("schemes"))
         out.set_evaluation(**raw.get("evaluation", {}))
