@@ -15,7 +15,6 @@ Training skips per-epoch validation (it does not change the weights: validation 
 state), so these runs take less time than a study's.
 """
 
-import dataclasses
 import json
 import sys
 import time
@@ -34,7 +33,7 @@ from weight_tuner.posthoc import adapt_priors  # noqa: E402
 from weight_tuner.study.members import class_fractions, mean_fractions  # noqa: E402
 from weight_tuner.study.space import DEFAULT_EVALUATION, QUICK_MODEL  # noqa: E402
 from weight_tuner.study.units import make_units, refit_data, unit_config, unit_data  # noqa: E402
-from weight_tuner.train import predict_probs, prepare, train_model  # noqa: E402
+from weight_tuner.train import TrainingData, predict_probs, prepare, train_model  # noqa: E402
 
 split_by, group = sys.argv[1], sys.argv[2]
 cache = sys.argv[3] if len(sys.argv) > 3 else None
@@ -49,7 +48,8 @@ folds, repeats = DEFAULT_EVALUATION["folds"], DEFAULT_EVALUATION["repeats"]
 
 
 def no_val(d):
-    return dataclasses.replace(d, splits=dict(d.splits, val=None))
+    d = d.training() if hasattr(d, "training") else d
+    return TrainingData(d.train, None, d.n_features)
 
 
 def fit_and_predict(d, cfg):
@@ -80,12 +80,12 @@ for seed in seeds:
     for unit in make_units(folds, repeats):
         ud = unit_data(prep, unit, folds)
         members.append(fit_and_predict(ud, unit_config(cfg, unit)))
-        counts.append(ud.splits["train"].class_counts())
+        counts.append(ud.train.class_counts())
     probs["ensemble"] = np.mean(members, axis=0)
     priors["ensemble"] = mean_fractions(counts)
     rd = refit_data(prep)
     probs["refit"] = fit_and_predict(rd, cfg)
-    priors["refit"] = class_fractions(rd.splits["train"].class_counts())
+    priors["refit"] = class_fractions(rd.train.class_counts())
     row = {"split": split_by, "test": group, "seed": seed}
     for kind in ("single", "ensemble", "refit"):
         row[kind] = score(probs[kind])

@@ -61,14 +61,13 @@ def test_units_hold_out_each_non_test_chunk_once_per_repeat(prepared):
     held_lines = 0
     for unit in make_units(3, 1):
         data = unit_data(prepared, unit, 3)
-        train_ids, held_ids = set(data.splits["train"].chunk_ids), set(data.splits["val"].chunk_ids)
+        train_ids, held_ids = set(data.train.chunk_ids), set(data.val.chunk_ids)
         assert not train_ids & held_ids and not (train_ids | held_ids) & test_ids
-        assert data.splits["test"] is prepared.splits["test"]
-        held_lines += data.splits["val"].n
+        held_lines += data.val.n
         # features and labels travel with their chunk
         src = prepared.splits["train"]
         cid = src.chunk_ids[0]
-        where = data.splits["train"] if cid in train_ids else data.splits["val"]
+        where = data.train if cid in train_ids else data.val
         k = where.chunk_ids.index(cid)
         lo, hi = where.offsets[k], where.offsets[k + 1]
         np.testing.assert_array_equal(where.dense()[lo:hi], src.dense()[src.offsets[0]:src.offsets[1]])
@@ -278,3 +277,18 @@ def test_trial_config_refuses_a_search_space_version_it_does_not_know(tmp_path, 
     study.set_user_attr("search_space", dict(study.user_attrs["search_space"], version=99))
     with pytest.raises(StudyError, match="search space version 99"):
         trial_config(study, trial)
+
+
+def test_a_recommendation_older_than_the_finished_trials_is_withdrawn(tmp_path):
+    from weight_tuner.study.notes import PENDING_DECISION
+    from weight_tuner.study.recommend import withdraw_stale_recommendation
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/w.db", study_name="w", direction="maximize")
+    study.add_trial(optuna.trial.create_trial(value=0.5))
+    study.set_user_attr("recommendation", {"decision": "no_weights", "finished_trials": 1})
+    study.set_user_attr("decision", "no_weights: ...")
+    assert withdraw_stale_recommendation(study) is False  # it covers every finished trial
+    study.add_trial(optuna.trial.create_trial(value=0.6))
+    assert withdraw_stale_recommendation(study) is True
+    assert study.user_attrs["recommendation"] is None and study.user_attrs["decision"] == PENDING_DECISION
+    assert withdraw_stale_recommendation(study) is False

@@ -22,6 +22,7 @@ from .metrics import compute_stats
 from .paths import DEFAULT_CACHE_DIR, atomic_write_bytes, write_json
 from .posthoc import adjusted_predictions, sample_weights, screen
 from .predict import apply_sequence_rules, one_hot_probs, tune_sequence_threshold
+from .sample import SAMPLE_DOCS
 
 MARK_START = "<!-- bench:start -->"
 MARK_END = "<!-- bench:end -->"
@@ -248,11 +249,11 @@ def _scaling(base_config: dict) -> list[dict]:
 
     out = []
     for factor in (1, 2, 4):
-        prepared = train_mod.prepare(None, sample_docs=train_mod.SAMPLE_DOCS * factor, cache_dir=None)
+        prepared = train_mod.prepare(None, sample_docs=SAMPLE_DOCS * factor, cache_dir=None)
         cfg = validate_config(dict(base_config, verbosity=0))
         t0 = time.perf_counter()
         _, history = train_mod.train_model(prepared, cfg)
-        out.append({"factor": factor, "documents": train_mod.SAMPLE_DOCS * factor,
+        out.append({"factor": factor, "documents": SAMPLE_DOCS * factor,
                     "train_lines": prepared.splits["train"].n, "trial_seconds": time.perf_counter() - t0,
                     "later_epoch_seconds": float(np.mean([h["seconds"] for h in history[1:]]))})
         logger.info(f"scaling x{factor}: {out[-1]['trial_seconds']:.1f}s")

@@ -11,11 +11,14 @@ import time
 from pathlib import Path
 
 from .config import load_config
+from .corpus import MIN_SPLIT_DOCS, SPLIT_BY
 from .errors import ConfigError, DataError, WeightTunerError
 from .paths import DEFAULT_CACHE_DIR, default_export_path, default_storage_url, display_url, write_json
 from .posthoc import ADAPT_CHOICES
 from .signals import StopGuard, Terminated
 from .study.members import DEFAULT_DEPLOYED, DEPLOYED_KINDS
+from .study.space import DEFAULT_EVALUATION, DESIGNS
+from .sample import SAMPLE_DOCS
 
 EXIT_USAGE = 2
 
@@ -64,12 +67,12 @@ def seed_list(text: str) -> list[int]:
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="directory of YEDDA .ann files (default: the embedded sample corpus)")
-    p.add_argument("--sample-docs", type=int_at_least(3), default=None,
-                   help="size of the sample corpus in documents (default 60)")
+    p.add_argument("--sample-docs", type=int_at_least(MIN_SPLIT_DOCS), default=None,
+                   help=f"size of the sample corpus in documents (default {SAMPLE_DOCS})")
     p.add_argument("--sample-rare-nomenclature", type=int_at_least(1), default=1, metavar="K",
                    help="sample corpus only: keep each Nomenclature block with probability 1/K (K times rarer)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the train/val/test split")
-    p.add_argument("--split-by", choices=("chunk", "volume", "journal"), default="chunk",
+    p.add_argument("--split-by", choices=SPLIT_BY, default=SPLIT_BY[0],
                    help="chunk (default): random document chunks; volume or journal: hold out whole groups, "
                         "taken from the folders (JOURNAL/VOLUME/FILE.ann)")
     p.add_argument("--test-group", action="append", default=None, metavar="NAME",
@@ -175,8 +178,8 @@ def cmd_tune(args) -> int:
     from .study import (StudyConfig, check_storage, confirm, confirmation_evaluation, final_test_evaluation,
                         finished_count, parse_objectives, tune)
     from .study.members import members_dir
-    from .study.run import PENDING_DECISION
     from .study.members import refit
+    from .study.recommend import withdraw_stale_recommendation
     from .study.notes import candidates_table, decision_sentence, deployed_sentence
     from .study.units import check_units
 
@@ -195,10 +198,7 @@ def cmd_tune(args) -> int:
     search_s = time.perf_counter() - t0
     print(f"study {args.study!r} in {display_url(storage)}: {finished_count(study)} finished trials ({search_s:.0f}s)")
     if args.no_confirm:
-        rec = study.user_attrs.get("recommendation")
-        if rec and rec.get("finished_trials") != finished_count(study):
-            study.set_user_attr("recommendation", None)  # new trials ran: the old decision no longer covers them
-            study.set_user_attr("decision", PENDING_DECISION)
+        if withdraw_stale_recommendation(study):
             print("the study's earlier recommendation predates these trials and was withdrawn.")
         print("confirmation skipped (--no-confirm): no recommendation is made. Run the same command without it "
               "to confirm and decide.")
@@ -384,7 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("corpus", cmd_corpus, "read a corpus and print per-class line counts")
     p.add_argument("--data", default=None, help="directory of YEDDA .ann files (default: the sample corpus)")
-    p.add_argument("--sample-docs", type=int_at_least(1), default=None)
+    p.add_argument("--sample-docs", type=int_at_least(1), default=None,
+                   help=f"size of the sample corpus in documents (default {SAMPLE_DOCS}); any size can be read, "
+                        f"a study needs at least {MIN_SPLIT_DOCS}")
 
     p = command("sample", cmd_sample, "write the embedded sample corpus as .ann files")
     p.add_argument("-o", "--out", required=True, help="folder to write the .ann files into")
@@ -409,15 +411,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--objectives", default=None,
                    help="comma-separated objectives; two or more search the Pareto front, e.g. "
                         "nomenclature_f1,description_f1 (default: important_f1)")
-    p.add_argument("--design", choices=("confirm", "cv"), default=None,
+    p.add_argument("--design", choices=DESIGNS, default=None,
                    help="confirm (default): search on one split, then confirm the top candidates on folds x "
                         "repeats; cv: score every trial on the units with Wilcoxon pruning, then confirm")
     p.add_argument("--folds", type=int_at_least(2), default=None,
-                   help="folds of the non-test chunks per repeat (default 3)")
+                   help=f"folds of the non-test chunks per repeat (default {DEFAULT_EVALUATION['folds']})")
     p.add_argument("--repeats", type=int_at_least(1), default=None,
-                   help="repeats, each a new partition and seed (default 2)")
+                   help=f"repeats, each a new partition and seed (default {DEFAULT_EVALUATION['repeats']})")
     p.add_argument("--confirm-top", type=int_at_least(1), default=None,
-                   help="distinct weight vectors confirmed against no weights (default 3)")
+                   help=f"distinct weight vectors confirmed against no weights (default {DEFAULT_EVALUATION['top']})")
     p.add_argument("--no-confirm", action="store_true", help="run the search only; make no recommendation")
     p.add_argument("--refit", action="store_true",
                    help="after the decision, also train the recommended configuration on every non-test line "

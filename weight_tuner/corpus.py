@@ -232,8 +232,8 @@ def split_chunks(chunks: list[Chunk], seed: int = 0, val_fraction: float = 0.15,
     per split, each list in reading order (sorted id).
     """
     ids = sorted(c.chunk_id for c in chunks)
-    if len(ids) < 3:
-        raise DataError(f"need at least 3 documents (or chunks) to split train/val/test, got {len(ids)}")
+    if len(ids) < MIN_SPLIT_DOCS:
+        raise DataError(f"need at least {MIN_SPLIT_DOCS} documents (or chunks) to split train/val/test, got {len(ids)}")
     order = np.random.default_rng(seed).permutation(len(ids))
     n_val = max(1, int(round(val_fraction * len(ids))))
     n_test = max(1, int(round(test_fraction * len(ids))))
@@ -249,6 +249,7 @@ def split_chunks(chunks: list[Chunk], seed: int = 0, val_fraction: float = 0.15,
 
 
 SPLIT_BY = ("chunk", "volume", "journal")
+MIN_SPLIT_DOCS = 3  # one each for train, validation and test
 
 
 def group_of(doc_id: str, by: str) -> str:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+SAMPLE_DOCS = 60  # documents of the embedded sample corpus that commands read by default
+
 GENERA = ["Galerina", "Russula", "Cortinarius", "Inocybe", "Marasmius", "Mycena", "Entoloma",
           "Lactarius", "Amanita", "Boletus", "Xylaria", "Hypoxylon", "Phellinus", "Ganoderma",
           "Trametes", "Clitocybe", "Psathyrella", "Coprinus", "Agaricus", "Lepiota", "Hygrocybe"]

@@ -22,9 +22,9 @@ from .errors import DataError, WeightTunerError
 from .features import Featurizer, SparseRows, build_features
 from .metrics import compute_stats
 from .paths import DEFAULT_CACHE_DIR, bundle_paths, read_json, write_json
+from .sample import SAMPLE_DOCS
 from .windows import build_windows, label_table, merge_window_probs, offsets_from_sizes, oversample_windows
 
-SAMPLE_DOCS = 60
 logger = logging.getLogger(__name__)
 
 
@@ -76,6 +76,17 @@ class SplitData:
         return self.rows.dense(self.index)
 
 
+@dataclass(frozen=True)
+class TrainingData:
+    """What training reads: the training split, the split scored after each epoch (``None``: no
+    validation, as in a refit) and the row width. A study's search trains on :meth:`Prepared.training`;
+    a confirmation unit or a refit is one of these built by :mod:`.study.units`."""
+
+    train: SplitData
+    val: SplitData | None
+    n_features: int
+
+
 @dataclass
 class Prepared:
     """Everything a trial needs, computed once per corpus: splits, featurizer and provenance."""
@@ -91,6 +102,10 @@ class Prepared:
     cache_hit: bool = False
     label_map: dict[str, str] = field(default_factory=dict)  # overrides of the default raw-label mapping
     split_spec: dict = field(default_factory=lambda: {"by": "chunk"})  # how the split was made (its groups)
+
+    def training(self) -> TrainingData:
+        """The search's training and validation splits, as training reads them."""
+        return TrainingData(self.splits["train"], self.splits["val"], self.featurizer.n_features)
 
     def meta(self) -> dict:
         """Provenance to store with a study or a results file."""
@@ -251,26 +266,30 @@ def evaluate(model, split: SplitData, config: dict, stride: int | None = None) -
 
 EpochHook = Callable[[int, dict], None]
 
-def training_data(prepared: Prepared, config: dict):
+def _training(data: Prepared | TrainingData) -> TrainingData:
+    return data.training() if isinstance(data, Prepared) else data
+
+
+def training_data(data: Prepared | TrainingData, config: dict):
     """The training split's windows (``train_stride`` apart, oversampled as configured) and their
     shuffled, batched ``tf.data`` pipeline."""
-    train = prepared.splits["train"]
+    train = _training(data).train
     stride = config["train_stride"] or config["window_size"]
     windows = build_windows(train.offsets, config["window_size"], stride, train.pad_index)
     windows = oversample_windows(windows, train.offsets, train.y, CLASSES.index("Nomenclature"), config["oversample"])
     return windows, make_dataset(train, windows, config["batch_size"], labels=True, shuffle_seed=config["seed"])
 
 
-def trained_weights(prepared: Prepared, config: dict) -> dict[str, float] | None:
+def trained_weights(data: Prepared | TrainingData, config: dict) -> dict[str, float] | None:
     """The config's class weights as they are trained: normalised over the training split's lines."""
     from .model import normalise_weights
 
-    return normalise_weights(config["class_weights"], prepared.splits["train"].class_counts())
+    return normalise_weights(config["class_weights"], _training(data).train.class_counts())
 
 
-def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None = None,
+def train_model(data: Prepared | TrainingData, config: dict, epoch_hook: EpochHook | None = None,
                 should_stop: Callable[[], None] | None = None, cache=None):
-    """Train one model on the training split.
+    """Train one model on the training split of ``data`` (a :class:`TrainingData`, or a :class:`Prepared`'s).
 
     The class weights are normalised first (:func:`trained_weights`): only their ratios matter.
 
@@ -290,10 +309,11 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
 
     from .model import build_model, describe_weights
 
-    config = dict(config, class_weights=trained_weights(prepared, config))
+    data = _training(data)
+    config = dict(config, class_weights=trained_weights(data, config))
     keras.utils.set_random_seed(config["seed"])
-    windows, ds = training_data(prepared, config)
-    n_features = prepared.featurizer.n_features
+    windows, ds = training_data(data, config)
+    n_features = data.n_features
     model = cache.get(n_features, config) if cache is not None else build_model(n_features, config)
     if config["verbosity"] >= 1:
         logger.info(describe_weights(config["class_weights"]))
@@ -315,9 +335,9 @@ def train_model(prepared: Prepared, config: dict, epoch_hook: EpochHook | None =
             # Scoring must not touch training: Keras advances the dropout seed state on predict too, so
             # without this the next epochs' dropout would depend on how many batches validation took.
             stats = None
-            if prepared.splits.get("val") is not None:  # a refit on every non-test line has no validation
+            if data.val is not None:  # a refit on every non-test line has no validation
                 state = [(v, v.numpy()) for v in self.model.non_trainable_variables]
-                stats = evaluate(self.model, prepared.splits["val"], config, val_stride)
+                stats = evaluate(self.model, data.val, config, val_stride)
                 for var, value in state:
                     var.assign(value)
             entry = {"epoch": epoch + 1, "loss": loss, "train_seconds": train_s,

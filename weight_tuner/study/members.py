@@ -145,7 +145,7 @@ def refit(study: optuna.Study, prepared, storage_url: str) -> dict:
         raise StudyError(f"study {study.study_name!r} has no recommendation to refit; run tune without --no-confirm")
     config = recommended_config(study, rec)
     data = refit_data(prepared)
-    logger.info(f"refitting {rec['deployed']['candidate']} on {data.splits['train'].n} non-test lines")
+    logger.info(f"refitting {rec['deployed']['candidate']} on {data.train.n} non-test lines")
     model, _ = train_model(data, config)
     path = models_dir(storage_url, study.study_name) / REFIT_NAME
     save_bundle(model, prepared.featurizer, config, path, prepared.label_map)
@@ -153,7 +153,7 @@ def refit(study: optuna.Study, prepared, storage_url: str) -> dict:
     probs = predict_probs(model, test, config)
     if rec.get("multipliers"):
         probs = probs * np.array([rec["multipliers"][c] for c in CLASSES], dtype=probs.dtype)
-    entry = {"train_lines": int(data.splits["train"].n), "train_class_counts": data.splits["train"].class_counts(),
+    entry = {"train_lines": int(data.train.n), "train_class_counts": data.train.class_counts(),
              "trained_on": "every non-test line (train and validation splits)",
              "test_important_f1": float(compute_stats(test.y, probs)["important_f1"])}
     rec = dict(rec, deployed=dict(rec["deployed"], refit=entry))

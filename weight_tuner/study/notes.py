@@ -16,6 +16,7 @@ from .unitruns import THRESHOLDS, UNWEIGHTED
 logger = logging.getLogger(__name__)
 
 CONFIRMATION_MARK = "### Confirmation"
+PENDING_DECISION = "not made yet: the search runs, then the confirmation decides (see the Note page)"
 THRESHOLDS_MEANING = ("thresholds: the unweighted model with per-class probability multipliers (argmax of m_c p_c), "
                       "fitted on held-out data after training.")
 

@@ -22,7 +22,7 @@ import optuna
 from ..config import CLASSES, validate_config
 from ..paths import model_path, models_dir
 from .members import DEFAULT_DEPLOYED, ensemble_of, ensemble_probs, fetch_member
-from .notes import decision_attr, save_notes
+from .notes import PENDING_DECISION, decision_attr, save_notes
 from .statistics import decide
 from .storage import FINISHED, trial_config
 from .unitruns import (UNWEIGHTED, missing_runs, open_companion, results, runs_of, state_of, take_runs,
@@ -81,6 +81,17 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
     study.set_user_attr("decision", decision_attr(recommendation))
     save_notes(study, state, recommendation)
     return recommendation
+
+
+def withdraw_stale_recommendation(study: optuna.Study) -> bool:
+    """Withdraw a recommendation made before trials that have finished since (it no longer covers the
+    search); return whether one was withdrawn. ``tune --no-confirm`` calls this after adding trials."""
+    rec = study.user_attrs.get("recommendation")
+    if not rec or rec.get("finished_trials") == len(study.get_trials(deepcopy=False, states=FINISHED)):
+        return False
+    study.set_user_attr("recommendation", None)
+    study.set_user_attr("decision", PENDING_DECISION)
+    return True
 
 
 def confirmation_evaluation(study: optuna.Study, default: dict) -> dict:

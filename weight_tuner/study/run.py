@@ -17,6 +17,7 @@ from ..errors import StudyError
 from ..logs import progress_enabled
 from ..paths import display_url, models_dir
 from .members import members_dir
+from .notes import PENDING_DECISION
 from .objective import Objective, SurplusTrial, TrialTimeoutError
 from .space import METRIC_NAME, SearchSpace, StudyConfig, group_schemes, warm_start_schemes
 from .storage import check_made_by_tune, check_same_data, finished_count, library_versions, open_storage, tuned_study
@@ -29,9 +30,6 @@ def make_sampler(seed: int) -> optuna.samplers.TPESampler:
     so parallel workers do not sample the same region twice (Optuna's advice for parallel TPE). With one
     process nothing else runs while a trial is sampled, so a single ``tune`` samples as without it."""
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, constant_liar=True)
-
-
-PENDING_DECISION = "not made yet: the search runs, then the confirmation decides (see the Note page)"
 
 
 def save_split(study: optuna.Study, split: dict[str, list[str]], folder) -> dict:

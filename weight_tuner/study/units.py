@@ -9,7 +9,6 @@ Features are the study's, fitted once on the search's training split (TF-IDF use
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -94,24 +93,25 @@ def _subset(prepared, name: str, pieces: list[tuple[str, int]]):
 
 
 def unit_data(prepared, unit: Unit, folds: int):
-    """``prepared`` with the unit's training folds as ``train`` and its held-out fold as ``val``."""
+    """The unit's :class:`.train.TrainingData`: its training folds as ``train``, its held-out fold as ``val``."""
     fold = fold_of_pieces(prepared, folds, unit.repeat)
     pieces = _pieces(prepared)
     train = _subset(prepared, "train", [p for p, f in zip(pieces, fold) if f != unit.fold])
     held = _subset(prepared, "val", [p for p, f in zip(pieces, fold) if f == unit.fold])
-    counts = {"train": train.class_counts(), "val": held.class_counts(), "test": prepared.class_counts["test"]}
-    missing = [c for c in CLASSES if counts["train"][c] == 0]
+    from ..train import TrainingData
+
+    counts = train.class_counts()
+    missing = [c for c in CLASSES if counts[c] == 0]
     if missing:
         raise DataError(f"unit {unit.key}: class {missing[0]!r} is absent from its training folds; use fewer --folds")
-    return dataclasses.replace(prepared, splits={"train": train, "val": held, "test": prepared.splits["test"]},
-                               class_counts=counts)
+    return TrainingData(train, held, prepared.featurizer.n_features)
 
 
 def refit_data(prepared):
-    """``prepared`` with every non-test chunk as ``train`` and no validation split: a refit's data."""
-    train = _subset(prepared, "train", _pieces(prepared))
-    return dataclasses.replace(prepared, splits={"train": train, "val": None, "test": prepared.splits["test"]},
-                               class_counts=dict(prepared.class_counts, train=train.class_counts()))
+    """A refit's :class:`.train.TrainingData`: every non-test chunk as ``train``, no validation split."""
+    from ..train import TrainingData
+
+    return TrainingData(_subset(prepared, "train", _pieces(prepared)), None, prepared.featurizer.n_features)
 
 
 def check_units(prepared, evaluation: dict) -> None:
@@ -147,10 +147,10 @@ def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int
     t0 = time.perf_counter()
     cfg = unit_config(config, unit)
     model, _ = train_model(data, cfg, should_stop=should_stop, cache=cache)
-    held = data.splits["val"]
+    held = data.val
     probs = predict_probs(model, held, cfg)
     out = {"scores": _scores(compute_stats(held.y, probs)), "lines": int(held.n),
-           "train_lines": int(data.splits["train"].n), "train_class_counts": data.splits["train"].class_counts(),
+           "train_lines": int(data.train.n), "train_class_counts": data.train.class_counts(),
            "seconds": round(time.perf_counter() - t0, 3)}
     if keep is not None:
         keep(model, cfg)
