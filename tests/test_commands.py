@@ -33,7 +33,7 @@ def made(prepared, tmp_path_factory):
 @pytest.mark.parametrize("change,message", [
     ("data", "was run on data"),
     ("space", "search space"),
-    ("objectives", "optimises"),
+    ("objectives", "objectives"),
     ("evaluation", "evaluation"),
     ("model", "model config"),
 ])

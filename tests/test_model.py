@@ -232,6 +232,13 @@ def test_model_cache_rebuilds_when_the_architecture_changes(prepared):
         assert cache.get(n, tiny_config()) is not other  # and back: rebuilt again
         first = cache.model
     assert cache.get(n + 1, tiny_config()) is not first  # another feature width
+    first = cache.get(n, tiny_config())
+    for change in ({"epochs": 3}, {"batch_size": 4}, {"window_size": 12}, {"oversample": 2}, {"verbosity": 1}):
+        assert cache.get(n, tiny_config(**change)) is first, change  # how it trains, not what it is
+    # A key the cache was never told about is part of the build key: it rebuilds, never reuses a stale model.
+    from weight_tuner.config import build_key
+
+    assert build_key(dict(tiny_config(), future_key=1)) != build_key(tiny_config())
     cache.clear()
     assert cache.model is None and cache.get(n, tiny_config()) is not first
 

@@ -37,6 +37,17 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "class_weights": None,  # None: plain (unweighted) cross-entropy
 }
 
+# Keys that never change the model a config builds (how it is trained, fed and logged). Every other
+# key is part of the build key (:func:`build_key`), so a key added later rebuilds rather than reuses.
+RUN_KEYS = frozenset({"window_size", "prediction_stride", "train_stride", "epochs", "batch_size", "verbosity",
+                      "oversample", "class_weights"})
+
+
+def build_key(config: Mapping[str, Any]) -> tuple:
+    """What a built and compiled model depends on: every config key outside :data:`RUN_KEYS`, sorted."""
+    return tuple((k, config[k]) for k in sorted(config) if k not in RUN_KEYS)
+
+
 _INT_KEYS = {
     "window_size": 1,
     "prediction_stride": 1,

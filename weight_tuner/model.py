@@ -13,7 +13,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before Keras is imported
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-from .config import CLASSES  # noqa: E402
+from .config import CLASSES, build_key  # noqa: E402
 
 EPSILON = 1e-7
 
@@ -238,10 +238,9 @@ class ModelCache:
     model before the next call. A reset restores every model variable (weights and the dropout
     seed state) and every optimizer variable (Adam moments, step counter) to their values right
     after the build, and sets the loss's class weights; the model then trains exactly as a fresh
-    one would. A different architecture, learning rate or seed builds a new model.
+    one would. A config that differs outside :data:`.config.RUN_KEYS` (architecture, learning rate,
+    seed, any key added later) builds a new model.
     """
-
-    KEYS = ("input_projection", "hidden_size", "num_layers", "dropout", "learning_rate", "seed")
 
     def __init__(self) -> None:
         self.key: tuple | None = None
@@ -250,7 +249,7 @@ class ModelCache:
 
     def get(self, n_features: int, config: dict) -> keras.Model:
         """A compiled model for ``config`` in its freshly built state (call after seeding Keras)."""
-        key = (n_features,) + tuple(config[k] for k in self.KEYS)
+        key = (n_features,) + build_key(config)
         if key != self.key:
             self.clear()
             model = build_model(n_features, config)

@@ -73,55 +73,67 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
                                   sampler=make_sampler(seed + n_before))
         created = False
-    space = study_config.space
-    evaluation = study_config.evaluation
     if created:
-        # The dashboard lists study user attrs in the order they were first set: the decision comes first.
-        study.set_user_attr("decision", PENDING_DECISION)
-        study.set_metric_names([f"val_{o}" for o in study_config.objectives])
-        study.set_user_attr("objectives", study_config.objectives)
-        meta = prepared.meta()
-        for key in ("source", "data_fingerprint", "class_counts", "split_by", "n_features", "label_map"):
-            study.set_user_attr(key, meta[key])
-        study.set_user_attr("split", save_split(study, prepared.split, members_dir(storage_url, study_name)))
-        study.set_user_attr("model_config", base_config)
-        study.set_user_attr("search_space", space.to_dict())
-        study.set_user_attr("pruner", study_config.pruner)
-        study.set_user_attr("library_versions", library_versions())
-        study.set_user_attr("seed", seed)
-        study.set_user_attr("evaluation", evaluation)
-        schemes = warm_start_schemes(prepared.class_counts["train"])
-        if study_config.schemes is not None:
-            study_config.check_schemes()
-            schemes = {k: v for k, v in schemes.items() if k in study_config.schemes}
-        groups = group_schemes(schemes, prepared.class_counts["train"])
-        for names in groups:
-            weights = schemes[names[0]]
-            params = space.params_for(weights)
-            attrs = {"scheme": names[0], "schemes": names, "weights_given": weights}
-            if not space.contains(params):  # e.g. the guide's 100/20/0.01: run, but not as a point of the space
-                params, attrs = {}, dict(attrs, outside_space=True)
-            study.enqueue_trial(params, user_attrs=attrs)
-        logger.info(f"created study {study_name!r} in {display_url(storage_url)}; enqueued {len(groups)} baseline schemes "
-            f"({len(schemes)} named, the same weight ratios once)")
+        _store_provenance(study, storage_url, prepared, study_config, base_config, seed)
+        _enqueue_schemes(study, prepared, study_config)
+        logger.info(f"created study {study_name!r} in {display_url(storage_url)}")
     else:
-        check_made_by_tune(study)
-        attrs = study.user_attrs
-        check_same_data(study, prepared)
-        if attrs.get("search_space") not in (None, space.to_dict()):
-            raise StudyError(f"study {study_name!r} was created with search space {attrs['search_space']}; "
-                             "this config differs. Use a new --study name.")
-        if attrs.get("objectives", ["important_f1"]) != study_config.objectives:
-            raise StudyError(f"study {study_name!r} optimises {attrs.get('objectives')}; this run asks for "
-                             f"{study_config.objectives}. Use a new --study name.")
-        if attrs.get("evaluation", evaluation) != evaluation:
-            raise StudyError(f"study {study_name!r} was created with evaluation {attrs['evaluation']}; this run "
-                             f"asks for {evaluation} (--design/--folds/--repeats/--confirm-top). Use a new --study name.")
-        if attrs.get("model_config") not in (None, base_config):
-            raise StudyError(f"study {study_name!r} was created with model config {attrs['model_config']}; "
-                             "this config differs. Use a new --study name.")
+        _check_resume(study, prepared, study_config, base_config)
         logger.info(f"resuming study {study_name!r}: {len(study.trials)} trials so far")
     return study, created
+
+
+def _store_provenance(study: optuna.Study, storage_url: str, prepared, study_config: StudyConfig, base_config: dict,
+                      seed: int) -> None:
+    """A new study's user attrs: the decision first (pending), then the data, split, settings and versions."""
+    # The dashboard lists study user attrs in the order they were first set: the decision comes first.
+    study.set_user_attr("decision", PENDING_DECISION)
+    study.set_metric_names([f"val_{o}" for o in study_config.objectives])
+    study.set_user_attr("objectives", study_config.objectives)
+    meta = prepared.meta()
+    for key in ("source", "data_fingerprint", "class_counts", "split_by", "n_features", "label_map"):
+        study.set_user_attr(key, meta[key])
+    study.set_user_attr("split", save_split(study, prepared.split, members_dir(storage_url, study.study_name)))
+    study.set_user_attr("model_config", base_config)
+    study.set_user_attr("search_space", study_config.space.to_dict())
+    study.set_user_attr("pruner", study_config.pruner)
+    study.set_user_attr("library_versions", library_versions())
+    study.set_user_attr("seed", seed)
+    study.set_user_attr("evaluation", study_config.evaluation)
+
+
+def _enqueue_schemes(study: optuna.Study, prepared, study_config: StudyConfig) -> None:
+    """Enqueue every named scheme once (schemes with the same weight ratios share one trial)."""
+    space = study_config.space
+    schemes = warm_start_schemes(prepared.class_counts["train"])
+    if study_config.schemes is not None:
+        study_config.check_schemes()
+        schemes = {k: v for k, v in schemes.items() if k in study_config.schemes}
+    groups = group_schemes(schemes, prepared.class_counts["train"])
+    for names in groups:
+        weights = schemes[names[0]]
+        params = space.params_for(weights)
+        attrs = {"scheme": names[0], "schemes": names, "weights_given": weights}
+        if not space.contains(params):  # e.g. the guide's 100/20/0.01: run, but not as a point of the space
+            params, attrs = {}, dict(attrs, outside_space=True)
+        study.enqueue_trial(params, user_attrs=attrs)
+    logger.info(f"enqueued {len(groups)} baseline schemes ({len(schemes)} named, the same weight ratios once)")
+
+
+def _check_resume(study: optuna.Study, prepared, study_config: StudyConfig, base_config: dict) -> None:
+    """A :class:`StudyError` unless this run asks for what the study was made with (data, space,
+    objectives, evaluation, model config)."""
+    check_made_by_tune(study)
+    check_same_data(study, prepared)
+    attrs, name = study.user_attrs, study.study_name
+    stored = {"search space": (attrs.get("search_space"), study_config.space.to_dict()),
+              "objectives": (attrs.get("objectives", ["important_f1"]), study_config.objectives),
+              "evaluation (--design/--folds/--repeats/--confirm-top)": (attrs.get("evaluation"), study_config.evaluation),
+              "model config": (attrs.get("model_config"), base_config)}
+    for what, (made, asked) in stored.items():
+        if made is not None and made != asked:
+            raise StudyError(f"study {name!r} was created with {what} {made}; this run asks for {asked}. "
+                             "Use a new --study name.")
 
 
 def tune(prepared, storage_url: str, study_name: str, n_trials: int, study_config: StudyConfig,
