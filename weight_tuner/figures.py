@@ -55,17 +55,19 @@ def history(study):
 
 
 def importances(study):
-    """Optuna's importances (its default evaluator) of the sampled parameters for validation important_f1,
-    titled with the number of trials they rest on."""
+    """Importances of the sampled parameters for validation important_f1 with PED-ANOVA, the evaluator
+    optuna-dashboard uses (so both views show the same ranking), titled with the trials they rest on."""
     import optuna
 
     done = _complete(study)
     if len(done) < 2:
         return None
     try:
-        with warnings.catch_warnings():  # its "few trials per regime" warning: the title says so instead
+        with warnings.catch_warnings():  # its "few trials" and "low target" warnings: the title says so instead
             warnings.simplefilter("ignore", UserWarning)
-            imp = optuna.importance.get_param_importances(study, target=trial_score)
+            # PED-ANOVA ranks for low targets: the score is negated, as optuna-dashboard does for maximize.
+            imp = optuna.importance.get_param_importances(
+                study, target=lambda t: -trial_score(t), evaluator=optuna.importance.PedAnovaImportanceEvaluator())
     except (RuntimeError, ValueError):  # no parameter varies across the completed trials
         return None
     if not imp:
@@ -74,7 +76,7 @@ def importances(study):
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names])
     caveat = "" if len(done) >= IMPORTANCE_MIN_TRIALS else f"; under {IMPORTANCE_MIN_TRIALS} trials: indicative only"
-    ax.set(xlabel="importance (Optuna's default evaluator)",
+    ax.set(xlabel="importance (PED-ANOVA, as in optuna-dashboard)",
            title=f"Parameter importances from {len(done)} completed trials{caveat}")
     return fig
 
