@@ -74,7 +74,7 @@ def test_units_hold_out_each_non_test_chunk_once_per_repeat(prepared):
         np.testing.assert_array_equal(where.y[lo:hi], src.y[src.offsets[0]:src.offsets[1]])
         assert not where.dense()[-1].any()  # the padding row
         # A unit is a view: both of its splits index the prepared rows, they copy no features.
-        for part in (data.splits["train"], data.splits["val"]):
+        for part in (data.train, data.val):
             assert part.rows is src.rows and np.shares_memory(part.rows.data, src.rows.data)
     assert held_lines == prepared.splits["train"].n + prepared.splits["val"].n
 
