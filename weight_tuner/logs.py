@@ -63,6 +63,8 @@ def configure(verbosity: int = 0) -> None:
     # Heartbeats, metric names, notes and WilcoxonPruner are experimental in Optuna; we use them knowingly.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if verbosity > 0 else "3")
+    # TensorFlow's Python warnings (e.g. retracing when an ensemble's members predict in turn) only with -v.
+    logging.getLogger("tensorflow").setLevel(logging.WARNING if verbosity > 0 else logging.ERROR)
 
 
 def progress_enabled() -> bool:
