@@ -15,10 +15,10 @@ from .corpus import MIN_SPLIT_DOCS, SPLIT_BY
 from .errors import ConfigError, DataError, WeightTunerError
 from .paths import DEFAULT_CACHE_DIR, default_export_path, default_storage_url, display_url, write_json
 from .posthoc import ADAPT_CHOICES
+from .sample import SAMPLE_DOCS
 from .signals import StopGuard, Terminated
 from .study.members import DEFAULT_DEPLOYED, DEPLOYED_KINDS
 from .study.space import DEFAULT_EVALUATION, DESIGNS
-from .sample import SAMPLE_DOCS
 
 EXIT_USAGE = 2
 
@@ -177,10 +177,9 @@ def cmd_tune(args) -> int:
     recommendation and no weights once on the test split."""
     from .study import (StudyConfig, check_storage, confirm, confirmation_evaluation, final_test_evaluation,
                         finished_count, parse_objectives, tune)
-    from .study.members import members_dir
-    from .study.members import refit
-    from .study.recommend import withdraw_stale_recommendation
+    from .study.members import members_dir, refit
     from .study.notes import candidates_table, decision_sentence, deployed_sentence
+    from .study.recommend import withdraw_stale_recommendation
     from .study.units import check_units
 
     study_config = StudyConfig.load(args.config)
