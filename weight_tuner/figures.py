@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import io
+import textwrap
 import warnings
 
 import numpy as np
@@ -75,7 +76,7 @@ def importances(study):
     fig, ax = _figure(height=1.2 + 0.5 * len(imp))
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names])
-    caveat = "" if len(done) >= IMPORTANCE_MIN_TRIALS else f"; under {IMPORTANCE_MIN_TRIALS} trials: indicative only"
+    caveat = "" if len(done) >= IMPORTANCE_MIN_TRIALS else f"\n(under {IMPORTANCE_MIN_TRIALS} trials: indicative only)"
     ax.set(xlabel="importance (PED-ANOVA, as in optuna-dashboard)",
            title=f"Parameter importances from {len(done)} completed trials{caveat}")
     return fig
@@ -87,17 +88,35 @@ def weight_map(study):
             t.user_attrs.get("class_weights")]
     if not done:
         return None
-    fig, ax = _figure(7.0, 4.8)
+    fig, ax = _figure(9.5, 4.8)
     w = [t.user_attrs.get("class_weights_trained") or t.user_attrs["class_weights"] for t in done]
     x = [v["Nomenclature"] / v["Misc"] for v in w]
     y = [v["Description"] / v["Misc"] for v in w]
     points = ax.scatter(x, y, c=[trial_score(t) for t in done], cmap="viridis", s=40)
+    # Schemes get a number at their point and their names in a key beside the plot: names written at
+    # the points overlapped wherever schemes have close ratios. Points within 0.1 decades share a number.
+    labels: list[tuple[float, float, list[str]]] = []
     for t, xi, yi in zip(done, x, y):
-        if t.user_attrs.get("scheme", "search") != "search":
-            ax.annotate(_names(t), (xi, yi), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        if t.user_attrs.get("scheme", "search") == "search":
+            continue
+        near = next((lab for lab in labels if abs(np.log10(lab[0] / xi)) < 0.1 and abs(np.log10(lab[1] / yi)) < 0.1),
+                    None)
+        if near is None:
+            labels.append((xi, yi, [_names(t)]))
+        else:
+            near[2].append(_names(t))
+    for k, (xi, yi, _) in enumerate(labels, start=1):
+        ax.annotate(str(k), (xi, yi), fontsize=8, xytext=(4, 2), textcoords="offset points")
     ax.set(xscale="log", yscale="log", xlabel="Nomenclature / Misc", ylabel="Description / Misc",
-           title="Weights as ratios to Misc (the dashboard's w_ parameters)")
-    fig.colorbar(points, ax=ax, label="validation important_f1")
+           title="Weights as ratios to Misc\n(the dashboard's w_ parameters)")
+    fig.colorbar(points, ax=ax, label="validation important_f1", location="left", pad=0.12)
+    if labels:
+        from matplotlib.lines import Line2D
+
+        names = [textwrap.fill(f"{k}: {' = '.join(n)}", 38, subsequent_indent="    ")
+                 for k, (_, _, n) in enumerate(labels, start=1)]
+        ax.legend([Line2D([], [], linestyle="none")] * len(names), names, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  handlelength=0, handletextpad=0, fontsize=7, title="schemes", title_fontsize=8)
     return fig
 
 
@@ -114,7 +133,7 @@ def tradeoff(study):
     ax.plot(pts[front, 0], pts[front, 1], "-o", label="Pareto front")
     ax.set(xlabel="Nomenclature F1 (validation)", ylabel="Description F1 (validation)",
            title="Per-class trade-off")
-    ax.legend(loc="lower left")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside the axes: it hid points
     return fig
 
 
@@ -141,13 +160,13 @@ def confusion(matrix, title: str):
     """A confusion matrix (rows: true class) coloured by the share of each true class, with counts."""
     cm = np.asarray(matrix, dtype=float)
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    fig, ax = _figure(5.2, 4.2)
+    fig, ax = _figure(5.8, 4.4)
     image = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
     for i in range(len(CLASSES)):
         for j in range(len(CLASSES)):
             ax.text(j, i, f"{share[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center", fontsize=8,
                     color="white" if share[i, j] > 0.6 else "black")
-    ax.set_xticks(range(len(CLASSES)), [f"pred {c}" for c in CLASSES])
+    ax.set_xticks(range(len(CLASSES)), [f"predicted\n{c}" for c in CLASSES])
     ax.set_yticks(range(len(CLASSES)), CLASSES)
     ax.set_title(title)
     fig.colorbar(image, ax=ax, label="share of the true class (row)")
@@ -162,7 +181,7 @@ def study_figures(study) -> dict:
             "importances": importances(study), "weight_map": weight_map(study), "tradeoff": tradeoff(study)}
     if "recommended" in test and "confusion_matrix" in test["recommended"]["stats"]:
         made["confusion_recommended"] = confusion(test["recommended"]["stats"]["confusion_matrix"],
-                                                  "Recommended model, test split (rows: true class)")
+                                                  "Recommended model, test split\n(rows: true class)")
     return {name: fig for name, fig in made.items() if fig is not None}
 
 

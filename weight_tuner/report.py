@@ -98,8 +98,9 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
 
 
 def _table(df: pd.DataFrame, name: str) -> str:
-    return df.to_html(index=False, table_id=name, formatters={c: number for c in df.columns}, na_rep="",
-                      border=0, classes="data")
+    # A wide table scrolls inside its box instead of widening the page.
+    return '<div class="scroll">' + df.to_html(index=False, table_id=name, formatters={c: number for c in df.columns},
+                                               na_rep="", border=0, classes="data") + "</div>"
 
 
 def page_html(study, table: pd.DataFrame | None = None) -> str:
@@ -124,12 +125,14 @@ def page_html(study, table: pd.DataFrame | None = None) -> str:
     if "recommended" in test:
         parts += ["<h2>Test split, per class (scored once, after the decision)</h2>", _table(test_split_frame(test), "test")]
     parts += ["<h2>Trials (validation), best first</h2>",
-              "<p>Weights as given; the dashboard's <code>w_</code> parameters are their ratios to Misc.</p>",
+              "<p>Weights as trained (scaled so that the mean weight over the training lines is 1: the values "
+              "<code>export</code> writes and you paste); <code>val_important_f1</code> is one validation split. "
+              "The dashboard's <code>w_</code> parameters are the weights as given, as ratios to Misc.</p>",
               _table(table, "trials"), "<h2>Figures</h2>"]
     parts += [f"<figure>{figures.img_tag(fig, name)}</figure>" for name, fig in figures.study_figures(study).items()]
     style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table.data{border-collapse:collapse;"
              "font-size:13px}table.data td,table.data th{padding:2px 8px;border-bottom:1px solid #ddd}"
-             "img{max-width:100%}pre{background:#f4f4f4;padding:.5em}")
+             "img{max-width:100%}pre{background:#f4f4f4;padding:.5em}div.scroll{overflow-x:auto;max-width:100%}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>weight-tuner: {e(study.study_name)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
 
