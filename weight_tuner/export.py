@@ -11,6 +11,7 @@ from .errors import StudyError
 from .paths import display_url, write_json
 from .study.space import METRIC_NAME
 from .study.storage import completed_trials, trial_config, trial_score, tuned_study
+from .study.unitruns import UNWEIGHTED
 
 
 WEIGHT_SCALES = {
@@ -26,7 +27,7 @@ def _diff(d: dict) -> dict:
 
 def closest_challenger(rec: dict) -> dict | None:
     """The candidate other than no weights with the largest mean paired difference, with its interval."""
-    others = [r for r in rec["candidates"] if r["candidate"] != "unweighted"]
+    others = [r for r in rec["candidates"] if r["candidate"] != UNWEIGHTED]
     if not others:
         return None
     best = max(others, key=lambda r: r["diff"]["mean"])

@@ -185,7 +185,7 @@ def group_inputs(inputs: list[Path], adapt: str | None) -> list[list[Path]]:
     return list(groups.values())
 
 
-def predict_files(model_path, files: list[str | Path], out_dir: str | Path | None = None,
+def predict_files(model_path: str | Path | list[Path], files: list[str | Path], out_dir: str | Path | None = None,
                   probs_csv: bool = False, sequence_threshold: float | None = None,
                   multipliers: dict[str, float] | None = None, progress: bool = False,
                   adapt: str | None = None, train_prior: dict[str, float] | None = None) -> dict:
