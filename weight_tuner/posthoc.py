@@ -63,6 +63,15 @@ def fit_adjustment(probs: np.ndarray, y: np.ndarray, n: int = 4000, seed: int = 
     return w[best], float(scores[best])
 
 
+def apply_multipliers(probs: np.ndarray, multipliers: dict[str, float] | None) -> np.ndarray:
+    """``probs`` re-weighted by per-class ``multipliers`` (a thresholds decision) and renormalised per line;
+    unchanged when there are none. Its argmax is :func:`reweighted_predictions`'s."""
+    if not multipliers:
+        return probs
+    scaled = probs * np.array([multipliers[c] for c in CLASSES], dtype=probs.dtype)
+    return scaled / scaled.sum(axis=1, keepdims=True)
+
+
 def adjusted_predictions(fit_probs: np.ndarray, fit_y: np.ndarray, probs: np.ndarray,
                          seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Fit multipliers on ``(fit_probs, fit_y)`` (:func:`fit_adjustment`) and apply them to ``probs``:

@@ -204,7 +204,7 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
     """
     from tqdm import tqdm
 
-    from .posthoc import ADAPT_CHOICES, adapt_priors
+    from .posthoc import ADAPT_CHOICES, adapt_priors, apply_multipliers
 
     if adapt is not None and adapt not in ADAPT_CHOICES:
         raise DataError(f"predict: --adapt-priors must be one of {', '.join(ADAPT_CHOICES)}, got {adapt!r}")
@@ -241,9 +241,7 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
             logger.info(f"estimated class balance of {group[0].parent if adapt == 'folder' else group[0]}: "
                         + ", ".join(f"{c} {v:.3f}" for c, v in estimated.items()))
         for path, fl, probs in items:
-            if multipliers is not None:
-                probs = probs * np.array([multipliers[c] for c in CLASSES], dtype=probs.dtype)
-                probs = probs / probs.sum(axis=1, keepdims=True)
+            probs = apply_multipliers(probs, multipliers)
             pred = (apply_sequence_rules(probs, sequence_threshold) if sequence_threshold is not None
                     else probs.argmax(axis=1))
             out_path = targets[path]

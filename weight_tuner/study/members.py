@@ -20,9 +20,10 @@ import numpy as np
 import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
-from ..config import CLASSES, validate_config
+from ..config import validate_config
 from ..errors import StudyError
 from ..paths import artifacts_dir, model_path, models_dir
+from ..posthoc import apply_multipliers
 from .storage import completed_trials, trial_config, trial_score, tuned_study
 
 logger = logging.getLogger(__name__)
@@ -80,6 +81,11 @@ def fetch_member(member: dict, cache: Path, store_override: str | Path | None = 
     return bundle
 
 
+def fetch_members(members: list[dict], cache: Path, store_override: str | Path | None = None) -> list[Path]:
+    """The local bundle paths of an ensemble's members (:func:`fetch_member` for each)."""
+    return [fetch_member(m, cache, store_override) for m in members]
+
+
 def ensemble_of(companion: optuna.Study, finished: dict, candidate: str) -> list[dict]:
     """The members of ``candidate``: one per unit of the plan, each with its unit, artifact and training size.
 
@@ -117,11 +123,7 @@ def ensemble_probs(bundles: list[Path], split, multipliers: dict | None = None) 
     for path in bundles:
         model, _, cfg = load_bundle(path)
         probs.append(predict_probs(model, split, cfg))
-    mean = np.mean(probs, axis=0)
-    if multipliers:
-        mean = mean * np.array([multipliers[c] for c in CLASSES], dtype=mean.dtype)
-        mean = mean / mean.sum(axis=1, keepdims=True)
-    return mean
+    return apply_multipliers(np.mean(probs, axis=0), multipliers)
 
 
 def recommended_config(study: optuna.Study, recommendation: dict) -> dict:
@@ -149,9 +151,7 @@ def refit(study: optuna.Study, prepared, storage_url: str) -> dict:
     path = models_dir(storage_url, study.study_name) / REFIT_NAME
     save_bundle(model, prepared.featurizer, config, path, prepared.label_map)
     test = prepared.splits["test"]
-    probs = predict_probs(model, test, config)
-    if rec.get("multipliers"):
-        probs = probs * np.array([rec["multipliers"][c] for c in CLASSES], dtype=probs.dtype)
+    probs = apply_multipliers(predict_probs(model, test, config), rec.get("multipliers"))
     entry = {"train_lines": int(data.train.n), "train_class_counts": data.train.class_counts(),
              "trained_on": "every non-test line (train and validation splits)",
              "test_important_f1": float(compute_stats(test.y, probs)["important_f1"])}
@@ -197,7 +197,7 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
         if not found:
             raise StudyError(f"study {study_name!r} kept no ensemble members (confirmed before models were kept); "
                              "use --use single")
-        bundles = [fetch_member(m, models / "members", members) for m in found]
+        bundles = fetch_members(found, models / "members", members)
         prior = mean_fractions([m["train_class_counts"] for m in found if m.get("train_class_counts")] or
                                [study.user_attrs["class_counts"]["train"]])
         return Deployed("ensemble", bundles, multipliers, prior,

@@ -21,20 +21,15 @@ import optuna
 
 from ..config import CLASSES, validate_config
 from ..paths import model_path, models_dir
-from .members import DEFAULT_DEPLOYED, ensemble_of, ensemble_probs, fetch_member
+from .members import DEFAULT_DEPLOYED, ensemble_of, ensemble_probs, fetch_members
 from .notes import PENDING_DECISION, decision_attr, save_notes
-from .statistics import decide
+from .statistics import decide, mean_or_nan
 from .storage import FINISHED, trial_config
 from .unitruns import (UNWEIGHTED, missing_runs, open_companion, results, runs_of, state_of, take_runs,
                        unweighted_number as _unweighted_number, wait_for_runs)
 from .units import Unit
 
 logger = logging.getLogger(__name__)
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return float(np.mean(values)) if values else float("nan")
 
 
 # --------------------------------------------------------------------------- confirmation
@@ -117,7 +112,7 @@ def recommendation_from(state: dict, evaluation: dict) -> dict:
     for row in result["candidates"]:
         c = cands[row["candidate"]]
         row.update(trial=c.get("trial"), class_weights=c.get("class_weights"), scheme=c.get("scheme"),
-                   per_class={k: _mean(u["scores"][k] for u in c["units"].values())
+                   per_class={k: mean_or_nan(u["scores"][k] for u in c["units"].values())
                               for k in ("Nomenclature_f1", "Description_f1")})
     pick = cands[result["candidate"]]
     if result["decision"] == "thresholds":
@@ -163,7 +158,7 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
     and shown in the study's note. The deployed ensemble (when models were kept) is scored too.
     """
     from ..metrics import compute_stats
-    from ..posthoc import fit_adjustment
+    from ..posthoc import apply_multipliers, fit_adjustment
     from ..predict import one_hot_probs
     from ..train import evaluate, load_bundle, predict_probs, save_bundle, train_model
 
@@ -202,14 +197,14 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
             multipliers = dict(zip(CLASSES, map(float, fitted)))
             rec = dict(rec, multipliers=multipliers)
             study.set_user_attr("recommendation", rec)
-        probs = predict_probs(u_model, test, u_cfg) * np.array([multipliers[c] for c in CLASSES])
+        probs = apply_multipliers(predict_probs(u_model, test, u_cfg), multipliers)
         result["recommended"] = {"trial": u_number, "multipliers": multipliers,
                                  "stats": compute_stats(test.y, one_hot_probs(probs.argmax(axis=1)))}
     else:
         result["recommended"] = result["unweighted"]
     members = ((rec.get("deployed") or {}).get("ensemble") or {}).get("members")
     if members:
-        bundles = [fetch_member(m, models / "members", members_folder) for m in members]
+        bundles = fetch_members(members, models / "members", members_folder)
         probs = ensemble_probs(bundles, prepared.splits["test"], rec.get("multipliers"))
         result["ensemble"] = {"members": len(bundles), "stats": compute_stats(prepared.splits["test"].y, probs)}
     study.set_user_attr("test_stats", result)

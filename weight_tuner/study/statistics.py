@@ -43,13 +43,13 @@ def decide(candidates: dict[str, dict], test_train_ratio: float, level: float = 
     """
     base = candidates[UNWEIGHTED]["scores"]
     others = [n for n in candidates if n != UNWEIGHTED]
-    rows = [{"candidate": UNWEIGHTED, "kind": "unweighted", "mean": _mean(base.values()),
+    rows = [{"candidate": UNWEIGHTED, "kind": "unweighted", "mean": mean_or_nan(base.values()),
              "diff": {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n_units": len(base)}}]
     for name in others:
         scores = candidates[name]["scores"]
         common = sorted(set(scores) & set(base))
         diff = paired_interval([scores[u] - base[u] for u in common], test_train_ratio, level)
-        rows.append({"candidate": name, "kind": candidates[name]["kind"], "mean": _mean(scores[u] for u in common),
+        rows.append({"candidate": name, "kind": candidates[name]["kind"], "mean": mean_or_nan(scores[u] for u in common),
                      "diff": diff})
     clear = [r for r in rows[1:] if r["diff"]["ci_low"] > 0]
     pick = max(clear, key=lambda r: r["diff"]["mean"]) if clear else rows[0]
@@ -58,6 +58,7 @@ def decide(candidates: dict[str, dict], test_train_ratio: float, level: float = 
             "level": level, "interval": INTERVAL_METHOD, "candidates": rows}
 
 
-def _mean(values) -> float:
+def mean_or_nan(values) -> float:
+    """The mean of ``values`` (NaN when there are none: a candidate with no finished unit)."""
     values = list(values)
     return float(np.mean(values)) if values else float("nan")
