@@ -102,8 +102,8 @@ def adapt_priors(probs: np.ndarray, train_prior: np.ndarray, max_iter: int = 200
         scaled = probs * (prior / train_prior)
         adjusted = scaled / scaled.sum(axis=1, keepdims=True)
         new = adjusted.mean(axis=0)
-        if np.abs(new - prior).max() < tol:
-            prior = new
-            break
+        converged = np.abs(new - prior).max() < tol
         prior = new
+        if converged:
+            break
     return adjusted, prior

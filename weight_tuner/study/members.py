@@ -10,6 +10,7 @@ probabilities. A refit (every non-test line, one model) is the alternative kept 
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import zipfile
@@ -40,12 +41,29 @@ def members_dir(storage_url: str, study_name: str, override: str | Path | None =
     return Path(override) if override else artifacts_dir(storage_url, study_name) / "members"
 
 
+def _store(folder: Path) -> FileSystemArtifactStore:
+    """The study's artifact store in ``folder`` (created on first use)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(folder))
+
+
+def save_split(study: optuna.Study, split: dict[str, list[str]], folder: Path) -> dict:
+    """Keep the split's chunk lists as an artifact of the study (``split.json``); return the short
+    summary stored as the ``split`` user attr (chunks per split, the artifact's id), so that the
+    dashboard's first page is not a file list."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "split.json"
+        path.write_text(json.dumps(split, indent=1), encoding="utf-8")
+        artifact_id = upload_artifact(artifact_store=_store(folder), file_path=str(path), study_or_trial=study)
+    return {**{name: f"{len(ids)} chunks" for name, ids in split.items()}, "chunk_lists": f"artifact {artifact_id} "
+            f"(split.json in {folder})"}
+
+
 def save_member(trial: optuna.Trial, model, featurizer, config: dict, label_map: dict, folder: Path) -> str:
     """Upload ``model`` as one zipped bundle, an artifact of the unit ``trial``; return the artifact id."""
     from ..train import save_bundle
 
-    folder.mkdir(parents=True, exist_ok=True)
-    store = FileSystemArtifactStore(str(folder))
+    store = _store(folder)
     with tempfile.TemporaryDirectory() as tmp:
         save_bundle(model, featurizer, config, Path(tmp) / BUNDLE_NAME, label_map)
         packed = Path(tmp) / "member.zip"

@@ -16,7 +16,7 @@ from ..config import validate_config
 from ..errors import StudyError
 from ..logs import progress_enabled
 from ..paths import display_url, models_dir
-from .members import members_dir
+from .members import members_dir, save_split
 from .notes import PENDING_DECISION
 from .objective import Objective, SurplusTrial, TrialTimeoutError
 from .space import METRIC_NAME, SearchSpace, StudyConfig, group_schemes, warm_start_schemes
@@ -30,26 +30,6 @@ def make_sampler(seed: int) -> optuna.samplers.TPESampler:
     so parallel workers do not sample the same region twice (Optuna's advice for parallel TPE). With one
     process nothing else runs while a trial is sampled, so a single ``tune`` samples as without it."""
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, constant_liar=True)
-
-
-def save_split(study: optuna.Study, split: dict[str, list[str]], folder) -> dict:
-    """Keep the split's chunk lists as an Optuna artifact of the study (``split.json``); return the short
-    summary stored as the ``split`` user attr (chunks per split, the artifact's id), so that the
-    dashboard's first page is not a file list."""
-    import json
-    import tempfile
-    from pathlib import Path
-
-    from optuna.artifacts import FileSystemArtifactStore, upload_artifact
-
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "split.json"
-        path.write_text(json.dumps(split, indent=1), encoding="utf-8")
-        artifact_id = upload_artifact(artifact_store=FileSystemArtifactStore(str(folder)), file_path=str(path),
-                                      study_or_trial=study)
-    return {**{name: f"{len(ids)} chunks" for name, ids in split.items()}, "chunk_lists": f"artifact {artifact_id} "
-            f"(split.json in {folder})"}
 
 
 def create_or_resume(storage_url: str, study_name: str, prepared, study_config: StudyConfig,
