@@ -70,3 +70,23 @@ def test_vocabularies_are_fitted_on_a_bounded_sample_of_a_large_training_split(m
     monkeypatch.setattr(features, "FIT_LINES", len(texts))
     Featurizer(max_words=64, max_char_grams=64).fit(texts)
     assert [len(docs) for docs in fitted] == [len(texts)] * 2  # a split within the bound is used whole
+
+
+def test_the_input_pipeline_reads_the_rows_in_place_not_a_copy_of_them():
+    """TensorFlow never holds the corpus's rows: a batch is read from the store when it is drawn, so a
+    change to the store after the pipeline was made shows in the next batch (a copy would not)."""
+    from weight_tuner.train import SplitData, make_dataset
+    from weight_tuner.windows import build_windows
+
+    texts = sample_lines()
+    rows = Featurizer(max_words=64, max_char_grams=128).fit(texts).transform_rows(texts)
+    y = np.zeros(len(texts), dtype=np.int64)
+    split = SplitData.whole("all", rows, y, np.array([0, len(texts)]), ["all"])
+    windows = build_windows(split.offsets, 10, 10, split.pad_index)
+    ds = make_dataset(split, windows, 4, labels=False)
+    ids, values = rows.gather(split.index[windows[:4]])
+    first = next(iter(ds))
+    np.testing.assert_array_equal(first["ids"].numpy(), ids)
+    np.testing.assert_array_equal(first["values"].numpy(), values)
+    rows.data *= 2  # in place, after the pipeline was built
+    np.testing.assert_array_equal(next(iter(ds))["values"].numpy(), 2 * values)

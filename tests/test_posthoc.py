@@ -82,7 +82,7 @@ def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
     study = tune(prepared, storage, "b", 2, StudyConfig(model=dict(base, verbosity=0),
                                                         schemes=["unweighted", "sqrt_inverse_frequency"]))
     decision = confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1})["decision"]
-    result = run_bench(prepared, base, seeds=(0,), scaling=False, study="b", storage=storage)
+    result = run_bench(prepared, base, seeds=(0,), scaling=False, study=study)
     rows = result["rows"]
     assert {"tuned (b)", f"recommended (b): {decision}"} <= set(rows)
     assert {"unweighted", "guide_recommended_100_10_0.1", "inverse_frequency", "effective_number_0.99999",
@@ -114,3 +114,26 @@ def test_linear_baseline_learns_from_chunks(prepared, monkeypatch):
     stats, _ = bench._linear_baseline(prepared, seed=0)
     assert stats["lines"] == prepared.splits["test"].n
     assert stats["important_f1"] > 0.5  # an all-Misc model scores 0
+
+
+def test_cross_fitted_thresholds_never_see_the_labels_they_are_scored_on():
+    """Each half of a held-out fold is predicted with multipliers fitted on the other half: relabelling
+    the odd chunks leaves their predictions unchanged (an in-sample fit would move them)."""
+    from types import SimpleNamespace
+
+    from weight_tuner.study.units import cross_fitted_adjustment
+
+    y, p = random_case(seed=4, n=600)
+    offsets = np.arange(0, 601, 100)  # six chunks of 100 lines
+    odd = np.zeros(600, dtype=bool)
+    for i in range(1, 6, 2):
+        odd[offsets[i]:offsets[i + 1]] = True
+    before = cross_fitted_adjustment(p, SimpleNamespace(n=600, offsets=offsets, y=y), seed=0)
+    relabelled = y.copy()
+    relabelled[odd] = 0  # the odd chunks now claim to be all Nomenclature
+    after = cross_fitted_adjustment(p, SimpleNamespace(n=600, offsets=offsets, y=relabelled), seed=0)
+    np.testing.assert_array_equal(after[odd], before[odd])
+    assert (after[~odd] != before[~odd]).any()  # the even chunks' multipliers were fitted on the new labels
+    assert set(np.unique(before.sum(axis=1))) == {1.0}  # one-hot predictions
+    one_chunk = SimpleNamespace(n=600, offsets=np.array([0, 600]), y=y)
+    assert cross_fitted_adjustment(p, one_chunk) is p  # a single chunk: no honest fit, argmax kept

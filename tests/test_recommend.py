@@ -169,7 +169,7 @@ def test_weights_are_recommended_where_weighting_truly_helps(tmp_path, capsys):
                     'prediction_stride = 5\nlearning_rate = 0.01\ninput_projection = 0\n[pruner]\ntype = "none"\n')
     storage = f"sqlite:///{tmp_path}/power.db"
     rc = main(["tune", "--sample-docs", "60", "--sample-rare-nomenclature", "10", "--config", str(toml),
-               "--trials", "3", "--study", "power", "--storage", storage, "--confirm-top", "2",
+               "--trials", "3", "--study", "power", "--storage", storage, "--confirm-top", "1",
                "--cache-dir", str(tmp_path / "cache")])
     assert rc == 0
     out = capsys.readouterr().out
@@ -245,6 +245,13 @@ def test_a_new_plan_reuses_the_finished_runs_of_unchanged_candidates(prepared, t
     companion = optuna.load_study(study_name=new_name, storage=storage)
     reused = [t for t in companion.trials if "reused_from" in t.user_attrs]
     assert len(reused) == 4 and all(t.user_attrs["reused_from"].startswith(old_name) for t in reused)
+    # a candidate whose config changed (a new default, say) reuses nothing: every run trains again
+    study.set_user_attr("model_config", dict(study.user_attrs["model_config"], dropout=0.1))
+    third = []
+    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 2}, after_unit=lambda n, u: third.append(n))
+    latest = optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=storage)
+    assert latest.study_name not in (old_name, new_name) and sorted(third) == sorted(first + second)
+    assert not any("reused_from" in t.user_attrs for t in latest.trials)
 
 
 def test_a_no_weights_export_names_its_closest_challenger_and_interval():

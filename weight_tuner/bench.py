@@ -60,11 +60,11 @@ def _linear_baseline(prepared, seed: int) -> tuple[dict, float]:
     return compute_stats(test.y, probs), time.perf_counter() - t0
 
 
-def tuned_weights_from_study(storage: str, study: str) -> tuple[dict, list]:
-    """The best weights of a study, and every completed trial's (weights, val important_f1)."""
-    from .study.storage import completed_trials, trial_score, tuned_study
+def tuned_weights_from_study(study) -> tuple[dict, list]:
+    """The best weights of a loaded study, and every completed trial's (weights, val important_f1)."""
+    from .study.storage import completed_trials, trial_score
 
-    done = [t for t in completed_trials(tuned_study(storage, study)) if t.user_attrs.get("class_weights")]
+    done = [t for t in completed_trials(study) if t.user_attrs.get("class_weights")]
     best = max(done, key=trial_score)
     return best.user_attrs["class_weights"], [(t.user_attrs["class_weights"], trial_score(t)) for t in done]
 
@@ -92,24 +92,23 @@ def bare_fit_seconds(prepared, config: dict, cache=None) -> float:
     return time.perf_counter() - t0
 
 
-def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = None, storage: str | None = None,
-              scaling: bool = True) -> dict:
-    """Train and score every row for every seed; return the raw numbers."""
+def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study=None, scaling: bool = True) -> dict:
+    """Train and score every row for every seed; return the raw numbers. ``study``: a loaded tuned
+    study whose best and recommended weights become rows too."""
     from .model import ModelCache
     from .study.space import warm_start_schemes
-    from .study.storage import tuned_study
     from .train import evaluate, predict_probs, train_model
 
     all_schemes = warm_start_schemes(prepared.class_counts["train"])
     rows: dict[str, dict] = {name: {"weights": all_schemes[name], "runs": []} for name in SCHEMES}
     trials = []
     recommendation = None
-    if study:
-        tuned, trials = tuned_weights_from_study(storage, study)
-        rows[f"tuned ({study})"] = {"weights": tuned, "runs": []}
-        recommendation = tuned_study(storage, study).user_attrs.get("recommendation")
+    if study is not None:
+        tuned, trials = tuned_weights_from_study(study)
+        rows[f"tuned ({study.study_name})"] = {"weights": tuned, "runs": []}
+        recommendation = study.user_attrs.get("recommendation")
         if recommendation and recommendation["decision"] == "weights":
-            rows[f"recommended ({study}): weights"] = {"weights": recommendation["class_weights"], "runs": []}
+            rows[f"recommended ({study.study_name}): weights"] = {"weights": recommendation["class_weights"], "runs": []}
     rows["unweighted + oversample x3"] = {"weights": all_schemes["unweighted"], "runs": [], "extra": {"oversample": 3}}
     rows["threshold tuning on unweighted"] = {"weights": None, "runs": []}
     rows["sequence rules on unweighted"] = {"weights": None, "runs": []}
@@ -158,7 +157,7 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study: str | None = 
     if recommendation and recommendation["decision"] != "weights":
         # No weights, or thresholds on the unweighted model: the same runs as that row.
         same = "unweighted" if recommendation["decision"] == "no_weights" else "threshold tuning on unweighted"
-        rows[f"recommended ({study}): {recommendation['decision']}"] = dict(rows[same])
+        rows[f"recommended ({study.study_name}): {recommendation['decision']}"] = dict(rows[same])
     result = {"config": base_config, "seeds": list(seeds), "data": prepared.meta() | {"split": None},
               "rows": {}, "speed": speed, "screen": screen_info}
     for name, row in rows.items():

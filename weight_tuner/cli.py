@@ -294,8 +294,7 @@ def cmd_bench(args) -> int:
     command = "weight-tuner " + shlex.join(args.argv)
     if not args.transfer_only:
         prepared = _prepare(args)
-        result = run_bench(prepared, base, seeds=args.seeds, study=args.study,
-                           storage=_storage(args) if args.study else None, scaling=not args.no_scaling)
+        result = run_bench(prepared, base, seeds=args.seeds, study=study, scaling=not args.no_scaling)
         write_outputs(result, args.out, args.json, command)
         print(f"wrote {args.out} and {args.json}")
     if args.transfer_by == "none" or not args.data:

@@ -22,7 +22,7 @@ from .config import CLASSES
 from .errors import DataError
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Line:
     """One non-blank labelled line."""
 

@@ -19,7 +19,7 @@ import numpy as np
 from . import corpus, sample
 from .config import CLASSES
 from .errors import DataError, WeightTunerError
-from .features import Featurizer, SparseRows, build_features
+from .features import Featurizer, SparseRows, build_features, return_freed_memory
 from .metrics import compute_stats
 from .paths import DEFAULT_CACHE_DIR, bundle_paths, read_json, write_json
 from .sample import SAMPLE_DOCS
@@ -181,7 +181,10 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
         if counts["train"][c] == 0:
             raise DataError(f"class {c!r} is absent from the training split of {source}; "
                               "it cannot be learned or weighted")
+    del docs, chunks, by_id, lines  # the line objects are not needed past here: free them before featurising
     featurizer, rows, ranges, hit = build_features(texts, fingerprint, split, cache_dir, featurizer)
+    del texts
+    return_freed_memory()
     splits = {name: SplitData(name, rows, np.append(np.arange(*ranges[name], dtype=np.int64), rows.pad_row),
                               parts[name][0], parts[name][1], split[name])
               for name in corpus.SPLITS}
@@ -196,40 +199,29 @@ def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labe
                  shuffle_seed: int | None = None, sparse: bool = True):
     """A tf.data pipeline of window batches, each gathered from the split's sparse rows when it is drawn.
 
-    Only one batch of rows is expanded at a time (no whole-split tensor): the CSR arrays are shared
-    by every split and unit (:func:`.features.SparseRows.tensors`), and a parallel map gathers each
-    batch's non-zeros. With ``sparse`` a batch is ``{"ids", "values"}`` for
+    Only one batch of rows is expanded at a time, and TensorFlow never holds the corpus: the map reads
+    the store's numpy arrays (memory-mapped from the cache, or in memory) in place, shared by every
+    split and unit. A ``tf.data`` function copies every tensor it captures, so the rows stay outside
+    TensorFlow. With ``sparse`` a batch is ``{"ids", "values"}`` for
     :class:`.model.SparseProjection`; without, dense float32 rows for models saved before features
     were sparse.
     """
     from .model import tensorflow
 
     tf = tensorflow()
-    indptr, indices, data = split.rows.tensors()
-    index = tf.constant(split.index)
     table = tf.constant(label_table(split.y)) if labels else None
-    n_features = split.rows.n_features
+
+    def rows_of(win):  # numpy, one batch: (batch, window) line positions -> the store's rows
+        rows = split.index[win]
+        return split.rows.gather(rows) if sparse else (split.rows.dense(rows),)
 
     def gather(win):
-        rows = tf.gather(index, win)  # (batch, window): store rows, the padding row past a chunk's end
-        flat = tf.reshape(rows, [-1])
-        starts = tf.gather(indptr, flat)
-        lengths = tf.gather(indptr, flat + 1) - starts
-        k = tf.maximum(tf.reduce_max(lengths), 1)
-        steps = tf.range(k, dtype=tf.int64)
-        real = steps[None, :] < lengths[:, None]
-        pos = tf.where(real, starts[:, None] + steps[None, :], 0)
-        ids = tf.where(real, tf.gather(indices, pos), 0)
-        values = tf.where(real, tf.cast(tf.gather(data, pos), tf.float32), 0.0)
-        shape = tf.concat([tf.shape(win, out_type=tf.int64), [k]], axis=0)
         if sparse:
-            x = {"ids": tf.reshape(ids, shape), "values": tf.reshape(values, shape)}
+            ids, values = tf.numpy_function(rows_of, [win], (tf.int32, tf.float32), stateful=False)
+            x = {"ids": tf.ensure_shape(ids, [None, None, None]), "values": tf.ensure_shape(values, [None, None, None])}
         else:
-            where = tf.where(real)
-            cells = tf.stack([where[:, 0], tf.cast(tf.gather_nd(ids, where), tf.int64)], axis=1)
-            x = tf.reshape(tf.scatter_nd(cells, tf.gather_nd(values, where),
-                                         tf.stack([tf.size(flat, out_type=tf.int64), n_features])),
-                           tf.concat([shape[:2], [n_features]], axis=0))
+            (dense,) = tf.numpy_function(rows_of, [win], (tf.float32,), stateful=False)
+            x = tf.ensure_shape(dense, [None, None, split.rows.n_features])
         return (x, tf.gather(table, win)) if labels else x
 
     ds = tf.data.Dataset.from_tensor_slices(windows)
