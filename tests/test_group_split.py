@@ -99,7 +99,7 @@ def test_the_split_is_in_the_results_and_the_fingerprint(grouped_dir, tmp_path, 
     gamma = prepare(grouped_dir, split_by="journal", test_groups=["Gamma"], cache_dir=cache_dir)
     assert len({by_chunk.fingerprint, beta.fingerprint, gamma.fingerprint}) == 3
     assert beta.meta()["split_by"]["test_groups"] == ["Beta"] and by_chunk.meta()["split_by"] == {"by": "chunk"}
-    assert all(cid.startswith("Beta/") for cid in beta.split["test"])
+    assert all(cid.startswith("Beta/") for cid in beta.chunk_ids["test"])
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"hidden_size": 4, "num_layers": 1, "epochs": 1, "verbosity": 0}))
     out = tmp_path / "stats.json"

@@ -218,7 +218,7 @@ def test_two_workers_on_sqlite_are_serialised_safely(tmp_path, cache_dir):
 
 
 def test_nan_loss_fails_the_trial_and_the_study_goes_on(prepared, tmp_path):
-    from weight_tuner.train import NonFiniteLossError
+    from weight_tuner.errors import NonFiniteLossError
     import weight_tuner.train as train_mod
 
     calls = {"n": 0}
@@ -248,7 +248,8 @@ def test_real_nan_loss_is_detected(prepared):
     import numpy as np
 
     from weight_tuner.config import validate_config
-    from weight_tuner.train import NonFiniteLossError, train_model
+    from weight_tuner.errors import NonFiniteLossError
+    from weight_tuner.train import train_model
 
     # Huge weights no longer overflow (they are normalised); a NaN feature (a corrupt cache, say) still poisons
     # the loss, and training must stop on it.

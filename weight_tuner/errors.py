@@ -17,3 +17,7 @@ class DataError(WeightTunerError):
 
 class StudyError(WeightTunerError):
     """A storage or study problem (unknown study, unreadable storage, a study not made by tune)."""
+
+
+class NonFiniteLossError(WeightTunerError):
+    """Training produced a NaN or infinite loss."""

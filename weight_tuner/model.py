@@ -6,7 +6,11 @@ could not be deserialised at prediction time and every prediction silently becam
 
 from __future__ import annotations
 
+import logging
+import math
 import os
+import time
+from typing import Callable
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before Keras is imported: it picks its backend then
 
@@ -14,8 +18,10 @@ import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
 from .config import CLASSES, build_key  # noqa: E402
+from .errors import NonFiniteLossError  # noqa: E402
 
 EPSILON = 1e-7
+logger = logging.getLogger(__name__)
 
 
 @keras.saving.register_keras_serializable(package="weight_tuner")
@@ -226,6 +232,50 @@ def build_model(n_features: int, config: dict) -> keras.Model:
         loss=WeightedCategoricalCrossentropy(weights_vector(config["class_weights"])),
     )
     return model
+
+
+class EpochScoring(keras.callbacks.Callback):
+    """After every epoch: stop on a non-finite loss, score validation, record and report the epoch.
+
+    ``score(model, stride)`` gives validation stats (``None`` when there is no validation, as in a
+    refit). Epochs before the last score windows ``window_size`` apart (cheap, enough for pruning);
+    the last scores with ``prediction_stride``, as prediction does. ``epoch_hook(epoch, stats)`` is
+    where a study reports and prunes. ``history`` holds one dict per epoch.
+    """
+
+    def __init__(self, config: dict, score: Callable | None, epoch_hook: Callable | None = None):
+        super().__init__()
+        self.config, self.score, self.epoch_hook = config, score, epoch_hook
+        self.history: list[dict] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        config = self.config
+        loss = float((logs or {}).get("loss", float("nan")))
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(f"training loss became {loss} at epoch {epoch + 1}")
+        train_s = time.perf_counter() - self.t0
+        val_stride = config["prediction_stride"] if epoch + 1 == config["epochs"] else config["window_size"]
+        stats = None
+        if self.score is not None:
+            # Scoring must not touch training: Keras advances the dropout seed state on predict too, so
+            # without this the next epochs' dropout would depend on how many batches validation took.
+            state = [(v, v.numpy()) for v in self.model.non_trainable_variables]
+            stats = self.score(self.model, val_stride)
+            for var, value in state:
+                var.assign(value)
+        entry = {"epoch": epoch + 1, "loss": loss, "train_seconds": train_s,
+                 "seconds": time.perf_counter() - self.t0, "val": stats, "val_stride": val_stride}
+        self.history.append(entry)
+        if config["verbosity"] >= 1:
+            scored = "" if stats is None else (
+                f"val important_f1 {stats['important_f1']:.4f} (Nomenclature {stats['Nomenclature_f1']:.3f}, "
+                f"Description {stats['Description_f1']:.3f}) ")
+            logger.info(f"epoch {epoch + 1}/{config['epochs']} loss {loss:.4f} {scored}{entry['seconds']:.1f}s")
+        if self.epoch_hook is not None and stats is not None:
+            self.epoch_hook(epoch, stats)
 
 
 class ModelCache:

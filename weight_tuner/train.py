@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -18,7 +17,7 @@ import numpy as np
 
 from . import corpus, sample
 from .config import CLASSES
-from .errors import DataError, WeightTunerError
+from .errors import DataError
 from .features import Featurizer, SparseRows, build_features, return_freed_memory
 from .metrics import compute_stats
 from .paths import DEFAULT_CACHE_DIR, bundle_paths, read_json, write_json
@@ -26,10 +25,6 @@ from .sample import SAMPLE_DOCS
 from .windows import build_windows, label_table, merge_window_probs, offsets_from_sizes, oversample_windows
 
 logger = logging.getLogger(__name__)
-
-
-class NonFiniteLossError(WeightTunerError):
-    """Training produced a NaN or infinite loss."""
 
 
 @dataclass
@@ -93,15 +88,19 @@ class Prepared:
 
     source: str
     fingerprint: str
-    split: dict[str, list[str]]
+    chunk_ids: dict[str, list[str]]  # split name -> its chunks, in order (the split itself, stored with a study)
     splits: dict[str, SplitData]
     featurizer: Featurizer
-    class_counts: dict[str, dict[str, int]]
     warnings: list[str] = field(default_factory=list)
     unlabelled_lines: int = 0
     cache_hit: bool = False
     label_map: dict[str, str] = field(default_factory=dict)  # overrides of the default raw-label mapping
     split_spec: dict = field(default_factory=lambda: {"by": "chunk"})  # how the split was made (its groups)
+
+    @property
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        """Lines per class of every split: ``{split: {class: lines}}``."""
+        return {name: split.class_counts() for name, split in self.splits.items()}
 
     def training(self) -> TrainingData:
         """The search's training and validation splits, as training reads them."""
@@ -113,7 +112,7 @@ class Prepared:
             "source": self.source,
             "data_fingerprint": self.fingerprint,
             "class_counts": self.class_counts,
-            "split": self.split,
+            "split": self.chunk_ids,
             "unlabelled_lines": self.unlabelled_lines,
             "reader_warnings": len(self.warnings),
             "n_features": self.featurizer.n_features,
@@ -188,7 +187,7 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
     splits = {name: SplitData(name, rows, np.append(np.arange(*ranges[name], dtype=np.int64), rows.pad_row),
                               parts[name][0], parts[name][1], split[name])
               for name in corpus.SPLITS}
-    return Prepared(source, fingerprint, split, splits, featurizer, counts, report.warnings,
+    return Prepared(source, fingerprint, split, splits, featurizer, report.warnings,
                     report.unlabelled_lines, hit, overrides, spec)
 
 
@@ -299,7 +298,7 @@ def train_model(data: Prepared | TrainingData, config: dict, epoch_hook: EpochHo
     """
     import keras
 
-    from .model import build_model, describe_weights
+    from .model import EpochScoring, build_model, describe_weights
 
     data = _training(data)
     config = dict(config, class_weights=trained_weights(data, config))
@@ -311,45 +310,13 @@ def train_model(data: Prepared | TrainingData, config: dict, epoch_hook: EpochHo
         logger.info(describe_weights(config["class_weights"]))
         steps = math.ceil(len(windows) / config["batch_size"])
         logger.info(f"[BiLSTM] {len(windows)} training windows, {steps} steps/epoch, {config['epochs']} epochs")
-    history: list[dict] = []
-
-    class EpochEnd(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            self.t0 = time.perf_counter()
-
-        def on_epoch_end(self, epoch, logs=None):
-            loss = float((logs or {}).get("loss", float("nan")))
-            if not math.isfinite(loss):
-                raise NonFiniteLossError(f"training loss became {loss} at epoch {epoch + 1}")
-            train_s = time.perf_counter() - self.t0
-            last = epoch + 1 == config["epochs"]
-            val_stride = config["prediction_stride"] if last else config["window_size"]
-            # Scoring must not touch training: Keras advances the dropout seed state on predict too, so
-            # without this the next epochs' dropout would depend on how many batches validation took.
-            stats = None
-            if data.val is not None:  # a refit on every non-test line has no validation
-                state = [(v, v.numpy()) for v in self.model.non_trainable_variables]
-                stats = evaluate(self.model, data.val, config, val_stride)
-                for var, value in state:
-                    var.assign(value)
-            entry = {"epoch": epoch + 1, "loss": loss, "train_seconds": train_s,
-                     "seconds": time.perf_counter() - self.t0, "val": stats, "val_stride": val_stride}
-            history.append(entry)
-            if config["verbosity"] >= 1 and stats is None:
-                logger.info(f"epoch {epoch + 1}/{config['epochs']} loss {loss:.4f} {entry['seconds']:.1f}s")
-            elif config["verbosity"] >= 1:
-                logger.info(f"epoch {epoch + 1}/{config['epochs']} loss {loss:.4f} "
-                    f"val important_f1 {stats['important_f1']:.4f} "
-                    f"(Nomenclature {stats['Nomenclature_f1']:.3f}, Description {stats['Description_f1']:.3f}) "
-                    f"{entry['seconds']:.1f}s")
-            if epoch_hook is not None and stats is not None:
-                epoch_hook(epoch, stats)
-
-    callbacks = [EpochEnd()]
+    score = None if data.val is None else (lambda m, stride: evaluate(m, data.val, config, stride))
+    epochs = EpochScoring(config, score, epoch_hook)
+    callbacks = [epochs]
     if should_stop is not None:  # a batch hook costs a call per step: only when there is a signal to check
         callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: should_stop()))
     model.fit(ds, epochs=config["epochs"], verbose=0, shuffle=False, callbacks=callbacks)
-    return model, history
+    return model, epochs.history
 
 
 def save_bundle(model, featurizer: Featurizer, config: dict, model_path: str | Path,

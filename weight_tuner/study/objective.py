@@ -116,7 +116,8 @@ class Objective:
         self.cache = ModelCache()  # one compiled model, re-initialised for each trial (they run one at a time)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from ..train import NonFiniteLossError, train_model, trained_weights
+        from ..errors import NonFiniteLossError
+        from ..train import train_model, trained_weights
 
         given = trial.user_attrs.get("weights_given")
         if given is not None:  # a named scheme trains with its weights exactly as the guide gives them

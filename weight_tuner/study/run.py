@@ -73,7 +73,7 @@ def _store_provenance(study: optuna.Study, storage_url: str, prepared, study_con
     meta = prepared.meta()
     for key in ("source", "data_fingerprint", "class_counts", "split_by", "n_features", "label_map"):
         study.set_user_attr(key, meta[key])
-    study.set_user_attr("split", save_split(study, prepared.split, members_dir(storage_url, study.study_name)))
+    study.set_user_attr("split", save_split(study, prepared.chunk_ids, members_dir(storage_url, study.study_name)))
     study.set_user_attr("model_config", base_config)
     study.set_user_attr("search_space", study_config.space.to_dict())
     study.set_user_attr("pruner", study_config.pruner)
@@ -160,7 +160,7 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
     """
     from tqdm import tqdm
 
-    from ..train import NonFiniteLossError
+    from ..errors import NonFiniteLossError
 
     objectives = study.user_attrs.get("objectives", ["important_f1"])
     objective = Objective(prepared, space, base_config, models_dir(storage_url, study.study_name), trial_timeout, n_trials, objectives,

@@ -200,7 +200,7 @@ class UnitRun:
             self._data = (key, unit_data(self.prepared, unit, self.plan["folds"]))
         if self.stop is not None:
             self.stop.abandon = lambda: _abandon(trial)
-        from ..train import NonFiniteLossError
+        from ..errors import NonFiniteLossError
 
         keep = None
         if self.members is not None:  # the model may become a member of the deployed ensemble
@@ -241,7 +241,7 @@ def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_ru
     """Take waiting unit runs of ``companion`` one at a time until none is left; return how many this
     process ran. ``after_run(trial)`` is called after each finished run; with ``members`` (a folder)
     each run's model is kept there as an artifact of its trial (:func:`.members.save_member`)."""
-    from ..train import NonFiniteLossError
+    from ..errors import NonFiniteLossError
 
     objective = UnitRun(prepared, plan, stop, members)
     ran = 0
