@@ -13,6 +13,7 @@ import json
 import logging
 import resource
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,53 @@ def bare_fit_seconds(prepared, config: dict, cache=None) -> float:
     return time.perf_counter() - t0
 
 
+@dataclass
+class BenchRow:
+    """One row of the benchmark table: how its model is obtained, and its runs (one per seed).
+
+    ``kind``: ``trained`` (a BiLSTM trained with ``weights`` and ``extra`` config keys), ``posthoc``
+    (computed from the unweighted model's probabilities by ``method``), or ``linear`` (the per-line
+    baseline). ``runs`` hold each seed's test stats and seconds.
+    """
+
+    kind: str
+    weights: dict | None = None
+    extra: dict = field(default_factory=dict)
+    method: str | None = None
+    runs: list[dict] = field(default_factory=list)
+
+
+def bench_rows(schemes: dict, study=None) -> dict[str, BenchRow]:
+    """The rows to run, in table order: the fixed schemes, the study's best and recommended weights
+    (with a loaded ``study``), oversampling, the two post-hoc methods and the linear baseline."""
+    rows = {name: BenchRow("trained", schemes[name]) for name in SCHEMES}
+    if study is not None:
+        tuned, _ = tuned_weights_from_study(study)
+        rows[f"tuned ({study.study_name})"] = BenchRow("trained", tuned)
+        recommendation = study.user_attrs.get("recommendation")
+        if recommendation and recommendation["decision"] == "weights":
+            rows[f"recommended ({study.study_name}): weights"] = BenchRow("trained", recommendation["class_weights"])
+    rows["unweighted + oversample x3"] = BenchRow("trained", schemes["unweighted"], extra={"oversample": 3})
+    rows["threshold tuning on unweighted"] = BenchRow("posthoc", method="thresholds")
+    rows["sequence rules on unweighted"] = BenchRow("posthoc", method="sequence rules")
+    rows["linear per-line (no context)"] = BenchRow("linear")
+    return rows
+
+
+def _posthoc_runs(p_val, p_test, val, test, seed: int, seconds: float, started: float) -> dict[str, dict]:
+    """Each post-hoc method's run on one seed's unweighted model (trained in ``seconds``): fitted on
+    validation, scored on test. Threshold tuning's seconds add its own, since ``started``."""
+    pred, w = adjusted_predictions(p_val, val.y, p_test, seed=seed)
+    adjusted = {"seed": seed, "stats": compute_stats(test.y, one_hot_probs(pred)),
+                "seconds": seconds + time.perf_counter() - started, "multipliers": dict(zip(CLASSES, map(float, w)))}
+    threshold, _ = tune_sequence_threshold(p_val, val.y)
+    return {
+        "thresholds": adjusted,
+        "sequence rules": {"seed": seed, "seconds": seconds, "threshold": threshold,
+                           "stats": compute_stats(test.y, one_hot_probs(apply_sequence_rules(p_test, threshold)))},
+    }
+
+
 def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study=None, scaling: bool = True) -> dict:
     """Train and score every row for every seed; return the raw numbers. ``study``: a loaded tuned
     study whose best and recommended weights become rows too."""
@@ -99,81 +147,62 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study=None, scaling:
     from .study.space import warm_start_schemes
     from .train import evaluate, predict_probs, train_model
 
-    all_schemes = warm_start_schemes(prepared.class_counts["train"])
-    rows: dict[str, dict] = {name: {"weights": all_schemes[name], "runs": []} for name in SCHEMES}
-    trials = []
-    recommendation = None
-    if study is not None:
-        tuned, trials = tuned_weights_from_study(study)
-        rows[f"tuned ({study.study_name})"] = {"weights": tuned, "runs": []}
-        recommendation = study.user_attrs.get("recommendation")
-        if recommendation and recommendation["decision"] == "weights":
-            rows[f"recommended ({study.study_name}): weights"] = {"weights": recommendation["class_weights"], "runs": []}
-    rows["unweighted + oversample x3"] = {"weights": all_schemes["unweighted"], "runs": [], "extra": {"oversample": 3}}
-    rows["threshold tuning on unweighted"] = {"weights": None, "runs": []}
-    rows["sequence rules on unweighted"] = {"weights": None, "runs": []}
-    rows["linear per-line (no context)"] = {"weights": None, "runs": []}
+    rows = bench_rows(warm_start_schemes(prepared.class_counts["train"]), study)
+    trials = tuned_weights_from_study(study)[1] if study is not None else []
     val, test = prepared.splits["val"], prepared.splits["test"]
     speed: dict = {}
     screen_info: dict = {}
     cache = ModelCache()
     for seed in seeds:
         for name, row in rows.items():
-            if name.startswith("linear"):
+            if row.kind == "linear":
                 stats, secs = _linear_baseline(prepared, seed)
-                row["runs"].append({"seed": seed, "stats": stats, "seconds": secs})
+                row.runs.append({"seed": seed, "stats": stats, "seconds": secs})
                 logger.info(f"seed {seed} {name}: test important_f1 {stats['important_f1']:.4f} ({secs:.0f}s)")
-                continue
-            if row["weights"] is None:
+            if row.kind != "trained":
                 continue  # post-hoc rows: filled in with the unweighted model below
-            cfg = validate_config(dict(base_config, seed=seed, class_weights=row["weights"], verbosity=0,
-                                       **row.get("extra", {})))
+            cfg = validate_config(dict(base_config, seed=seed, class_weights=row.weights, verbosity=0, **row.extra))
             t0 = time.perf_counter()
             model, history = train_model(prepared, cfg, cache=cache)
             stats = evaluate(model, test, cfg)
             secs = time.perf_counter() - t0
-            row["runs"].append({"seed": seed, "stats": stats, "seconds": secs,
-                                "epoch_train_seconds": [h["train_seconds"] for h in history]})
+            row.runs.append({"seed": seed, "stats": stats, "seconds": secs,
+                             "epoch_train_seconds": [h["train_seconds"] for h in history]})
             logger.info(f"seed {seed} {name}: test important_f1 {stats['important_f1']:.4f} ({secs:.0f}s)")
-            if name == "unweighted":
-                t1 = time.perf_counter()
-                p_val = predict_probs(model, val, cfg)
-                p_test = predict_probs(model, test, cfg)
-                pred, w = adjusted_predictions(p_val, val.y, p_test, seed=seed)
-                adj = compute_stats(test.y, one_hot_probs(pred))
-                rows["threshold tuning on unweighted"]["runs"].append(
-                    {"seed": seed, "stats": adj, "seconds": secs + time.perf_counter() - t1,
-                     "multipliers": dict(zip(CLASSES, map(float, w)))})
-                logger.info(f"seed {seed} threshold tuning: test important_f1 {adj['important_f1']:.4f}")
-                threshold, _ = tune_sequence_threshold(p_val, val.y)
-                ruled = compute_stats(test.y, one_hot_probs(apply_sequence_rules(p_test, threshold)))
-                rows["sequence rules on unweighted"]["runs"].append(
-                    {"seed": seed, "stats": ruled, "seconds": secs, "threshold": threshold})
-                logger.info(f"seed {seed} sequence rules (threshold {threshold}): test important_f1 "
-                     f"{ruled['important_f1']:.4f}")
-                if seed == seeds[0]:
-                    screen_info = _screen_report(p_val, val.y, trials)
-                    speed = _speed_report(prepared, cfg, history, cache)
+            if name != "unweighted":
+                continue
+            t1 = time.perf_counter()
+            p_val, p_test = predict_probs(model, val, cfg), predict_probs(model, test, cfg)
+            posthoc = _posthoc_runs(p_val, p_test, val, test, seed, secs, t1)
+            for other, other_row in rows.items():
+                if other_row.kind == "posthoc":
+                    other_row.runs.append(posthoc[other_row.method])
+                    logger.info(f"seed {seed} {other}: test important_f1 "
+                                f"{posthoc[other_row.method]['stats']['important_f1']:.4f}")
+            if seed == seeds[0]:
+                screen_info = _screen_report(p_val, val.y, trials)
+                speed = _speed_report(prepared, cfg, history, cache)
+    recommendation = study.user_attrs.get("recommendation") if study is not None else None
     if recommendation and recommendation["decision"] != "weights":
         # No weights, or thresholds on the unweighted model: the same runs as that row.
         same = "unweighted" if recommendation["decision"] == "no_weights" else "threshold tuning on unweighted"
-        rows[f"recommended ({study.study_name}): {recommendation['decision']}"] = dict(rows[same])
+        rows[f"recommended ({study.study_name}): {recommendation['decision']}"] = rows[same]
     result = {"config": base_config, "seeds": list(seeds), "data": prepared.meta() | {"split": None},
-              "rows": {}, "speed": speed, "screen": screen_info}
-    for name, row in rows.items():
-        if not row["runs"]:
-            continue
-        result["rows"][name] = {
-            "weights": row["weights"],
-            **{k: _summary([r["stats"][k] for r in row["runs"]]) for k in
-               ("Nomenclature_f1", "Description_f1", "important_f1")},
-            "seconds": _summary([r["seconds"] for r in row["runs"]]),
-            "runs": row["runs"],
-        }
+              "rows": {name: _summarised(row) for name, row in rows.items() if row.runs},
+              "speed": speed, "screen": screen_info}
     if scaling:
         result["scaling"] = _scaling(base_config)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def _summarised(row: BenchRow) -> dict:
+    """A row's JSON: its weights, mean, std and values of each score and of the seconds, and the runs."""
+    return {"weights": row.weights,
+            **{k: _summary([r["stats"][k] for r in row.runs]) for k in ("Nomenclature_f1", "Description_f1",
+                                                                        "important_f1")},
+            "seconds": _summary([r["seconds"] for r in row.runs]),
+            "runs": row.runs}
 
 
 def _screen_report(p_val, y_val, trials) -> dict:
