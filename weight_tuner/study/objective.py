@@ -116,8 +116,22 @@ class Objective:
         self.cache = ModelCache()  # one compiled model, re-initialised for each trial (they run one at a time)
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from ..errors import NonFiniteLossError
-        from ..train import train_model, trained_weights
+        config = self._trial_config(trial)
+        if self.stop is not None:
+            self.stop.abandon = lambda: self._abandon(trial)
+        if self.evaluation["design"] == "cv":
+            return self._cross_validated(trial, config)
+        model, stats = self._train(trial, config)
+        for key, value in stats.items():
+            trial.set_user_attr(f"val_{key}", value)
+        save_live_note(trial, metrics_markdown(trial, stats))
+        self._keep_model(trial, model, config, stats["important_f1"])
+        values = [stats[OBJECTIVES[o]] for o in self.objectives]
+        return values[0] if len(values) == 1 else tuple(values)
+
+    def _trial_config(self, trial: optuna.Trial) -> dict:
+        """The trial's model config (sampled, or an enqueued scheme's), its weights recorded both ways."""
+        from ..train import trained_weights
 
         given = trial.user_attrs.get("weights_given")
         if given is not None:  # a named scheme trains with its weights exactly as the guide gives them
@@ -132,10 +146,16 @@ class Objective:
             trial.set_user_attr("scheme", "search")
         trial.set_user_attr("class_weights", config["class_weights"])
         trial.set_user_attr("class_weights_trained", trained_weights(self.prepared, config))
-        if self.stop is not None:
-            self.stop.abandon = lambda: self._abandon(trial)
-        if self.evaluation["design"] == "cv":
-            return self._cross_validated(trial, config)
+        return config
+
+    def _train(self, trial: optuna.Trial, config: dict):
+        """Train on the search's split, reporting every epoch (pruning, the timeout); ``(model, val stats)``.
+
+        A stopped trial says why in its user attrs and note; an interrupted one gives its parameters back.
+        """
+        from ..errors import NonFiniteLossError
+        from ..train import train_model
+
         epochs_run = 0
         last: dict | None = None
         t0 = time.perf_counter()
@@ -172,13 +192,7 @@ class Objective:
         finally:
             trial.set_user_attr("epochs_run", epochs_run)
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
-        stats = history[-1]["val"]
-        for key, value in stats.items():
-            trial.set_user_attr(f"val_{key}", value)
-        save_live_note(trial, metrics_markdown(trial, stats))
-        self._keep_model(trial, model, config, stats["important_f1"])
-        values = [stats[OBJECTIVES[o]] for o in self.objectives]
-        return values[0] if len(values) == 1 else tuple(values)
+        return model, history[-1]["val"]
 
     def _cross_validated(self, trial: optuna.Trial, config: dict) -> float:
         """The cv design: score the trial on every unit, in an order shuffled per trial, reporting each.
