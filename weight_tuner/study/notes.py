@@ -11,6 +11,7 @@ import logging
 import optuna
 
 from ..config import CLASSES
+from .space import METRIC_NAME
 from .unitruns import THRESHOLDS, UNWEIGHTED
 
 logger = logging.getLogger(__name__)
@@ -19,6 +20,15 @@ CONFIRMATION_MARK = "### Confirmation"
 PENDING_DECISION = "not made yet: the search runs, then the confirmation decides (see the Note page)"
 THRESHOLDS_MEANING = ("thresholds: the unweighted model with per-class probability multipliers (argmax of m_c p_c), "
                       "fitted on held-out data after training.")
+
+
+def trial_line(trial: optuna.trial.FrozenTrial) -> str:
+    """One finished trial as the progress log shows it: number, state, scheme, weights as given, value."""
+    value = "-" if not trial.values else "/".join(f"{v:.4f}" for v in trial.values)
+    weights = trial.user_attrs.get("class_weights") or {}
+    reason = trial.user_attrs.get("fail_reason", "")
+    return (f"trial {trial.number} {trial.state.name.lower()} {trial.user_attrs.get('scheme', '')} "
+            f"weights {', '.join(f'{c[:4]} {weights[c]:.3g}' for c in weights)} -> {METRIC_NAME} {value} {reason}")
 
 
 def candidates_table(recommendation: dict) -> str:

@@ -17,9 +17,9 @@ from ..errors import StudyError
 from ..logs import progress_enabled
 from ..paths import display_url, models_dir
 from .members import members_dir, save_split
-from .notes import PENDING_DECISION
+from .notes import PENDING_DECISION, trial_line
 from .objective import Objective, SurplusTrial, TrialTimeoutError
-from .space import METRIC_NAME, SearchSpace, StudyConfig, group_schemes, warm_start_schemes
+from .space import SearchSpace, StudyConfig, group_schemes, warm_start_schemes
 from .storage import check_made_by_tune, check_same_data, finished_count, library_versions, open_storage, tuned_study
 
 logger = logging.getLogger(__name__)
@@ -180,11 +180,7 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
             stop.abandon = None  # the trial is told: nothing is left RUNNING
         bar.n = min(finished_count(study), n_trials)
         bar.refresh()
-        value = "-" if not trial.values else "/".join(f"{v:.4f}" for v in trial.values)
-        weights = trial.user_attrs.get("class_weights") or {}
-        reason = trial.user_attrs.get("fail_reason", "")
-        logger.info(f"trial {trial.number} {trial.state.name.lower()} {trial.user_attrs.get('scheme', '')} "
-            f"weights {', '.join(f'{c[:4]} {weights[c]:.3g}' for c in weights)} -> {METRIC_NAME} {value} {reason}")
+        logger.info(trial_line(trial))
 
     guard = stop.safe_points() if stop is not None else contextlib.nullcontext()
     try:
