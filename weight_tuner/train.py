@@ -208,20 +208,22 @@ def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labe
     from .model import tensorflow
 
     tf = tensorflow()
-    table = tf.constant(label_table(split.y)) if labels else None
+    table = label_table(split.y) if labels else None  # numpy too: read per batch, never captured
 
-    def rows_of(win):  # numpy, one batch: (batch, window) line positions -> the store's rows
+    def rows_of(win):  # numpy, one batch: (batch, window) line positions -> the store's rows (and labels)
         rows = split.index[win]
-        return split.rows.gather(rows) if sparse else (split.rows.dense(rows),)
+        x = split.rows.gather(rows) if sparse else (split.rows.dense(rows),)
+        return (*x, table[win]) if labels else x
 
     def gather(win):
+        kinds = ((tf.int32, tf.float32) if sparse else (tf.float32,)) + ((tf.float32,) if labels else ())
+        out = tf.numpy_function(rows_of, [win], kinds, stateful=False)
         if sparse:
-            ids, values = tf.numpy_function(rows_of, [win], (tf.int32, tf.float32), stateful=False)
-            x = {"ids": tf.ensure_shape(ids, [None, None, None]), "values": tf.ensure_shape(values, [None, None, None])}
+            x = {"ids": tf.ensure_shape(out[0], [None, None, None]),
+                 "values": tf.ensure_shape(out[1], [None, None, None])}
         else:
-            (dense,) = tf.numpy_function(rows_of, [win], (tf.float32,), stateful=False)
-            x = tf.ensure_shape(dense, [None, None, split.rows.n_features])
-        return (x, tf.gather(table, win)) if labels else x
+            x = tf.ensure_shape(out[0], [None, None, split.rows.n_features])
+        return (x, tf.ensure_shape(out[-1], [None, None, len(CLASSES)])) if labels else x
 
     ds = tf.data.Dataset.from_tensor_slices(windows)
     if shuffle_seed is not None:
