@@ -109,16 +109,15 @@ class BenchRow:
     runs: list[dict] = field(default_factory=list)
 
 
-def bench_rows(schemes: dict, study=None) -> dict[str, BenchRow]:
-    """The rows to run, in table order: the fixed schemes, the study's best and recommended weights
-    (with a loaded ``study``), oversampling, the two post-hoc methods and the linear baseline."""
+def bench_rows(schemes: dict, study_name: str | None = None, tuned: dict | None = None,
+               recommendation: dict | None = None) -> dict[str, BenchRow]:
+    """The rows to run, in table order: the fixed schemes, a study's best (``tuned``) and recommended
+    weights, oversampling, the two post-hoc methods and the linear baseline."""
     rows = {name: BenchRow("trained", schemes[name]) for name in SCHEMES}
-    if study is not None:
-        tuned, _ = tuned_weights_from_study(study)
-        rows[f"tuned ({study.study_name})"] = BenchRow("trained", tuned)
-        recommendation = study.user_attrs.get("recommendation")
-        if recommendation and recommendation["decision"] == "weights":
-            rows[f"recommended ({study.study_name}): weights"] = BenchRow("trained", recommendation["class_weights"])
+    if tuned is not None:
+        rows[f"tuned ({study_name})"] = BenchRow("trained", tuned)
+    if recommendation and recommendation["decision"] == "weights":
+        rows[f"recommended ({study_name}): weights"] = BenchRow("trained", recommendation["class_weights"])
     rows["unweighted + oversample x3"] = BenchRow("trained", schemes["unweighted"], extra={"oversample": 3})
     rows["threshold tuning on unweighted"] = BenchRow("posthoc", method="thresholds")
     rows["sequence rules on unweighted"] = BenchRow("posthoc", method="sequence rules")
@@ -147,8 +146,11 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study=None, scaling:
     from .study.space import warm_start_schemes
     from .train import evaluate, predict_probs, train_model
 
-    rows = bench_rows(warm_start_schemes(prepared.class_counts["train"]), study)
-    trials = tuned_weights_from_study(study)[1] if study is not None else []
+    study_name, tuned, trials, recommendation = None, None, [], None
+    if study is not None:  # read once: the rows, the screen's ranking and the recommendation's row
+        study_name, recommendation = study.study_name, study.user_attrs.get("recommendation")
+        tuned, trials = tuned_weights_from_study(study)
+    rows = bench_rows(warm_start_schemes(prepared.class_counts["train"]), study_name, tuned, recommendation)
     val, test = prepared.splits["val"], prepared.splits["test"]
     speed: dict = {}
     screen_info: dict = {}
@@ -182,11 +184,10 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study=None, scaling:
             if seed == seeds[0]:
                 screen_info = _screen_report(p_val, val.y, trials)
                 speed = _speed_report(prepared, cfg, history, cache)
-    recommendation = study.user_attrs.get("recommendation") if study is not None else None
     if recommendation and recommendation["decision"] != "weights":
         # No weights, or thresholds on the unweighted model: the same runs as that row.
         same = "unweighted" if recommendation["decision"] == "no_weights" else "threshold tuning on unweighted"
-        rows[f"recommended ({study.study_name}): {recommendation['decision']}"] = rows[same]
+        rows[f"recommended ({study_name}): {recommendation['decision']}"] = rows[same]
     result = {"config": base_config, "seeds": list(seeds), "data": prepared.meta() | {"split": None},
               "rows": {name: _summarised(row) for name, row in rows.items() if row.runs},
               "speed": speed, "screen": screen_info}
