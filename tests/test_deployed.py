@@ -1,4 +1,4 @@
-"""The deployed model: the confirmation's models kept and averaged, the refit, and prior adaptation."""
+"""The deployed model: the confirmation's models kept, the refits, their calibration, and prior adaptation."""
 
 import csv
 import json
@@ -9,7 +9,8 @@ import pytest
 
 from weight_tuner.cli import main
 from weight_tuner.config import CLASSES
-from weight_tuner.posthoc import adapt_priors
+from weight_tuner.posthoc import Calibration, adapt_priors, apply_calibration, fit_calibration, mean_calibration
+from weight_tuner.study.members import deployed_calibration
 from weight_tuner.study import load_existing_study
 
 from conftest import TINY_DOCS
@@ -17,7 +18,7 @@ from conftest import TINY_DOCS
 
 @pytest.fixture(scope="module")
 def deployed_study(tmp_path_factory, cache_dir):
-    """``tune --refit`` on the sample corpus with a tiny model: 2 confirmation units, so 2 members."""
+    """``tune --refits 2`` on the sample corpus with a tiny model: 2 confirmation units, so 2 members."""
     d = tmp_path_factory.mktemp("deployed")
     toml = d / "tiny.toml"
     toml.write_text('schemes = ["unweighted", "inverse_frequency"]\n[model]\nhidden_size = 6\nnum_layers = 1\n'
@@ -26,7 +27,7 @@ def deployed_study(tmp_path_factory, cache_dir):
     storage = f"sqlite:///{d}/d.db"
     rc = main(["tune", "--sample-docs", str(TINY_DOCS), "--cache-dir", str(cache_dir), "--config", str(toml),
                "--trials", "2", "--study", "dep", "--storage", storage, "--folds", "2", "--repeats", "1",
-               "--confirm-top", "1", "--refit"])
+               "--confirm-top", "1", "--refits", "2"])
     assert rc == 0
     corpus = d / "new"
     assert main(["sample", "-o", str(corpus), "--docs", "3", "--seed", "11"]) == 0
@@ -41,28 +42,64 @@ def _csv_probs(folder):
     return out
 
 
-def test_predict_study_averages_the_recommended_candidates_confirmation_models(deployed_study, tmp_path, capsys):
+@pytest.mark.parametrize("use, fragment", [(None, "model: 2 refits of"), ("ensemble", "model: ensemble of 2 confirmation")])
+def test_predict_study_averages_the_deployed_models_calibrated(deployed_study, tmp_path, capsys, use, fragment):
+    """The default (the refits) and the ensemble: each model's probabilities calibrated, then averaged."""
     from weight_tuner.study import recommended_model
 
     d, storage, corpus = deployed_study
     rec = load_existing_study(storage, "dep").user_attrs["recommendation"]
     members = rec["deployed"]["ensemble"]["members"]
-    assert rec["deployed"]["default"] == "ensemble" and sorted(m["unit"] for m in members) == ["r0f0", "r0f1"]
-    out = tmp_path / "ens"
+    assert rec["deployed"]["default"] == "refit" and sorted(m["unit"] for m in members) == ["r0f0", "r0f1"]
+    deployed = recommended_model(storage, "dep", use=use)
+    assert deployed.calibration is not None and deployed.calibration.temperature != 1.0
+    out = tmp_path / "dep"
     assert main(["predict", "--study", "dep", "--storage", storage, str(corpus), "-o", str(out), "--probs",
-                 "--json", str(tmp_path / "r.json")]) == 0
-    assert "model: ensemble of 2 confirmation models" in capsys.readouterr().out
+                 "--json", str(tmp_path / "r.json")] + (["--use", use] if use else [])) == 0
+    assert fragment in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["models"] == 2
-    ensemble = _csv_probs(out)
-    # Each member alone, through the same command: the ensemble's rows are their mean.
+    averaged = _csv_probs(out)
+    # Each model alone, through the same command, then calibrated: the deployed rows are their mean.
     singles = []
-    for bundle in recommended_model(storage, "dep").bundles:
-        one = tmp_path / bundle.parent.name
+    for k, bundle in enumerate(deployed.bundles):
+        one = tmp_path / f"one{k}"
         assert main(["predict", "--model", str(bundle), str(corpus), "-o", str(one), "--probs"]) == 0
-        singles.append(_csv_probs(one))
-    assert len(singles) == 2 and not np.allclose(singles[0][next(iter(ensemble))], singles[1][next(iter(ensemble))])
-    for name, probs in ensemble.items():
-        np.testing.assert_allclose(probs, (singles[0][name] + singles[1][name]) / 2, atol=2e-6)
+        singles.append({n: apply_calibration(p, deployed.calibration) for n, p in _csv_probs(one).items()})
+    first = next(iter(averaged))
+    assert len(singles) == 2 and not np.allclose(singles[0][first], singles[1][first], atol=1e-3)
+    for name, probs in averaged.items():
+        np.testing.assert_allclose(probs, (singles[0][name] + singles[1][name]) / 2, atol=1e-4)
+        assert not np.allclose(probs, (_csv_probs(tmp_path / "one0")[name] + _csv_probs(tmp_path / "one1")[name]) / 2,
+                               atol=1e-4)  # uncalibrated, the mean differs: the calibration reached predict
+
+
+def test_the_deployed_calibration_is_the_members_fits_averaged(deployed_study):
+    d, storage, _ = deployed_study
+    deployed = load_existing_study(storage, "dep").user_attrs["recommendation"]["deployed"]
+    fits = [Calibration.from_dict(m["calibration"]) for m in deployed["ensemble"]["members"]]
+    assert len(fits) == 2 and fits[0] != fits[1]
+    assert Calibration.from_dict(deployed["calibration"]) == mean_calibration(fits)
+    members = deployed["ensemble"]["members"]
+    assert deployed_calibration(members, "thresholds") is None  # its multipliers were fitted uncalibrated
+    assert deployed_calibration([members[0], dict(members[1], calibration=None)], "no_weights") is None
+
+
+def test_calibration_recovers_a_known_temperature_and_bias():
+    """Probabilities made over-confident (logits x 3) and shifted toward class 0: the fit undoes both."""
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(20_000, 3)) * 1.5
+    truth = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    y = (truth.cumsum(axis=1) > rng.random((len(truth), 1))).argmax(axis=1)  # labels drawn from the truth
+    skewed = np.exp(3 * logits + [1.0, 0.0, 0.0])
+    skewed /= skewed.sum(axis=1, keepdims=True)
+    fit = fit_calibration(skewed, y)
+    assert fit.temperature == pytest.approx(3.0, rel=0.05)
+    np.testing.assert_allclose(np.array(fit.biases) - fit.biases[0], [0, 1 / 3, 1 / 3], atol=0.05)
+    np.testing.assert_allclose(apply_calibration(skewed, fit), truth, atol=0.02)
+    same = fit_calibration(truth, y)  # already calibrated: left (nearly) alone
+    assert same.temperature == pytest.approx(1.0, abs=0.05) and np.abs(same.biases).max() < 0.05
+    assert fit_calibration(skewed[y != 2], y[y != 2]) is None  # a class absent: no honest bias for it
+    assert apply_calibration(skewed, None) is skewed
 
 
 def test_refit_single_and_export_name_the_deployed_model(deployed_study, tmp_path, capsys):
@@ -73,7 +110,8 @@ def test_refit_single_and_export_name_the_deployed_model(deployed_study, tmp_pat
     assert refit["train_lines"] == sum(counts["train"].values()) + sum(counts["val"].values())
     assert "ensemble" in study.user_attrs["test_stats"]
     deployed = study.user_attrs["recommendation"]["deployed"]
-    for use, fragment in (("refit", f"model: refit of {deployed['candidate']} on {refit['train_lines']}"),
+    assert refit["models"] == 2 and len(list((d / "dep" / "models").glob("refit*.keras"))) == 2
+    for use, fragment in (("refit", f"model: 2 refits of {deployed['candidate']} on {refit['train_lines']}"),
                           ("single", f"model: the search's model of trial {deployed['single']['trial']}")):
         assert main(["predict", "--study", "dep", "--storage", storage, "--use", use, str(corpus),
                      "-o", str(tmp_path / use)]) == 0
@@ -81,8 +119,10 @@ def test_refit_single_and_export_name_the_deployed_model(deployed_study, tmp_pat
     out = tmp_path / "e.json"
     assert main(["export", "--study", "dep", "--storage", storage, "-o", str(out)]) == 0
     deployed = json.loads(out.read_text())["recommendation"]["deployed_model"]
-    assert deployed["default"] == "ensemble" and [m["unit"] for m in deployed["ensemble"]["members"]] == ["r0f0", "r0f1"]
-    assert deployed["refit"]["train_lines"] == refit["train_lines"]
+    assert deployed["default"] == "refit" and [m["unit"] for m in deployed["ensemble"]["members"]] == ["r0f0", "r0f1"]
+    assert deployed["refit"]["train_lines"] == refit["train_lines"] and deployed["refit"]["models"] == 2
+    assert deployed["calibration"]["temperature"] == study.user_attrs["recommendation"]["deployed"]["calibration"][
+        "temperature"]
 
 
 def test_missing_member_models_fail_with_one_line(deployed_study, tmp_path, capsys):
@@ -92,15 +132,31 @@ def test_missing_member_models_fail_with_one_line(deployed_study, tmp_path, caps
     shutil.rmtree(d / "dep" / "models" / "members", ignore_errors=True)  # the unpacked copies
     capsys.readouterr()
     try:
-        assert main(["predict", "--study", "dep", "--storage", storage, str(corpus), "-o", str(tmp_path / "o")]) == 2
+        assert main(["predict", "--study", "dep", "--storage", storage, "--use", "ensemble", str(corpus),
+                     "-o", str(tmp_path / "o")]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and "is not in" in err[0] and "--members" in err[0]
         assert not (tmp_path / "o").exists()
         # Where the folder moved, --members finds it.
-        assert main(["predict", "--study", "dep", "--storage", storage, "--members", str(moved), str(corpus),
-                     "-o", str(tmp_path / "o")]) == 0
+        assert main(["predict", "--study", "dep", "--storage", storage, "--use", "ensemble", "--members", str(moved),
+                     str(corpus), "-o", str(tmp_path / "o")]) == 0
     finally:
         shutil.move(moved, d / "dep" / "members")
+
+
+def test_a_missing_refit_fails_with_one_line(deployed_study, tmp_path, capsys):
+    d, storage, corpus = deployed_study
+    second = d / "dep" / "models" / "refit-1.keras"
+    aside = tmp_path / "refit-1.keras"
+    shutil.move(second, aside)
+    capsys.readouterr()
+    try:
+        assert main(["predict", "--study", "dep", "--storage", storage, str(corpus), "-o", str(tmp_path / "o")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(second) in err[0] and "--refits" in err[0]
+        assert not (tmp_path / "o").exists()
+    finally:
+        shutil.move(aside, second)
 
 
 def test_prior_adaptation_leaves_the_training_balance_alone():
@@ -163,7 +219,9 @@ def test_a_thresholds_decision_carries_its_multipliers_before_the_test_step(depl
     rec = recommendation_from(state, study.user_attrs["evaluation"])
     assert rec["decision"] == "thresholds"
     assert rec["multipliers"] == {"Nomenclature": pytest.approx(6.0), "Description": pytest.approx(2.0), "Misc": 1.0}
-    rec["deployed"] = study.user_attrs["recommendation"]["deployed"]
+    deployed = study.user_attrs["recommendation"]["deployed"]
+    rec["deployed"] = dict(deployed, calibration=deployed_calibration(deployed["ensemble"]["members"], rec["decision"]))
+    assert rec["deployed"]["calibration"] is None  # thresholds' multipliers act on uncalibrated probabilities
     study.set_user_attr("recommendation", rec)
     study.set_user_attr("test_stats", None)  # stopped before the test step
     out = tmp_path / "t.json"

@@ -170,7 +170,7 @@ def test_weights_are_recommended_where_weighting_truly_helps(tmp_path, capsys):
     storage = f"sqlite:///{tmp_path}/power.db"
     rc = main(["tune", "--sample-docs", "60", "--sample-rare-nomenclature", "10", "--config", str(toml),
                "--trials", "3", "--study", "power", "--storage", storage, "--confirm-top", "1",
-               "--cache-dir", str(tmp_path / "cache")])
+               "--cache-dir", str(tmp_path / "cache"), "--refits", "0"])  # no refits: predict --study takes the ensemble
     assert rc == 0
     out = capsys.readouterr().out
     assert "Recommendation: Use class weights" in out and "diff vs none" in out

@@ -64,7 +64,7 @@ def _copy_of(searched, folder):
 def reference(searched, tmp_path_factory, cache_dir):
     """The same study confirmed by one process alone."""
     url = _copy_of(searched, tmp_path_factory.mktemp("single"))
-    assert main(["tune", *_args(url, "s", searched[1], cache_dir)]) == 0
+    assert main(["tune", *_args(url, "s", searched[1], cache_dir), "--refits", "0"]) == 0
     study = optuna.load_study(study_name="s", storage=url)
     return {"scores": _unit_scores(study), "decision": study.user_attrs["recommendation"]["decision"],
             "candidates": [r["candidate"] for r in study.user_attrs["recommendation"]["candidates"]]}
@@ -73,7 +73,7 @@ def reference(searched, tmp_path_factory, cache_dir):
 def _tune_and_worker_confirm_together(url, name, toml, tmp_path, cache_dir, reference):
     # the search is done; tune and a worker, started together, share its confirmation
     worker = cli(["worker", "--storage", url, "--study", name, "--trials", "3"], cache_dir, cwd=tmp_path)
-    tuner = cli(["tune", *_args(url, name, toml, cache_dir)[:-4]], cache_dir, cwd=tmp_path)  # cli() adds the data
+    tuner = cli(["tune", *_args(url, name, toml, cache_dir)[:-4], "--refits", "0"], cache_dir, cwd=tmp_path)  # cli() adds the data
     outputs = {}
     for label, proc in (("tune", tuner), ("worker", worker)):
         outputs[label], err = proc.communicate(timeout=600)
@@ -123,7 +123,7 @@ def test_a_killed_workers_unit_run_is_retried_and_counted_once(searched, tmp_pat
     os.kill(worker.pid, signal.SIGKILL)
     worker.wait(timeout=30)
     # tune picks up what is left, and the killed run once its heartbeat is stale (3 beats of 1 s)
-    assert main(["tune", *_args(url, name, toml, cache_dir), "--heartbeat", "1"]) == 0
+    assert main(["tune", *_args(url, name, toml, cache_dir), "--heartbeat", "1", "--refits", "0"]) == 0
     study = optuna.load_study(study_name=name, storage=url)
     companion = _companion(url, study)
     killed = [t for t in companion.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
@@ -151,7 +151,7 @@ def test_a_password_in_the_storage_url_is_stored_and_shown_nowhere(tmp_path, cac
     try:
         assert main(["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "2", "--folds", "2",
                      "--repeats", "1", "--confirm-top", "1", "--sample-docs", SAMPLE_DOCS,
-                     "--cache-dir", str(cache_dir)]) == 0
+                     "--cache-dir", str(cache_dir), "--refits", "0"]) == 0
         assert main(["export", "--storage", url, "--study", name, "-o", str(tmp_path / "e.json")]) == 0
         assert main(["report", "--storage", url, "--study", name, "--no-plots"]) == 0
         shown = capsys.readouterr()

@@ -17,7 +17,7 @@ from .paths import DEFAULT_CACHE_DIR, default_export_path, default_storage_url, 
 from .posthoc import ADAPT_CHOICES
 from .sample import SAMPLE_DOCS
 from .signals import StopGuard, Terminated
-from .study.members import DEFAULT_DEPLOYED, DEPLOYED_KINDS
+from .study.members import DEFAULT_REFITS, DEPLOYED_KINDS
 from .study.space import DEFAULT_EVALUATION, DESIGNS
 
 EXIT_USAGE = 2
@@ -210,8 +210,8 @@ def cmd_tune(args) -> int:
     print(candidates_table(recommendation))
     print(f"\nRecommendation: {decision_sentence(recommendation)}")
     final_test_evaluation(study, prepared, storage, members)
-    if args.refit:
-        refit(study, prepared, storage)
+    if args.refits:
+        refit(study, prepared, storage, args.refits)
     print(f"Deployed model (predict --study): {deployed_sentence(study.user_attrs['recommendation'])}")
     print(f"Next: weight-tuner export --study {args.study} --storage {display_url(storage)}")
     return 0
@@ -250,7 +250,7 @@ def cmd_predict(args) -> int:
     output_paths(collect_inputs(args.files), args.out)
     if args.model and (args.use or args.members):
         raise WeightTunerError("predict: --use and --members choose a study's model; they need --study, not --model")
-    multipliers, prior = None, None
+    multipliers, prior, calibration = None, None, None
     if args.model:
         model_path = args.model
     else:
@@ -258,10 +258,12 @@ def cmd_predict(args) -> int:
 
         deployed = recommended_model(_storage(args), args.study, use=args.use, members=args.members)
         model_path, multipliers, prior = deployed.bundles, deployed.multipliers, deployed.train_prior
+        calibration = deployed.calibration
         print(f"model: {deployed.description}")
     results = predict_files(model_path, args.files, out_dir=args.out, probs_csv=args.probs,
                             sequence_threshold=args.sequence_rules, multipliers=multipliers,
-                            progress=progress_enabled(), adapt=args.adapt_priors, train_prior=prior)
+                            progress=progress_enabled(), adapt=args.adapt_priors, train_prior=prior,
+                            calibration=calibration)
     for path, entry in results["files"].items():
         print(f"{path}: {entry['lines']} lines -> {entry['output']}" +
               (f" (probabilities: {entry['probs_csv']})" if "probs_csv" in entry else ""))
@@ -419,9 +421,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm-top", type=int_at_least(1), default=None,
                    help=f"distinct weight vectors confirmed against no weights (default {DEFAULT_EVALUATION['top']})")
     p.add_argument("--no-confirm", action="store_true", help="run the search only; make no recommendation")
-    p.add_argument("--refit", action="store_true",
-                   help="after the decision, also train the recommended configuration on every non-test line "
-                        "(predict --study --use refit)")
+    p.add_argument("--refits", type=int_at_least(0), default=DEFAULT_REFITS, metavar="N",
+                   help="after the decision, train the recommended configuration N times on every non-test line "
+                        f"(seeds seed, seed + 10, ...): the default model of predict --study (default "
+                        f"{DEFAULT_REFITS}; 0: none, predict --study then uses the confirmation's models)")
 
     p = command("worker", cmd_worker, "join an existing study (created by tune) as one more worker", tf=True)
     _add_data_args(p)
@@ -466,8 +469,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="apply the Nomenclature -> Description rules with this Description-probability threshold")
     p.add_argument("--json", default=None, help="write the results (and scores) as JSON here")
     p.add_argument("--use", choices=DEPLOYED_KINDS, default=None,
-                   help=f"with --study: which model of the recommendation (default {DEFAULT_DEPLOYED}: the "
-                        "confirmation's models averaged; single: the search's model; refit: tune --refit's)")
+                   help="with --study: which model of the recommendation (default: refit, tune --refits' models "
+                        "averaged, where tune made them, else ensemble: the confirmation's models averaged; "
+                        "single: the search's model)")
     p.add_argument("--members", default=None, metavar="DIR",
                    help="with --study: the folder of the confirmation's models, where it moved")
     p.add_argument("--adapt-priors", choices=ADAPT_CHOICES, default=None,

@@ -58,7 +58,7 @@ def recommendation_export(rec: dict) -> dict:
 
 def deployed_export(deployed: dict | None) -> dict | None:
     """What ``predict --study`` uses: the default kind, the ensemble's members (unit, artifact, training
-    lines), the single model's trial and the refit's training lines."""
+    lines), the single model's trial, the refits (how many, training lines) and the calibration."""
     if not deployed:
         return None
     return {"default": deployed["default"], "candidate": deployed["candidate"],
@@ -66,8 +66,10 @@ def deployed_export(deployed: dict | None) -> dict | None:
                          "members": [{k: m[k] for k in ("unit", "artifact_id", "train_lines")}
                                      for m in deployed["ensemble"]["members"]]},
             "single": {k: deployed["single"][k] for k in ("trial", "trained_on")},
-            "refit": ({k: deployed["refit"][k] for k in ("train_lines", "trained_on", "test_important_f1")}
-                      if deployed.get("refit") else None)}
+            "refit": ({k: deployed["refit"].get(k, 1 if k == "models" else None)
+                       for k in ("models", "train_lines", "trained_on", "test_important_f1")}
+                      if deployed.get("refit") else None),
+            "calibration": deployed.get("calibration")}
 
 
 def build_export(storage_url: str, study_name: str, trial_number: int | None = None) -> dict:

@@ -8,6 +8,8 @@ can rank weight vectors before any retraining.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .config import CLASSES
@@ -107,3 +109,68 @@ def adapt_priors(probs: np.ndarray, train_prior: np.ndarray, max_iter: int = 200
         if converged:
             break
     return adjusted, prior
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Bias-corrected temperature scaling: ``softmax(log p / temperature + biases)``."""
+
+    temperature: float
+    biases: tuple[float, ...]
+
+    def as_dict(self) -> dict:
+        """The form stored in a study (user attrs are JSON)."""
+        return {"temperature": self.temperature, "biases": list(self.biases)}
+
+    @staticmethod
+    def from_dict(stored: dict) -> "Calibration":
+        """The calibration :meth:`as_dict` stored."""
+        return Calibration(float(stored["temperature"]), tuple(float(b) for b in stored["biases"]))
+
+
+def apply_calibration(probs: np.ndarray, calibration: Calibration | None) -> np.ndarray:
+    """``probs`` recalibrated by ``calibration`` (unchanged without one), in their dtype; each line still
+    sums to 1."""
+    if calibration is None:
+        return probs
+    logits = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)) / calibration.temperature
+    logits = logits + np.asarray(calibration.biases)
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return (e / e.sum(axis=1, keepdims=True)).astype(np.asarray(probs).dtype)
+
+
+def fit_calibration(probs: np.ndarray, y: np.ndarray) -> Calibration | None:
+    """The temperature and per-class biases that minimise the log loss of ``probs`` on labels ``y``.
+
+    Bias-corrected temperature scaling (Alexandari, Kundaje and Shrikumar 2020). Fit it on lines the
+    model did not train on. The log loss is convex in (1 / temperature, biases); the first class's
+    bias is fixed at 0. ``None`` when a class is absent from ``y``: its bias would run off to -inf.
+    """
+    from scipy.optimize import minimize
+
+    z = np.log(np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0))
+    if not np.bincount(np.asarray(y), minlength=z.shape[1]).all():
+        return None
+    onehot = np.eye(z.shape[1])[np.asarray(y)]
+
+    def loss(theta):
+        logits = theta[0] * z
+        logits[:, 1:] += theta[1:]
+        logits -= logits.max(axis=1, keepdims=True)
+        log_q = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        q = np.exp(log_q)
+        diff = (q - onehot) / len(z)
+        grad = np.concatenate([[np.sum(diff * z)], diff[:, 1:].sum(axis=0)])
+        return -np.sum(onehot * log_q) / len(z), grad
+
+    theta = minimize(loss, np.r_[1.0, np.zeros(z.shape[1] - 1)], jac=True, method="L-BFGS-B",
+                     bounds=[(1e-3, None)] + [(None, None)] * (z.shape[1] - 1)).x
+    return Calibration(1.0 / float(theta[0]), (0.0, *map(float, theta[1:])))
+
+
+def mean_calibration(fits: list[Calibration]) -> Calibration:
+    """One calibration from several fits (an ensemble's members): the mean of their parameters,
+    taken on 1 / temperature and the biases, in which the calibrated logits are linear."""
+    inverse = float(np.mean([1.0 / f.temperature for f in fits]))
+    return Calibration(1.0 / inverse, tuple(float(b) for b in np.mean([f.biases for f in fits], axis=0)))

@@ -188,10 +188,12 @@ def group_inputs(inputs: list[Path], adapt: str | None) -> list[list[Path]]:
 def predict_files(model_path: str | Path | list[Path], files: list[str | Path], out_dir: str | Path | None = None,
                   probs_csv: bool = False, sequence_threshold: float | None = None,
                   multipliers: dict[str, float] | None = None, progress: bool = False,
-                  adapt: str | None = None, train_prior: dict[str, float] | None = None) -> dict:
+                  adapt: str | None = None, train_prior: dict[str, float] | None = None,
+                  calibration=None) -> dict:
     """Label ``files`` (files or folders, see :func:`collect_inputs`) with a saved model bundle, or with
-    several (a list of bundle paths: an ensemble, whose per-line probabilities are averaged); return
-    per-file and overall stats for annotated files.
+    several (a list of bundle paths: an ensemble, whose per-line probabilities are averaged, each model's
+    calibrated first with ``calibration``, a :class:`.posthoc.Calibration`); return per-file and overall
+    stats for annotated files.
 
     Outputs go where :func:`output_paths` says; every output is written atomically, so an interrupted
     run leaves earlier outputs whole and no half-written file. Rows are featurised one file at a time.
@@ -204,7 +206,7 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
     """
     from tqdm import tqdm
 
-    from .posthoc import ADAPT_CHOICES, adapt_priors, apply_multipliers
+    from .posthoc import ADAPT_CHOICES, adapt_priors, apply_calibration, apply_multipliers
 
     if adapt is not None and adapt not in ADAPT_CHOICES:
         raise DataError(f"predict: --adapt-priors must be one of {', '.join(ADAPT_CHOICES)}, got {adapt!r}")
@@ -230,7 +232,8 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
                 continue
             split = SplitData.whole(str(fl.path), featurizer.transform_rows(fl.texts), fl.y if fl.y is not None else
                                     np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [str(fl.path)])
-            probs = np.mean([predict_probs(model, split, config) for model, _, config in loaded], axis=0)
+            probs = np.mean([apply_calibration(predict_probs(model, split, config), calibration)
+                             for model, _, config in loaded], axis=0)
             items.append((path, fl, probs))
         if adapt is not None and items:
             prior = np.array([train_prior[c] for c in CLASSES], dtype=np.float64)

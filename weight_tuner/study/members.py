@@ -4,8 +4,11 @@ Every unit run of the confirmation trains its candidate on the unit's training f
 are kept as Optuna artifacts of their unit trials (one zipped bundle each, in a
 ``FileSystemArtifactStore``), so a worker on another machine keeps its models where ``tune`` and
 ``predict`` find them when the store's folder is shared. After the decision the recommended
-candidate's members form a cross-validation ensemble: ``predict --study`` averages their per-line
-probabilities. A refit (every non-test line, one model) is the alternative kept beside it.
+candidate's members form a cross-validation ensemble. ``tune`` then refits the configuration on every
+non-test line with a few seeds (``--refits``): those models, averaged, are what ``predict --study``
+uses by default (docs/benchmarks.md, "The model a user deploys"). Each member's calibration, fitted on
+its held-out fold, is averaged into the deployed models' calibration, applied to every model's
+probabilities before they are averaged.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_
 from ..config import validate_config
 from ..errors import StudyError
 from ..paths import artifacts_dir, model_path, models_dir
-from ..posthoc import apply_multipliers
+from ..posthoc import Calibration, apply_calibration, apply_multipliers, mean_calibration
 from .storage import completed_trials, trial_config, trial_score, tuned_study
 
 logger = logging.getLogger(__name__)
@@ -32,8 +35,10 @@ logger = logging.getLogger(__name__)
 MEMBER_ATTR = "member"  # a unit trial's user attr: {"artifact_id", "store"}
 BUNDLE_NAME = "member.keras"
 DEPLOYED_KINDS = ("ensemble", "refit", "single")
-DEFAULT_DEPLOYED = "ensemble"
-REFIT_NAME = "refit.keras"  # in the study's models folder
+DEFAULT_DEPLOYED = "ensemble"  # until refits are made; then "refit"
+DEFAULT_REFITS = 3
+REFIT_SEED_STEP = 10  # refit k trains with seed + 10 k
+REFIT_NAME = "refit.keras"  # the first refit, in the study's models folder; refit k > 0 is refit-<k>.keras
 
 
 def members_dir(storage_url: str, study_name: str, override: str | Path | None = None) -> Path:
@@ -117,8 +122,22 @@ def ensemble_of(companion: optuna.Study, finished: dict, candidate: str) -> list
         if t is None or MEMBER_ATTR not in t.user_attrs:
             continue
         members.append(dict(t.user_attrs[MEMBER_ATTR], unit=key, run=t.number, train_lines=t.user_attrs["train_lines"],
-                            train_class_counts=t.user_attrs.get("train_class_counts")))
+                            train_class_counts=t.user_attrs.get("train_class_counts"),
+                            calibration=t.user_attrs.get("calibration")))
     return members
+
+
+def deployed_calibration(members: list[dict], decision: str) -> dict | None:
+    """The deployed models' calibration: the members' fits (each on its own held-out fold) averaged,
+    with what it was fitted on. ``None`` for a thresholds decision (its multipliers were fitted on
+    uncalibrated probabilities) or when a member has no fit (a unit run from before calibration, or a
+    held-out fold without every class)."""
+    fits = [m.get("calibration") for m in members]
+    if decision == "thresholds" or not fits or None in fits:
+        return None
+    mean = mean_calibration([Calibration.from_dict(f) for f in fits])
+    return dict(mean.as_dict(), fitted_on=f"the held-out folds of {len(fits)} confirmation units, one fit each, "
+                                          "parameters averaged")
 
 
 def class_fractions(counts: dict[str, int]) -> dict[str, float]:
@@ -133,15 +152,22 @@ def mean_fractions(all_counts: list[dict[str, int]]) -> dict[str, float]:
     return {c: sum(f[c] for f in fractions) / len(fractions) for c in fractions[0]}
 
 
-def ensemble_probs(bundles: list[Path], split, multipliers: dict | None = None) -> np.ndarray:
-    """The mean of the bundles' per-line probabilities on ``split`` (re-weighted by ``multipliers``)."""
+def ensemble_probs(bundles: list[Path], split, multipliers: dict | None = None,
+                   calibration: Calibration | None = None) -> np.ndarray:
+    """The mean of the bundles' per-line probabilities on ``split``, each calibrated first (with
+    ``calibration``), the mean re-weighted by ``multipliers``."""
     from ..train import load_bundle, predict_probs
 
     probs = []
     for path in bundles:
         model, _, cfg = load_bundle(path)
-        probs.append(predict_probs(model, split, cfg))
+        probs.append(apply_calibration(predict_probs(model, split, cfg), calibration))
     return apply_multipliers(np.mean(probs, axis=0), multipliers)
+
+
+def refit_paths(models: Path, count: int) -> list[Path]:
+    """Where a study's ``count`` refits are saved."""
+    return [models / (REFIT_NAME if k == 0 else f"refit-{k}.keras") for k in range(count)]
 
 
 def recommended_config(study: optuna.Study, recommendation: dict) -> dict:
@@ -152,9 +178,11 @@ def recommended_config(study: optuna.Study, recommendation: dict) -> dict:
     return validate_config(dict(study.user_attrs["model_config"], class_weights=None))
 
 
-def refit(study: optuna.Study, prepared, storage_url: str) -> dict:
-    """Train the recommended configuration once on every non-test line, save it beside the study's
-    models, and score it once on the test split (deciding nothing). Returns its ``deployed.refit`` entry."""
+def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_REFITS) -> dict:
+    """Train the recommended configuration ``count`` times on every non-test line (seeds ``seed``,
+    ``seed + 10``, ...), save the models beside the study's, make them the default of ``predict --study``,
+    and score their calibrated mean once on the test split (deciding nothing). Returns the
+    ``deployed.refit`` entry."""
     from ..metrics import compute_stats
     from ..train import predict_probs, save_bundle, train_model
     from .units import refit_data
@@ -163,32 +191,40 @@ def refit(study: optuna.Study, prepared, storage_url: str) -> dict:
     if rec is None or "deployed" not in rec:
         raise StudyError(f"study {study.study_name!r} has no recommendation to refit; run tune without --no-confirm")
     config = recommended_config(study, rec)
+    stored = rec["deployed"].get("calibration")
+    calibration = Calibration.from_dict(stored) if stored else None
     data = refit_data(prepared)
-    logger.info(f"refitting {rec['deployed']['candidate']} on {data.train.n} non-test lines")
-    model, _ = train_model(data, config)
-    path = models_dir(storage_url, study.study_name) / REFIT_NAME
-    save_bundle(model, prepared.featurizer, config, path, prepared.label_map)
     test = prepared.splits["test"]
-    probs = apply_multipliers(predict_probs(model, test, config), rec.get("multipliers"))
-    entry = {"train_lines": int(data.train.n), "train_class_counts": data.train.class_counts(),
-             "trained_on": "every non-test line (train and validation splits)",
-             "test_important_f1": float(compute_stats(test.y, probs)["important_f1"])}
-    rec = dict(rec, deployed=dict(rec["deployed"], refit=entry))
+    probs = []
+    for k, path in enumerate(refit_paths(models_dir(storage_url, study.study_name), count)):
+        logger.info(f"refit {k + 1}/{count}: {rec['deployed']['candidate']} on {data.train.n} non-test lines")
+        cfg = validate_config(dict(config, seed=int(config["seed"]) + REFIT_SEED_STEP * k))
+        model, _ = train_model(data, cfg)
+        save_bundle(model, prepared.featurizer, cfg, path, prepared.label_map)
+        probs.append(apply_calibration(predict_probs(model, test, cfg), calibration))
+    mean = apply_multipliers(np.mean(probs, axis=0), rec.get("multipliers"))
+    entry = {"models": count, "train_lines": int(data.train.n), "train_class_counts": data.train.class_counts(),
+             "trained_on": f"every non-test line (train and validation splits), {count} seeds",
+             "test_important_f1": float(compute_stats(test.y, mean)["important_f1"])}
+    rec = dict(rec, deployed=dict(rec["deployed"], refit=entry, default="refit"))
     study.set_user_attr("recommendation", rec)
-    logger.info(f"refit model saved at {path}; test important_f1 {entry['test_important_f1']:.4f} (scored once)")
+    logger.info(f"{count} refit models saved in {models_dir(storage_url, study.study_name)}; test important_f1 of "
+                f"their mean {entry['test_important_f1']:.4f} (scored once)")
     return entry
 
 
 @dataclass(frozen=True)
 class Deployed:
-    """The model ``predict --study`` uses: its kind, bundle paths (several for an ensemble), the post-hoc
-    multipliers (``None``: plain argmax) and the class balance it was trained on (for prior adaptation)."""
+    """The model ``predict --study`` uses: its kind, bundle paths (several for an ensemble or refits), the
+    post-hoc multipliers (``None``: plain argmax), the class balance it was trained on (for prior
+    adaptation) and the calibration applied to each model's probabilities (``None``: none)."""
 
     kind: str
     bundles: list[Path]
     multipliers: dict | None
     train_prior: dict[str, float] | None
     description: str
+    calibration: Calibration | None = None
 
 
 def recommended_model(storage_url: str, study_name: str, use: str | None = None,
@@ -197,8 +233,9 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
     default the recommendation's own default (:data:`.members.DEFAULT_DEPLOYED`).
 
     The ensemble is the recommended candidate's confirmation models (unpacked once into the study's
-    models folder; ``members`` overrides where their store is); ``single`` is the search's model of the
-    recommended trial (the unweighted one for no weights and thresholds). A study without a
+    models folder; ``members`` overrides where their store is); ``refit`` is ``tune --refits``' models;
+    ``single`` is the search's model of the recommended trial (the unweighted one for no weights and
+    thresholds). Each carries the recommendation's calibration, where it has one. A study without a
     recommendation falls back to its best trial's model. Anything missing is a :class:`StudyError`.
     """
     study = tuned_study(storage_url, study_name)
@@ -210,6 +247,9 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
     if kind != "single" and deployed is None:
         raise StudyError(f"study {study_name!r} has no deployed {kind} (its confirmation has not run, or ran "
                          "before models were kept); use --use single")
+    stored = (deployed or {}).get("calibration")
+    calibration = Calibration.from_dict(stored) if stored else None
+    note = f"; calibrated (temperature {calibration.temperature:.2f})" if calibration else ""
     if kind == "ensemble":
         found = deployed["ensemble"]["members"]
         if not found:
@@ -220,14 +260,17 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
                                [study.user_attrs["class_counts"]["train"]])
         return Deployed("ensemble", bundles, multipliers, prior,
                         f"ensemble of {len(bundles)} confirmation models of {deployed['candidate']} "
-                        f"(units {', '.join(m['unit'] for m in found)})")
+                        f"(units {', '.join(m['unit'] for m in found)}){note}", calibration)
     if kind == "refit":
         refit = deployed.get("refit")
-        path = models / REFIT_NAME
-        if refit is None or not path.exists():
-            raise StudyError(f"study {study_name!r} has no refit model at {path}; run tune again with --refit")
-        return Deployed("refit", [path], multipliers, class_fractions(refit["train_class_counts"]),
-                        f"refit of {deployed['candidate']} on {refit['train_lines']} non-test lines")
+        paths = refit_paths(models, refit.get("models", 1)) if refit else [models / REFIT_NAME]
+        missing = [p for p in paths if not p.exists()]
+        if refit is None or missing:
+            raise StudyError(f"study {study_name!r} has no refit model at {(missing or paths)[0]}; run tune again "
+                             "with --refits N")
+        return Deployed("refit", paths, multipliers, class_fractions(refit["train_class_counts"]),
+                        f"{len(paths)} refit{'s' if len(paths) > 1 else ''} of {deployed['candidate']} on "
+                        f"{refit['train_lines']} non-test lines{note}", calibration)
     number = rec["trial"] if rec and rec.get("trial") is not None else max(completed_trials(study),
                                                                            key=trial_score).number
     path = model_path(models, number)
@@ -235,4 +278,4 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
         raise StudyError(f"the model of trial {number} is not at {path} (models are kept on the machine that ran "
                          "the study); use weight-tuner train --save-model with the exported weights")
     return Deployed("single", [path], multipliers, class_fractions(study.user_attrs["class_counts"]["train"]),
-                    f"the search's model of trial {number}")
+                    f"the search's model of trial {number}{note}", calibration)

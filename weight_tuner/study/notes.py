@@ -87,10 +87,14 @@ def deployed_sentence(recommendation: dict) -> str:
            f"{min(m['train_lines'] for m in members)}-{max(m['train_lines'] for m in members)} lines)"
            if members else "none kept")
     refit = deployed.get("refit")
+    cal = deployed.get("calibration")
     text = {"ensemble": f"Ensemble: {ens}.",
             "single": f"Single: the search's model of trial {deployed['single']['trial']} (its training split).",
-            "refit": (f"Refit: one model on every non-test line ({refit['train_lines']} lines)." if refit
-                      else "Refit: not made (tune --refit).")}
+            "refit": (f"Refit: the mean of {refit.get('models', 1)} model(s) on every non-test line "
+                      f"({refit['train_lines']} lines)." if refit else "Refit: not made (tune --refits N)."),
+            "calibration": (f"Each model's probabilities are calibrated first: temperature {cal['temperature']:.3f}, "
+                            f"biases {', '.join(f'{b:+.3f}' for b in cal['biases'])}, fitted on {cal['fitted_on']}."
+                            if cal else "No calibration.")}
     order = [deployed["default"]] + [k for k in text if k != deployed["default"]]
     return " ".join([f"Default: {deployed['default']}."] + [text[k] for k in order])
 

@@ -21,7 +21,7 @@ import optuna
 
 from ..config import CLASSES, validate_config
 from ..paths import model_path, models_dir
-from .members import DEFAULT_DEPLOYED, ensemble_of, ensemble_probs, fetch_members
+from .members import DEFAULT_DEPLOYED, deployed_calibration, ensemble_of, ensemble_probs, fetch_members
 from .notes import PENDING_DECISION, decision_attr, save_notes
 from .statistics import decide, mean_or_nan
 from .storage import FINISHED, trial_config
@@ -131,6 +131,7 @@ def deployed_models(study: optuna.Study, companion: optuna.Study, finished: dict
     counts = study.user_attrs.get("class_counts", {})
     members = ensemble_of(companion, finished, candidate)
     return {"default": DEFAULT_DEPLOYED if members else "single", "candidate": candidate,
+            "calibration": deployed_calibration(members, recommendation["decision"]),
             "ensemble": {"members": members,
                          "trained_on": "each member: the unit's training folds of the non-test chunks"},
             "single": {"trial": recommendation["trial"], "train_class_counts": counts.get("train"),
@@ -158,7 +159,7 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
     and shown in the study's note. The deployed ensemble (when models were kept) is scored too.
     """
     from ..metrics import compute_stats
-    from ..posthoc import apply_multipliers, fit_adjustment
+    from ..posthoc import Calibration, apply_multipliers, fit_adjustment
     from ..predict import one_hot_probs
     from ..train import evaluate, load_bundle, predict_probs, save_bundle, train_model
 
@@ -205,7 +206,9 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
     members = ((rec.get("deployed") or {}).get("ensemble") or {}).get("members")
     if members:
         bundles = fetch_members(members, models / "members", members_folder)
-        probs = ensemble_probs(bundles, prepared.splits["test"], rec.get("multipliers"))
+        stored = rec["deployed"].get("calibration")
+        probs = ensemble_probs(bundles, prepared.splits["test"], rec.get("multipliers"),
+                               Calibration.from_dict(stored) if stored else None)
         result["ensemble"] = {"members": len(bundles), "stats": compute_stats(prepared.splits["test"].y, probs)}
     study.set_user_attr("test_stats", result)
     save_notes(study, study.user_attrs.get("confirmation") or {"candidates": {}}, rec, result)

@@ -218,7 +218,8 @@ class UnitRun:
         except NonFiniteLossError as exc:  # the same run would fail again: not queued, named by the wait
             trial.set_user_attr("fail_reason", str(exc))
             raise
-        for k in ("scores", "lines", "train_lines", "train_class_counts", "seconds", "thresholds", "multipliers"):
+        for k in ("scores", "lines", "train_lines", "train_class_counts", "calibration", "seconds", "thresholds",
+                  "multipliers"):
             if k in res:
                 trial.set_user_attr(k, res[k])
         return res["scores"]["important_f1"]

@@ -135,13 +135,16 @@ def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int
              cache=None, keep=None) -> dict:
     """Train ``config`` on the unit's training folds and score its held-out fold.
 
-    Returns ``{"scores": {...}, "lines": held-out lines, "train_lines": ..., "seconds": ...}``; with
+    Returns ``{"scores": {...}, "lines": held-out lines, "train_lines": ..., "seconds": ...}``,
+    and ``calibration`` (:func:`.posthoc.fit_calibration` on the held-out fold, as a dict) when every
+    class is in that fold; with
     ``thresholds``, also the post-hoc threshold competitor on the same model, fitted by 2-way
     cross-fitting inside the held-out fold (fitted on one half of its chunks, scored on the other),
     and the ``multipliers`` fitted on the whole held-out fold.
     ``should_stop`` and ``cache`` (a :class:`.model.ModelCache`) are passed to :func:`.train.train_model`;
     ``keep(model, config)`` is called with the trained model (the confirmation keeps it as a member).
     """
+    from ..posthoc import fit_calibration
     from ..train import predict_probs, train_model
 
     t0 = time.perf_counter()
@@ -152,6 +155,9 @@ def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int
     out = {"scores": _scores(compute_stats(held.y, probs)), "lines": int(held.n),
            "train_lines": int(data.train.n), "train_class_counts": data.train.class_counts(),
            "seconds": round(time.perf_counter() - t0, 3)}
+    calibration = fit_calibration(probs, held.y)  # the deployed models' calibration (members.py)
+    if calibration is not None:
+        out["calibration"] = calibration.as_dict()
     if keep is not None:
         keep(model, cfg)
     if thresholds:
