@@ -16,6 +16,12 @@ from weight_tuner.study import load_existing_study
 from conftest import TINY_DOCS
 
 
+def _tune(d, storage, cache_dir, refits="2"):
+    return ["tune", "--sample-docs", str(TINY_DOCS), "--cache-dir", str(cache_dir), "--config", str(d / "tiny.toml"),
+            "--trials", "2", "--study", "dep", "--storage", storage, "--folds", "2", "--repeats", "1",
+            "--confirm-top", "1", "--refits", refits]
+
+
 @pytest.fixture(scope="module")
 def deployed_study(tmp_path_factory, cache_dir):
     """``tune --refits 2`` on the sample corpus with a tiny model: 2 confirmation units, so 2 members."""
@@ -25,10 +31,7 @@ def deployed_study(tmp_path_factory, cache_dir):
                     "epochs = 2\nbatch_size = 16\nwindow_size = 10\nprediction_stride = 5\nlearning_rate = 0.01\n"
                     '[pruner]\ntype = "none"\n')
     storage = f"sqlite:///{d}/d.db"
-    rc = main(["tune", "--sample-docs", str(TINY_DOCS), "--cache-dir", str(cache_dir), "--config", str(toml),
-               "--trials", "2", "--study", "dep", "--storage", storage, "--folds", "2", "--repeats", "1",
-               "--confirm-top", "1", "--refits", "2"])
-    assert rc == 0
+    assert main(_tune(d, storage, cache_dir)) == 0
     corpus = d / "new"
     assert main(["sample", "-o", str(corpus), "--docs", "3", "--seed", "11"]) == 0
     return d, storage, corpus
@@ -142,6 +145,26 @@ def test_missing_member_models_fail_with_one_line(deployed_study, tmp_path, caps
                      str(corpus), "-o", str(tmp_path / "o")]) == 0
     finally:
         shutil.move(moved, d / "dep" / "members")
+
+
+def test_a_rerun_keeps_the_refits_of_the_same_configuration(deployed_study, tmp_path, cache_dir):
+    d, _, _ = deployed_study
+    copy = tmp_path / "copy"
+    shutil.copytree(d, copy, ignore=shutil.ignore_patterns("new"))
+    storage = f"sqlite:///{copy}/d.db"
+    models = copy / "dep" / "models"
+
+    def refits():
+        entry = load_existing_study(storage, "dep").user_attrs["recommendation"]["deployed"]
+        return entry["default"], entry["refit"], {p.name: p.stat().st_mtime_ns for p in models.glob("refit*.keras")}
+
+    before = refits()
+    assert main(_tune(copy, storage, cache_dir)) == 0
+    assert refits() == before  # the finished study: nothing trained again, the entry kept
+    assert main(_tune(copy, storage, cache_dir, refits="1")) == 0
+    default, entry, stamps = refits()
+    assert default == "refit" and entry["models"] == 1
+    assert stamps["refit.keras"] != before[2]["refit.keras"]  # another count: trained again
 
 
 def test_a_missing_refit_fails_with_one_line(deployed_study, tmp_path, capsys):

@@ -204,6 +204,7 @@ def cmd_tune(args) -> int:
         return 0
     evaluation = confirmation_evaluation(study, study_config.evaluation)
     members = members_dir(storage, args.study, args.members)
+    earlier = study.user_attrs.get("recommendation")  # its refits are kept if the configuration is the same
     recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members)
     confirm_s = time.perf_counter() - t0 - search_s
     print(f"\nconfirmation ({confirm_s:.0f}s), paired against no weights over {recommendation['n_units']} units:")
@@ -211,7 +212,7 @@ def cmd_tune(args) -> int:
     print(f"\nRecommendation: {decision_sentence(recommendation)}")
     final_test_evaluation(study, prepared, storage, members)
     if args.refits:
-        refit(study, prepared, storage, args.refits)
+        refit(study, prepared, storage, args.refits, earlier)
     print(f"Deployed model (predict --study): {deployed_sentence(study.user_attrs['recommendation'])}")
     print(f"Next: weight-tuner export --study {args.study} --storage {display_url(storage)}")
     return 0

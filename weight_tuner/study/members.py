@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,11 +179,16 @@ def recommended_config(study: optuna.Study, recommendation: dict) -> dict:
     return validate_config(dict(study.user_attrs["model_config"], class_weights=None))
 
 
-def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_REFITS) -> dict:
+def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_REFITS,
+          earlier: dict | None = None) -> dict:
     """Train the recommended configuration ``count`` times on every non-test line (seeds ``seed``,
     ``seed + 10``, ...), save the models beside the study's, make them the default of ``predict --study``,
     and score their calibrated mean once on the test split (deciding nothing). Returns the
-    ``deployed.refit`` entry."""
+    ``deployed.refit`` entry.
+
+    ``earlier`` is the study's recommendation before this run of ``tune``: refits it made of the same
+    configuration, as many, all on disk and scored with the same calibration, are kept instead of
+    trained again (a rerun of a finished study trains nothing)."""
     from ..metrics import compute_stats
     from ..train import predict_probs, save_bundle, train_model
     from .units import refit_data
@@ -193,23 +199,33 @@ def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_
     config = recommended_config(study, rec)
     stored = rec["deployed"].get("calibration")
     calibration = Calibration.from_dict(stored) if stored else None
+    paths = refit_paths(models_dir(storage_url, study.study_name), count)
+    before = (earlier or {}).get("deployed") or {}
+    made = before.get("refit")
+    if (made and made.get("models") == count and made.get("config") == config and all(p.exists() for p in paths)
+            and before.get("calibration") == stored):  # the same models, scored the same way
+        logger.info(f"the {count} refits of this configuration are already in {paths[0].parent}: kept")
+        study.set_user_attr("recommendation", dict(rec, deployed=dict(rec["deployed"], refit=made, default="refit")))
+        return made
+    t0 = time.perf_counter()
     data = refit_data(prepared)
     test = prepared.splits["test"]
     probs = []
-    for k, path in enumerate(refit_paths(models_dir(storage_url, study.study_name), count)):
+    for k, path in enumerate(paths):
         logger.info(f"refit {k + 1}/{count}: {rec['deployed']['candidate']} on {data.train.n} non-test lines")
         cfg = validate_config(dict(config, seed=int(config["seed"]) + REFIT_SEED_STEP * k))
         model, _ = train_model(data, cfg)
         save_bundle(model, prepared.featurizer, cfg, path, prepared.label_map)
         probs.append(apply_calibration(predict_probs(model, test, cfg), calibration))
     mean = apply_multipliers(np.mean(probs, axis=0), rec.get("multipliers"))
-    entry = {"models": count, "train_lines": int(data.train.n), "train_class_counts": data.train.class_counts(),
+    entry = {"models": count, "config": config, "train_lines": int(data.train.n),
+             "train_class_counts": data.train.class_counts(),
              "trained_on": f"every non-test line (train and validation splits), {count} seeds",
              "test_important_f1": float(compute_stats(test.y, mean)["important_f1"])}
     rec = dict(rec, deployed=dict(rec["deployed"], refit=entry, default="refit"))
     study.set_user_attr("recommendation", rec)
-    logger.info(f"{count} refit models saved in {models_dir(storage_url, study.study_name)}; test important_f1 of "
-                f"their mean {entry['test_important_f1']:.4f} (scored once)")
+    logger.info(f"{count} refit models saved in {paths[0].parent} ({time.perf_counter() - t0:.0f}s); test "
+                f"important_f1 of their mean {entry['test_important_f1']:.4f} (scored once)")
     return entry
 
 
