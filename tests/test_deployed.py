@@ -76,6 +76,17 @@ def test_predict_study_averages_the_deployed_models_calibrated(deployed_study, t
                                atol=1e-4)  # uncalibrated, the mean differs: the calibration reached predict
 
 
+def test_the_study_note_and_decision_name_the_refits_tune_made(deployed_study):
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    _, storage, _ = deployed_study
+    study = load_existing_study(storage, "dep")
+    note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
+    assert "Default: refit. Refit: the mean of 2 models on every non-test line" in note
+    assert "calibrated first: temperature" in note
+    assert study.user_attrs["decision"].endswith("predict --study uses the refit model.")
+
+
 def test_the_deployed_calibration_is_the_members_fits_averaged(deployed_study):
     d, storage, _ = deployed_study
     deployed = load_existing_study(storage, "dep").user_attrs["recommendation"]["deployed"]

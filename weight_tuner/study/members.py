@@ -191,6 +191,7 @@ def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_
     trained again (a rerun of a finished study trains nothing)."""
     from ..metrics import compute_stats
     from ..train import predict_probs, save_bundle, train_model
+    from .notes import publish  # notes -> unitruns -> members at import time
     from .units import refit_data
 
     rec = study.user_attrs.get("recommendation")
@@ -205,7 +206,7 @@ def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_
     if (made and made.get("models") == count and made.get("config") == config and all(p.exists() for p in paths)
             and before.get("calibration") == stored):  # the same models, scored the same way
         logger.info(f"the {count} refits of this configuration are already in {paths[0].parent}: kept")
-        study.set_user_attr("recommendation", dict(rec, deployed=dict(rec["deployed"], refit=made, default="refit")))
+        publish(study, dict(rec, deployed=dict(rec["deployed"], refit=made, default="refit")))
         return made
     t0 = time.perf_counter()
     data = refit_data(prepared)
@@ -222,8 +223,7 @@ def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_
              "train_class_counts": data.train.class_counts(),
              "trained_on": f"every non-test line (train and validation splits), {count} seeds",
              "test_important_f1": float(compute_stats(test.y, mean)["important_f1"])}
-    rec = dict(rec, deployed=dict(rec["deployed"], refit=entry, default="refit"))
-    study.set_user_attr("recommendation", rec)
+    publish(study, dict(rec, deployed=dict(rec["deployed"], refit=entry, default="refit")))
     logger.info(f"{count} refit models saved in {paths[0].parent} ({time.perf_counter() - t0:.0f}s); test "
                 f"important_f1 of their mean {entry['test_important_f1']:.4f} (scored once)")
     return entry

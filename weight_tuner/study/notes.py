@@ -176,3 +176,12 @@ def save_notes(study: optuna.Study, state: dict, recommendation: dict, test: dic
                           + [f"| {k} | {u['scores']['important_f1']:.4f} | {u['scores']['Nomenclature_f1']:.4f} "
                              f"| {u['scores']['Description_f1']:.4f} |" for k, u in sorted(cand["units"].items())])
         append_to_finished_note(study, cand["trial"], CONFIRMATION_MARK, table)
+
+
+def publish(study: optuna.Study, recommendation: dict) -> None:
+    """Store ``recommendation`` changed after the decision (the refits made) and refresh its views: the
+    ``decision`` attr and the notes, with the test check where it was made."""
+    study.set_user_attr("recommendation", recommendation)
+    study.set_user_attr("decision", decision_attr(recommendation))
+    save_notes(study, study.user_attrs.get("confirmation") or {"candidates": {}}, recommendation,
+               study.user_attrs.get("test_stats"))
