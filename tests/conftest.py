@@ -5,6 +5,10 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# One TensorFlow thread per process: the 2 xdist workers, and the subprocesses some tests start, already
+# fill the 2 cores; more threads per tiny model only contend (inherited by the subprocesses).
+for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 from pathlib import Path  # noqa: E402
 
