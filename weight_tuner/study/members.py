@@ -141,6 +141,12 @@ def deployed_calibration(members: list[dict], decision: str) -> dict | None:
                                           "parameters averaged")
 
 
+def stored_calibration(deployed: dict | None) -> Calibration | None:
+    """The calibration a recommendation's ``deployed`` entry holds (``None``: none, or no entry)."""
+    stored = (deployed or {}).get("calibration")
+    return Calibration.from_dict(stored) if stored else None
+
+
 def class_fractions(counts: dict[str, int]) -> dict[str, float]:
     """Class counts as fractions (a training split's class balance)."""
     total = sum(counts.values())
@@ -198,13 +204,12 @@ def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_
     if rec is None or "deployed" not in rec:
         raise StudyError(f"study {study.study_name!r} has no recommendation to refit; run tune without --no-confirm")
     config = recommended_config(study, rec)
-    stored = rec["deployed"].get("calibration")
-    calibration = Calibration.from_dict(stored) if stored else None
+    calibration = stored_calibration(rec["deployed"])
     paths = refit_paths(models_dir(storage_url, study.study_name), count)
     before = (earlier or {}).get("deployed") or {}
     made = before.get("refit")
     if (made and made.get("models") == count and made.get("config") == config and all(p.exists() for p in paths)
-            and before.get("calibration") == stored):  # the same models, scored the same way
+            and before.get("calibration") == rec["deployed"].get("calibration")):  # the same models, scored alike
         logger.info(f"the {count} refits of this configuration are already in {paths[0].parent}: kept")
         publish(study, dict(rec, deployed=dict(rec["deployed"], refit=made, default="refit")))
         return made
@@ -263,8 +268,7 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
     if kind != "single" and deployed is None:
         raise StudyError(f"study {study_name!r} has no deployed {kind} (its confirmation has not run, or ran "
                          "before models were kept); use --use single")
-    stored = (deployed or {}).get("calibration")
-    calibration = Calibration.from_dict(stored) if stored else None
+    calibration = stored_calibration(deployed)
     note = f"; calibrated (temperature {calibration.temperature:.2f})" if calibration else ""
     if kind == "ensemble":
         found = deployed["ensemble"]["members"]

@@ -21,7 +21,8 @@ import optuna
 
 from ..config import CLASSES, validate_config
 from ..paths import model_path, models_dir
-from .members import DEFAULT_DEPLOYED, deployed_calibration, ensemble_of, ensemble_probs, fetch_members
+from .members import (DEFAULT_DEPLOYED, deployed_calibration, ensemble_of, ensemble_probs, fetch_members,
+                      stored_calibration)
 from .notes import PENDING_DECISION, decision_attr, save_notes
 from .statistics import decide, mean_or_nan
 from .storage import FINISHED, trial_config
@@ -159,7 +160,7 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
     and shown in the study's note. The deployed ensemble (when models were kept) is scored too.
     """
     from ..metrics import compute_stats
-    from ..posthoc import Calibration, apply_multipliers, fit_adjustment
+    from ..posthoc import apply_multipliers, fit_adjustment
     from ..predict import one_hot_probs
     from ..train import evaluate, load_bundle, predict_probs, save_bundle, train_model
 
@@ -206,9 +207,8 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
     members = ((rec.get("deployed") or {}).get("ensemble") or {}).get("members")
     if members:
         bundles = fetch_members(members, models / "members", members_folder)
-        stored = rec["deployed"].get("calibration")
         probs = ensemble_probs(bundles, prepared.splits["test"], rec.get("multipliers"),
-                               Calibration.from_dict(stored) if stored else None)
+                               stored_calibration(rec["deployed"]))
         result["ensemble"] = {"members": len(bundles), "stats": compute_stats(prepared.splits["test"].y, probs)}
     study.set_user_attr("test_stats", result)
     save_notes(study, study.user_attrs.get("confirmation") or {"candidates": {}}, rec, result)
