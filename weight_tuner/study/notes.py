@@ -88,11 +88,11 @@ def deployed_sentence(recommendation: dict) -> str:
            if members else "none kept")
     refit = deployed.get("refit")
     cal = deployed.get("calibration")
+    n_refits = refit.get("models", 1) if refit else 0  # entries made before refits were counted hold one
+    refits = "one model" if n_refits == 1 else f"the mean of {n_refits} models"
     text = {"ensemble": f"Ensemble: {ens}.",
             "single": f"Single: the search's model of trial {deployed['single']['trial']} (its training split).",
-            "refit": (f"Refit: the mean of {refit.get('models', 1)} models on every non-test line "
-                      f"({refit['train_lines']} lines)." if refit and refit.get("models", 1) > 1 else
-                      f"Refit: one model on every non-test line ({refit['train_lines']} lines)." if refit
+            "refit": (f"Refit: {refits} on every non-test line ({refit['train_lines']} lines)." if refit
                       else "Refit: not made (tune --refits N)."),
             "calibration": (f"Each model's probabilities are calibrated first: temperature {cal['temperature']:.3f}, "
                             f"biases {', '.join(f'{b:+.3f}' for b in cal['biases'])}, fitted on {cal['fitted_on']}."
