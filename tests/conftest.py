@@ -9,6 +9,8 @@ os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # fill the 2 cores; more threads per tiny model only contend (inherited by the subprocesses).
 for _var in ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
+# `tune` in one process unless a test asks for --jobs: the two xdist workers already fill the cores.
+os.environ.setdefault("WEIGHT_TUNER_JOBS", "1")
 
 from pathlib import Path  # noqa: E402
 

@@ -14,7 +14,7 @@ from weight_tuner.cli import main
 from test_reliability import PG_URL, SAMPLE_DOCS, _pg_available, cli, study_toml, wait_for
 
 EVALUATION = ["--folds", "2", "--repeats", "2", "--confirm-top", "2"]  # 3 candidates x 4 units: 12 runs
-RUNS = 12
+RUNS = 12  # without racing; with it, a stopped candidate's later runs are not trained
 
 
 def _args(url, name, toml, cache_dir):
@@ -36,10 +36,16 @@ def _companion(url, study):
     return optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=url)
 
 
-def _assert_each_run_counted_once(companion):
+def _assert_each_run_counted_once(study, companion):
+    """No run trained twice, every run the decision reads trained, and nothing left waiting or running."""
     done = [t for t in companion.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     pairs = [(t.user_attrs["candidate"], t.user_attrs["unit"]) for t in done]
-    assert len(pairs) == len(set(pairs)) == RUNS
+    counted = {(name, unit) for name, c in study.user_attrs["confirmation"]["candidates"].items()
+               if name != "thresholds" for unit in c["units"]}
+    assert len(pairs) == len(set(pairs)) <= RUNS and counted and counted <= set(pairs)
+    raced = [t for t in companion.get_trials(deepcopy=False) if t.state == TrialState.PRUNED]
+    assert all("raced_out" in t.user_attrs for t in raced)
+    assert len(set(pairs)) + len(raced) >= RUNS  # every planned run either trained or raced out
     assert not companion.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     return done
 
@@ -66,7 +72,9 @@ def reference(searched, tmp_path_factory, cache_dir):
     url = _copy_of(searched, tmp_path_factory.mktemp("single"))
     assert main(["tune", *_args(url, "s", searched[1], cache_dir), "--refits", "0"]) == 0
     study = optuna.load_study(study_name="s", storage=url)
+    trained = _companion(url, study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     return {"scores": _unit_scores(study), "decision": study.user_attrs["recommendation"]["decision"],
+            "recommendation": study.user_attrs["recommendation"], "trained": len(trained),
             "candidates": [r["candidate"] for r in study.user_attrs["recommendation"]["candidates"]]}
 
 
@@ -80,7 +88,7 @@ def _tune_and_worker_confirm_together(url, name, toml, tmp_path, cache_dir, refe
         assert proc.returncode == 0, err[-8000:]
     assert "Recommendation:" in outputs["tune"] and "no unit run" in outputs["worker"]
     study = optuna.load_study(study_name=name, storage=url)
-    done = _assert_each_run_counted_once(_companion(url, study))
+    done = _assert_each_run_counted_once(study, _companion(url, study))
     processes = {(t.user_attrs["host"], t.user_attrs["pid"]) for t in done}
     assert len(processes) >= 2, processes  # both took unit runs
     assert all(t.user_attrs["seconds"] > 0 for t in done)
@@ -93,6 +101,22 @@ def _tune_and_worker_confirm_together(url, name, toml, tmp_path, cache_dir, refe
 
 def test_tune_and_a_worker_share_the_confirmation_on_sqlite(searched, tmp_path, cache_dir, reference):
     _tune_and_worker_confirm_together(_copy_of(searched, tmp_path), "s", searched[1], tmp_path, cache_dir, reference)
+
+
+def test_racing_decides_as_training_every_run_does(searched, tmp_path, cache_dir, reference):
+    url = _copy_of(searched, tmp_path)
+    assert main(["tune", *_args(url, "s", searched[1], cache_dir), "--refits", "0", "--no-racing"]) == 0
+    study = optuna.load_study(study_name="s", storage=url)
+    full = study.user_attrs["recommendation"]
+    trained = _companion(url, study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert len(trained) == RUNS
+    assert (full["decision"], full["candidate"]) == (reference["decision"], reference["recommendation"]["candidate"])
+    if full["decision"] != "no_weights":  # the recommended candidate ran every unit either way
+        assert full["diff_vs_unweighted"] == reference["recommendation"]["diff_vs_unweighted"]
+    assert reference["trained"] <= RUNS
+    for name, units in _unit_scores(study).items():  # a raced candidate's units are a prefix of the full ones
+        raced = reference["scores"][name]
+        assert {k: units[k] for k in raced} == raced
 
 
 @pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
@@ -128,7 +152,7 @@ def test_a_killed_workers_unit_run_is_retried_and_counted_once(searched, tmp_pat
     companion = _companion(url, study)
     killed = [t for t in companion.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
     assert len(killed) == 1
-    _assert_each_run_counted_once(companion)
+    _assert_each_run_counted_once(study, companion)
     retried = [t for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                if t.user_attrs["candidate"] == killed[0].user_attrs["candidate"]
                and t.user_attrs["unit"] == killed[0].user_attrs["unit"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import shlex
 import sys
@@ -19,6 +20,7 @@ from .sample import SAMPLE_DOCS
 from .signals import StopGuard, Terminated
 from .study.members import DEFAULT_REFITS, DEPLOYED_KINDS
 from .study.space import DEFAULT_EVALUATION, DESIGNS
+from .workers import JOBS_ENV, STORAGE_ENV, LocalWorkers, default_jobs, share_threads
 
 EXIT_USAGE = 2
 
@@ -153,7 +155,8 @@ def cmd_train(args) -> int:
 def _add_study_args(p: argparse.ArgumentParser, study_default: str | None = "default") -> None:
     p.add_argument("--study", default=study_default, required=study_default is None, help="Optuna study name")
     p.add_argument("--storage", default=None,
-                   help="Optuna RDB storage URL (default sqlite:///studies/<study>.db; postgresql://... scales out)")
+                   help=f"Optuna RDB storage URL (default ${STORAGE_ENV} if set, else sqlite:///studies/<study>.db; "
+                        "postgresql://... scales out). A URL with a password is best given through the environment")
 
 
 def _add_worker_args(p: argparse.ArgumentParser) -> None:
@@ -169,14 +172,39 @@ def _add_worker_args(p: argparse.ArgumentParser) -> None:
 
 
 def _storage(args) -> str:
-    return args.storage or default_storage_url(args.study)
+    """``--storage``, else the environment's (how ``tune`` hands it to its workers: never on a command line)."""
+    return args.storage or os.environ.get(STORAGE_ENV) or default_storage_url(args.study)
+
+
+# The data options a local worker repeats, so that it prepares the same data (from the feature cache).
+_DATA_OPTIONS = ("data", "sample_docs", "sample_rare_nomenclature", "split_seed", "split_by", "cache_dir",
+                 "max_chunk_lines", "label_map")
+
+
+def _worker_args(args) -> list[str]:
+    """The ``worker`` command line of ``tune``'s local workers (after ``worker``), without the storage URL."""
+    out = ["--study", args.study, "--trials", str(args.trials), "--seed", str(args.seed),
+           "--heartbeat", str(args.heartbeat)]
+    for name in _DATA_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            out += [f"--{name.replace('_', '-')}", str(value)]
+    for group in args.test_group or []:
+        out += ["--test-group", group]
+    if args.trial_timeout is not None:
+        out += ["--trial-timeout", str(args.trial_timeout)]
+    if args.members:
+        out += ["--members", args.members]
+    if args.no_confirm:
+        out.append("--no-confirm")
+    return out
 
 
 def cmd_tune(args) -> int:
     """Run (or resume) the study, confirm its top candidates against no weights, decide, then score the
     recommendation and no weights once on the test split."""
     from .study import (StudyConfig, check_storage, confirm, confirmation_evaluation, final_test_evaluation,
-                        finished_count, parse_objectives, tune)
+                        finished_count, open_study, parse_objectives, run_trials)
     from .study.members import members_dir, refit
     from .study.notes import candidates_table, decision_sentence, deployed_sentence
     from .study.recommend import withdraw_stale_recommendation
@@ -192,21 +220,29 @@ def cmd_tune(args) -> int:
     prepared = _prepare(args)
     check_units(prepared, study_config.evaluation)  # --folds against the data, before the study exists
     t0 = time.perf_counter()
-    study = tune(prepared, storage, args.study, args.trials, study_config, seed=args.seed,
-                 trial_timeout=args.trial_timeout, heartbeat=args.heartbeat, stop=args.guard)
-    search_s = time.perf_counter() - t0
-    print(f"study {args.study!r} in {display_url(storage)}: {finished_count(study)} finished trials ({search_s:.0f}s)")
-    if args.no_confirm:
-        if withdraw_stale_recommendation(study):
-            print("the study's earlier recommendation predates these trials and was withdrawn.")
-        print("confirmation skipped (--no-confirm): no recommendation is made. Run the same command without it "
-              "to confirm and decide.")
-        return 0
-    evaluation = confirmation_evaluation(study, study_config.evaluation)
-    members = members_dir(storage, args.study, args.members)
-    earlier = study.user_attrs.get("recommendation")  # its refits are kept if the configuration is the same
-    recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members)
-    confirm_s = time.perf_counter() - t0 - search_s
+    study, space, base_config = open_study(prepared, storage, args.study, study_config, seed=args.seed,
+                                           heartbeat=args.heartbeat)
+    # The other jobs join once the study exists (created once, schemes enqueued once) and leave once no
+    # trial or unit run is left to take: the test check and the refits below run here alone.
+    workers = LocalWorkers(args.jobs, storage, _worker_args(args))
+    args.guard.forward.append(workers.forward)
+    with workers:
+        run_trials(study, prepared, storage, args.trials, space, base_config, args.trial_timeout, stop=args.guard)
+        search_s = time.perf_counter() - t0
+        print(f"study {args.study!r} in {display_url(storage)}: {finished_count(study)} finished trials "
+              f"({search_s:.0f}s)")
+        if args.no_confirm:
+            if withdraw_stale_recommendation(study):
+                print("the study's earlier recommendation predates these trials and was withdrawn.")
+            print("confirmation skipped (--no-confirm): no recommendation is made. Run the same command without it "
+                  "to confirm and decide.")
+            return 0
+        evaluation = confirmation_evaluation(study, study_config.evaluation)
+        members = members_dir(storage, args.study, args.members)
+        earlier = study.user_attrs.get("recommendation")  # its refits are kept if the configuration is the same
+        recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members,
+                                 racing=not args.no_racing)
+        confirm_s = time.perf_counter() - t0 - search_s
     print(f"\nconfirmation ({confirm_s:.0f}s), paired against no weights over {recommendation['n_units']} units:")
     print(candidates_table(recommendation))
     print(f"\nRecommendation: {decision_sentence(recommendation)}")
@@ -409,6 +445,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None,
                    help="study config (.toml with [space], [model], [pruner]) or a model config (.json)")
     _add_worker_args(p)
+    p.add_argument("--jobs", type=int_at_least(1), default=None, metavar="N",
+                   help=f"processes on this machine, each with its share of the cores: this one and N - 1 local "
+                        f"workers (default ${JOBS_ENV} if set, else every core this process may use: "
+                        f"{default_jobs()} here)")
     p.add_argument("--objectives", default=None,
                    help="comma-separated objectives; two or more search the Pareto front, e.g. "
                         "nomenclature_f1,description_f1 (default: important_f1)")
@@ -422,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--confirm-top", type=int_at_least(1), default=None,
                    help=f"distinct weight vectors confirmed against no weights (default {DEFAULT_EVALUATION['top']})")
     p.add_argument("--no-confirm", action="store_true", help="run the search only; make no recommendation")
+    p.add_argument("--no-racing", action="store_true",
+                   help="train every confirmation run, also those of a candidate that can no longer win (a new "
+                        "confirmation plan only; the decision is the same either way)")
     p.add_argument("--refits", type=int_at_least(0), default=DEFAULT_REFITS, metavar="N",
                    help="after the decision, train the recommended configuration N times on every non-test line "
                         f"(seeds seed, seed + 10, ...): the default model of predict --study (default "
@@ -505,6 +548,9 @@ def main(argv=None) -> int:
     args.guard = StopGuard()
     args.guard.install()
     try:
+        if args.command == "tune":
+            args.jobs = args.jobs or default_jobs()
+            share_threads(args.jobs)  # before TensorFlow starts: its thread pools are sized once
         if args.needs_tf:
             logs.import_tensorflow(verbosity)
         return int(args.func(args) or 0)

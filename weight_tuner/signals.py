@@ -31,12 +31,14 @@ class StopGuard:
     Outside :meth:`safe_points` the first signal raises at once (``KeyboardInterrupt`` or
     :class:`Terminated`). Inside, it is only recorded, and :meth:`check` raises it. Any further
     signal calls ``abandon`` (set by the running trial: fail it in the storage) and exits with
-    130 (SIGINT) or 143 (SIGTERM) without unwinding.
+    130 (SIGINT) or 143 (SIGTERM) without unwinding. Every signal is first passed to the ``forward``
+    callbacks (``tune``'s local workers, which run in a session of their own).
     """
 
     def __init__(self) -> None:
         self.requested: int | None = None
         self.abandon: Callable[[], None] | None = None
+        self.forward: list[Callable[[int], None]] = []
         self._deferred = False
         self._previous: dict[int, object] = {}
 
@@ -67,6 +69,8 @@ class StopGuard:
             raise Terminated() if self.requested == signal.SIGTERM else KeyboardInterrupt()
 
     def _handle(self, signum, frame) -> None:
+        for forward in self.forward:
+            forward(signum)
         if self.requested is not None:  # a second signal during the shutdown: exit now
             print(f"weight-tuner: {signal.Signals(signum).name} again: exiting now; the running trial, if any, "
                   "is marked FAIL.", file=sys.stderr, flush=True)

@@ -43,7 +43,20 @@ def candidates_table(recommendation: dict) -> str:
         interval = f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
         rows.append(f"{r['candidate']:<14}{ws:<31}{r['mean']:>13.4f}{d['mean']:>+14.4f}{interval:>22}")
     rows.append(f"important_f1: mean over the {recommendation['n_units']} units' held-out folds. {THRESHOLDS_MEANING}")
+    if stopped_sentence(recommendation):
+        rows.append(stopped_sentence(recommendation))
     return "\n".join(rows)
+
+
+def stopped_sentence(recommendation: dict) -> str:
+    """Which candidates the race stopped, after how many units, and why ('' when none was stopped)."""
+    stopped = [r for r in recommendation["candidates"] if r.get("stopped_after")]
+    if not stopped:
+        return ""
+    which = ", ".join(f"{r['candidate']} after {r['stopped_after']} unit{'s' if r['stopped_after'] > 1 else ''}"
+                      for r in stopped)
+    return (f"Stopped early (racing): {which}. No scores of their remaining units could have put their interval "
+            f"above 0, so those runs were not trained; their rows cover the units they ran.")
 
 
 def decision_sentence(recommendation: dict) -> str:
@@ -109,6 +122,7 @@ def study_note(recommendation: dict, test: dict | None = None) -> str:
              f"{recommendation['repeats']} repeats). Interval: {pct}%, {recommendation['interval']}.", "",
              f"important_f1 is the mean over the units' held-out folds; weights are as trained (the values to "
              f"paste). {THRESHOLDS_MEANING}", "",
+             *([stopped_sentence(recommendation), ""] if stopped_sentence(recommendation) else []),
              "| candidate | weights N / D / M (as trained) | important_f1 | diff vs no weights | interval |",
              "|---|---|---|---|---|"]
     for r in recommendation["candidates"]:

@@ -26,8 +26,8 @@ from .members import (DEFAULT_DEPLOYED, deployed_calibration, ensemble_of, ensem
 from .notes import PENDING_DECISION, decision_attr, save_notes
 from .statistics import decide, mean_or_nan
 from .storage import FINISHED, trial_config
-from .unitruns import (UNWEIGHTED, missing_runs, open_companion, results, runs_of, state_of, take_runs,
-                       unweighted_number as _unweighted_number, wait_for_runs)
+from .unitruns import (UNWEIGHTED, missing_runs, open_companion, plan_ratio, race_of, results, runs_of, state_of,
+                       take_runs, unweighted_number as _unweighted_number, wait_for_runs)
 from .units import Unit
 
 logger = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- confirmation
 
 def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, stop=None,
-            wait: bool = True, members: Path | None = None) -> dict | None:
+            wait: bool = True, members: Path | None = None, racing: bool = True) -> dict | None:
     """Take the confirmation's unit runs (through the storage, with every other process of the study),
     then decide.
 
@@ -47,17 +47,22 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
     training batches. With ``wait`` (``tune``) this returns the recommendation once every run is done,
     also stored as the ``recommendation`` user attr; without (a ``worker``), it returns ``None`` when no
     run is left to take. With ``members`` (a folder) every run's model is kept there, and the
-    recommendation names the recommended candidate's models as the deployed ensemble.
+    recommendation names the recommended candidate's models as the deployed ensemble. With ``racing``
+    (for a new plan; a plan keeps its own setting), a candidate's runs stop once it cannot win
+    (:mod:`.racing`): the decision is the one every run would give.
     """
-    companion, plan = open_companion(study, evaluation)
+    companion, plan = open_companion(study, evaluation, racing)
+    ratio = plan_ratio(prepared, plan)
     total = len(runs_of(plan))
-    pending, _ = missing_runs(companion, plan)
+    pending, _ = missing_runs(companion, plan, race_of(companion, plan, ratio))
     logger.info(f"confirming {len(plan['candidates']) - 2} weight candidates, the unweighted model and thresholds on "
-                f"{len(plan['units'])} units ({plan['folds']} folds x {plan['repeats']} repeats): "
-                f"{total - len(pending)}/{total} unit runs done (study {companion.study_name!r})")
+                f"{len(plan['units'])} units ({plan['folds']} folds x {plan['repeats']} repeats"
+                f"{', racing' if plan.get('racing') else ''}): "
+                f"{total - len(pending)}/{total} unit runs done or not needed (study {companion.study_name!r})")
 
     def after_run(trial) -> None:
-        study.set_user_attr("confirmation", state_of(plan, results(companion)))
+        counted = race_of(companion, plan, ratio)
+        study.set_user_attr("confirmation", state_of(plan, results(companion, counted), counted))
         if after_unit is not None:
             after_unit(trial.user_attrs["candidate"], Unit.from_key(trial.user_attrs["unit"]))
 
@@ -65,9 +70,9 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
         if not wait:
             take_runs(companion, plan, prepared, stop, after_run, members)
             return None
-        wait_for_runs(companion, plan, prepared, stop, after_run, members=members)
-    finished = results(companion)
-    state = state_of(plan, finished)
+        counted = wait_for_runs(companion, plan, prepared, stop, after_run, members=members)
+    finished = results(companion, counted)
+    state = state_of(plan, finished, counted)
     study.set_user_attr("confirmation", state)
     recommendation = recommendation_from(state, evaluation)
     recommendation["finished_trials"] = len(study.get_trials(deepcopy=False, states=FINISHED))
@@ -105,7 +110,8 @@ def confirmation_evaluation(study: optuna.Study, default: dict) -> dict:
 def recommendation_from(state: dict, evaluation: dict) -> dict:
     """The decision over the units of a confirmation state, with everything export needs."""
     cands = state["candidates"]
-    lines = [(u["lines"], u["train_lines"]) for c in cands.values() for u in c["units"].values()]
+    # Every candidate's units are a prefix of the unweighted one's (all of them, without racing).
+    lines = [(u["lines"], u["train_lines"]) for u in cands[UNWEIGHTED]["units"].values()]
     ratio = float(np.mean([a for a, _ in lines]) / np.mean([b for _, b in lines])) if lines else 1.0
     scores = {n: {"kind": c["kind"], "scores": {k: u["scores"]["important_f1"] for k, u in c["units"].items()}}
               for n, c in cands.items()}
@@ -113,6 +119,7 @@ def recommendation_from(state: dict, evaluation: dict) -> dict:
     for row in result["candidates"]:
         c = cands[row["candidate"]]
         row.update(trial=c.get("trial"), class_weights=c.get("class_weights"), scheme=c.get("scheme"),
+                   stopped_after=c.get("stopped_after"),
                    per_class={k: mean_or_nan(u["scores"][k] for u in c["units"].values())
                               for k in ("Nomenclature_f1", "Description_f1")})
     pick = cands[result["candidate"]]

@@ -20,7 +20,8 @@ from .members import members_dir, save_split
 from .notes import PENDING_DECISION, trial_line
 from .objective import Objective, SurplusTrial, TrialTimeoutError
 from .space import SearchSpace, StudyConfig, group_schemes, warm_start_schemes
-from .storage import check_made_by_tune, check_same_data, finished_count, library_versions, open_storage, tuned_study
+from .storage import (FINISHED, check_made_by_tune, check_same_data, finished_count, library_versions, open_storage,
+                      tuned_study)
 
 logger = logging.getLogger(__name__)
 
@@ -116,16 +117,22 @@ def _check_resume(study: optuna.Study, prepared, study_config: StudyConfig, base
                              "Use a new --study name.")
 
 
+def open_study(prepared, storage_url: str, study_name: str, study_config: StudyConfig, seed: int = 0,
+               heartbeat: int = 10) -> tuple[optuna.Study, SearchSpace, dict]:
+    """Create or resume the study; returns it with the search space and model config its trials use."""
+    base_config = validate_config(study_config.model)
+    study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, heartbeat)
+    return study, study_config.space, base_config
+
+
 def tune(prepared, storage_url: str, study_name: str, n_trials: int, study_config: StudyConfig,
          seed: int = 0, trial_timeout: float | None = None, heartbeat: int = 10, stop=None) -> optuna.Study:
     """Create or resume the study, then run it to ``n_trials`` finished (complete or pruned) trials in total.
 
     ``stop``: the command's :class:`.signals.StopGuard`, so that Ctrl-C stops a trial between batches.
     """
-    base_config = validate_config(study_config.model)
-    study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, heartbeat)
-    run_trials(study, prepared, storage_url, n_trials, study_config.space, base_config, trial_timeout,
-               stop=stop)
+    study, space, base_config = open_study(prepared, storage_url, study_name, study_config, seed, heartbeat)
+    run_trials(study, prepared, storage_url, n_trials, space, base_config, trial_timeout, stop=stop)
     return study
 
 
@@ -156,7 +163,8 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
 
     Before each trial the finished and running trials of every worker are counted,
     so several workers together stop at the total; a trial that finds itself
-    beyond the total (a race between workers) gives its parameters back.
+    beyond the total (a race between workers) gives its parameters back. The bar and the log show
+    every worker's finished trials, each once.
     """
     from tqdm import tqdm
 
@@ -173,14 +181,23 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
                disable=not progress_enabled())
     failures = 0
     ran: list[optuna.trial.FrozenTrial] = []  # this process's trials, in order
+    ended_states = FINISHED + (TrialState.FAIL,)
+    shown = {t.number for t in study.get_trials(deepcopy=False, states=ended_states)}
+
+    def show_ended() -> None:
+        """Every worker's trials that ended since the last call, each once, and the bar."""
+        bar.n = min(finished_count(study), n_trials)
+        bar.refresh()
+        for t in sorted(study.get_trials(deepcopy=False, states=ended_states), key=lambda t: t.number):
+            if t.number not in shown:
+                shown.add(t.number)
+                logger.info(trial_line(t))
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         ran.append(trial)
         if stop is not None:
             stop.abandon = None  # the trial is told: nothing is left RUNNING
-        bar.n = min(finished_count(study), n_trials)
-        bar.refresh()
-        logger.info(trial_line(trial))
+        show_ended()
 
     guard = stop.safe_points() if stop is not None else contextlib.nullcontext()
     try:
@@ -196,6 +213,7 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
                     # The other workers hold the remaining trials; one may still die and be retried.
                     optuna.storages.fail_stale_trials(study)
                     time.sleep(poll_seconds)
+                    show_ended()
                     continue
                 study.optimize(objective, n_trials=1, gc_after_trial=True, callbacks=[after_trial],
                                catch=(NonFiniteLossError, TrialTimeoutError, SurplusTrial))
@@ -207,5 +225,6 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
                                          f"{last.user_attrs.get('fail_reason', 'see the log')}")
                 else:
                     failures = 0
+        show_ended()
     finally:
         bar.close()

@@ -81,9 +81,34 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int = 0) -> o
                   "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
     except Exception as exc:  # sqlalchemy raises many types; all mean "unusable storage"
         raise StudyError(f"storage {display_url(url)}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    if url.startswith("sqlite"):
+        serialise_sqlite(storage.engine)
+    return storage
+
+
+def serialise_sqlite(engine) -> None:
+    """Make every SQLite transaction take the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    Python's sqlite3 starts a transaction only at the first write, so Optuna's read-then-write of a
+    waiting trial (state WAITING -> RUNNING) is not atomic between processes: two processes could both
+    take one enqueued trial (Optuna issue #4002), which ``tune --jobs`` makes common. With the lock
+    taken at the start, the second process waits (up to the connection's timeout) and then sees
+    the trial RUNNING. SQLite admits one writer at a time anyway, so little concurrency is lost.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_transactions(dbapi_connection, record) -> None:
+        dbapi_connection.isolation_level = None  # the driver's own BEGIN would come too late
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections made before the listeners get them on reconnecting
 
 
 def study_names(storage) -> list[str]:

@@ -31,9 +31,10 @@ from optuna.trial import TrialState
 from ..config import CLASSES, validate_config
 from ..errors import StudyError
 from .members import save_member
+from .racing import Race, race
 from .space import METRIC_NAME
 from .storage import is_unweighted, storage_of, trial_config, trial_score
-from .units import UNIT_KEYS, Unit, make_units, run_unit, unit_data
+from .units import UNIT_KEYS, Unit, held_train_ratio, make_units, run_unit, unit_data
 
 logger = logging.getLogger(__name__)
 
@@ -90,11 +91,15 @@ def unweighted_number(study: optuna.Study) -> int | None:
                  if is_unweighted(t)), None)
 
 
-def make_plan(study: optuna.Study, evaluation: dict) -> dict:
-    """The confirmation's plan from the finished search: candidates (with configs), units, and its id."""
+def make_plan(study: optuna.Study, evaluation: dict, racing: bool = True) -> dict:
+    """The confirmation's plan from the finished search: candidates (with configs), units, and its id.
+
+    ``racing`` (kept in the plan, not in its id) stops a candidate's runs once it cannot win (:mod:`.racing`);
+    a plan made before racing existed has no such key and trains every run."""
     candidates = select_candidates(study, evaluation["top"])
     units = make_units(evaluation["folds"], evaluation["repeats"], evaluation.get("first_repeat", 0))
     plan = {"folds": evaluation["folds"], "repeats": evaluation["repeats"], "units": [u.key for u in units],
+            "racing": racing,
             "candidates": {name: dict(cand, config=config_key(cand["config"])) for name, cand in candidates.items()}}
     blob = json.dumps({"units": plan["units"], "folds": plan["folds"],
                        "candidates": {n: c["config"] for n, c in plan["candidates"].items()}}, sort_keys=True)
@@ -112,13 +117,13 @@ def companion_name(study_name: str, plan: dict) -> str:
     return f"{study_name}{COMPANION}{plan['id']}"
 
 
-def open_companion(study: optuna.Study, evaluation: dict) -> tuple[optuna.Study, dict]:
+def open_companion(study: optuna.Study, evaluation: dict, racing: bool = True) -> tuple[optuna.Study, dict]:
     """Create the companion study for the finished search, or join it; returns ``(companion, plan)``.
 
     Creation is atomic in the database: of several processes that reach the end of the search
     together, one creates the study, stores the plan and enqueues the runs; the others load it.
     """
-    plan = make_plan(study, evaluation)
+    plan = make_plan(study, evaluation, racing)
     name = companion_name(study.study_name, plan)
     storage = storage_of(study)
     try:
@@ -177,13 +182,38 @@ def _enqueue_missing(companion: optuna.Study, plan: dict, earlier: dict) -> None
             companion.enqueue_trial({}, user_attrs={"candidate": name, "unit": key})
 
 
+def plan_ratio(prepared, plan: dict) -> float:
+    """The plan's held-out / training lines ratio (the interval's correction), from the fold sizes."""
+    return held_train_ratio(prepared, [Unit.from_key(k) for k in plan["units"]], plan["folds"])
+
+
+def unit_scores(plan: dict, finished: dict) -> dict[str, dict[str, float]]:
+    """``{candidate: {unit: important_f1}}`` of the finished runs (thresholds read from the unweighted runs)."""
+    out: dict[str, dict[str, float]] = {}
+    for name in plan["candidates"]:
+        source, attr = (UNWEIGHTED, "thresholds") if name == THRESHOLDS else (name, "scores")
+        out[name] = {key: float(finished[(source, key)].user_attrs[attr]["important_f1"])
+                     for key in plan["units"] if (source, key) in finished}
+    return out
+
+
+def race_of(companion: optuna.Study, plan: dict, ratio: float) -> Race:
+    """Which runs still count, from the runs finished so far; nothing is stopped in a plan without racing."""
+    if not plan.get("racing"):
+        return Race(tuple(plan["units"]), UNWEIGHTED)
+    return race(plan["units"], unit_scores(plan, results(companion)), ratio, UNWEIGHTED)
+
+
 class UnitRun:
-    """The objective of a unit trial: train its candidate on its unit's training folds, score the held-out fold."""
+    """The objective of a unit trial: train its candidate on its unit's training folds, score the held-out fold.
+
+    A run that the race no longer needs (its candidate was stopped) is pruned before it trains."""
 
     def __init__(self, prepared, plan: dict, stop=None, members=None):
         from ..model import ModelCache  # imports TensorFlow: only when unit runs are taken
 
         self.prepared, self.plan, self.stop, self.members = prepared, plan, stop, members
+        self.ratio = plan_ratio(prepared, plan)
         self.cache = ModelCache()
         self._data: tuple[str, object] | None = None  # the current unit's view of the rows
 
@@ -192,6 +222,10 @@ class UnitRun:
         if name is None or key is None:
             trial.set_user_attr("fail_reason", "no unit run was left to take (another process took the last)")
             raise NoUnitLeft()
+        if not race_of(trial.study, self.plan, self.ratio).needed(name, key):
+            trial.set_user_attr("raced_out", "its candidate was stopped: no scores of its remaining units could "
+                                             "make it win (racing)")
+            raise optuna.TrialPruned()
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         unit = Unit.from_key(key)
@@ -265,34 +299,41 @@ def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_ru
     return ran
 
 
-def results(companion: optuna.Study) -> dict[tuple[str, str], optuna.trial.FrozenTrial]:
-    """The finished run of every (candidate, unit): the first to complete, so a retried run counts once."""
+def results(companion: optuna.Study, counted: Race | None = None) -> dict[tuple[str, str], optuna.trial.FrozenTrial]:
+    """The finished run of every (candidate, unit): the first to complete, so a retried run counts once.
+    With ``counted`` (a :class:`.racing.Race`), only the runs it counts: a stopped candidate's runs past
+    its stop, finished by a process that had started them before the stop, are left out."""
     out: dict[tuple[str, str], optuna.trial.FrozenTrial] = {}
     for t in sorted(companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
-        out.setdefault((t.user_attrs["candidate"], t.user_attrs["unit"]), t)
+        pair = (t.user_attrs["candidate"], t.user_attrs["unit"])
+        if counted is None or counted.needed(*pair):
+            out.setdefault(pair, t)
     return out
 
 
-def missing_runs(companion: optuna.Study, plan: dict) -> tuple[list, list]:
+def missing_runs(companion: optuna.Study, plan: dict, counted: Race | None = None) -> tuple[list, list]:
     """``(pending, lost)``: runs not finished yet but waiting or running somewhere, and runs with neither
-    (failed for good, e.g. retried too often)."""
+    (failed for good, e.g. retried too often). Runs that ``counted`` no longer needs are neither."""
     finished = results(companion)
     alive = {(t.user_attrs.get("candidate"), t.user_attrs.get("unit")) for t in companion.get_trials(
         deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
-    todo = [r for r in runs_of(plan) if r not in finished]
+    todo = [r for r in runs_of(plan) if r not in finished and (counted is None or counted.needed(*r))]
     return [r for r in todo if r in alive], [r for r in todo if r not in alive]
 
 
 def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None,
-                  poll_seconds: float = 5.0, members=None) -> None:
-    """Take runs until every run of the plan has finished, here or in other processes.
+                  poll_seconds: float = 5.0, members=None) -> Race:
+    """Take runs until every run of the plan that the race still needs has finished, here or in other
+    processes; return the final :class:`.racing.Race`.
 
     While others hold the last runs, stale ones (a killed worker's) are failed and queued again by
     Optuna's heartbeat callback, and taken here. A run that failed for good is a :class:`StudyError`.
     """
+    ratio = plan_ratio(prepared, plan)
     while True:
         take_runs(companion, plan, prepared, stop, after_run, members)
-        pending, lost = missing_runs(companion, plan)
+        counted = race_of(companion, plan, ratio)
+        pending, lost = missing_runs(companion, plan, counted)
         if lost:
             fails = [t for t in companion.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                      if (t.user_attrs.get("candidate"), t.user_attrs.get("unit")) == lost[0]]
@@ -300,7 +341,7 @@ def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, afte
             raise StudyError(f"unit run {lost[0][0]} on {lost[0][1]} failed and is not queued again ({reason}); "
                              f"study {companion.study_name!r}")
         if not pending:
-            return
+            return counted
         if stop is not None:
             stop.check()
         logger.info(f"waiting for {len(pending)} unit runs held by other processes")
@@ -308,15 +349,18 @@ def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, afte
         time.sleep(poll_seconds)
 
 
-def state_of(plan: dict, finished: dict) -> dict:
-    """The confirmation's state (candidates with their per-unit results) as the study's views read it."""
+def state_of(plan: dict, finished: dict, counted: Race | None = None) -> dict:
+    """The confirmation's state (candidates with their per-unit results) as the study's views read it.
+
+    With ``counted``, a stopped candidate holds the units it ran before its stop and says after how many
+    (``stopped_after``)."""
     candidates = {}
     for name, cand in plan["candidates"].items():
         source = UNWEIGHTED if name == THRESHOLDS else name
         units = {}
         for key in plan["units"]:
             t = finished.get((source, key))
-            if t is None:
+            if t is None or (counted is not None and not counted.needed(name, key)):
                 continue
             scores = t.user_attrs["thresholds"] if name == THRESHOLDS else t.user_attrs["scores"]
             units[key] = {"scores": {k: float(scores[k]) for k in UNIT_KEYS}, "lines": t.user_attrs["lines"],
@@ -325,4 +369,6 @@ def state_of(plan: dict, finished: dict) -> dict:
             if name == THRESHOLDS and "multipliers" in t.user_attrs:
                 units[key]["multipliers"] = t.user_attrs["multipliers"]
         candidates[name] = dict(cand, units=units)
+        if counted is not None and name in counted.stopped:
+            candidates[name]["stopped_after"] = counted.stopped[name]
     return {"folds": plan["folds"], "repeats": plan["repeats"], "units": plan["units"], "candidates": candidates}

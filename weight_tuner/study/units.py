@@ -107,6 +107,15 @@ def unit_data(prepared, unit: Unit, folds: int):
     return TrainingData(train, held, prepared.featurizer.n_features)
 
 
+def held_train_ratio(prepared, units: list[Unit], folds: int) -> float:
+    """Held-out lines over training lines, mean over ``units`` (the interval's correction term), from the
+    fold sizes alone: what the decision will use once every unit has run, known before any has."""
+    pieces = _pieces(prepared)
+    sizes = np.array([int(np.diff(prepared.splits[s].offsets)[i]) for s, i in pieces])
+    held = [int(sizes[fold_of_pieces(prepared, folds, u.repeat) == u.fold].sum()) for u in units]
+    return float(np.mean(held) / np.mean([int(sizes.sum()) - h for h in held]))
+
+
 def refit_data(prepared):
     """A refit's :class:`.train.TrainingData`: every non-test chunk as ``train``, no validation split."""
     from ..train import TrainingData

@@ -1,0 +1,65 @@
+"""Peak resident memory of a command and all its descendants together (``/usr/bin/time -v`` reports one
+process's peak: the largest child's, not their sum).
+
+    python docs/measure_tree_memory.py OUT.json -- weight-tuner tune --data ../shared/skol-corpus --trials 30
+
+Samples every process of the tree once a second (``VmRSS`` in /proc) and writes the peak of the sum,
+each process's own peak and the wall time to OUT.json; the command's exit code is passed on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _tree(root: int) -> list[int]:
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += [p for p, pp in parents.items() if pp == pid]
+    return found
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        for line in (Path("/proc") / str(pid) / "status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    out, command = argv[0], argv[argv.index("--") + 1:]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(command)
+    peak_sum, peaks = 0, {}
+    while proc.poll() is None:
+        sizes = {pid: _rss_kib(pid) for pid in _tree(proc.pid)}
+        peak_sum = max(peak_sum, sum(sizes.values()))
+        for pid, kib in sizes.items():
+            peaks[pid] = max(peaks.get(pid, 0), kib)
+        time.sleep(1.0)
+    Path(out).write_text(json.dumps({"command": command, "returncode": proc.returncode,
+                                     "wall_seconds": round(time.monotonic() - t0, 1),
+                                     "peak_rss_all_mib": round(peak_sum / 1024),
+                                     "peak_rss_per_process_mib": {str(k): round(v / 1024) for k, v in peaks.items()
+                                                                  if v}}, indent=1))
+    return proc.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,132 @@
+"""Local workers: ``tune --jobs N`` fills the machine with N processes on one study.
+
+``tune`` is one of the N; it starts N - 1 ``weight-tuner worker`` processes beside itself once the
+study exists, and each takes trials, then the confirmation's unit runs, from the storage as any
+remote worker does. Optuna's storage is the only coordinator: there is no queue here, only
+processes to start, watch and stop.
+
+- **Threads**: each process gets its share of the cores (TensorFlow's intra- and inter-op pools,
+  OpenMP), set before TensorFlow starts; N processes with a full pool each would contend.
+- **Secrets**: a child gets the storage URL in its environment (:data:`STORAGE_ENV`), never on its
+  command line, where every local user can read it (``ps``, ``/proc/PID/cmdline``).
+- **Signals**: children run in their own session, so a terminal's Ctrl-C reaches ``tune`` alone,
+  which passes each signal on once: the first stops every process at a safe point, a second at once.
+- **Failures**: a child that dies (kill -9) leaves its trial RUNNING; Optuna's heartbeat fails it
+  and re-queues it once, and the other processes take it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+
+logger = logging.getLogger(__name__)
+
+STORAGE_ENV = "WEIGHT_TUNER_STORAGE"
+JOBS_ENV = "WEIGHT_TUNER_JOBS"
+THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
+STOP_GRACE_S = 120.0  # how long a stopping child may take to reach its safe point before it is killed
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or ``taskset``'s limit, which ``os.cpu_count`` ignores)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_jobs() -> int:
+    """``tune --jobs``'s default: ``$WEIGHT_TUNER_JOBS`` if set, else every usable core."""
+    text = os.environ.get(JOBS_ENV, "").strip()
+    return int(text) if text.isdigit() and int(text) >= 1 else usable_cores()
+
+
+def thread_share(jobs: int) -> dict[str, str]:
+    """The thread settings of one of ``jobs`` processes sharing this machine's usable cores."""
+    n = str(max(1, usable_cores() // jobs))
+    return {var: n for var in THREAD_ENV}
+
+
+def share_threads(jobs: int) -> None:
+    """Give this process its share of the cores, unless the user set the thread counts; call it before
+    TensorFlow is imported (its pools are sized once). One job keeps TensorFlow's own defaults."""
+    if jobs > 1:
+        for var, value in thread_share(jobs).items():
+            os.environ.setdefault(var, value)
+
+
+class LocalWorkers:
+    """The ``jobs - 1`` worker processes that ``tune`` runs beside itself, as a context manager.
+
+    ``worker_args`` is the ``weight-tuner worker`` command line after the command name, without
+    ``--storage``: the URL goes through the environment. On leaving the block normally the children
+    are waited for (they end once no trial or unit run is left to take); on an exception they are
+    stopped at a safe point, then killed if they take longer than :data:`STOP_GRACE_S`.
+    """
+
+    def __init__(self, jobs: int, storage_url: str, worker_args: list[str]):
+        self.jobs, self.storage_url, self.worker_args = jobs, storage_url, list(worker_args)
+        self.processes: list[subprocess.Popen] = []
+        self._watchers: list[threading.Thread] = []
+
+    def command(self) -> list[str]:
+        """A child's command line (it holds no storage URL)."""
+        return [sys.executable, "-m", "weight_tuner.cli", "-q", "worker", *self.worker_args]
+
+    def start(self) -> None:
+        """Start the children, each with its share of threads and the storage URL in its environment."""
+        env = dict(os.environ, **thread_share(self.jobs), **{STORAGE_ENV: self.storage_url})
+        for _ in range(self.jobs - 1):
+            proc = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    start_new_session=True)
+            self.processes.append(proc)
+            watcher = threading.Thread(target=self._watch, args=(proc,), daemon=True)
+            watcher.start()
+            self._watchers.append(watcher)
+        if self.processes:
+            logger.info(f"started {len(self.processes)} local worker(s) beside this process "
+                        f"(--jobs {self.jobs}, {thread_share(self.jobs)['TF_NUM_INTRAOP_THREADS']} thread(s) each): "
+                        f"pids {', '.join(str(p.pid) for p in self.processes)}")
+
+    def _watch(self, proc: subprocess.Popen) -> None:
+        code = proc.wait()
+        if code not in (0, 130, 143):
+            logger.warning(f"local worker {proc.pid} exited with code {code}; its running trial or unit run, if any, "
+                           "is failed by its heartbeat and taken again by the other processes")
+
+    def forward(self, signum: int) -> None:
+        """Pass a signal on to every child still running (the first stops them at a safe point)."""
+        for proc in self.processes:
+            if proc.poll() is None:
+                try:
+                    proc.send_signal(signum)
+                except ProcessLookupError:
+                    pass
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for every child to end; kill those still running after ``timeout`` seconds."""
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning(f"local worker {proc.pid} did not stop within {timeout:.0f}s: killed")
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> "LocalWorkers":
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and any(p.poll() is None for p in self.processes):
+            interrupted = isinstance(exc, KeyboardInterrupt)
+            if not interrupted:  # a signal was already passed on by the guard; an error stops them here
+                self.forward(signal.SIGTERM)
+            self.wait(STOP_GRACE_S)
+        else:
+            self.wait(STOP_GRACE_S)
