@@ -103,3 +103,23 @@ def test_every_stored_confirmation_replays_to_the_same_decision():
         assert r["decision"] == case["decision"], case["name"]
         if r["decision"] == "no_weights" and case["name"].startswith("skol"):
             assert r["saved"] >= r["planned"] / 3, (case["name"], r)
+
+
+def test_the_views_say_which_candidates_were_stopped_and_why():
+    from weight_tuner.study.notes import candidates_table, decision_sentence
+
+    inf = float("inf")
+    rows = [{"candidate": BASE, "kind": "unweighted", "mean": 0.86, "class_weights": None,
+             "diff": {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0, "n_units": 2}},
+            {"candidate": "thresholds", "kind": "thresholds", "mean": 0.85, "class_weights": None, "stopped_after": 1,
+             "diff": {"mean": -0.004, "ci_low": -inf, "ci_high": inf, "n_units": 1}},
+            {"candidate": "trial 3", "kind": "weights", "mean": 0.85, "stopped_after": 2,
+             "class_weights": {"Nomenclature": 2.0, "Description": 1.0, "Misc": 1.0},
+             "diff": {"mean": -0.01, "ci_low": -0.3, "ci_high": 0.28, "n_units": 2}}]
+    rec = {"decision": "no_weights", "candidate": BASE, "n_units": 2, "level": 0.95, "candidates": rows,
+           "diff_vs_unweighted": rows[0]["diff"]}
+    sentence = decision_sentence(rec)
+    assert "stopped early (racing)" in sentence and "thresholds" in sentence and "inf" not in sentence
+    assert "Stopped early (racing): thresholds after 1 unit, trial 3 after 2 units" in candidates_table(rec)
+    rows[2].pop("stopped_after")  # one candidate ran every unit: the usual sentence, no racing line for it
+    assert "racing" not in decision_sentence(rec) and "trial 3 after" not in candidates_table(rec)

@@ -11,7 +11,8 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
-from weight_tuner.workers import STORAGE_ENV, LocalWorkers, thread_share
+from weight_tuner.paths import STORAGE_ENV
+from weight_tuner.workers import LocalWorkers, thread_share
 
 from test_reliability import PG_URL, _pg_available, cli, study_toml, wait_for
 
@@ -65,6 +66,21 @@ def test_thread_share_divides_the_cores(monkeypatch):
     assert thread_share(8)["TF_NUM_INTEROP_THREADS"] == "1"
     workers = LocalWorkers(3, "postgresql://u:pw@h/db", ["--study", "s"])
     assert "pw" not in " ".join(workers.command()) and workers.command()[-3:] == ["worker", "--study", "s"]
+
+
+def test_a_local_worker_repeats_the_data_and_planning_options_but_not_the_storage():
+    from weight_tuner.cli import _worker_args, build_parser
+
+    args = build_parser().parse_args(["tune", "--storage", "postgresql://u:secret@h/db", "--study", "s", "--trials", "7",
+                                      "--sample-docs", "30", "--split-seed", "3", "--test-group", "J1",
+                                      "--no-racing", "--members", "/m"])
+    line = _worker_args(args)
+    assert "secret" not in " ".join(line) and "--storage" not in line
+    for pair in (["--trials", "7"], ["--sample-docs", "30"], ["--split-seed", "3"], ["--test-group", "J1"],
+                 ["--members", "/m"]):
+        assert line[line.index(pair[0]):line.index(pair[0]) + 2] == pair
+    assert "--no-racing" in line  # a worker that plans the confirmation must honour tune's --no-racing
+    assert build_parser().parse_args(["worker", *line]).no_racing
 
 
 def test_two_jobs_run_each_trial_and_unit_run_once(tmp_path, cache_dir):
@@ -157,3 +173,35 @@ def test_jobs_must_be_a_positive_integer(jobs, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["tune", "--jobs", jobs])
     assert exc.value.code == 2 and "--jobs" in capsys.readouterr().err
+
+
+def test_the_second_signal_helper_gets_the_url_from_its_environment(tmp_path, monkeypatch):
+    """A second Ctrl-C while the database is locked leaves the trial to a detached helper: the storage URL
+    (which may hold a password) must not be on its command line, and the helper must still fail the trial."""
+    import subprocess
+    import sys
+
+    from weight_tuner.study import objective
+
+    url = f"sqlite:///{tmp_path}/h.db"
+    study = optuna.create_study(study_name="h", storage=url)
+    trial = study.ask()
+    trial.suggest_float("w_Nomenclature", 0.1, 10.0)  # a trial with parameters is queued again
+    started = []
+
+    def locked(*args, **kwargs):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(objective, "fail_abandoned_trial", locked)
+    monkeypatch.setattr(subprocess, "Popen", lambda argv, **kw: started.append((argv, kw)))
+    objective.abandon_trial(trial)
+    (argv, kw), = started
+    assert str(tmp_path) not in " ".join(argv) and kw["env"][STORAGE_ENV] == url
+    monkeypatch.undo()
+    # run the helper as started, for a process that is already gone: it fails the trial and queues it again
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    done = subprocess.run([*argv[:-1], str(gone.pid)], env=kw["env"], timeout=120)
+    assert done.returncode == 0
+    states = [t.state for t in optuna.load_study(study_name="h", storage=url).trials]
+    assert states == [TrialState.FAIL, TrialState.WAITING]

@@ -14,13 +14,13 @@ from pathlib import Path
 from .config import load_config
 from .corpus import MIN_SPLIT_DOCS, SPLIT_BY
 from .errors import ConfigError, DataError, WeightTunerError
-from .paths import DEFAULT_CACHE_DIR, default_export_path, default_storage_url, display_url, write_json
+from .paths import DEFAULT_CACHE_DIR, STORAGE_ENV, default_export_path, default_storage_url, display_url, write_json
 from .posthoc import ADAPT_CHOICES
 from .sample import SAMPLE_DOCS
 from .signals import StopGuard, Terminated
 from .study.members import DEFAULT_REFITS, DEPLOYED_KINDS
 from .study.space import DEFAULT_EVALUATION, DESIGNS
-from .workers import JOBS_ENV, STORAGE_ENV, LocalWorkers, default_jobs, share_threads
+from .workers import JOBS_ENV, LocalWorkers, default_jobs, share_threads
 
 EXIT_USAGE = 2
 
@@ -197,6 +197,8 @@ def _worker_args(args) -> list[str]:
         out += ["--members", args.members]
     if args.no_confirm:
         out.append("--no-confirm")
+    if args.no_racing:  # whichever process reaches the end of the search first plans the confirmation
+        out.append("--no-racing")
     return out
 
 
@@ -269,7 +271,7 @@ def cmd_worker(args) -> int:
     from .study.members import members_dir
 
     confirm(study, prepared, confirmation_evaluation(study, StudyConfig().evaluation), stop=args.guard, wait=False,
-            members=members_dir(_storage(args), args.study, args.members))
+            members=members_dir(_storage(args), args.study, args.members), racing=not args.no_racing)
     print(f"worker done: no unit run of study {args.study!r} is left to take; `weight-tuner tune` with the same "
           "arguments decides once all are finished")
     return 0
@@ -477,6 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="finished trials the study should hold in total")
     p.add_argument("--no-confirm", action="store_true",
                    help="search only: leave the confirmation's unit runs to tune and the other workers")
+    p.add_argument("--no-racing", action="store_true",
+                   help="if this worker plans the confirmation, train every run (as tune --no-racing)")
     _add_worker_args(p)
 
     p = command("bench", cmd_bench, "benchmark tuned weights against fixed schemes on a real corpus", tf=True)

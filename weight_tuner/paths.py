@@ -22,6 +22,11 @@ DEFAULT_CACHE_DIR = STUDIES_DIR / "cache"
 SQLITE_PREFIX = "sqlite:///"
 
 
+# The storage URL handed to a helper process through its environment: a command line is readable by every
+# local user (``ps``, /proc/PID/cmdline), and the URL may hold a password.
+STORAGE_ENV = "WEIGHT_TUNER_STORAGE"
+
+
 def default_storage_url(study: str) -> str:
     """``sqlite:///studies/<study>.db``: the storage a study uses unless ``--storage`` says otherwise."""
     return f"{SQLITE_PREFIX}{STUDIES_DIR / study}.db"

@@ -101,5 +101,7 @@ def _fail_after_exit(url: str, study_name: str, trial_id: int, pid: int) -> None
     fail_abandoned_trial(url, study_name, trial_id)
 
 
-if __name__ == "__main__":
-    _fail_after_exit(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+if __name__ == "__main__":  # study name, trial id, pid; the storage URL in the environment (never in argv)
+    from .paths import STORAGE_ENV
+
+    _fail_after_exit(os.environ[STORAGE_ENV], sys.argv[1], int(sys.argv[2]), int(sys.argv[3]))

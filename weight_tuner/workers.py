@@ -24,9 +24,10 @@ import subprocess
 import sys
 import threading
 
+from .paths import STORAGE_ENV
+
 logger = logging.getLogger(__name__)
 
-STORAGE_ENV = "WEIGHT_TUNER_STORAGE"
 JOBS_ENV = "WEIGHT_TUNER_JOBS"
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 STOP_GRACE_S = 120.0  # how long a stopping child may take to reach its safe point before it is killed

@@ -74,6 +74,10 @@ def decision_sentence(recommendation: dict) -> str:
     best = max(recommendation["candidates"][1:], key=lambda r: r["diff"]["mean"], default=None)
     why = (f" The best candidate ({best['candidate']}) differs by {best['diff']['mean']:+.4f}, interval "
            f"[{best['diff']['ci_low']:+.4f}, {best['diff']['ci_high']:+.4f}], which includes 0." if best else "")
+    if best and all(r.get("stopped_after") for r in recommendation["candidates"][1:]):
+        why = (f" Every candidate was stopped early (racing): after the units it ran, no scores of its remaining "
+               f"units could have put its interval above 0. The closest, {best['candidate']}, stood at "
+               f"{best['diff']['mean']:+.4f} over {best['stopped_after']} unit{'s' if best['stopped_after'] > 1 else ''}.")
     return f"Use no class weights: no candidate beat the unweighted model with an interval clear of 0.{why}"
 
 

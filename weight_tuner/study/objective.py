@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 
 from ..config import CLASSES, validate_class_weights
 from ..errors import WeightTunerError
-from ..paths import bundle_paths, model_path
+from ..paths import STORAGE_ENV, bundle_paths, model_path
 from .notes import save_live_note
 from .space import DEFAULT_EVALUATION, OBJECTIVES, SearchSpace
 from .storage import FINISHED, fail_abandoned_trial, is_unweighted, requeue, storage_of, trial_score
@@ -89,8 +89,10 @@ def abandon_trial(trial: optuna.Trial) -> None:
     try:
         fail_abandoned_trial(url, trial.study.study_name, trial._trial_id, lock_timeout=1.0)
     except Exception:
-        subprocess.Popen([sys.executable, "-m", "weight_tuner.signals", url, trial.study.study_name,
+        # The URL goes through the environment: it may hold a password, and a command line is public.
+        subprocess.Popen([sys.executable, "-m", "weight_tuner.signals", trial.study.study_name,
                           str(trial._trial_id), str(os.getpid())], start_new_session=True,
+                         env=dict(os.environ, **{STORAGE_ENV: url}),
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

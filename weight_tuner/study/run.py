@@ -157,7 +157,7 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
 
 
 def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, space: SearchSpace,
-               base_config: dict, trial_timeout: float | None = None, poll_seconds: float = 5.0,
+               base_config: dict, trial_timeout: float | None = None, poll_seconds: float = 1.0,
                max_failures: int = 5, stop=None) -> None:
     """Run trials one at a time until the study holds exactly ``n_trials`` finished trials.
 

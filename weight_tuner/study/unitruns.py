@@ -322,7 +322,7 @@ def missing_runs(companion: optuna.Study, plan: dict, counted: Race | None = Non
 
 
 def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None,
-                  poll_seconds: float = 5.0, members=None) -> Race:
+                  poll_seconds: float = 1.0, members=None) -> Race:
     """Take runs until every run of the plan that the race still needs has finished, here or in other
     processes; return the final :class:`.racing.Race`.
 
@@ -330,6 +330,7 @@ def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, afte
     Optuna's heartbeat callback, and taken here. A run that failed for good is a :class:`StudyError`.
     """
     ratio = plan_ratio(prepared, plan)
+    said = None
     while True:
         take_runs(companion, plan, prepared, stop, after_run, members)
         counted = race_of(companion, plan, ratio)
@@ -344,7 +345,9 @@ def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, afte
             return counted
         if stop is not None:
             stop.check()
-        logger.info(f"waiting for {len(pending)} unit runs held by other processes")
+        if len(pending) != said:  # once per change, not once per poll
+            said = len(pending)
+            logger.info(f"waiting for {said} unit run{'s' if said > 1 else ''} held by other processes")
         optuna.storages.fail_stale_trials(companion)
         time.sleep(poll_seconds)
 
