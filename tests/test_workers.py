@@ -66,6 +66,12 @@ def test_thread_share_divides_the_cores(monkeypatch):
     assert thread_share(8)["TF_NUM_INTEROP_THREADS"] == "1"
     workers = LocalWorkers(3, "postgresql://u:pw@h/db", ["--study", "s"])
     assert "pw" not in " ".join(workers.command()) and workers.command()[-3:] == ["worker", "--study", "s"]
+    monkeypatch.setenv(STORAGE_ENV, "sqlite:///other.db")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # set by the user: kept
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    env = workers.environment()
+    assert env[STORAGE_ENV] == "postgresql://u:pw@h/db" and env["OMP_NUM_THREADS"] == "3"
+    assert env["TF_NUM_INTRAOP_THREADS"] == "1"  # 4 cores over 3 jobs
 
 
 def test_a_local_worker_repeats_the_data_and_planning_options_but_not_the_storage():

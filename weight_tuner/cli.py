@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 import resource
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,8 @@ from pathlib import Path
 from .config import load_config
 from .corpus import MIN_SPLIT_DOCS, SPLIT_BY
 from .errors import ConfigError, DataError, WeightTunerError
-from .paths import DEFAULT_CACHE_DIR, STORAGE_ENV, default_export_path, default_storage_url, display_url, write_json
+from .paths import (DEFAULT_CACHE_DIR, STORAGE_ENV, default_export_path, default_storage_url, display_url,
+                    masked_command, write_json)
 from .posthoc import ADAPT_CHOICES
 from .sample import SAMPLE_DOCS
 from .signals import StopGuard, Terminated
@@ -332,7 +332,7 @@ def cmd_bench(args) -> int:
         base = study.user_attrs["model_config"]
     else:
         base = dict(QUICK_MODEL)
-    command = "weight-tuner " + shlex.join(args.argv)
+    command = "weight-tuner " + masked_command(args.argv)  # written into the Markdown: no password
     if not args.transfer_only:
         prepared = _prepare(args)
         result = run_bench(prepared, base, seeds=args.seeds, study=study, scaling=not args.no_scaling)

@@ -38,15 +38,32 @@ def default_export_path(study: str) -> Path:
 
 
 def display_url(url: str) -> str:
-    """A storage URL as logs and messages show it: a password in it becomes ``***``."""
-    if "://" not in url or "@" not in url:
-        return url
-    try:
-        from sqlalchemy.engine import make_url
+    """A storage URL as logs and messages show it: a password in it becomes ``***``.
 
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # not a URL SQLAlchemy can read: hide everything before the host
-        return url.split("://", 1)[0] + "://***@" + url.rsplit("@", 1)[1]
+    The user info ends at the *last* ``@`` (a host has none), so a password holding ``@``, ``!``, ``%``
+    or ``/`` is hidden whole; a parser that stops at the first ``@`` would show half of it."""
+    if "://" not in url or url.startswith("sqlite"):
+        return url
+    head, rest = url.split("://", 1)
+    at = rest.rfind("@")
+    if at < 0 or ":" not in rest[:at]:
+        return url  # no password
+    return f"{head}://{rest[:at].split(':', 1)[0]}:***@{rest[at + 1:]}"
+
+
+def masked_command(argv: list[str]) -> str:
+    """A command line as written into a file or log: every storage URL in it shown by :func:`display_url`."""
+    import shlex
+
+    def mask(arg: str) -> str:
+        if "://" not in arg:
+            return arg
+        if arg.startswith("--") and "=" in arg:
+            option, value = arg.split("=", 1)
+            return f"{option}={display_url(value)}"
+        return display_url(arg)
+
+    return shlex.join([mask(a) for a in argv])
 
 
 def sqlite_path(url: str) -> Path | None:

@@ -79,9 +79,14 @@ class LocalWorkers:
         """A child's command line (it holds no storage URL)."""
         return [sys.executable, "-m", "weight_tuner.cli", "-q", "worker", *self.worker_args]
 
+    def environment(self) -> dict[str, str]:
+        """A child's environment: its share of threads (unless the user set them, as for this process in
+        :func:`share_threads`) and the storage URL."""
+        return {**thread_share(self.jobs), **os.environ, STORAGE_ENV: self.storage_url}
+
     def start(self) -> None:
         """Start the children, each with its share of threads and the storage URL in its environment."""
-        env = dict(os.environ, **thread_share(self.jobs), **{STORAGE_ENV: self.storage_url})
+        env = self.environment()
         for _ in range(self.jobs - 1):
             proc = subprocess.Popen(self.command(), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                     start_new_session=True)
