@@ -123,3 +123,34 @@ def test_the_views_say_which_candidates_were_stopped_and_why():
     assert "Stopped early (racing): thresholds after 1 unit, trial 3 after 2 units" in candidates_table(rec)
     rows[2].pop("stopped_after")  # one candidate ran every unit: the usual sentence, no racing line for it
     assert "racing" not in decision_sentence(rec) and "trial 3 after" not in candidates_table(rec)
+
+
+def test_a_run_in_training_is_pruned_once_another_process_stops_its_candidate(tmp_path):
+    import optuna
+    from optuna.trial import TrialState
+
+    from weight_tuner.study.unitruns import UnitRun
+
+    plan = {"units": ["r0f0", "r0f1"], "folds": 2, "racing": True,
+            "candidates": {BASE: {"kind": "unweighted"}, "thresholds": {"kind": "thresholds"},
+                           "trial 1": {"kind": "weights"}}}
+    companion = optuna.create_study(study_name="c", storage=f"sqlite:///{tmp_path}/c.db")
+
+    def finished(candidate, unit, score, thresholds=None):
+        attrs = {"candidate": candidate, "unit": unit, "scores": {"important_f1": score}}
+        if thresholds is not None:
+            attrs["thresholds"] = {"important_f1": thresholds}
+        companion.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=score, user_attrs=attrs))
+
+    runner = object.__new__(UnitRun)  # the check needs the plan and its ratio, not a model
+    runner.plan, runner.ratio = plan, 0.5
+    running = companion.ask()  # trial 1 on r0f1, mid-training in this process
+    finished(BASE, "r0f0", 0.90, thresholds=0.80)
+    runner._stop_if_raced_out(running, "trial 1", "r0f1", epoch=0)  # trial 1 has no r0f0 yet: still needed
+    finished("trial 1", "r0f0", 0.50)  # another process finishes it: a loss no later unit can undo
+    with pytest.raises(optuna.TrialPruned):
+        runner._stop_if_raced_out(running, "trial 1", "r0f1", epoch=1)
+    assert "after epoch 2" in companion.trials[0].user_attrs["raced_out"]
+    runner._stop_if_raced_out(running, BASE, "r0f0", epoch=1)  # a counted run is never pruned
+    runner.plan = dict(plan, racing=False)
+    runner._stop_if_raced_out(running, "trial 1", "r0f1", epoch=1)  # a plan without racing trains every run

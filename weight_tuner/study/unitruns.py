@@ -207,7 +207,8 @@ def race_of(companion: optuna.Study, plan: dict, ratio: float) -> Race:
 class UnitRun:
     """The objective of a unit trial: train its candidate on its unit's training folds, score the held-out fold.
 
-    A run that the race no longer needs (its candidate was stopped) is pruned before it trains."""
+    A run that the race no longer needs (its candidate was stopped) is pruned before it trains, or after
+    the epoch during which another process's result stopped its candidate."""
 
     def __init__(self, prepared, plan: dict, stop=None, members=None):
         from ..model import ModelCache  # imports TensorFlow: only when unit runs are taken
@@ -217,15 +218,21 @@ class UnitRun:
         self.cache = ModelCache()
         self._data: tuple[str, object] | None = None  # the current unit's view of the rows
 
+    def _stop_if_raced_out(self, trial: optuna.Trial, name: str, key: str, epoch: int | None = None) -> None:
+        """Prune the run when the race no longer needs it: before it trains, and after each epoch (another
+        process may have finished the run that stopped its candidate meanwhile)."""
+        if self.plan.get("racing") and not race_of(trial.study, self.plan, self.ratio).needed(name, key):
+            when = "before training" if epoch is None else f"after epoch {epoch + 1}"
+            trial.set_user_attr("raced_out", f"its candidate was stopped ({when}): no scores of its remaining "
+                                             "units could make it win (racing)")
+            raise optuna.TrialPruned()
+
     def __call__(self, trial: optuna.Trial) -> float:
         name, key = trial.user_attrs.get("candidate"), trial.user_attrs.get("unit")
         if name is None or key is None:
             trial.set_user_attr("fail_reason", "no unit run was left to take (another process took the last)")
             raise NoUnitLeft()
-        if not race_of(trial.study, self.plan, self.ratio).needed(name, key):
-            trial.set_user_attr("raced_out", "its candidate was stopped: no scores of its remaining units could "
-                                             "make it win (racing)")
-            raise optuna.TrialPruned()
+        self._stop_if_raced_out(trial, name, key)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         unit = Unit.from_key(key)
@@ -244,7 +251,7 @@ class UnitRun:
             res = run_unit(self._data[1], self.plan["candidates"][name]["config"], unit,
                            thresholds=name == UNWEIGHTED, seed=unit.repeat,
                            should_stop=self.stop.check if self.stop is not None else None, cache=self.cache,
-                           keep=keep)
+                           keep=keep, epoch_hook=lambda epoch, stats: self._stop_if_raced_out(trial, name, key, epoch))
         except KeyboardInterrupt as exc:
             trial.set_user_attr("fail_reason", f"interrupted ({type(exc).__name__})")
             give_back(trial.study, trial)

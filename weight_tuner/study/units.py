@@ -141,7 +141,7 @@ def _scores(stats: dict) -> dict:
 
 
 def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int = 0, should_stop=None,
-             cache=None, keep=None) -> dict:
+             cache=None, keep=None, epoch_hook=None) -> dict:
     """Train ``config`` on the unit's training folds and score its held-out fold.
 
     Returns ``{"scores": {...}, "lines": held-out lines, "train_lines": ..., "seconds": ...}``,
@@ -150,7 +150,8 @@ def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int
     ``thresholds``, also the post-hoc threshold competitor on the same model, fitted by 2-way
     cross-fitting inside the held-out fold (fitted on one half of its chunks, scored on the other),
     and the ``multipliers`` fitted on the whole held-out fold.
-    ``should_stop`` and ``cache`` (a :class:`.model.ModelCache`) are passed to :func:`.train.train_model`;
+    ``should_stop``, ``cache`` (a :class:`.model.ModelCache`) and ``epoch_hook`` are passed to
+    :func:`.train.train_model`;
     ``keep(model, config)`` is called with the trained model (the confirmation keeps it as a member).
     """
     from ..posthoc import fit_calibration
@@ -158,7 +159,7 @@ def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int
 
     t0 = time.perf_counter()
     cfg = unit_config(config, unit)
-    model, _ = train_model(data, cfg, should_stop=should_stop, cache=cache)
+    model, _ = train_model(data, cfg, epoch_hook, should_stop=should_stop, cache=cache)
     held = data.val
     probs = predict_probs(model, held, cfg)
     out = {"scores": _scores(compute_stats(held.y, probs)), "lines": int(held.n),
