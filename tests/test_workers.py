@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from weight_tuner.paths import STORAGE_ENV
 from weight_tuner.workers import LocalWorkers, thread_share
 
+from test_paths import url_with_password
 from test_reliability import PG_URL, _pg_available, cli, study_toml, wait_for
 
 TRIALS = 5
@@ -64,20 +65,21 @@ def test_thread_share_divides_the_cores(monkeypatch):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     assert thread_share(2)["TF_NUM_INTRAOP_THREADS"] == "2"
     assert thread_share(8)["TF_NUM_INTEROP_THREADS"] == "1"
-    workers = LocalWorkers(3, "postgresql://u:pw@h/db", ["--study", "s"])
+    url = url_with_password("pw", "h/db", user="u")
+    workers = LocalWorkers(3, url, ["--study", "s"])
     assert "pw" not in " ".join(workers.command()) and workers.command()[-3:] == ["worker", "--study", "s"]
     monkeypatch.setenv(STORAGE_ENV, "sqlite:///other.db")
     monkeypatch.setenv("OMP_NUM_THREADS", "3")  # set by the user: kept
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
     env = workers.environment()
-    assert env[STORAGE_ENV] == "postgresql://u:pw@h/db" and env["OMP_NUM_THREADS"] == "3"
+    assert env[STORAGE_ENV] == url and env["OMP_NUM_THREADS"] == "3"
     assert env["TF_NUM_INTRAOP_THREADS"] == "1"  # 4 cores over 3 jobs
 
 
 def test_a_local_worker_repeats_the_data_and_planning_options_but_not_the_storage():
     from weight_tuner.cli import _worker_args, build_parser
 
-    args = build_parser().parse_args(["tune", "--storage", "postgresql://u:secret@h/db", "--study", "s", "--trials", "7",
+    args = build_parser().parse_args(["tune", "--storage", url_with_password("secret", "h/db"), "--study", "s", "--trials", "7",
                                       "--sample-docs", "30", "--split-seed", "3", "--test-group", "J1",
                                       "--no-racing", "--members", "/m"])
     line = _worker_args(args)
