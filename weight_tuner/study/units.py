@@ -54,6 +54,11 @@ def _pieces(prepared) -> list[tuple[str, int]]:
     return [(name, i) for name in ("train", "val") for i in range(len(prepared.splits[name].offsets) - 1)]
 
 
+def _piece_sizes(prepared, pieces: list[tuple[str, int]]) -> np.ndarray:
+    """The number of lines of each of ``pieces``."""
+    return np.array([int(np.diff(prepared.splits[s].offsets)[i]) for s, i in pieces])
+
+
 def fold_of_pieces(prepared, folds: int, repeat: int) -> np.ndarray:
     """The fold of every non-test chunk in ``repeat``'s partition, balanced by lines.
 
@@ -63,7 +68,7 @@ def fold_of_pieces(prepared, folds: int, repeat: int) -> np.ndarray:
     pieces = _pieces(prepared)
     if len(pieces) < folds:
         raise DataError(f"{len(pieces)} non-test chunks cannot be cut into {folds} folds; use fewer --folds")
-    sizes = np.array([int(np.diff(prepared.splits[s].offsets)[i]) for s, i in pieces])
+    sizes = _piece_sizes(prepared, pieces)
     order = np.random.default_rng([FOLD_SEED, repeat]).permutation(len(pieces))
     fold = np.empty(len(pieces), dtype=np.int64)
     totals = np.zeros(folds, dtype=np.int64)
@@ -110,8 +115,7 @@ def unit_data(prepared, unit: Unit, folds: int):
 def held_train_ratio(prepared, units: list[Unit], folds: int) -> float:
     """Held-out lines over training lines, mean over ``units`` (the interval's correction term), from the
     fold sizes alone: what the decision will use once every unit has run, known before any has."""
-    pieces = _pieces(prepared)
-    sizes = np.array([int(np.diff(prepared.splits[s].offsets)[i]) for s, i in pieces])
+    sizes = _piece_sizes(prepared, _pieces(prepared))
     held = [int(sizes[fold_of_pieces(prepared, folds, u.repeat) == u.fold].sum()) for u in units]
     return float(np.mean(held) / np.mean([int(sizes.sum()) - h for h in held]))
 
