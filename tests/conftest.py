@@ -31,7 +31,7 @@ TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, 
 FILE_SECONDS = {"test_workers.py": 200, "test_scale_out.py": 192, "test_recommend.py": 174, "test_reliability.py": 158, "test_posthoc.py": 61,
                 "test_study.py": 59, "test_deployed.py": 57, "test_model.py": 48, "test_views.py": 37,
                 "test_commands.py": 35, "test_predict.py": 33, "test_group_split.py": 18, "test_corpus.py": 12,
-                "test_cli_train.py": 11, "test_racing.py": 8}
+                "test_cli_train.py": 11, "test_racing.py": 8, "test_integrity.py": 30, "test_secrets.py": 31}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -138,12 +138,59 @@ def test_sample_corpus_and_train_commands_on_written_files(tmp_path, capsys):
 def test_more_folds_than_the_data_allows_stop_before_the_study_is_created(tmp_path, cache_dir, capsys, extra):
     # The study would store folds: 100 and strand the search's work behind a refused resume.
     db = tmp_path / "f.db"
-    argv = ["tune", "--sample-docs", str(TINY_DOCS), "--cache-dir", str(cache_dir), "--study", "f",
+    argv = ["tune", "--sample-docs", str(TINY_DOCS), "--cache-dir", str(tmp_path / "cache"), "--study", "f",
             "--storage", f"sqlite:///{db}", "--trials", "1", "--folds", "100", *extra]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()  # progress lines (reading the corpus), then the error
     assert [ln for ln in err if "error" in ln] == [err[-1]] and "cannot be cut into 100 folds" in err[-1]
     assert not db.exists() and not (tmp_path / "studies").exists()
+    assert not (tmp_path / "cache").exists()  # checked before the features were computed and cached
+
+
+def _input_file(tmp_path):
+    text = tmp_path / "in.txt"
+    text.write_text("Agaricus bisporus (J.E. Lange) Imbach\n")
+    return text
+
+
+@pytest.mark.parametrize("case", ["storage under a file", "storage folder not creatable", "worker on other data",
+                                  "predict --json onto a folder", "predict -o onto a file"])
+def test_every_check_comes_before_the_work(confirmed, tmp_path, capsys, case):
+    """A refused command has read no corpus, written no cache and no output, and loaded no model."""
+    (tmp_path / "a-file").write_text("x")
+    cache = ["--sample-docs", str(TINY_DOCS), "--cache-dir", str(tmp_path / "cache")]
+    text = _input_file(tmp_path)
+    argv, fragment = {
+        "storage under a file": (["tune", "--storage", f"sqlite:///{tmp_path}/a-file/x.db", "--trials", "1", *cache],
+                                 "a-file is a file, not a folder"),
+        "storage folder not creatable": (["tune", "--storage", "sqlite:////proc/nope/x.db", "--trials", "1", *cache],
+                                         "cannot create the folder /proc/nope"),
+        "worker on other data": (["worker", "--storage", confirmed, "--study", "c", "--trials", "3", "--sample-docs",
+                                  str(TINY_DOCS + 1), "--cache-dir", str(tmp_path / "cache")], "was run on data"),
+        "predict --json onto a folder": (["predict", "--study", "c", "--storage", confirmed, str(text), "--json",
+                                          str(tmp_path)], "it is a directory"),
+        "predict -o onto a file": (["predict", "--study", "c", "--storage", confirmed, str(text), "-o",
+                                    str(tmp_path / "a-file")], "a-file is not a directory"),
+    }[case]
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    errors = [ln for ln in err.splitlines() if "error" in ln]
+    assert len(errors) == 1 and fragment in errors[0], err
+    assert "model:" not in out  # predict refused before it loaded the model
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no cache, no output beside the input
+
+
+def test_a_file_with_no_lines_is_listed_in_predicts_json(confirmed, tmp_path, capsys):
+    import json
+
+    empty, text = tmp_path / "empty.txt", _input_file(tmp_path)
+    empty.write_text("\n\n")
+    assert main(["predict", "--study", "c", "--storage", confirmed, str(text), str(empty), "-o", str(tmp_path / "o"),
+                 "--json", str(tmp_path / "p.json")]) == 0
+    files = json.loads((tmp_path / "p.json").read_text())["files"]
+    assert files[str(empty)] == {"output": None, "lines": 0, "skipped": "no lines to label"}
+    assert files[str(text)]["lines"] == 1 and "skipped (no lines to label)" in capsys.readouterr().out
 
 
 def test_usage_errors_are_one_line_exit_2(capsys):

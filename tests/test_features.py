@@ -1,12 +1,14 @@
 """Line features: word and character n-gram TF-IDF plus shape cues, capped in width, padding distinguishable."""
 
-import pickle
+import json
 
 import numpy as np
+import pytest
 
 from weight_tuner.features import SHAPE_NAMES, Featurizer
 from weight_tuner.sample import generate_corpus
 from weight_tuner import corpus
+from weight_tuner.errors import DataError
 
 
 def sample_lines(n_docs=30):
@@ -38,15 +40,18 @@ def test_character_grams_match_a_word_the_ocr_or_a_journal_spelt_differently():
     assert cosine(a[chars], b[chars]) > 0.8 > cosine(a[words], b[words])
 
 
-def test_a_featurizer_saved_before_character_grams_still_loads():
+def test_a_saved_featurizer_is_json_and_transforms_identically(tmp_path):
     texts = sample_lines(10)
     f = Featurizer(max_words=32, max_char_grams=64).fit(texts)
-    old = dict(f.__dict__)
-    old["suffix_vectorizer"], old["max_suffixes"] = old.pop("char_vectorizer"), old.pop("max_char_grams")
-    g = Featurizer.__new__(Featurizer)
-    g.__setstate__(old)
-    restored = pickle.loads(pickle.dumps(g))
-    np.testing.assert_array_equal(restored.transform(texts[:5]), f.transform(texts[:5]))
+    f.save(tmp_path / "f.json")
+    saved = json.loads((tmp_path / "f.json").read_text())  # plain data: nothing in it can run
+    assert len(saved["words"]["vocabulary"]) == len(saved["words"]["idf"]) == len(f.word_vectorizer.vocabulary_)
+    g = Featurizer.load(tmp_path / "f.json")
+    np.testing.assert_array_equal(g.transform(texts), f.transform(texts))
+    saved["char_grams"]["idf"] = saved["char_grams"]["idf"][:-1]  # one weight lost
+    (tmp_path / "bad.json").write_text(json.dumps(saved))
+    with pytest.raises(DataError, match=r"featurizer .*bad\.json: not a weight-tuner featurizer"):
+        Featurizer.load(tmp_path / "bad.json")
 
 
 def test_vocabularies_are_fitted_on_a_bounded_sample_of_a_large_training_split(monkeypatch):

@@ -142,27 +142,16 @@ def test_a_bundles_label_map_is_checked_and_defaults_when_absent(tmp_path):
     assert load_label_map(model)("Diagnosis") == "Description"
 
 
-@pytest.mark.parametrize("version", [2, 3])
-def test_bundles_saved_with_dense_rows_still_predict(prepared, tmp_path, version):
-    """Bundles saved before rows were sparse (features versions 2 and 3: a dense `lines` input, a Masking
-    layer, and for version 2 a word-suffix vectoriser) load and predict; their batches are densified."""
+def test_models_with_dense_rows_still_predict(prepared, tmp_path):
+    """A model built before rows were sparse (a dense `lines` input and a Masking layer) loads and
+    predicts; its batches are densified."""
     import keras
-    from sklearn.feature_extraction.text import TfidfVectorizer
 
-    from weight_tuner import features
     from weight_tuner.model import WeightedCategoricalCrossentropy
     from weight_tuner.predict import predict_files, read_input
     from weight_tuner.train import save_bundle
 
     featurizer = prepared.featurizer
-    if version == 2:
-        texts = [t for d in generate_corpus(8, 1).values() for t in d.split("\n")]
-        old = features.Featurizer(max_words=64, max_char_grams=64).fit(texts)
-        state = dict(old.__dict__)
-        state["char_vectorizer"] = TfidfVectorizer(analyzer=features._suffixes, max_features=64).fit(texts)
-        state["suffix_vectorizer"], state["max_suffixes"] = state.pop("char_vectorizer"), state.pop("max_char_grams")
-        featurizer = features.Featurizer.__new__(features.Featurizer)
-        featurizer.__setstate__(state)
     n = featurizer.n_features
     inputs = keras.Input(shape=(None, n), name="lines")
     x = keras.layers.Masking(mask_value=0.0)(inputs)

@@ -161,35 +161,36 @@ def test_a_killed_workers_unit_run_is_retried_and_counted_once(searched, tmp_pat
     assert study.user_attrs["recommendation"]["decision"] == reference["decision"]
 
 
+def _three_tunes_at_once(url, name, tmp_path, cache_dir):
+    """Start 3 `tune` on one study that does not exist yet; every one must finish, on one study made once."""
+    toml = study_toml(tmp_path, epochs=2, schemes=("unweighted", "inverse_frequency", "sqrt_inverse_frequency"))
+    argv = ["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "4", "--folds", "2",
+            "--repeats", "1", "--confirm-top", "1", "--refits", "1", "--jobs", "1"]
+    procs = [cli(argv, cache_dir, cwd=tmp_path) for _ in range(3)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    study = optuna.load_study(study_name=name, storage=url)
+    schemes = [t.user_attrs.get("scheme") for t in study.trials]
+    assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert sorted(schemes) == ["inverse_frequency", "search", "sqrt_inverse_frequency", "unweighted"]  # each once
+    decisions = {out.split("Recommendation: ", 1)[1].splitlines()[0] for out, _ in outs}
+    assert len(decisions) == 1  # one decision, printed alike by the three
+    companion = _companion(url, study)
+    pairs = [(t.user_attrs["candidate"], t.user_attrs["unit"]) for t in companion.trials
+             if t.state == TrialState.COMPLETE]
+    assert len(pairs) == len(set(pairs))  # no unit run trained twice
+
+
+def test_three_tunes_started_at_once_on_a_new_sqlite_file_all_finish(tmp_path, cache_dir):
+    _three_tunes_at_once(f"sqlite:///{tmp_path}/new.db", "s", tmp_path, cache_dir)
+
+
 @pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
-def test_a_password_in_the_storage_url_is_stored_and_shown_nowhere(tmp_path, cache_dir, capsys, monkeypatch):
-    import json
-
-    from sqlalchemy.engine import make_url
-
-    secret = "s3cret-Pw0rd"  # the test server trusts local connections, so any password connects
-    url = make_url(PG_URL).set(password=secret).render_as_string(hide_password=False)
-    name = f"wt-secret-{os.getpid()}-{int(time.time() * 1000)}"
-    monkeypatch.chdir(tmp_path)
-    toml = study_toml(tmp_path, epochs=1, schemes=("unweighted", "inverse_frequency"))
+def test_three_tunes_started_at_once_on_postgresql_all_finish(tmp_path, cache_dir):
+    name = f"wt-three-{os.getpid()}-{int(time.time() * 1000)}"
     try:
-        assert main(["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "2", "--folds", "2",
-                     "--repeats", "1", "--confirm-top", "1", "--sample-docs", SAMPLE_DOCS,
-                     "--cache-dir", str(cache_dir), "--refits", "0"]) == 0
-        assert main(["export", "--storage", url, "--study", name, "-o", str(tmp_path / "e.json")]) == 0
-        assert main(["report", "--storage", url, "--study", name, "--no-plots"]) == 0
-        shown = capsys.readouterr()
-        assert "***" in shown.out and secret not in shown.out + shown.err
-        stored, storage = [], optuna.storages.RDBStorage(PG_URL)
-        for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
-            if summary.study_name.startswith(name):
-                study = optuna.load_study(study_name=summary.study_name, storage=storage)
-                system = storage.get_study_system_attrs(storage.get_study_id_from_name(summary.study_name))
-                stored.append(json.dumps([study.user_attrs, system], default=str))
-                stored += [json.dumps([t.user_attrs, t.system_attrs], default=str) for t in study.trials]
-        assert len(stored) > 2 and not any(secret in s for s in stored)  # attrs, notes (system attrs), trials
-        written = [p for p in tmp_path.rglob("*") if p.is_file()]
-        assert written and not any(secret.encode() in p.read_bytes() for p in written)
+        _three_tunes_at_once(PG_URL, name, tmp_path, cache_dir)
     finally:
         for summary in optuna.study.get_all_study_summaries(PG_URL, include_best_trial=False):
             if summary.study_name.startswith(name):

@@ -144,11 +144,12 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study=None, scaling:
     study whose best and recommended weights become rows too."""
     from .model import ModelCache
     from .study.space import warm_start_schemes
+    from .study.storage import stored_recommendation
     from .train import evaluate, predict_probs, train_model
 
     study_name, tuned, trials, recommendation = None, None, [], None
     if study is not None:  # read once: the rows, the screen's ranking and the recommendation's row
-        study_name, recommendation = study.study_name, study.user_attrs.get("recommendation")
+        study_name, recommendation = study.study_name, stored_recommendation(study)
         tuned, trials = tuned_weights_from_study(study)
     rows = bench_rows(warm_start_schemes(prepared.class_counts["train"]), study_name, tuned, recommendation)
     val, test = prepared.splits["val"], prepared.splits["test"]

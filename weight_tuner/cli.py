@@ -12,8 +12,8 @@ from pathlib import Path
 
 from .config import load_config
 from .corpus import MIN_SPLIT_DOCS, SPLIT_BY
-from .errors import ConfigError, DataError, WeightTunerError
-from .paths import (DEFAULT_CACHE_DIR, STORAGE_ENV, default_export_path, default_storage_url, display_url,
+from .errors import ConfigError, DataError, StudyError, WeightTunerError
+from .paths import (DEFAULT_CACHE_DIR, STORAGE_ENV, check_can_write, default_export_path, default_storage_url, display_url,
                     masked_command, write_json)
 from .posthoc import ADAPT_CHOICES
 from .sample import SAMPLE_DOCS
@@ -86,7 +86,25 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
                    help='JSON mapping raw YEDDA labels to classes, over the default, e.g. \'{"Diagnosis": "Description"}\'')
 
 
-def _prepare(args):
+def _data_checks(args, storage: str | None = None, folds: int | None = None):
+    """What a job checks once the corpus is read and split, before features are computed or cached: the
+    study's data is this run's (where the study exists), and the non-test chunks can be cut into ``folds``."""
+    def check(fingerprint: str, split: dict) -> None:
+        pieces = len(split["train"]) + len(split["val"])
+        if folds is not None and pieces < folds:
+            raise ConfigError(f"--folds {folds}: the corpus's {pieces} non-test chunks cannot be cut into {folds} "
+                              "folds; use fewer --folds")
+        if storage is not None:
+            from .study.storage import stored_fingerprint
+
+            made = stored_fingerprint(storage, args.study)
+            if made not in (None, fingerprint):
+                raise StudyError(f"study {args.study!r} was run on data {made}; this run's data is {fingerprint}. "
+                                 "Use a new --study name or the study's data (--data, --sample-docs, --split-*).")
+    return check
+
+
+def _prepare(args, before_features=None):
     from .train import SAMPLE_DOCS, prepare
 
     if args.data and args.sample_rare_nomenclature != 1:
@@ -101,7 +119,7 @@ def _prepare(args):
     return prepare(args.data, split_seed=args.split_seed, sample_docs=args.sample_docs or SAMPLE_DOCS,
                    cache_dir=args.cache_dir or None, max_chunk_lines=args.max_chunk_lines, label_map=label_map,
                    sample_rare_nomenclature=args.sample_rare_nomenclature, split_by=args.split_by,
-                   test_groups=args.test_group)
+                   test_groups=args.test_group, before_features=before_features)
 
 
 def cmd_corpus(args) -> int:
@@ -206,7 +224,7 @@ def cmd_tune(args) -> int:
     """Run (or resume) the study, confirm its top candidates against no weights, decide, then score the
     recommendation and no weights once on the test split."""
     from .study import (StudyConfig, check_storage, confirm, confirmation_evaluation, final_test_evaluation,
-                        finished_count, open_study, parse_objectives, run_trials)
+                        finished_count, open_study, parse_objectives, run_trials, stored_recommendation)
     from .study.members import members_dir, refit
     from .study.notes import candidates_table, decision_sentence, deployed_sentence
     from .study.recommend import withdraw_stale_recommendation
@@ -219,7 +237,7 @@ def cmd_tune(args) -> int:
         raise WeightTunerError("--design cv needs a single objective (Optuna prunes single-objective studies only)")
     storage = _storage(args)
     check_storage(storage, connect=True)  # before the corpus is read or the feature cache written
-    prepared = _prepare(args)
+    prepared = _prepare(args, _data_checks(args, storage, study_config.evaluation["folds"]))
     check_units(prepared, study_config.evaluation)  # --folds against the data, before the study exists
     t0 = time.perf_counter()
     study, space, base_config = open_study(prepared, storage, args.study, study_config, seed=args.seed,
@@ -241,7 +259,7 @@ def cmd_tune(args) -> int:
             return 0
         evaluation = confirmation_evaluation(study, study_config.evaluation)
         members = members_dir(storage, args.study, args.members)
-        earlier = study.user_attrs.get("recommendation")  # its refits are kept if the configuration is the same
+        earlier = stored_recommendation(study)  # its refits are kept if the configuration is the same
         recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members,
                                  racing=not args.no_racing)
         confirm_s = time.perf_counter() - t0 - search_s
@@ -261,7 +279,7 @@ def cmd_worker(args) -> int:
     from .study import StudyConfig, check_storage, confirm, confirmation_evaluation, finished_count, join_study
 
     check_storage(_storage(args), must_exist=True, connect=True)
-    prepared = _prepare(args)
+    prepared = _prepare(args, _data_checks(args, _storage(args)))
     study = join_study(prepared, _storage(args), args.study, args.trials, seed=args.seed,
                        trial_timeout=args.trial_timeout, heartbeat=args.heartbeat, stop=args.guard)
     print(f"worker: study {args.study!r} holds {finished_count(study)} finished trials")
@@ -286,7 +304,8 @@ def cmd_predict(args) -> int:
     if bool(args.model) == bool(args.study):
         raise WeightTunerError("predict: give exactly one of --model PATH or --study NAME")
     # Every input, and where its output goes, is checked before the model loads or anything is written.
-    output_paths(collect_inputs(args.files), args.out)
+    for target in [*output_paths(collect_inputs(args.files), args.out).values(), *([args.json] if args.json else [])]:
+        check_can_write(target)
     if args.model and (args.use or args.members):
         raise WeightTunerError("predict: --use and --members choose a study's model; they need --study, not --model")
     multipliers, prior, calibration = None, None, None
@@ -304,6 +323,9 @@ def cmd_predict(args) -> int:
                             progress=progress_enabled(), adapt=args.adapt_priors, train_prior=prior,
                             calibration=calibration)
     for path, entry in results["files"].items():
+        if entry.get("skipped"):
+            print(f"{path}: skipped ({entry['skipped']})")
+            continue
         print(f"{path}: {entry['lines']} lines -> {entry['output']}" +
               (f" (probabilities: {entry['probs_csv']})" if "probs_csv" in entry else ""))
         if "stats" in entry:
@@ -320,7 +342,7 @@ def cmd_bench(args) -> int:
     across journals (train on one, test on another)."""
     from .bench import (TRANSFER_END, TRANSFER_START, render_transfer, replace_section, run_bench, run_transfer,
                         write_outputs)
-    from .study import QUICK_MODEL, tuned_study
+    from .study import QUICK_MODEL, stored_recommendation, tuned_study
 
     if args.data and not Path(args.data).is_dir():
         print(f"weight-tuner bench: corpus {args.data} not found; skipping the benchmark")
@@ -342,7 +364,7 @@ def cmd_bench(args) -> int:
         if args.transfer_only:
             raise WeightTunerError("--transfer-only needs --data with journal folders and --transfer-by journal|volume")
         return 0
-    rec = study.user_attrs.get("recommendation") if study is not None else None
+    rec = stored_recommendation(study) if study is not None else None
     try:
         transfer = run_transfer(args.data, base, seeds=args.seeds, by=args.transfer_by, recommendation=rec,
                                 cache_dir=args.cache_dir or None, split_seed=args.split_seed)

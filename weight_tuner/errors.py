@@ -15,6 +15,10 @@ class DataError(WeightTunerError):
     """The data (a corpus, a split, an input file, a saved model) cannot be used."""
 
 
+class IntegrityError(DataError):
+    """A stored file (a cache array, a model, a member, the split) does not match the digest written with it."""
+
+
 class StudyError(WeightTunerError):
     """A storage or study problem (unknown study, unreadable storage, a study not made by tune)."""
 

@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from .errors import StudyError
 from .paths import display_url, write_json
 from .study.space import METRIC_NAME
-from .study.storage import completed_trials, trial_config, trial_score, tuned_study
+from .study.storage import completed_trials, stored_recommendation, trial_config, trial_score, tuned_study
 from .study.unitruns import UNWEIGHTED
 
 
@@ -83,7 +83,7 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
     """
     study = tuned_study(storage_url, study_name)
     complete = completed_trials(study)
-    rec = study.user_attrs.get("recommendation")
+    rec = stored_recommendation(study)
     if trial_number is None and rec is not None:
         number = rec["trial"] if rec.get("trial") is not None else max(complete, key=trial_score).number
         best = next(t for t in study.trials if t.number == number)

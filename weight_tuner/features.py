@@ -20,8 +20,8 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -29,14 +29,15 @@ from typing import Sequence
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
-from .paths import atomic_write_bytes
+from .errors import DataError
+from .paths import check_manifest, read_json, write_json, write_manifest
 
 logger = logging.getLogger(__name__)
 
 FEATURES_VERSION = 3  # 3: character 2-4-grams instead of word suffixes
 # float16 halves the stored values; TF-IDF needs no more precision. Batches are float32.
 FEATURE_DTYPE = np.float16
-CACHE_FORMAT = "csr-1"  # how rows are laid out on disk (part of the cache key)
+CACHE_FORMAT = "csr-2"  # how rows are laid out on disk (part of the cache key); 2: JSON featurizer, manifest
 # The vocabularies and IDF weights are fitted on at most this many training lines (a fixed sample
 # beyond): fitting counts every n-gram of every line before the vocabulary is capped, which grew
 # without bound with the corpus. SKOL's 124k training lines are all used.
@@ -79,11 +80,6 @@ def shape_features(text: str) -> list[float]:
 
 def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
-
-
-def _suffixes(text: str) -> list[str]:
-    # Features version 2's analyzer: a bundle saved then pickled its vectorizer with a reference to it.
-    return [w[-3:] for w in _words(text)] + ["~" + w[-2:] for w in _words(text)]
 
 
 def _word_tokens(text: str) -> list[str]:
@@ -195,13 +191,6 @@ class Featurizer:
     word_vectorizer: TfidfVectorizer | None = None
     char_vectorizer: TfidfVectorizer | None = None
 
-    def __setstate__(self, state: dict) -> None:
-        # A featurizer pickled before version 3 (in a saved bundle) named its second block for suffixes.
-        if "suffix_vectorizer" in state:
-            state["char_vectorizer"] = state.pop("suffix_vectorizer")
-            state["max_char_grams"] = state.pop("max_suffixes")
-        self.__dict__.update(state)
-
     def params(self) -> dict:
         """The parameters that define the features (part of the cache key)."""
         return {"max_words": self.max_words, "max_char_grams": self.max_char_grams, "version": FEATURES_VERSION,
@@ -213,12 +202,8 @@ class Featurizer:
         if len(texts) > FIT_LINES:
             keep = np.sort(np.random.default_rng(0).choice(len(texts), FIT_LINES, replace=False))
             texts = [texts[i] for i in keep]
-        self.word_vectorizer = TfidfVectorizer(
-            analyzer=_word_tokens, max_features=self.max_words, min_df=2, sublinear_tf=True,
-            dtype=np.float32)
-        self.char_vectorizer = TfidfVectorizer(
-            analyzer="char_wb", ngram_range=(2, 4), lowercase=True, max_features=self.max_char_grams, min_df=2,
-            sublinear_tf=True, dtype=np.float32)
+        self.word_vectorizer = _word_vectorizer(max_features=self.max_words, min_df=2)
+        self.char_vectorizer = _char_vectorizer(max_features=self.max_char_grams, min_df=2)
         self.word_vectorizer.fit(texts)
         self.char_vectorizer.fit(texts)
         return self
@@ -264,14 +249,43 @@ class Featurizer:
         return rows.csr().toarray().astype(FEATURE_DTYPE)
 
     def save(self, path: str | Path) -> None:
-        """Pickle the fitted featurizer (written atomically)."""
-        atomic_write_bytes(Path(path), pickle.dumps(self))
+        """Write the fitted vocabularies and IDF weights as JSON (atomically). Never pickle: a shared models
+        folder must not be able to run code in the process that loads it."""
+        blocks = {}
+        for name, vec in (("words", self.word_vectorizer), ("char_grams", self.char_vectorizer)):
+            vocab = sorted(vec.vocabulary_.items(), key=lambda kv: kv[1])
+            blocks[name] = {"vocabulary": [term for term, _ in vocab], "idf": [float(x) for x in vec.idf_]}
+        write_json(path, {"format": "featurizer-json-1", **self.params(), **blocks})
 
     @staticmethod
     def load(path: str | Path) -> "Featurizer":
-        """Load a featurizer saved by :meth:`save`."""
-        with open(path, "rb") as fh:
-            return pickle.load(fh)
+        """A featurizer saved by :meth:`save`; anything else is a one-line :class:`.errors.DataError`."""
+        saved = read_json(path, "featurizer")
+        try:
+            if saved.get("format") != "featurizer-json-1" or saved.get("version") != FEATURES_VERSION:
+                raise ValueError(f"format {saved.get('format')!r}, features version {saved.get('version')!r}")
+            featurizer = Featurizer(int(saved["max_words"]), int(saved["max_char_grams"]))
+            vectorizers = []
+            for name, make in (("words", _word_vectorizer), ("char_grams", _char_vectorizer)):
+                terms, idf = saved[name]["vocabulary"], np.asarray(saved[name]["idf"], dtype=np.float64)
+                if len(terms) != len(idf) or len(set(terms)) != len(terms):
+                    raise ValueError(f"{name}: {len(terms)} terms, {len(idf)} IDF weights")
+                vec = make(vocabulary={t: i for i, t in enumerate(terms)})
+                vec.idf_ = idf
+                vectorizers.append(vec)
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"featurizer {path}: not a weight-tuner featurizer of this version ({exc})") from exc
+        featurizer.word_vectorizer, featurizer.char_vectorizer = vectorizers
+        return featurizer
+
+
+def _word_vectorizer(**kw) -> TfidfVectorizer:
+    return TfidfVectorizer(analyzer=_word_tokens, sublinear_tf=True, dtype=np.float32, **kw)
+
+
+def _char_vectorizer(**kw) -> TfidfVectorizer:
+    return TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), lowercase=True, sublinear_tf=True,
+                           dtype=np.float32, **kw)
 
 
 def return_freed_memory() -> None:
@@ -319,23 +333,59 @@ def build_features(split_texts: dict[str, list[str]], data_fingerprint: str, spl
     for name, texts in split_texts.items():
         ranges[name] = (lo, lo + len(texts))
         lo += len(texts)
-    if cache is not None and (cache / "done").exists():
-        featurizer = Featurizer.load(cache / "featurizer.pkl")
-        rows = SparseRows.load(cache, featurizer.n_features)
-        logger.info(f"features: loaded from the cache {cache}")
-        _log_size(rows)
-        return featurizer, rows, ranges, True
+    if cache is not None and (cache / CACHE_MANIFEST).exists():
+        try:
+            check_manifest(cache / CACHE_MANIFEST, "feature cache")
+            featurizer = Featurizer.load(cache / "featurizer.json")
+            rows = SparseRows.load(cache, featurizer.n_features)
+            logger.info(f"features: loaded from the cache {cache}")
+            _log_size(rows)
+            return featurizer, rows, ranges, True
+        except DataError as exc:  # IntegrityError included: the cache is only a copy, so rebuild it
+            logger.warning(f"{exc}; computing the features again")
+            _discard(cache)
     logger.info(f"computing features for {lo} lines ...")
     featurizer.fit(split_texts["train"])
     return_freed_memory()  # the vocabulary count's temporaries (hundreds of MB on 200k lines)
     rows = featurizer.transform_rows([t for texts in split_texts.values() for t in texts])
     if cache is not None:
-        rows.save(cache)
-        featurizer.save(cache / "featurizer.pkl")
-        (cache / "done").write_text(key)  # written last: a half-written cache is never read
+        _store(cache, rows, featurizer)
         rows = SparseRows.load(cache, featurizer.n_features)  # mapped, as a cache hit is: pages the system can evict
     _log_size(rows)
     return featurizer, rows, ranges, False
+
+
+CACHE_MANIFEST = "manifest.json"  # written last, with every array's size and SHA-256: checked on each load
+
+
+def _store(cache: Path, rows: SparseRows, featurizer: Featurizer) -> None:
+    """Write the cache in a private folder, then rename it into place: a reader sees all of it or nothing,
+    and processes building one cache at once do not write into each other's files."""
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    _discard(tmp)
+    rows.save(tmp)
+    featurizer.save(tmp / "featurizer.json")
+    write_manifest(tmp / CACHE_MANIFEST, [tmp / f for f in ("indptr.npy", "indices.npy", "data.npy", "featurizer.json")])
+    try:
+        os.rename(tmp, cache)
+    except OSError:  # another process stored it first (or a stale folder without manifest is there)
+        if not (cache / CACHE_MANIFEST).exists():
+            _discard(cache)
+            os.rename(tmp, cache)
+        else:
+            _discard(tmp)
+
+
+def _discard(folder: Path) -> None:
+    """Remove a cache folder: renamed aside first, so that no reader maps a file half deleted."""
+    if not folder.exists():
+        return
+    aside = folder.with_name(f".{folder.name}.{os.getpid()}.discard")
+    try:
+        os.rename(folder, aside)
+    except OSError:
+        return  # another process moved it already
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def _log_size(rows: SparseRows) -> None:

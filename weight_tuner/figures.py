@@ -18,7 +18,7 @@ import numpy as np
 from optuna.trial import TrialState
 
 from .config import CLASSES
-from .study.storage import trial_score
+from .study.storage import stored_recommendation, trial_score
 
 # Fewer completed trials than this and parameter importances are mostly noise: the figure says so.
 IMPORTANCE_MIN_TRIALS = 20
@@ -175,7 +175,7 @@ def confusion(matrix, title: str):
 
 def study_figures(study) -> dict:
     """Every figure of a study that can be drawn now, by name."""
-    rec = study.user_attrs.get("recommendation")
+    rec = stored_recommendation(study)
     test = study.user_attrs.get("test_stats") or {}
     made = {"paired_differences": paired_differences(rec), "history": history(study),
             "importances": importances(study), "weight_map": weight_map(study), "tradeoff": tradeoff(study)}

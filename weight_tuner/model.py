@@ -328,5 +328,5 @@ def tensorflow():
 
 
 def load_model(path) -> keras.Model:
-    """Load a saved ``.keras`` model; the loss deserialises because it is registered."""
-    return keras.saving.load_model(path)
+    """Load a saved ``.keras`` model in safe mode; the loss deserialises because it is registered."""
+    return keras.saving.load_model(path, safe_mode=True)  # no lambda or arbitrary code from a shared folder

@@ -9,13 +9,14 @@ the old one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from .errors import ConfigError, WeightTunerError
+from .errors import ConfigError, DataError, IntegrityError, WeightTunerError
 
 STUDIES_DIR = Path("studies")
 DEFAULT_CACHE_DIR = STUDIES_DIR / "cache"
@@ -87,20 +88,87 @@ def model_path(models: Path, number: int) -> Path:
     return models / f"trial-{number}.keras"
 
 
-def bundle_paths(model_file: str | Path) -> tuple[Path, Path, Path, Path]:
-    """The files of a saved model bundle: ``X.keras``, ``X.featurizer.pkl``, ``X.config.json``
-    and ``X.labels.json`` (the raw-label mapping the model was trained with)."""
+class BundlePaths(NamedTuple):
+    """The files of a saved model bundle ``X.keras``."""
+
+    keras: Path
+    featurizer: Path  # X.featurizer.json: vocabularies and IDF weights, never pickle
+    config: Path
+    labels: Path  # the raw-label mapping the model was trained with
+    manifest: Path  # X.manifest.json: size and SHA-256 of the four others, written last
+
+    @property
+    def old_pickle(self) -> Path:
+        """Where a bundle saved by an earlier weight-tuner kept its pickled featurizer."""
+        return self.featurizer.with_suffix(".pkl")
+
+
+def bundle_paths(model_file: str | Path) -> BundlePaths:
+    """The files of the model bundle ``X.keras`` (:class:`BundlePaths`)."""
     model_file = Path(model_file)
     if model_file.suffix != ".keras":
         raise ConfigError(f"model path {model_file} must end in .keras")
     stem = model_file.with_suffix("")
-    return model_file, Path(f"{stem}.featurizer.pkl"), Path(f"{stem}.config.json"), Path(f"{stem}.labels.json")
+    return BundlePaths(model_file, Path(f"{stem}.featurizer.json"), Path(f"{stem}.config.json"),
+                       Path(f"{stem}.labels.json"), Path(f"{stem}.manifest.json"))
+
+
+# ----------------------------------------------------------------------------------- integrity
+
+def file_digest(path: str | Path) -> dict:
+    """``{"bytes": size, "sha256": hex}`` of a file, read in blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return {"bytes": os.path.getsize(path), "sha256": h.hexdigest()}
+
+
+def write_manifest(path: str | Path, files: list[Path]) -> dict:
+    """Write the digests of ``files`` (named relative to the manifest's folder) to ``path``, atomically and
+    after them: a manifest exists only for files that were complete. Returns the manifest."""
+    path = Path(path)
+    manifest = {"format": 1, "files": {str(Path(f).relative_to(path.parent)): file_digest(f) for f in files}}
+    write_json(path, manifest)
+    return manifest
+
+
+def check_manifest(path: str | Path, what: str) -> None:
+    """An :class:`IntegrityError` naming the first file listed in the manifest ``path`` that is missing or
+    whose size or SHA-256 differs (``what`` names the thing, e.g. "model bundle")."""
+    path = Path(path)
+    if not path.exists():
+        raise IntegrityError(f"{what}: {path} is missing (an unfinished or foreign save)")
+    manifest = read_json(path, f"{what} manifest")
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not files:
+        raise IntegrityError(f"{what}: {path} lists no files")
+    for name, want in files.items():
+        f = path.parent / name
+        if not f.is_file():
+            raise IntegrityError(f"{what}: {f} is missing (listed in {path.name})")
+        have = file_digest(f) if os.path.getsize(f) == want.get("bytes") else {"bytes": os.path.getsize(f)}
+        if have != want:
+            how = ("its SHA-256 differs" if have["bytes"] == want.get("bytes")
+                   else f"{have['bytes']} bytes, {want.get('bytes')} recorded")
+            raise IntegrityError(f"{what}: {f} is corrupt ({how} in {path.name})")
 
 
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def check_can_write(path: str | Path) -> None:
+    """A one-line :class:`WeightTunerError` when ``path`` is a directory or lies under a file: what a command
+    checks for every output before it reads or computes anything."""
+    path = Path(path)
+    if path.is_dir():
+        raise WeightTunerError(f"cannot write {path}: it is a directory")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise WeightTunerError(f"cannot write {path}: {blocking} is not a directory")
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -110,11 +178,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     A path that cannot be written is a one-line :class:`WeightTunerError`, and an existing file stays.
     """
     path = Path(path)
-    if path.is_dir():
-        raise WeightTunerError(f"cannot write {path}: it is a directory")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise WeightTunerError(f"cannot write {path}: {blocking} is not a directory")
+    check_can_write(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -156,3 +220,15 @@ def parse_json(text: str, where: str) -> Any:
         raise ConfigError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
     except ValueError as exc:  # e.g. NaN handling differences
         raise ConfigError(f"{where}: invalid JSON: {exc}") from exc
+
+
+def check_bundle(model_path: str | Path) -> None:
+    """A one-line :class:`.errors.DataError` unless the bundle's files match its manifest (an old bundle with
+    a pickled featurizer is refused: loading pickle can run code)."""
+    paths = bundle_paths(model_path)
+    if paths.old_pickle.exists() and not paths.manifest.exists():
+        raise DataError(f"model bundle {paths.keras} has a pickled featurizer ({paths.old_pickle.name}), which "
+                        "weight-tuner no longer loads (unpickling can run code); train it again")
+    if not paths.keras.exists():
+        raise DataError(f"model bundle file {paths.keras} does not exist")
+    check_manifest(paths.manifest, f"model bundle {paths.keras.name}")

@@ -229,6 +229,7 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
             bar.update(1)
             if not fl.texts:
                 logger.warning(f"{fl.path}: no lines to label")
+                results["files"][str(fl.path)] = {"output": None, "lines": 0, "skipped": "no lines to label"}
                 continue
             split = SplitData.whole(str(fl.path), featurizer.transform_rows(fl.texts), fl.y if fl.y is not None else
                                     np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [str(fl.path)])
@@ -272,9 +273,10 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
             bar.set_postfix(lines=total_lines)
     bar.close()
     seconds = time.perf_counter() - t0
-    results["throughput"] = {"files": len(results["files"]), "lines": total_lines, "seconds": round(seconds, 3),
+    labelled = [e for e in results["files"].values() if not e.get("skipped")]
+    results["throughput"] = {"files": len(labelled), "lines": total_lines, "seconds": round(seconds, 3),
                              "lines_per_second": round(total_lines / seconds, 1) if seconds > 0 else None}
-    logger.info(f"predicted {total_lines} lines in {len(results['files'])} files in {seconds:.1f}s "
+    logger.info(f"predicted {total_lines} lines in {len(labelled)} files in {seconds:.1f}s "
                 f"({total_lines / max(seconds, 1e-9):.0f} lines/s)")
     if all_y:
         y = np.concatenate(all_y)

@@ -17,7 +17,7 @@ from .errors import WeightTunerError
 from .paths import artifacts_dir, atomic_write_bytes
 from .study.notes import candidates_table, decision_sentence, paste_snippet
 from .study.space import METRIC_NAME
-from .study.storage import tuned_study
+from .study.storage import stored_recommendation, tuned_study
 
 SCORE = METRIC_NAME  # the trials table's score column
 PAGE = "report.html"
@@ -78,7 +78,7 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
     table = trials_table(study)
     print(table.to_string(index=False, formatters={c: number for c in table.columns})
           if not table.empty else f"study {study_name!r} has no trials")
-    rec = study.user_attrs.get("recommendation")
+    rec = stored_recommendation(study)
     if rec:
         print(f"\nconfirmation, paired against no weights over {rec['n_units']} units "
               f"({rec['folds']} folds x {rec['repeats']} repeats):")
@@ -108,7 +108,7 @@ def page_html(study, table: pd.DataFrame | None = None) -> str:
     from . import figures
 
     table = trials_table(study) if table is None else table
-    rec = study.user_attrs.get("recommendation")
+    rec = stored_recommendation(study)
     test = study.user_attrs.get("test_stats") or {}
     def e(text: str) -> str:
         return html.escape(text, quote=False)  # text content only: quotes stay readable (the paste snippet)

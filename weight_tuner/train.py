@@ -20,7 +20,7 @@ from .config import CLASSES
 from .errors import DataError
 from .features import Featurizer, SparseRows, build_features, return_freed_memory
 from .metrics import compute_stats
-from .paths import DEFAULT_CACHE_DIR, bundle_paths, read_json, write_json
+from .paths import DEFAULT_CACHE_DIR, bundle_paths, check_bundle, read_json, write_json, write_manifest
 from .sample import SAMPLE_DOCS
 from .windows import build_windows, label_table, merge_window_probs, offsets_from_sizes, oversample_windows
 
@@ -136,13 +136,16 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
             cache_dir: str | Path | None = DEFAULT_CACHE_DIR, max_chunk_lines: int = 2000,
             label_map: dict[str, str] | None = None, sample_rare_nomenclature: int = 1,
             split_by: str = "chunk", test_groups: list[str] | None = None,
-            featurizer: Featurizer | None = None) -> Prepared:
+            featurizer: Featurizer | None = None, before_features: Callable[[str, dict], None] | None = None
+            ) -> Prepared:
     """Read, chunk, split and featurise a corpus.
 
     ``label_map`` overrides the default raw-label -> class mapping, e.g. ``{"Diagnosis": "Description"}``.
     ``split_by`` is ``chunk`` (random chunks), or ``volume``/``journal``: whole groups held out for
     test (``test_groups``, or drawn with ``split_seed``), see :func:`.corpus.split_groups`.
     ``featurizer``: an unfitted :class:`.features.Featurizer` with other widths (default: the default one).
+    ``before_features(fingerprint, split)`` runs once the corpus is read and split, before the features are
+    computed or cached: a command checks there what it can (its study's data, the folds).
     """
     if split_by not in corpus.SPLIT_BY:
         raise DataError(f"--split-by: unknown {split_by!r}; choose from {', '.join(corpus.SPLIT_BY)}")
@@ -181,6 +184,8 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
             raise DataError(f"class {c!r} is absent from the training split of {source}; "
                               "it cannot be learned or weighted")
     del docs, chunks, by_id, lines  # the line objects are not needed past here: free them before featurising
+    if before_features is not None:
+        before_features(fingerprint, split)
     featurizer, rows, ranges, hit = build_features(texts, fingerprint, split, cache_dir, featurizer)
     del texts
     return_freed_memory()
@@ -323,35 +328,42 @@ def train_model(data: Prepared | TrainingData, config: dict, epoch_hook: EpochHo
 
 def save_bundle(model, featurizer: Featurizer, config: dict, model_path: str | Path,
                 label_map: dict[str, str] | None = None) -> None:
-    """Save model, featurizer, config and label mapping; each file is written atomically."""
+    """Save model, featurizer, config and label mapping, each atomically, then their manifest (sizes and
+    SHA-256), which :func:`load_bundle` checks: a bundle is whole, or refused."""
     import os
+    import tempfile
 
-    keras_path, feat_path, cfg_path, labels_path = bundle_paths(model_path)
-    keras_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = keras_path.with_name(f".{keras_path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, keras_path)
-    featurizer.save(feat_path)
-    write_json(cfg_path, config)
-    write_json(labels_path, label_map or {})
+    paths = bundle_paths(model_path)
+    paths.keras.parent.mkdir(parents=True, exist_ok=True)
+    paths.manifest.unlink(missing_ok=True)  # a crash below leaves no manifest vouching for a mix of files
+    fd, tmp = tempfile.mkstemp(dir=paths.keras.parent, prefix=f".{paths.keras.stem}.", suffix=".tmp.keras")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, paths.keras)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    featurizer.save(paths.featurizer)
+    write_json(paths.config, config)
+    write_json(paths.labels, label_map or {})
+    write_manifest(paths.manifest, [paths.keras, paths.featurizer, paths.config, paths.labels])
 
 
 def load_bundle(model_path: str | Path):
-    """Load ``(model, featurizer, config)`` saved by :func:`save_bundle`."""
+    """Load ``(model, featurizer, config)`` saved by :func:`save_bundle`, after :func:`check_bundle`."""
     from .model import load_model
 
-    keras_path, feat_path, cfg_path, _ = bundle_paths(model_path)
-    for p in (keras_path, feat_path, cfg_path):
-        if not p.exists():
-            raise DataError(f"model bundle file {p} does not exist")
-    config = read_json(cfg_path, "model config")
-    return load_model(keras_path), Featurizer.load(feat_path), config
+    check_bundle(model_path)
+    paths = bundle_paths(model_path)
+    config = read_json(paths.config, "model config")
+    return load_model(paths.keras), Featurizer.load(paths.featurizer), config
 
 
 def load_label_map(model_path: str | Path):
     """The raw-label -> class function a bundle was trained with (the default mapping where the bundle
     records none, as bundles saved before mappings were recorded)."""
-    labels_path = bundle_paths(model_path)[3]
+    labels_path = bundle_paths(model_path).labels
     mapping = read_json(labels_path, "label map") if labels_path.exists() else {}
     if not isinstance(mapping, dict):
         raise DataError(f"label map {labels_path}: expected a JSON object of raw label -> class")

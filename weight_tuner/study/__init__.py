@@ -18,9 +18,9 @@ from .recommend import confirm, confirmation_evaluation, final_test_evaluation
 from .run import create_or_resume, join_study, open_study, run_trials, tune
 from .space import METRIC_NAME, QUICK_MODEL, SearchSpace, StudyConfig, parse_objectives, warm_start_schemes
 from .storage import (check_storage, completed_trials, finished_count, load_existing_study, open_storage,
-                      trial_config, trial_score, tuned_study)
+                      stored_recommendation, trial_config, trial_score, tuned_study)
 
 __all__ = ["METRIC_NAME", "QUICK_MODEL", "SearchSpace", "StudyConfig", "check_storage", "completed_trials",
            "confirm", "confirmation_evaluation", "create_or_resume", "final_test_evaluation", "finished_count", "join_study",
            "load_existing_study", "open_storage", "open_study", "parse_objectives", "recommended_model", "run_trials",
-           "trial_config", "trial_score", "tune", "tuned_study", "warm_start_schemes"]
+           "stored_recommendation", "trial_config", "trial_score", "tune", "tuned_study", "warm_start_schemes"]

@@ -13,8 +13,11 @@ probabilities before they are averaged.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
+import os
 import tempfile
 import time
 import zipfile
@@ -26,10 +29,10 @@ import optuna
 from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
 
 from ..config import validate_config
-from ..errors import StudyError
-from ..paths import artifacts_dir, model_path, models_dir
+from ..errors import DataError, IntegrityError, StudyError
+from ..paths import artifacts_dir, atomic_write_bytes, check_bundle, file_digest, model_path, models_dir
 from ..posthoc import Calibration, apply_calibration, apply_multipliers, mean_calibration
-from .storage import completed_trials, trial_config, trial_score, tuned_study
+from .storage import completed_trials, stored_recommendation, trial_config, trial_score, tuned_study
 
 logger = logging.getLogger(__name__)
 
@@ -53,16 +56,38 @@ def _store(folder: Path) -> FileSystemArtifactStore:
     return FileSystemArtifactStore(str(folder))
 
 
+def _split_bytes(split: dict[str, list[str]]) -> bytes:
+    return json.dumps(split, indent=1).encode()
+
+
 def save_split(study: optuna.Study, split: dict[str, list[str]], folder: Path) -> dict:
     """Keep the split's chunk lists as an artifact of the study (``split.json``); return the short
-    summary stored as the ``split`` user attr (chunks per split, the artifact's id), so that the
-    dashboard's first page is not a file list."""
+    summary stored as the ``split`` user attr (chunks per split, the artifact's id, its size and SHA-256),
+    so that the dashboard's first page is not a file list."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "split.json"
-        path.write_text(json.dumps(split, indent=1), encoding="utf-8")
+        path.write_bytes(_split_bytes(split))
+        digest = file_digest(path)
         artifact_id = upload_artifact(artifact_store=_store(folder), file_path=str(path), study_or_trial=study)
     return {**{name: f"{len(ids)} chunks" for name, ids in split.items()}, "chunk_lists": f"artifact {artifact_id} "
-            f"(split.json in {folder})"}
+            f"(split.json in {folder})", "artifact_id": artifact_id, **digest}
+
+
+def check_split(study: optuna.Study, split: dict[str, list[str]], folder: Path) -> None:
+    """A :class:`StudyError` unless ``split`` (this run's) is the study's stored split; a stored ``split.json``
+    that is missing or corrupt is written again from it (the two are then known to be equal)."""
+    stored = study.user_attrs.get("split") or {}
+    if "sha256" not in stored:
+        return  # a study made before splits carried a digest
+    data = _split_bytes(split)
+    if {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} != {k: stored[k] for k in ("bytes", "sha256")}:
+        raise StudyError(f"study {study.study_name!r} was split differently ({stored.get('chunk_lists')}); this run's "
+                         "split differs (another --split-by, seed or corpus). Use a new --study name.")
+    path = folder / stored["artifact_id"]
+    if not path.is_file() or file_digest(path) != {k: stored[k] for k in ("bytes", "sha256")}:
+        logger.warning(f"the study's split.json ({path}) is missing or corrupt; written again from this run's split, "
+                       "which matches its recorded SHA-256")
+        atomic_write_bytes(path, data)
 
 
 def save_member(trial: optuna.Trial, model, featurizer, config: dict, label_map: dict, folder: Path) -> str:
@@ -77,31 +102,57 @@ def save_member(trial: optuna.Trial, model, featurizer, config: dict, label_map:
             for f in sorted(Path(tmp).iterdir()):
                 if f != packed:
                     zf.write(f, f.name)
+        digest = file_digest(packed)
         artifact_id = upload_artifact(artifact_store=store, file_path=str(packed), study_or_trial=trial)
-    trial.set_user_attr(MEMBER_ATTR, {"artifact_id": artifact_id, "store": str(folder.resolve())})
+    trial.set_user_attr(MEMBER_ATTR, {"artifact_id": artifact_id, "store": str(folder.resolve()), **digest})
     return artifact_id
 
 
 def fetch_member(member: dict, cache: Path, store_override: str | Path | None = None) -> Path:
     """The local bundle path of a member (downloaded and unpacked into ``cache`` once).
 
-    A member whose artifact cannot be found is a :class:`StudyError` naming the store's folder.
+    An unpacked copy that fails its manifest is unpacked again from the artifact. The artifact is checked
+    against the size and SHA-256 recorded when it was uploaded: a corrupt one is an :class:`IntegrityError`,
+    one that cannot be found a :class:`StudyError`, each naming it.
     """
     target = cache / member["artifact_id"]
     bundle = target / BUNDLE_NAME
     if bundle.exists():
-        return bundle
+        try:
+            check_bundle(bundle)
+            return bundle
+        except DataError as exc:
+            logger.warning(f"{exc}; unpacking member {member['artifact_id']} again from its artifact")
     folder = Path(store_override) if store_override else Path(member["store"])
+    where = f"member model {member['artifact_id']} of unit {member.get('unit', '?')}"
     if not (folder / member["artifact_id"]).exists():
-        raise StudyError(f"member model {member['artifact_id']} of unit {member.get('unit', '?')} is not in "
-                         f"{folder} (the members' folder must be reachable here; pass --members DIR)")
-    target.mkdir(parents=True, exist_ok=True)
-    packed = target / "member.zip"
-    download_artifact(artifact_store=FileSystemArtifactStore(str(folder)), artifact_id=member["artifact_id"],
-                      file_path=str(packed))
-    with zipfile.ZipFile(packed) as zf:
-        zf.extractall(target)
-    packed.unlink()
+        raise StudyError(f"{where} is not in {folder} (the members' folder must be reachable here; pass --members DIR)")
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=f".{member['artifact_id']}.") as tmp:
+        packed = Path(tmp) / "member.zip"
+        download_artifact(artifact_store=FileSystemArtifactStore(str(folder)), artifact_id=member["artifact_id"],
+                          file_path=str(packed))
+        if "sha256" in member and file_digest(packed) != {"bytes": member["bytes"], "sha256": member["sha256"]}:
+            raise IntegrityError(f"{where}: the artifact {folder / member['artifact_id']} is corrupt (its size or "
+                                 "SHA-256 differs from the one recorded when it was saved)")
+        unpacked = Path(tmp) / "bundle"
+        try:
+            with zipfile.ZipFile(packed) as zf:
+                zf.extractall(unpacked)
+            check_bundle(unpacked / BUNDLE_NAME)
+        except (zipfile.BadZipFile, IntegrityError) as exc:  # other DataErrors (an old pickled bundle) say it all
+            raise IntegrityError(f"{where}: the artifact {folder / member['artifact_id']} is corrupt ({exc})") from exc
+        try:
+            os.rename(unpacked, target)
+        except OSError:  # a folder is there: another process's copy, just unpacked, or the damaged one
+            try:
+                check_bundle(bundle)
+                return bundle
+            except DataError:
+                aside = Path(tmp) / "damaged"
+                os.rename(target, aside)  # moved, not deleted in place: no reader sees it half removed
+                os.rename(unpacked, target)
+    check_bundle(bundle)
     return bundle
 
 
@@ -195,24 +246,34 @@ def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_
     ``earlier`` is the study's recommendation before this run of ``tune``: refits it made of the same
     configuration, as many, all on disk and scored with the same calibration, are kept instead of
     trained again (a rerun of a finished study trains nothing)."""
+    rec = stored_recommendation(study)
+    if rec is None or "deployed" not in rec:
+        raise StudyError(f"study {study.study_name!r} has no recommendation to refit; run tune without --no-confirm")
+    paths = refit_paths(models_dir(storage_url, study.study_name), count)
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    # Processes of one study that reach the refits together: one trains, the others then find its models.
+    with open(paths[0].parent / ".refit.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _refit(study, prepared, rec, paths, earlier)
+
+
+def _refit(study: optuna.Study, prepared, rec: dict, paths: list[Path], earlier: dict | None) -> dict:
     from ..metrics import compute_stats
     from ..train import predict_probs, save_bundle, train_model
     from .notes import publish  # notes -> unitruns -> members at import time
     from .units import refit_data
 
-    rec = study.user_attrs.get("recommendation")
-    if rec is None or "deployed" not in rec:
-        raise StudyError(f"study {study.study_name!r} has no recommendation to refit; run tune without --no-confirm")
+    count = len(paths)
     config = recommended_config(study, rec)
     calibration = stored_calibration(rec["deployed"])
-    paths = refit_paths(models_dir(storage_url, study.study_name), count)
-    before = (earlier or {}).get("deployed") or {}
-    made = before.get("refit")
-    if (made and made.get("models") == count and made.get("config") == config and all(p.exists() for p in paths)
-            and before.get("calibration") == rec["deployed"].get("calibration")):  # the same models, scored alike
-        logger.info(f"the {count} refits of this configuration are already in {paths[0].parent}: kept")
-        publish(study, dict(rec, deployed=dict(rec["deployed"], refit=made, default="refit")))
-        return made
+    for before in ((stored_recommendation(study) or {}).get("deployed") or {}, (earlier or {}).get("deployed") or {}):
+        made = before.get("refit")
+        if (made and made.get("models") == count and made.get("config") == config
+                and before.get("calibration") == rec["deployed"].get("calibration")  # the same models, scored alike
+                and _intact(paths)):
+            logger.info(f"the {count} refits of this configuration are already in {paths[0].parent}: kept")
+            publish(study, dict(rec, deployed=dict(rec["deployed"], refit=made, default="refit")))
+            return made
     t0 = time.perf_counter()
     data = refit_data(prepared)
     test = prepared.splits["test"]
@@ -232,6 +293,18 @@ def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_
     logger.info(f"{count} refit models saved in {paths[0].parent} ({time.perf_counter() - t0:.0f}s); test "
                 f"important_f1 of their mean {entry['test_important_f1']:.4f} (scored once)")
     return entry
+
+
+def _intact(paths: list[Path]) -> bool:
+    """Whether every refit bundle is on disk and matches its manifest (a damaged one is named and retrained)."""
+    for path in paths:
+        try:
+            check_bundle(path)
+        except DataError as exc:
+            if path.exists():
+                logger.warning(f"{exc}; the refits are trained again")
+            return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -260,7 +333,7 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
     recommendation falls back to its best trial's model. Anything missing is a :class:`StudyError`.
     """
     study = tuned_study(storage_url, study_name)
-    rec = study.user_attrs.get("recommendation")
+    rec = stored_recommendation(study)
     multipliers = rec.get("multipliers") if rec and rec["decision"] == "thresholds" else None
     deployed = (rec or {}).get("deployed")
     kind = use or (deployed["default"] if deployed else "single")

@@ -12,6 +12,7 @@ import optuna
 
 from ..config import CLASSES
 from .space import METRIC_NAME
+from .storage import store_recommendation
 from .unitruns import THRESHOLDS, UNWEIGHTED
 
 logger = logging.getLogger(__name__)
@@ -199,7 +200,7 @@ def save_notes(study: optuna.Study, state: dict, recommendation: dict, test: dic
 def publish(study: optuna.Study, recommendation: dict) -> None:
     """Store ``recommendation`` changed after the decision (the refits made) and refresh its views: the
     ``decision`` attr and the notes, with the test check where it was made."""
-    study.set_user_attr("recommendation", recommendation)
+    store_recommendation(study, recommendation)
     study.set_user_attr("decision", decision_attr(recommendation))
     save_notes(study, study.user_attrs.get("confirmation") or {"candidates": {}}, recommendation,
                study.user_attrs.get("test_stats"))

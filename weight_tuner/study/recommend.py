@@ -20,12 +20,13 @@ import numpy as np
 import optuna
 
 from ..config import CLASSES, validate_config
+from ..errors import StudyError
 from ..paths import model_path, models_dir
 from .members import (DEFAULT_DEPLOYED, deployed_calibration, ensemble_of, ensemble_probs, fetch_members,
                       stored_calibration)
 from .notes import PENDING_DECISION, decision_attr, save_notes
 from .statistics import decide, mean_or_nan
-from .storage import FINISHED, trial_config
+from .storage import FINISHED, store_recommendation, stored_recommendation, trial_config
 from .unitruns import (UNWEIGHTED, missing_runs, open_companion, plan_ratio, race_of, results, runs_of, state_of,
                        take_runs, unweighted_number as _unweighted_number, wait_for_runs)
 from .units import Unit
@@ -77,8 +78,9 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
     recommendation = recommendation_from(state, evaluation)
     recommendation["finished_trials"] = len(study.get_trials(deepcopy=False, states=FINISHED))
     recommendation["confirmation_study"] = companion.study_name
-    recommendation["deployed"] = deployed_models(study, companion, finished, recommendation)
-    study.set_user_attr("recommendation", recommendation)
+    recommendation["deployed"] = kept_refits(deployed_models(study, companion, finished, recommendation),
+                                             stored_recommendation(study))
+    store_recommendation(study, recommendation)
     study.set_user_attr("decision", decision_attr(recommendation))
     save_notes(study, state, recommendation)
     return recommendation
@@ -87,10 +89,10 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
 def withdraw_stale_recommendation(study: optuna.Study) -> bool:
     """Withdraw a recommendation made before trials that have finished since (it no longer covers the
     search); return whether one was withdrawn. ``tune --no-confirm`` calls this after adding trials."""
-    rec = study.user_attrs.get("recommendation")
+    rec = stored_recommendation(study)
     if not rec or rec.get("finished_trials") == len(study.get_trials(deepcopy=False, states=FINISHED)):
         return False
-    study.set_user_attr("recommendation", None)
+    store_recommendation(study, None)
     study.set_user_attr("decision", PENDING_DECISION)
     return True
 
@@ -146,6 +148,15 @@ def deployed_models(study: optuna.Study, companion: optuna.Study, finished: dict
                        "trained_on": "the search's training split"}}
 
 
+def kept_refits(deployed: dict, earlier: dict | None) -> dict:
+    """``deployed`` with the earlier recommendation's refits, where they are of the same candidate with the
+    same calibration: a rerun that stops before its refit step (an error, Ctrl-C) leaves ``predict --study``
+    on the refits it used, and the refit step then checks and keeps them."""
+    before = (earlier or {}).get("deployed") or {}
+    same = all(before.get(k) == deployed.get(k) for k in ("candidate", "calibration"))
+    return dict(deployed, refit=before["refit"], default="refit") if same and before.get("refit") else deployed
+
+
 def unit_multipliers(units: dict) -> dict[str, float] | None:
     """The thresholds decision's multipliers: the geometric mean of those fitted on each unit's held-out
     fold (validation data of the models the decision rests on), scaled so that Misc's is 1; ``None`` for
@@ -159,6 +170,23 @@ def unit_multipliers(units: dict) -> dict[str, float] | None:
 
 # --------------------------------------------------------------------------- the test split, once
 
+RESCORE_TOLERANCE = 1e-6
+
+
+def check_rescore(study: optuna.Study, stored: dict | None, now: dict) -> None:
+    """A :class:`StudyError` when a model scored again on the test split (the same trial, multipliers or
+    ensemble as stored) gets another score: its model, cache or data changed since, and the stored test scores
+    are kept rather than overwritten."""
+    for key in ("unweighted", "recommended", "ensemble"):
+        old, new = (stored or {}).get(key), now.get(key)
+        if not old or not new or {k: v for k, v in old.items() if k != "stats"} != {k: v for k, v in new.items() if k != "stats"}:
+            continue  # not scored before, or another model (a new decision): nothing to compare
+        a, b = old["stats"]["important_f1"], new["stats"]["important_f1"]
+        if abs(a - b) > RESCORE_TOLERANCE:
+            raise StudyError(f"study {study.study_name!r}: the {key} model scores {b:.4f} on the test split now, "
+                             f"{a:.4f} when first scored; a model, the feature cache or the data changed since. "
+                             "The stored scores are kept; nothing was overwritten")
+
 def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
                           members_folder: str | Path | None = None) -> dict | None:
     """Score the recommended configuration and the unweighted model once on the test split.
@@ -171,7 +199,7 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
     from ..predict import one_hot_probs
     from ..train import evaluate, load_bundle, predict_probs, save_bundle, train_model
 
-    rec = study.user_attrs.get("recommendation")
+    rec = stored_recommendation(study)
     if rec is None:
         logger.info("no recommendation: nothing to evaluate on the test split")
         return None
@@ -205,7 +233,7 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
             fitted, _ = fit_adjustment(predict_probs(u_model, val, u_cfg), val.y)
             multipliers = dict(zip(CLASSES, map(float, fitted)))
             rec = dict(rec, multipliers=multipliers)
-            study.set_user_attr("recommendation", rec)
+            store_recommendation(study, rec)
         probs = apply_multipliers(predict_probs(u_model, test, u_cfg), multipliers)
         result["recommended"] = {"trial": u_number, "multipliers": multipliers,
                                  "stats": compute_stats(test.y, one_hot_probs(probs.argmax(axis=1)))}
@@ -217,6 +245,7 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
         probs = ensemble_probs(bundles, prepared.splits["test"], rec.get("multipliers"),
                                stored_calibration(rec["deployed"]))
         result["ensemble"] = {"members": len(bundles), "stats": compute_stats(prepared.splits["test"].y, probs)}
+    check_rescore(study, study.user_attrs.get("test_stats"), result)
     study.set_user_attr("test_stats", result)
     save_notes(study, study.user_attrs.get("confirmation") or {"candidates": {}}, rec, result)
     logger.info(f"test split (scored once, after the decision): recommended {result['recommended']['stats']['important_f1']:.4f}, "

@@ -16,12 +16,12 @@ from ..config import validate_config
 from ..errors import StudyError
 from ..logs import progress_enabled
 from ..paths import display_url, models_dir
-from .members import members_dir, save_split
+from .members import check_split, members_dir, save_split
 from .notes import PENDING_DECISION, trial_line
 from .objective import Objective, SurplusTrial, TrialTimeoutError
 from .space import SearchSpace, StudyConfig, group_schemes, warm_start_schemes
-from .storage import (FINISHED, check_made_by_tune, check_same_data, finished_count, library_versions, open_storage,
-                      tuned_study)
+from .storage import (FINISHED, SETUP_ATTR, check_made_by_tune, check_same_data, finished_count, library_versions,
+                      load_existing_study, open_storage, readable_rows, wait_until_set_up)
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +51,18 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         n_before = len(storage.get_all_trials(storage.get_study_id_from_name(study_name), deepcopy=False))
-        study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
-                                  sampler=make_sampler(seed + n_before))
+        with readable_rows(storage_url, study_name):
+            study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
+                                      sampler=make_sampler(seed + n_before))
+            wait_until_set_up(study)
         created = False
     if created:
         _store_provenance(study, storage_url, prepared, study_config, base_config, seed)
         _enqueue_schemes(study, prepared, study_config)
+        study.set_user_attr(SETUP_ATTR, True)
         logger.info(f"created study {study_name!r} in {display_url(storage_url)}")
     else:
-        _check_resume(study, prepared, study_config, base_config)
+        _check_resume(study, storage_url, prepared, study_config, base_config)
         logger.info(f"resuming study {study_name!r}: {len(study.trials)} trials so far")
     return study, created
 
@@ -101,11 +104,12 @@ def _enqueue_schemes(study: optuna.Study, prepared, study_config: StudyConfig) -
     logger.info(f"enqueued {len(groups)} baseline schemes ({len(schemes)} named, the same weight ratios once)")
 
 
-def _check_resume(study: optuna.Study, prepared, study_config: StudyConfig, base_config: dict) -> None:
+def _check_resume(study: optuna.Study, storage_url: str, prepared, study_config: StudyConfig, base_config: dict) -> None:
     """A :class:`StudyError` unless this run asks for what the study was made with (data, space,
     objectives, evaluation, model config)."""
     check_made_by_tune(study)
     check_same_data(study, prepared)
+    check_split(study, prepared.chunk_ids, members_dir(storage_url, study.study_name))
     attrs, name = study.user_attrs, study.study_name
     stored = {"search space": (attrs.get("search_space"), study_config.space.to_dict()),
               "objectives": (attrs.get("objectives", ["important_f1"]), study_config.objectives),
@@ -142,7 +146,9 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
 
     Workers never enqueue anything; the study's creator did that once.
     """
-    probe = tuned_study(storage_url, study_name)
+    probe = load_existing_study(storage_url, study_name)
+    wait_until_set_up(probe)  # a worker started with `tune` may find the study half made
+    check_made_by_tune(probe)
     attrs = probe.user_attrs
     check_same_data(probe, prepared, "this worker")
     space = SearchSpace.from_dict(attrs["search_space"])

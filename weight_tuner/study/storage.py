@@ -6,7 +6,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import os
 import platform
+import time
 from typing import Any
 
 import numpy as np
@@ -19,6 +24,13 @@ from ..paths import display_url, sqlite_path
 from .space import METRIC_NAME, SPACE_VERSION, SearchSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+CREATE_ATTEMPTS = 5
+CREATE_RACE_MESSAGES = ("already exists", "duplicate key", "UNIQUE constraint failed", "database is locked")
+# Set last by the `tune` that creates a study, after its provenance and enqueued schemes: the other processes
+# started with it wait for this, so that a study's creation looks atomic to them.
+SETUP_ATTR = "setup_complete"
+SETUP_TIMEOUT = 120.0
+FOREIGN_GRACE = 5.0
 # What `tune` stores on a study it creates, and what the other commands need from it.
 MADE_BY_TUNE = ("search_space", "model_config")
 
@@ -60,8 +72,23 @@ def check_storage(url: str, must_exist: bool = False, connect: bool = False) -> 
                     raise StudyError(f"storage {display_url(url)}: {path} is a SQLite database but not an Optuna storage")
         elif must_exist:
             raise StudyError(f"storage {display_url(url)}: {path} does not exist (run `weight-tuner tune` first)")
+        if connect:  # a job will create or write the file: its folder must take it
+            _check_writable_folder(url, path)
     elif "://" not in url:
         raise StudyError(f"storage {display_url(url)!r} is not a database URL (e.g. sqlite:///studies/x.db, postgresql://...)")
+
+
+def _check_writable_folder(url: str, path) -> None:
+    folder = path.parent
+    blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise StudyError(f"storage {display_url(url)}: {blocking} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StudyError(f"storage {display_url(url)}: cannot create the folder {folder} ({exc.strerror or exc})") from exc
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise StudyError(f"storage {display_url(url)}: {path if path.exists() else folder} is not writable")
 
 
 def open_storage(url: str, *, must_exist: bool = False, heartbeat: int = 0) -> optuna.storages.RDBStorage:
@@ -80,10 +107,18 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int = 0) -> o
         kwargs = {"heartbeat_interval": heartbeat, "grace_period": 3 * heartbeat,
                   "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
     engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
-    try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-    except Exception as exc:  # sqlalchemy raises many types; all mean "unusable storage"
-        raise StudyError(f"storage {display_url(url)}: cannot open ({type(exc).__name__}: {str(exc).splitlines()[0]})") from exc
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+            break
+        except Exception as exc:  # sqlalchemy raises many types; all mean "unusable storage"
+            # Processes opening a new database at once race to create its tables and version row: the
+            # losers see "already exists" or a duplicate key, and a second try finds the tables made.
+            if attempt + 1 < CREATE_ATTEMPTS and any(m in str(exc) for m in CREATE_RACE_MESSAGES):
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise StudyError(f"storage {display_url(url)}: cannot open ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0]})") from exc
     if url.startswith("sqlite"):
         serialise_sqlite(storage.engine)
     return storage
@@ -119,11 +154,24 @@ def study_names(storage) -> list[str]:
 def load_existing_study(storage_url: str, name: str, **kwargs) -> optuna.Study:
     """Load a study that must exist; the error lists the studies that do."""
     storage = open_storage(storage_url, must_exist=True, heartbeat=kwargs.pop("heartbeat", 0))
-    names = study_names(storage)
-    if name not in names:
-        listing = ", ".join(names) if names else "none"
-        raise StudyError(f"study {name!r} not found in {display_url(storage_url)}; existing studies: {listing}")
-    return optuna.load_study(study_name=name, storage=storage, **kwargs)
+    with readable_rows(storage_url, name):
+        names = study_names(storage)
+        if name not in names:
+            listing = ", ".join(names) if names else "none"
+            raise StudyError(f"study {name!r} not found in {display_url(storage_url)}; existing studies: {listing}")
+        study = optuna.load_study(study_name=name, storage=storage, **kwargs)
+        study.user_attrs  # parsed here, inside the guard, rather than at some later use
+    return study
+
+
+@contextlib.contextmanager
+def readable_rows(storage_url: str, name: str):
+    """Turn Optuna's failure to parse a stored attribute (a row that is not the JSON it wrote) into one line."""
+    try:
+        yield
+    except json.JSONDecodeError as exc:
+        raise StudyError(f"study {name!r} in {display_url(storage_url)}: a stored user attribute is not valid JSON "
+                         f"({exc}); the database was edited or damaged") from exc
 
 
 def library_versions() -> dict[str, str]:
@@ -145,12 +193,69 @@ def tuned_study(storage_url: str, name: str, **kwargs) -> optuna.Study:
     return study
 
 
+RECOMMENDATION_ATTR = "recommendation"
+CHECKSUM_KEY = "checksum"  # in the recommendation: SHA-256 of the rest, so an edited or damaged row is refused
+
+
+def _checksum(rec: dict) -> str:
+    body = {k: v for k, v in rec.items() if k != CHECKSUM_KEY}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def store_recommendation(study: optuna.Study, rec: dict | None) -> None:
+    """Store the study's recommendation (or withdraw it with ``None``) with its checksum."""
+    study.set_user_attr(RECOMMENDATION_ATTR, None if rec is None else dict(rec, **{CHECKSUM_KEY: _checksum(rec)}))
+
+
+def stored_recommendation(study: optuna.Study) -> dict | None:
+    """The study's recommendation, or ``None``; a :class:`StudyError` when its row fails its checksum (every
+    command that uses it reads it here, so none acts on an edited or damaged decision)."""
+    rec = study.user_attrs.get(RECOMMENDATION_ATTR)
+    if rec is None:
+        return None
+    if not isinstance(rec, dict) or (CHECKSUM_KEY in rec and rec[CHECKSUM_KEY] != _checksum(rec)):
+        raise StudyError(f"study {study.study_name!r}: its stored recommendation fails its checksum (the database row "
+                         "was edited or damaged); run `weight-tuner tune` with the same settings to decide again")
+    return {k: v for k, v in rec.items() if k != CHECKSUM_KEY}
+
+
+def stored_fingerprint(storage_url: str, name: str) -> str | None:
+    """The data fingerprint a study was made with; ``None`` where the study or the storage does not exist yet."""
+    if sqlite_path(storage_url) is not None and not sqlite_path(storage_url).exists():
+        return None
+    storage = open_storage(storage_url)
+    with readable_rows(storage_url, name):
+        if name not in study_names(storage):
+            return None
+        return storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get("data_fingerprint")
+
+
 def check_made_by_tune(study: optuna.Study) -> None:
     """Raise :class:`StudyError` unless ``study`` holds what ``tune`` stores when it creates a study."""
     missing = [k for k in MADE_BY_TUNE if k not in study.user_attrs]
     if missing:
         raise StudyError(f"study {study.study_name!r} was not created by `weight-tuner tune` (it has no "
                          f"{' or '.join(missing)}); use tune to create it, or a new --study name")
+
+
+def wait_until_set_up(study: optuna.Study, timeout: float = SETUP_TIMEOUT, poll: float = 0.5) -> None:
+    """Return once the process that created ``study`` has stored all it stores (:data:`SETUP_ATTR`); a
+    :class:`StudyError` after ``timeout`` seconds. A study with a trial that is not waiting (made before the
+    marker existed), or without tune's first attribute after a few seconds, is not waited for."""
+    t0 = time.monotonic()
+    while True:
+        attrs = study.user_attrs
+        if SETUP_ATTR in attrs:
+            return
+        if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,) + FINISHED + (TrialState.FAIL,)):
+            return  # set up before the marker existed, or not by tune: check_made_by_tune tells which
+        if "decision" not in attrs and time.monotonic() - t0 > FOREIGN_GRACE:
+            return  # tune stores the pending decision first, at once: this study is not being made by tune
+        if time.monotonic() - t0 > timeout:
+            raise StudyError(f"study {study.study_name!r} is not set up {timeout:.0f}s after another process created it "
+                             "(it has no setup_complete attribute); if that process died, delete the study "
+                             "(optuna delete-study) or use a new --study name")
+        time.sleep(poll)
 
 
 def finished_count(study: optuna.Study) -> int:

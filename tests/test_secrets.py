@@ -1,0 +1,77 @@
+"""No secret leaves the process: a storage password never reaches a file a command writes, nor its output.
+
+The server trusts local connections, so a URL with any password connects; the password holds ``@``,
+``!`` and ``%`` (percent-encoded in the URL, as SQLAlchemy needs them).
+"""
+
+import json
+import os
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from sqlalchemy.engine import make_url
+
+from weight_tuner.cli import main
+
+from test_reliability import PG_URL, SAMPLE_DOCS, _pg_available, study_toml
+
+SECRET = "Zq@7!x%9k"
+
+
+def _leaks(text: bytes) -> list[str]:
+    """The forms of the password found in ``text``: raw, percent-encoded, or its distinctive middle (5 bytes: 3 would turn up by chance in a model's weights)."""
+    encoded = SECRET.replace("%", "%25").replace("@", "%40")
+    return [form for form in (SECRET, encoded, "7!x%9") if form.encode() in text]
+
+
+@pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server at {PG_URL} (a password needs a server URL)")
+def test_no_file_or_output_of_any_command_holds_the_password(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # default outputs (studies/, docs/) land here, and are scanned
+    url = make_url(PG_URL).set(password=SECRET).render_as_string(hide_password=False)
+    name = f"wt-secret-{os.getpid()}-{int(time.time() * 1000)}"
+    toml = study_toml(tmp_path, epochs=2, schemes=("unweighted", "inverse_frequency"))
+    data = ["--sample-docs", SAMPLE_DOCS, "--cache-dir", str(tmp_path / "cache")]
+    doc = tmp_path / "in.txt"
+    doc.write_text("Agaricus bisporus (J.E. Lange) Imbach\nPileus 3-5 cm, convex.\n")
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"hidden_size": 4, "num_layers": 1, "epochs": 1, "verbosity": 0}))
+    try:
+        commands = [
+            ["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "3", "--folds", "2",
+             "--repeats", "1", "--confirm-top", "1", "--refits", "1", *data],
+            ["report", "--storage", url, "--study", name],
+            ["export", "--storage", url, "--study", name],
+            ["predict", "--storage", url, "--study", name, str(doc), "-o", str(tmp_path / "labelled"),
+             "--json", str(tmp_path / "predicted.json")],
+            ["bench", "--storage", url, "--study", name, "--config", str(config), "--seeds", "0", "--no-scaling",
+             "-o", str(tmp_path / "bench.md"), "--json", str(tmp_path / "bench.json"), *data],
+        ]
+        for argv in commands:
+            assert main(argv) == 0, argv[0]
+            out = capsys.readouterr()
+            assert not _leaks((out.out + out.err).encode()), argv[0]
+        written = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "tiny.toml"]
+        names = {p.name for p in written}
+        assert {"bench.md", "bench.json", f"{name}-best.json", "report.html", "predicted.json"} <= names, names
+        assert "--storage" in (tmp_path / "bench.md").read_text()  # the command is written, masked
+        assert [str(p) for p in written if _leaks(p.read_bytes())] == []
+        stored, storage = [], optuna.storages.RDBStorage(PG_URL)  # nor the studies' own records
+        for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
+            if summary.study_name.startswith(name):  # the study and its confirmation's companion
+                study = optuna.load_study(study_name=summary.study_name, storage=storage)
+                system = storage.get_study_system_attrs(storage.get_study_id_from_name(summary.study_name))
+                stored.append(json.dumps([study.user_attrs, system], default=str))
+                stored += [json.dumps([t.user_attrs, t.system_attrs], default=str) for t in study.trials]
+        assert len(stored) > 5 and not any(_leaks(s.encode()) for s in stored)  # attrs, notes, trials
+    finally:
+        for summary in optuna.study.get_all_study_summaries(PG_URL, include_best_trial=False):
+            if summary.study_name.startswith(name):
+                optuna.delete_study(study_name=summary.study_name, storage=PG_URL)
+
+
+def test_the_leak_check_finds_each_form():
+    assert _leaks(b"x " + SECRET.encode()) and _leaks(b"u:Zq%407!x%259k@h") and _leaks(b"u:***7!x%9")
+    assert not _leaks(b"postgresql://postgres:***@127.0.0.1:5432/test")
+    assert Path(__file__).read_text().count(SECRET) == 1  # the test writes it once, here
