@@ -41,7 +41,7 @@ report: $(STAMP)
 	$(BIN)/weight-tuner report --study $(STUDY) --storage $(STORAGE)
 
 dashboard: $(STAMP)
-	$(BIN)/optuna-dashboard $(STORAGE) --host $(HOST) --port $(PORT)
+	$(BIN)/weight-tuner dashboard --storage $(STORAGE) --host $(HOST) --port $(PORT)
 
 corpus: $(STAMP)
 	$(BIN)/weight-tuner corpus $(DATA_ARG)

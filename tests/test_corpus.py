@@ -127,3 +127,26 @@ def test_reads_every_file_of_the_real_corpus():
     counts = corpus.class_counts(ln for d in docs for ln in d.lines)
     assert all(counts[c] > 1000 for c in CLASSES)
     assert all(":" in w for w in report.warnings)  # each warning names file:line
+
+
+def test_a_corpus_with_malformed_blocks_prints_one_summary_line_and_each_warning_with_v(tmp_path, caplog):
+    import logging
+
+    from weight_tuner.train import prepare
+
+    write_corpus(tmp_path / "c", n_docs=12, seed=4)
+    files = sorted((tmp_path / "c").rglob("*.ann"))
+    for f, cuts in zip(files, (3, 1)):  # 3 blocks left open in one file, 1 in another
+        text = f.read_text()
+        for _ in range(cuts):
+            text = text.replace("*]", "", 1)
+        f.write_text(text)
+    caplog.set_level(logging.DEBUG, logger="weight_tuner")
+    prepare(tmp_path / "c", cache_dir=None)
+    reader = [r for r in caplog.records if r.name == "weight_tuner.train" and "not closed" in r.getMessage()]
+    summary = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(reader) == 4 and all(r.levelno == logging.DEBUG for r in reader)  # each one, with -v
+    assert len(summary) == 1, [r.getMessage() for r in summary]
+    line = summary[0].getMessage()
+    assert "4 warnings" in line and f"in 2 of {len(files)} files" in line
+    assert f"{files[0].relative_to(tmp_path / 'c').as_posix()} (3)" in line  # the worst file first

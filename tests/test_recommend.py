@@ -173,7 +173,7 @@ def test_weights_are_recommended_where_weighting_truly_helps(tmp_path, capsys):
                "--cache-dir", str(tmp_path / "cache"), "--refits", "0"])  # no refits: predict --study takes the ensemble
     assert rc == 0
     out = capsys.readouterr().out
-    assert "Recommendation: Use class weights" in out and "diff vs none" in out
+    assert "Recommendation: Use class weights" in out and "vs no weights" in out
     export = tmp_path / "power.json"
     assert main(["export", "--study", "power", "--storage", storage, "-o", str(export)]) == 0
     rec = json.loads(export.read_text())["recommendation"]

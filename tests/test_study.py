@@ -123,7 +123,8 @@ def test_report_prints_table_best_first_and_writes_plots(tiny_study, capsys):
     assert main(["report", "--study", "tiny", "--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "unweighted" in out and "val_important_f1" in out
-    assert "diff vs none" in out and "Recommendation: Use" in out and "test split (scored once" in out
+    assert out.startswith("Recommendation: Use")  # the decision first, the 210-column trials table last
+    assert "vs no weights" in out and "test split (scored once" in out and "95% interval [" in out
     assert "e+0" not in out  # plain decimals: 10000, not 1e+04
     page = (Path(storage[len("sqlite:///"):]).parent / "tiny" / "report.html").read_text()
     for figure in ("paired_differences", "history", "importances", "weight_map", "tradeoff", "confusion_recommended"):

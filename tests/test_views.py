@@ -55,7 +55,9 @@ def test_notebook_runs_headless_against_a_tiny_study(executed_notebook):
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
     text = "\n".join(json.dumps(o) for c in code for o in c.outputs)
-    assert "unweighted" in text and "Use " in text and "ci_low" in text  # the recommendation section
+    assert "unweighted" in text and "Use " in text and "95% interval [" in text  # the recommendation section
+    first = next(o for c in code for o in c.outputs if o.get("output_type") == "stream")
+    assert first["text"].startswith("Recommendation: ")  # the decision is the notebook's first output
     assert 'model_config[\\"class_weights\\"] = ' in text  # what to paste
     figures = [c for c in code if "figure" in c.metadata.get("tags", [])]
     assert len(figures) == 6
@@ -81,9 +83,9 @@ def _free_port():
 @pytest.fixture(scope="module")
 def dashboard(view_study):
     storage, study = view_study
-    exe = shutil.which("optuna-dashboard") or str(Path(sys.executable).parent / "optuna-dashboard")
-    port = _free_port()
-    proc = subprocess.Popen([exe, storage, "--host", "127.0.0.1", "--port", str(port)],
+    port = _free_port()  # `make dashboard`'s command: optuna-dashboard with the decision bar
+    proc = subprocess.Popen([sys.executable, "-m", "weight_tuner.cli", "dashboard", "--storage", storage,
+                             "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
     for _ in range(120):
@@ -123,7 +125,7 @@ def test_dashboard_api_shows_study_trials_attrs_and_best_note(dashboard):
     for row in rec["candidates"][1:]:  # each confirmed weights trial's note says what confirmation found
         if row["kind"] == "weights":
             body = [t for t in detail["trials"] if t["number"] == row["trial"]][0]["note"]["body"]
-            assert f"{row['diff']['mean']:+.4f} against no weights" in body
+            assert f"{row['diff']['mean']:+.4f} vs no weights" in body
     # the study page's attributes: the decision first, the split as a summary (its lists are an artifact)
     attrs = detail["user_attrs"]
     assert attrs[0]["key"] == "decision" and rec["decision"] in attrs[0]["value"]
@@ -181,7 +183,12 @@ def test_report_page_renders_in_a_real_browser(view_study, tmp_path):
     page = tmp_path / "page" / "report.html"
     probe = tmp_path / "probe.html"  # the page plus a script that records what the browser decoded
     probe.write_text(page.read_text().replace("</body>", "<script>window.addEventListener('load', () => {"
-                                              "for (const i of document.images) i.setAttribute('data-w', i.naturalWidth)"
+                                              "for (const i of document.images) i.setAttribute('data-w', i.naturalWidth);"
+                                              "for (const t of document.querySelectorAll('table')) {"
+                                              " const box = t.parentElement;"
+                                              " const cut = t.scrollWidth > box.clientWidth + 1 &&"
+                                              "  getComputedStyle(box).overflowX !== 'auto';"
+                                              " t.setAttribute('data-cut', cut) }"
                                               "});</script></body>"))
     proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
@@ -195,4 +202,158 @@ def test_report_page_renders_in_a_real_browser(view_study, tmp_path):
     assert expected <= set(widths), widths
     assert all(int(w) > 100 for w in widths.values()), widths  # each image decoded, not a broken icon
     assert f"{rec['n_units']} units" in dom
+    tables = re.findall(r'<table[^>]*data-cut="(true|false)"', dom)
+    assert len(tables) >= 3 and set(tables) == {"false"}, tables  # every table whole, or scrolling in its box
+    body = dom.split("<body>", 1)[1]
+    assert body.index('id="verdict"') < min(body.index("<table"), body.index("<img"))  # the decision first
 
+
+
+PROBE = b"""(function () {
+  // Where the decision bar lies once drawn, written onto it for --dump-dom to carry out.
+  setInterval(function () {
+    var bar = document.getElementById("wt-decision-bar");
+    if (!bar || !bar.textContent) return;
+    var r = bar.getBoundingClientRect();
+    var top = document.elementFromPoint(r.left + r.width / 2, r.top + r.height / 2);
+    var best = Array.prototype.find.call(document.querySelectorAll("h6"), function (h) {
+      return h.textContent.indexOf("Best Trial") === 0; });
+    bar.setAttribute("data-top", Math.round(r.top));
+    bar.setAttribute("data-bottom", Math.round(r.bottom));
+    bar.setAttribute("data-clipped", bar.scrollWidth > bar.clientWidth || bar.scrollHeight > bar.clientHeight);
+    bar.setAttribute("data-on-top", !!(top && top.closest("#wt-decision-bar")));
+    bar.setAttribute("data-best-top", best ? Math.round(best.getBoundingClientRect().top) : -1);
+  }, 250);
+})();"""
+
+
+@pytest.fixture(scope="module")
+def probed_dashboard(view_study):
+    """The dashboard's WSGI app as `weight-tuner dashboard` serves it, plus a probe script (same origin:
+    the page's Content-Security-Policy refuses inline scripts)."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from optuna_dashboard import wsgi
+
+    from weight_tuner.dashboard import with_decision_bar
+
+    storage, study = view_study
+    app = with_decision_bar(wsgi(storage))
+
+    def probed(environ, start_response):
+        if environ["PATH_INFO"] == "/probe.js":
+            start_response("200 OK", [("Content-Type", "text/javascript")])
+            return [PROBE]
+        chunks = app(environ, lambda status, headers, exc=None: start_response(
+            status, [(k, v) for k, v in headers if k.lower() != "content-length"]))
+        return [c.replace(b"</head>", b'<script defer src="/probe.js"></script></head>') for c in chunks]
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = make_server("127.0.0.1", 0, probed, handler_class=Quiet)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", study
+    server.shutdown()
+
+
+def _dom(url, tmp_path, budget=20000, size="1400,1000"):
+    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                           "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={size}",
+                           f"--virtual-time-budget={budget}", "--dump-dom", url],
+                          capture_output=True, text=True, timeout=180)
+    return proc.stdout
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
+def test_the_decision_is_on_the_dashboards_first_screen_unclipped(probed_dashboard, tmp_path):
+    from weight_tuner.study.notes import decision_attr
+
+    base, study = probed_dashboard
+    summaries = _get(f"{base}/api/studies")["study_summaries"]
+    ids = {s["study_name"]: s["study_id"] for s in summaries}
+    rec = study.user_attrs["recommendation"]
+    for budget in (20000, 60000):  # a slow machine gets a second, longer look
+        dom = _dom(f"{base}/dashboard/studies/{ids['views']}", tmp_path, budget)
+        bar = re.search(r'<div id="wt-decision-bar"([^>]*)>(.*?)</div></div>', dom, re.S)
+        if bar and "data-best-top" in bar.group(1):
+            break
+    assert bar, dom[-2000:]
+    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', bar.group(1)))
+    text = " ".join(re.sub(r"<[^>]+>", " ", bar.group(2)).split()).replace("&amp;", "&").replace("&quot;", '"')
+    assert decision_attr(rec) in text  # the whole decision, as stored
+    assert 64 <= int(attrs["top"]) and int(attrs["bottom"]) <= 1000  # below the app bar, on the first screen
+    assert attrs["clipped"] == "false" and attrs["on-top"] == "true"  # all of it shown, nothing drawn over it
+    best = study.best_trial.number
+    assert int(attrs["bottom"]) <= int(attrs["best-top"])  # above the Best Trial card
+    if not (rec["decision"] == "weights" and rec["trial"] == best):
+        assert f"Best Trial card below (trial {best}) is the search's highest validation score" in text
+    # the companion study says what it is and where the decision lives
+    companion = study.user_attrs["confirmation_study"]
+    dom = _dom(f"{base}/dashboard/studies/{ids[companion]}", tmp_path)
+    assert "The confirmation of study 'views'" in dom and "the decision is in study 'views'" in dom
+
+
+def _notebook_text(nb) -> str:
+    out = []
+    for cell in nb.cells:
+        for o in getattr(cell, "outputs", []):
+            out.append(o.get("text", ""))
+            for kind in ("text/plain", "text/html"):
+                out.append(o.get("data", {}).get(kind, ""))
+    return "\n".join(out)
+
+
+def test_every_view_prints_each_difference_interval_and_weight_alike(view_study, executed_notebook, tmp_path, capsys):
+    """One study, every view: the same numbers in the same printed form, and no other form."""
+    from optuna_dashboard._note import get_note_from_system_attrs
+
+    from weight_tuner import formats as fmt
+    from weight_tuner.cli import main
+    from weight_tuner.study.notes import decision_attr, decision_sentence
+
+    storage, study = view_study
+    rec = study.user_attrs["recommendation"]
+    assert main(["report", "--study", "views", "--storage", storage, "-o", str(tmp_path)]) == 0
+    stdout = capsys.readouterr().out
+    assert main(["export", "--study", "views", "--storage", storage, "-o", str(tmp_path / "e.json")]) == 0
+    system = study._storage.get_study_system_attrs(study._study_id)
+    views = {"report (terminal)": stdout, "report.html": (tmp_path / "report.html").read_text(),
+             "dashboard note": get_note_from_system_attrs(system, None)["body"],
+             "notebook": _notebook_text(executed_notebook)}
+    for name, text in views.items():
+        for r in rec["candidates"]:
+            d = r["diff"]
+            assert fmt.diff(d["mean"]) in text, (name, r["candidate"])
+            assert fmt.interval(d["ci_low"], d["ci_high"], rec["level"]) in text, (name, r["candidate"])
+            assert fmt.weights(r.get("class_weights")) in text or not r.get("class_weights"), (name, r["candidate"])
+        for other in ("ci_low", "diff vs none", "against no weights", "differs by"):
+            assert other not in text, (name, other)
+        assert not re.search(r"(?<!% )interval \[", text), name  # every interval says its level
+    # the sentence views: the decision itself, word for word
+    export = json.loads((tmp_path / "e.json").read_text())
+    assert export["decision"] == decision_sentence(rec) and list(export)[0] == "decision"
+    assert decision_sentence(rec) in decision_attr(rec)
+    for name in ("report (terminal)", "report.html", "dashboard note", "notebook"):
+        assert decision_sentence(rec) in views[name].replace("&#x27;", "'"), name
+    # images: every one with its alternative text, in the page and in the notebook as nbconvert writes it
+    from nbconvert import HTMLExporter
+
+    body, _ = HTMLExporter().from_notebook_node(executed_notebook)
+    for page in (views["report.html"], body):
+        imgs = re.findall(r"<img\b[^>]*>", page)
+        assert imgs and all(re.search(r'alt="Figure\. [^"]+"', i) for i in imgs), [i[:120] for i in imgs]
+    # the deployed model's test score is the export's, in the report and the notebook
+    score = export["deployed_test"]["important_f1"] if export["deployed_test"] else None
+    if score is not None:
+        assert fmt.score(score) in views["report.html"] and fmt.score(score) in views["notebook"]
+
+
+def test_the_readme_glossary_is_the_reports():
+    from weight_tuner.report import GLOSSARY_TERMS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for term, meaning in GLOSSARY_TERMS.items():
+        assert f"- **{term}**: {meaning}" in readme, term

@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import load_config
 from .corpus import MIN_SPLIT_DOCS, SPLIT_BY
 from .errors import ConfigError, DataError, StudyError, WeightTunerError
+from .formats import VS_NONE
 from .paths import (DEFAULT_CACHE_DIR, STORAGE_ENV, check_can_write, default_export_path, default_storage_url, display_url,
                     masked_command, write_json)
 from .posthoc import ADAPT_CHOICES
@@ -263,9 +264,9 @@ def cmd_tune(args) -> int:
         recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members,
                                  racing=not args.no_racing)
         confirm_s = time.perf_counter() - t0 - search_s
-    print(f"\nconfirmation ({confirm_s:.0f}s), paired against no weights over {recommendation['n_units']} units:")
-    print(candidates_table(recommendation))
     print(f"\nRecommendation: {decision_sentence(recommendation)}")
+    print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation['n_units']} units:")
+    print(candidates_table(recommendation))
     final_test_evaluation(study, prepared, storage, members)
     if args.refits:
         refit(study, prepared, storage, args.refits, earlier)
@@ -417,6 +418,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_dashboard(args) -> int:
+    """Serve optuna-dashboard on the storage, with each study's decision above its page."""
+    from .dashboard import serve
+
+    serve(_storage(args), args.host, args.port)
+    return 0
+
+
 def _output_options() -> argparse.ArgumentParser:
     """``-v/-q``, accepted by every command (before or after its name)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -553,6 +562,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default=None, help="output file (default studies/<study>-best.json)")
     p.add_argument("--trial", type=int, default=None,
                    help="export this completed trial (e.g. another point of the Pareto front) instead")
+
+    p = command("dashboard", cmd_dashboard, "serve optuna-dashboard with each study's decision above its page")
+    p.add_argument("--storage", default=None, help="the study's storage URL (default: that of --study)")
+    p.add_argument("--study", default="default", help="whose default SQLite storage to open (default: default)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int_at_least(1), default=8080)
 
     p = command("report", cmd_report, "print the trials table and the recommendation; write report.html")
     _add_study_args(p, study_default=None)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +190,20 @@ def report_lines(docs: list[Document], report: ReadReport, label_map=default_lab
     lines = [f"read {report.files} files: {total} labelled lines, {report.unlabelled_lines} unlabelled lines "
              f"(skipped), {len(report.warnings)} warnings"]
     return lines + [f"  {cls:<13}{n:>8}  {n / max(total, 1):6.1%}" for cls, n in counts.items()]
+
+
+def warning_summary(report: ReadReport, worst: int = 3) -> str | None:
+    """The reader's warnings in one line (how many, in how many files, the files with most), or ``None``:
+    a corpus with hundreds of malformed blocks prints one line, not hundreds (each is logged with ``-v``)."""
+    if not report.warnings:
+        return None
+    per_file = Counter(m.group(1) if (m := _WARNING_AT.match(w)) else "?" for w in report.warnings)
+    top = ", ".join(f"{name} ({n})" for name, n in per_file.most_common(worst))
+    return (f"reader: {len(report.warnings)} warnings (malformed blocks, whose lines are left unlabelled, or bad "
+            f"bytes) in {len(per_file)} of {report.files} files; most in {top}; each one with -v")
+
+
+_WARNING_AT = re.compile(r"^(.*?):(\d+): ")
 
 
 @dataclass(frozen=True)

@@ -113,8 +113,18 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
         config = dict(config, class_weights=rec["class_weights"])
     else:  # the weights this trial trained with
         config = dict(config, class_weights=best.user_attrs.get("class_weights_trained", config["class_weights"]))
+    from .study.notes import decision_sentence, deployed_test
+
+    if follows:
+        decision = decision_sentence(rec)
+    elif rec is not None:
+        decision = f"Trial {best.number}'s weights, exported by request; the study's decision: {decision_sentence(rec)}"
+    else:
+        decision = "No decision yet (the confirmation has not run): these are the best trial's weights."
     return {
+        "decision": decision,  # first: what a reader of the file needs before anything else
         "class_weights": config["class_weights"],
+        "deployed_test": deployed_test(rec, test) if follows else None,
         "recommendation": recommendation_export(rec) if follows else None,
         "model_config": config,
         "study": study_name,

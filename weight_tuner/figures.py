@@ -10,6 +10,7 @@ as ratios to Misc, the numbers the dashboard's parameter panel shows.
 from __future__ import annotations
 
 import base64
+import html
 import io
 import textwrap
 import warnings
@@ -22,6 +23,8 @@ from .study.storage import stored_recommendation, trial_score
 
 # Fewer completed trials than this and parameter importances are mostly noise: the figure says so.
 IMPORTANCE_MIN_TRIALS = 20
+DECISION_WORDS = {"weights": "use the class weights", "thresholds": "use no class weights, with thresholds",
+                  "no_weights": "use no class weights"}
 
 
 def _figure(width: float = 6.4, height: float = 4.2):
@@ -76,47 +79,49 @@ def importances(study):
     fig, ax = _figure(height=1.2 + 0.5 * len(imp))
     names = list(imp)[::-1]
     ax.barh(names, [imp[n] for n in names])
-    caveat = "" if len(done) >= IMPORTANCE_MIN_TRIALS else f"\n(under {IMPORTANCE_MIN_TRIALS} trials: indicative only)"
+    n = len([t for t in done if t.params])  # a scheme outside the search space has no parameters to rank
+    caveat = "" if n >= IMPORTANCE_MIN_TRIALS else f"\n(under {IMPORTANCE_MIN_TRIALS} trials: indicative only)"
     ax.set(xlabel="importance (PED-ANOVA, as in optuna-dashboard)",
-           title=f"Parameter importances from {len(done)} completed trials{caveat}")
+           title=f"Parameter importances from the {n} completed trials with parameters{caveat}")
     return fig
 
 
 def weight_map(study):
-    """Each completed trial at its trained weights' ratios to Misc, coloured by validation important_f1."""
+    """Each completed trial at its trained weights' ratios to Misc, coloured by validation important_f1, labelled
+    by trial number (trials with identical weights share a label), the confirmed candidates ringed."""
     done = [t for t in _complete(study) if t.user_attrs.get("class_weights_trained") or
             t.user_attrs.get("class_weights")]
     if not done:
         return None
-    fig, ax = _figure(9.5, 4.8)
+    fig, ax = _figure(8.0, 5.6)
     w = [t.user_attrs.get("class_weights_trained") or t.user_attrs["class_weights"] for t in done]
     x = [v["Nomenclature"] / v["Misc"] for v in w]
     y = [v["Description"] / v["Misc"] for v in w]
-    points = ax.scatter(x, y, c=[trial_score(t) for t in done], cmap="viridis", s=40)
-    # Schemes get a number at their point and their names in a key beside the plot: names written at
-    # the points overlapped wherever schemes have close ratios. Points within 0.1 decades share a number.
-    labels: list[tuple[float, float, list[str]]] = []
-    for t, xi, yi in zip(done, x, y):
-        if t.user_attrs.get("scheme", "search") == "search":
-            continue
-        near = next((lab for lab in labels if abs(np.log10(lab[0] / xi)) < 0.1 and abs(np.log10(lab[1] / yi)) < 0.1),
-                    None)
-        if near is None:
-            labels.append((xi, yi, [_names(t)]))
-        else:
-            near[2].append(_names(t))
-    for k, (xi, yi, _) in enumerate(labels, start=1):
-        ax.annotate(str(k), (xi, yi), fontsize=8, xytext=(4, 2), textcoords="offset points")
+    points = ax.scatter(x, y, c=[trial_score(t) for t in done], cmap="viridis", s=40, zorder=2)
+    rec = stored_recommendation(study) or {}
+    confirmed = {r.get("trial") for r in rec.get("candidates", []) if r.get("kind") == "weights"}
+    ringed = [(xi, yi) for t, xi, yi in zip(done, x, y) if t.number in confirmed]
+    if ringed:
+        ax.scatter(*zip(*ringed), s=160, facecolors="none", edgecolors="crimson", linewidths=1.5, zorder=3,
+                   label="confirmed against no weights")
+        ax.legend(loc="lower right", fontsize=8)
+    # One label per distinct weight vector: only trials that trained with the same weights share a point.
+    groups: dict[tuple, list] = {}
+    for t, xi, yi, wi in zip(done, x, y, w):
+        groups.setdefault(tuple(f"{wi[c]:.6g}" for c in CLASSES), []).append((t, xi, yi))
+    key = []
+    for members in groups.values():
+        t0, xi, yi = members[0]
+        ax.annotate(" = ".join(f"#{t.number}" for t, _, _ in members), (xi, yi), fontsize=7, xytext=(4, 2),
+                    textcoords="offset points")
+        named = [f"#{t.number} {_names(t)}" for t, _, _ in members if t.user_attrs.get("scheme", "search") != "search"]
+        key += named
     ax.set(xscale="log", yscale="log", xlabel="Nomenclature / Misc", ylabel="Description / Misc",
-           title="Weights as ratios to Misc\n(the dashboard's w_ parameters)")
-    fig.colorbar(points, ax=ax, label="validation important_f1", location="left", pad=0.12)
-    if labels:
-        from matplotlib.lines import Line2D
-
-        names = [textwrap.fill(f"{k}: {' = '.join(n)}", 38, subsequent_indent="    ")
-                 for k, (_, _, n) in enumerate(labels, start=1)]
-        ax.legend([Line2D([], [], linestyle="none")] * len(names), names, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                  handlelength=0, handletextpad=0, fontsize=7, title="schemes", title_fontsize=8)
+           title="Weights as ratios to Misc (the dashboard's w_ parameters), by trial number")
+    fig.colorbar(points, ax=ax, label="validation important_f1")
+    if key:
+        fig.text(0.01, 0.0, textwrap.fill("Named schemes: " + "; ".join(key), 120), fontsize=7, va="bottom")
+        fig.get_layout_engine().set(rect=(0, 0.08, 1, 0.92))
     return fig
 
 
@@ -151,8 +156,8 @@ def paired_differences(rec: dict | None):
     ax.axvline(0, linestyle="--", color="grey")
     ax.set_yticks(y, [r["candidate"] for r in rows])
     ax.set(xlabel="important_f1 minus no weights",
-           title=f"Paired over {rec['n_units']} units, {int(round(rec['level'] * 100))}% intervals; "
-                 f"decision: {rec['decision']}")
+           title=f"Each candidate vs no weights over {rec['n_units']} paired units, {int(round(rec['level'] * 100))}% "
+                 f"intervals\nDecision: {DECISION_WORDS.get(rec['decision'], rec['decision'])}")
     return fig
 
 
@@ -192,7 +197,39 @@ def png(fig) -> bytes:
     return buf.getvalue()
 
 
+def alt_text(fig) -> str:
+    """A figure's alternative text: what it plots, from its titles and axis labels."""
+    parts = []
+    for ax in fig.axes:
+        title = " ".join(ax.get_title().split())
+        if title or ax.get_xlabel():
+            parts.append(f"{title}{': ' if title else ''}{ax.get_ylabel() or 'values'} against {ax.get_xlabel()}"
+                         if ax.get_xlabel() else title)
+    return "Figure. " + "; ".join(p for p in parts if p) if parts else "Figure."
+
+
 def img_tag(fig, name: str) -> str:
     """An ``<img>`` holding the figure inline (base64 PNG), so the page needs no other file."""
     data = base64.b64encode(png(fig)).decode("ascii")
-    return f'<img id="figure-{name}" alt="{name}" src="data:image/png;base64,{data}">'
+    return (f'<img id="figure-{name}" alt="{html.escape(alt_text(fig))}" '
+            f'src="data:image/png;base64,{data}">')
+
+
+class Shown:
+    """A figure as a notebook shows it: a PNG, and the same PNG as HTML with its alternative text (nbconvert's
+    HTML prefers the HTML, so the exported page keeps the text; the lab template drops a PNG's alt)."""
+
+    def __init__(self, fig):
+        self.png, self.alt = png(fig), alt_text(fig)
+
+    def _repr_png_(self):
+        return self.png, {"alt": self.alt}
+
+    def _repr_html_(self):
+        data = base64.b64encode(self.png).decode("ascii")
+        return f'<img alt="{html.escape(self.alt)}" src="data:image/png;base64,{data}">'
+
+
+def shown(fig) -> Shown | None:
+    """What a notebook cell returns to show ``fig`` (:class:`Shown`); ``None`` for no figure."""
+    return None if fig is None else Shown(fig)

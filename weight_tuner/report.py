@@ -15,11 +15,40 @@ import pandas as pd
 from .config import CLASSES
 from .errors import WeightTunerError
 from .paths import artifacts_dir, atomic_write_bytes
-from .study.notes import candidates_table, decision_sentence, paste_snippet
+from . import formats as fmt
+from .study.notes import (SMALL_TEST_CAUTION, TEST_ROWS, candidates_table, decision_sentence, deployed_test,
+                          paste_snippet)
 from .study.space import METRIC_NAME
 from .study.storage import stored_recommendation, tuned_study
 
 SCORE = METRIC_NAME  # the trials table's score column
+# A cell never wraps (an interval split over two lines misreads); a wide table scrolls in its box, never cut.
+TABLE_STYLE = ("<style>table.data{border-collapse:collapse;font-size:13px}table.data td,table.data th{padding:2px 8px;"
+               "border-bottom:1px solid #ddd;white-space:nowrap;text-align:right}div.scroll{overflow-x:auto;"
+               "max-width:100%}</style>")
+GLOSSARY_TERMS = {
+    "important_f1": "the mean of the Nomenclature F1 and the Description F1; Misc is not in it.",
+    "unit": "one (repeat, fold) of the confirmation: every candidate is trained on the same training folds and "
+            "scored on the same held-out fold, so their scores pair up unit by unit.",
+    "held-out fold": "the part of the non-test lines a unit scores on, never trained on in that unit.",
+    "vs no weights": "a candidate's score minus the unweighted model's, unit by unit, averaged.",
+    "95% interval": "where the true difference lies with 95% confidence; it is widened for the overlap between "
+                    "units' training data (the corrected resampled t of Nadeau and Bengio). A recommendation "
+                    "needs the whole interval above 0.",
+    "thresholds": "no class weights, but per-class multipliers on the unweighted model's probabilities, fitted on "
+                  "held-out lines after training.",
+    "stopped early (racing)": "a candidate that could no longer end with an interval above 0, whatever its "
+                              "remaining units scored, was not trained on them.",
+    "deployed model": "what predict --study uses: refits (the recommended configuration trained again on every "
+                      "non-test line), else the confirmation's models averaged; probabilities are calibrated "
+                      "(a temperature and a bias per class, fitted on held-out folds) before they are averaged.",
+    "search's single model": "the model one trial of the search trained on its training split: the Best Trial of "
+                             "the dashboard is one of these, scored on one validation split.",
+    "Step (dashboard)": "an epoch: the validation score after each epoch of a trial.",
+    "PED-ANOVA": "how much each weight parameter explains the scores (the importance figure; optuna-dashboard's).",
+    "Pareto front": "the trials no other trial beats on both Nomenclature F1 and Description F1.",
+}
+GLOSSARY = "<dl>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in GLOSSARY_TERMS.items()) + "</dl>"
 PAGE = "report.html"
 
 
@@ -56,19 +85,30 @@ def number(value) -> str:
 
 
 def candidates_frame(rec: dict) -> pd.DataFrame:
-    """The confirmation's candidates with their paired difference to no weights and its interval."""
+    """The confirmation's candidates: weights as trained, mean important_f1 over the units, the paired
+    difference to no weights with its interval, printed as every view prints them (:mod:`.formats`)."""
     return pd.DataFrame([{"candidate": r["candidate"], "kind": r["kind"], "trial": r.get("trial"),
-                          **{f"{c} weight (as trained)": (r.get("class_weights") or {}).get(c) for c in CLASSES},
-                          "important_f1 (mean over units)": r["mean"], "diff vs no weights": r["diff"]["mean"],
-                          "ci_low": r["diff"]["ci_low"], "ci_high": r["diff"]["ci_high"]}
+                          "weights N / D / M (as trained)": fmt.weights(r.get("class_weights")),
+                          "important_f1 (mean over units)": fmt.score(r["mean"]), fmt.VS_NONE: fmt.diff(r["diff"]["mean"]),
+                          "interval": fmt.interval(r["diff"]["ci_low"], r["diff"]["ci_high"], rec["level"])}
                          for r in rec["candidates"]])
 
 
-def test_split_frame(test: dict) -> pd.DataFrame:
-    """Per-class test scores of the recommended and the unweighted model (scored once, after the decision)."""
-    keys = ["important_f1"] + [f"{c}_{m}" for c in CLASSES for m in ("precision", "recall", "f1")]
-    return pd.DataFrame([{"model": name, **{k: test[name]["stats"][k] for k in keys}}
-                         for name in ("recommended", "unweighted") if name in test])
+def test_split_frame(test: dict, rec: dict | None = None) -> pd.DataFrame:
+    """Test scores (scored once, after the decision): the deployed model's first, then each single model's
+    per class, each F1 with its support (lines of that class in the test split)."""
+    rows = []
+    deployed = deployed_test(rec, test) if rec else None
+    if deployed:
+        rows.append({"model": f"deployed: {deployed['model']}", "important_f1": fmt.score(deployed["important_f1"])})
+    for name, label in TEST_ROWS.items():
+        if name in test:
+            s = test[name]["stats"]
+            row = {"model": label, "important_f1": fmt.score(s["important_f1"])}
+            for c in CLASSES:  # each F1 beside the number of test lines it rests on
+                row.update({f"{c} F1": fmt.score(s[f"{c}_f1"]), f"{c} lines": str(int(s[f"{c}_support"]))})
+            rows.append(row)
+    return pd.DataFrame(rows).fillna("")
 
 
 def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str | Path | None = None) -> pd.DataFrame:
@@ -76,30 +116,31 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
     ``out_dir``, by default the study's artifacts folder)."""
     study = tuned_study(storage_url, study_name)
     table = trials_table(study)
-    print(table.to_string(index=False, formatters={c: number for c in table.columns})
-          if not table.empty else f"study {study_name!r} has no trials")
     rec = stored_recommendation(study)
-    if rec:
-        print(f"\nconfirmation, paired against no weights over {rec['n_units']} units "
+    test = study.user_attrs.get("test_stats")
+    if rec:  # the decision first; the evidence, then the trials, below it
+        print(f"Recommendation: {decision_sentence(rec)}")
+        print(f"\nconfirmation, paired {fmt.VS_NONE} over {rec['n_units']} units "
               f"({rec['folds']} folds x {rec['repeats']} repeats):")
         print(candidates_table(rec))
-        print(f"Recommendation: {decision_sentence(rec)}")
     else:
-        print("\nno recommendation yet: run `weight-tuner tune` to the end (it confirms the top candidates)")
-    test = study.user_attrs.get("test_stats")
+        print("no recommendation yet: run `weight-tuner tune` to the end (it confirms the top candidates)")
     if test and "recommended" in test:
-        print(f"test split (scored once, after the decision): recommended "
-              f"{test['recommended']['stats']['important_f1']:.4f}, unweighted "
-              f"{test['unweighted']['stats']['important_f1']:.4f}")
+        print("\ntest split (scored once, after the decision):")
+        print(test_split_frame(test, rec).to_string(index=False))
+    print(f"\ntrials, best validation {SCORE} first:")
+    print(table.to_string(index=False, formatters={c: number for c in table.columns})
+          if not table.empty else f"study {study_name!r} has no trials")
     if plots and not table.empty:
         path = Path(out_dir) if out_dir else artifacts_dir(storage_url, study_name)
         print(f"wrote {write_page(study, path / PAGE, table)}")
     return table
 
 
-def _table(df: pd.DataFrame, name: str) -> str:
-    # A wide table scrolls inside its box instead of widening the page.
-    return '<div class="scroll">' + df.to_html(index=False, table_id=name, formatters={c: number for c in df.columns},
+def html_table(df: pd.DataFrame, name: str) -> str:
+    """A table as HTML without the index column; a wide one scrolls inside its box instead of being cut
+    (the report and the notebook both show tables this way)."""
+    return TABLE_STYLE + '<div class="scroll">' + df.to_html(index=False, table_id=name, formatters={c: number for c in df.columns},
                                                na_rep="", border=0, classes="data") + "</div>"
 
 
@@ -119,20 +160,20 @@ def page_html(study, table: pd.DataFrame | None = None) -> str:
                   "<p>Paste into SKOL:</p>", f'<pre id="paste">{e(paste_snippet(rec))}</pre>',
                   f"<p>Paired over {rec['n_units']} units ({rec['folds']} folds x {rec['repeats']} repeats); "
                   f"{int(round(rec['level'] * 100))}% intervals: {e(rec['interval'])}.</p>",
-                  _table(candidates_frame(rec), "candidates")]
+                  html_table(candidates_frame(rec), "candidates")]
     else:
         parts.append('<p id="verdict">No recommendation yet: run <code>weight-tuner tune</code> to the end.</p>')
     if "recommended" in test:
-        parts += ["<h2>Test split, per class (scored once, after the decision)</h2>", _table(test_split_frame(test), "test")]
+        parts += ["<h2>Test split, per class (scored once, after the decision)</h2>",
+                  html_table(test_split_frame(test, rec), "test"), f"<p>{e(SMALL_TEST_CAUTION)}</p>"]
     parts += ["<h2>Trials (validation), best first</h2>",
               "<p>Weights as trained (scaled so that the mean weight over the training lines is 1: the values "
               "<code>export</code> writes and you paste); <code>val_important_f1</code> is one validation split. "
               "The dashboard's <code>w_</code> parameters are the weights as given, as ratios to Misc.</p>",
-              _table(table, "trials"), "<h2>Figures</h2>"]
+              html_table(table, "trials"), "<h2>Figures</h2>"]
     parts += [f"<figure>{figures.img_tag(fig, name)}</figure>" for name, fig in figures.study_figures(study).items()]
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table.data{border-collapse:collapse;"
-             "font-size:13px}table.data td,table.data th{padding:2px 8px;border-bottom:1px solid #ddd}"
-             "img{max-width:100%}pre{background:#f4f4f4;padding:.5em}div.scroll{overflow-x:auto;max-width:100%}")
+    parts += ["<h2>Words used here</h2>", GLOSSARY]
+    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}pre{background:#f4f4f4;padding:.5em}"
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>weight-tuner: {e(study.study_name)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
 

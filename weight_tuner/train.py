@@ -155,7 +155,10 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
     label_map = corpus.make_label_map(overrides)
     docs, report, source = load_documents(data_dir, sample_docs, rare_nomenclature=sample_rare_nomenclature)
     for w in report.warnings:
-        logger.warning(w)
+        logger.debug(w)
+    summary = corpus.warning_summary(report)
+    if summary:
+        logger.warning(summary)
     for line in corpus.report_lines(docs, report, label_map):
         logger.info(line)
     chunks = corpus.chunk_documents(docs, max_chunk_lines)

@@ -10,6 +10,7 @@ import logging
 
 import optuna
 
+from .. import formats as fmt
 from ..config import CLASSES
 from .space import METRIC_NAME
 from .storage import store_recommendation
@@ -18,6 +19,11 @@ from .unitruns import THRESHOLDS, UNWEIGHTED
 logger = logging.getLogger(__name__)
 
 CONFIRMATION_MARK = "### Confirmation"
+# The test split's rows in every view, and what each model is.
+TEST_ROWS = {"recommended": "recommended, the search's single model", "unweighted": "unweighted, the search's single model",
+             "ensemble": "the confirmation's models of the recommendation, averaged"}
+SMALL_TEST_CAUTION = ("The test split is small (see the support): a test score some points above or below the "
+                      "confirmation's mean is within its noise; the decision rests on the paired confirmation.")
 PENDING_DECISION = "not made yet: the search runs, then the confirmation decides (see the Note page)"
 THRESHOLDS_MEANING = ("thresholds: the unweighted model with per-class probability multipliers (argmax of m_c p_c), "
                       "fitted on held-out data after training.")
@@ -29,20 +35,17 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
     weights = trial.user_attrs.get("class_weights") or {}
     reason = trial.user_attrs.get("fail_reason", "")
     return (f"trial {trial.number} {trial.state.name.lower()} {trial.user_attrs.get('scheme', '')} "
-            f"weights {', '.join(f'{c[:4]} {weights[c]:.3g}' for c in weights)} -> {METRIC_NAME} {value} {reason}")
+            f"weights N / D / M {fmt.weights(weights)} -> {METRIC_NAME} {value} {reason}")
 
 
 def candidates_table(recommendation: dict) -> str:
     """The candidates with their mean important_f1 and paired difference to no weights, as text."""
-    pct = int(round(recommendation["level"] * 100))
-    rows = [f"{'candidate':<14}{'weights N / D / M, as trained':<31}{'important_f1':>13}{'diff vs none':>14}"
-            f"{f'{pct}% interval':>22}"]
+    rows = [f"{'candidate':<14}{'weights N / D / M, as trained':<31}{'important_f1':>13}{fmt.VS_NONE:>15}  "
+            "with its interval"]
     for r in recommendation["candidates"]:
-        w = r.get("class_weights")
-        ws = " / ".join(f"{w[c]:.3g}" for c in CLASSES) if w else "-"
-        d = r["diff"]
-        interval = f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}]"
-        rows.append(f"{r['candidate']:<14}{ws:<31}{r['mean']:>13.4f}{d['mean']:>+14.4f}{interval:>22}")
+        d, level = r["diff"], recommendation["level"]
+        rows.append(f"{r['candidate']:<14}{fmt.weights(r.get('class_weights')):<31}{fmt.score(r['mean']):>13}"
+                    f"{fmt.diff(d['mean']):>15}  {fmt.interval(d['ci_low'], d['ci_high'], level)}")
     rows.append(f"important_f1: mean over the {recommendation['n_units']} units' held-out folds. {THRESHOLDS_MEANING}")
     if stopped_sentence(recommendation):
         rows.append(stopped_sentence(recommendation))
@@ -63,22 +66,24 @@ def stopped_sentence(recommendation: dict) -> str:
 def decision_sentence(recommendation: dict) -> str:
     """One sentence: what to use and why."""
     d = recommendation["diff_vs_unweighted"]
-    n = recommendation["n_units"]
+    n, level = recommendation["n_units"], recommendation["level"]
     if recommendation["decision"] == "weights":
         w = recommendation["class_weights"]
-        return (f"Use class weights {', '.join(f'{c} {w[c]:.4g}' for c in CLASSES)} ({recommendation['candidate']}): "
-                f"important_f1 {d['mean']:+.4f} against no weights over {n} paired units, interval "
-                f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] clear of 0.")
+        return (f"Use class weights N / D / M = {fmt.weights(w)} ({recommendation['candidate']}): important_f1 "
+                f"{fmt.diff(d['mean'])} {fmt.VS_NONE} over {n} paired units, "
+                f"{fmt.interval(d['ci_low'], d['ci_high'], level)}, clear of 0.")
     if recommendation["decision"] == "thresholds":
-        return (f"Use no class weights, with post-hoc per-class thresholds: {d['mean']:+.4f} against plain "
-                f"argmax over {n} paired units, interval [{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] clear of 0.")
+        return (f"Use no class weights, with post-hoc per-class thresholds: important_f1 {fmt.diff(d['mean'])} "
+                f"{fmt.VS_NONE} (plain argmax) over {n} paired units, {fmt.interval(d['ci_low'], d['ci_high'], level)}, "
+                "clear of 0.")
     best = max(recommendation["candidates"][1:], key=lambda r: r["diff"]["mean"], default=None)
-    why = (f" The best candidate ({best['candidate']}) differs by {best['diff']['mean']:+.4f}, interval "
-           f"[{best['diff']['ci_low']:+.4f}, {best['diff']['ci_high']:+.4f}], which includes 0." if best else "")
+    why = (f" The best candidate ({best['candidate']}) is {fmt.diff(best['diff']['mean'])} {fmt.VS_NONE}, "
+           f"{fmt.interval(best['diff']['ci_low'], best['diff']['ci_high'], level)}, which includes 0." if best else "")
     if best and all(r.get("stopped_after") for r in recommendation["candidates"][1:]):
         why = (f" Every candidate was stopped early (racing): after the units it ran, no scores of its remaining "
                f"units could have put its interval above 0. The closest, {best['candidate']}, stood at "
-               f"{best['diff']['mean']:+.4f} over {best['stopped_after']} unit{'s' if best['stopped_after'] > 1 else ''}.")
+               f"{fmt.diff(best['diff']['mean'])} {fmt.VS_NONE} over {best['stopped_after']} "
+               f"unit{'s' if best['stopped_after'] > 1 else ''}.")
     return f"Use no class weights: no candidate beat the unweighted model with an interval clear of 0.{why}"
 
 
@@ -112,11 +117,34 @@ def deployed_sentence(recommendation: dict) -> str:
             "single": f"Single: the search's model of trial {deployed['single']['trial']} (its training split).",
             "refit": (f"Refit: {refits} on every non-test line ({refit['train_lines']} lines)." if refit
                       else "Refit: not made (tune --refits N)."),
-            "calibration": (f"Each model's probabilities are calibrated first: temperature {cal['temperature']:.3f}, "
-                            f"biases {', '.join(f'{b:+.3f}' for b in cal['biases'])}, fitted on {cal['fitted_on']}."
+            "calibration": (f"Each model's probabilities are calibrated first, fitted on {cal['fitted_on']}: its "
+                            f"scores are divided by a temperature of {cal['temperature']:.3f} (above 1 makes them less "
+                            "confident, below 1 more) and shifted per class by "
+                            f"{', '.join(f'{c} {b:+.3f}' for c, b in zip(CLASSES, cal['biases']))}."
                             if cal else "No calibration.")}
     order = [deployed["default"]] + [k for k in text if k != deployed["default"]]
     return " ".join([f"Default: {deployed['default']}."] + [text[k] for k in order])
+
+
+def deployed_test(recommendation: dict, test: dict | None) -> dict | None:
+    """The test score of the model ``predict --study`` uses by default, one record for every view:
+    ``{"kind", "model", "important_f1"}`` (``None`` before the test check)."""
+    deployed, test = recommendation.get("deployed") or {}, test or {}
+    kind = deployed.get("default", "single")
+    refit = deployed.get("refit") or {}
+    score = {"refit": refit.get("test_important_f1"),
+             "ensemble": (test.get("ensemble") or {}).get("stats", {}).get("important_f1"),
+             "single": (test.get("recommended") or {}).get("stats", {}).get("important_f1")}.get(kind)
+    if score is None:
+        return None
+    n = refit.get("models", 1)
+    model = {"refit": f"{n} refit models of {deployed.get('candidate')}, averaged" if n > 1 else
+                      f"1 refit model of {deployed.get('candidate')}",
+             "ensemble": f"the {len(deployed.get('ensemble', {}).get('members', []))} confirmation models of "
+                         f"{deployed.get('candidate')}, averaged",
+             "single": f"the search's model of trial {recommendation.get('trial')}"}[kind]
+    calibrated = " (calibrated)" if deployed.get("calibration") else ""
+    return {"kind": kind, "model": model + calibrated, "important_f1": float(score)}
 
 
 def study_note(recommendation: dict, test: dict | None = None) -> str:
@@ -128,22 +156,25 @@ def study_note(recommendation: dict, test: dict | None = None) -> str:
              f"important_f1 is the mean over the units' held-out folds; weights are as trained (the values to "
              f"paste). {THRESHOLDS_MEANING}", "",
              *([stopped_sentence(recommendation), ""] if stopped_sentence(recommendation) else []),
-             "| candidate | weights N / D / M (as trained) | important_f1 | diff vs no weights | interval |",
+             f"| candidate | weights N / D / M (as trained) | important_f1 | {fmt.VS_NONE} | interval |",
              "|---|---|---|---|---|"]
     for r in recommendation["candidates"]:
-        w = r.get("class_weights")
-        ws = " / ".join(f"{w[c]:.3g}" for c in CLASSES) if w else "-"
         d = r["diff"]
-        lines.append(f"| {r['candidate']} | {ws} | {r['mean']:.4f} | {d['mean']:+.4f} | "
-                     f"[{d['ci_low']:+.4f}, {d['ci_high']:+.4f}] |")
+        lines.append(f"| {r['candidate']} | {fmt.weights(r.get('class_weights'))} | {fmt.score(r['mean'])} | "
+                     f"{fmt.diff(d['mean'])} | {fmt.interval(d['ci_low'], d['ci_high'], recommendation['level'])} |")
     if test:
+        deployed = deployed_test(recommendation, test)
         lines += ["", "### Test split (scored once, after the decision)", "",
-                  "| model | important_f1 | Nomenclature F1 | Description F1 |", "|---|---|---|---|"]
-        for name in ("recommended", "unweighted", "ensemble"):
+                  "| model | important_f1 | Nomenclature F1 (support) | Description F1 (support) |", "|---|---|---|---|"]
+        if deployed:
+            lines.append(f"| deployed: {deployed['model']} | {fmt.score(deployed['important_f1'])} | | |")
+        for name, label in TEST_ROWS.items():
             if name in test:
                 s = test[name]["stats"]
-                lines.append(f"| {name} | {s['important_f1']:.4f} | {s['Nomenclature_f1']:.4f} | "
-                             f"{s['Description_f1']:.4f} |")
+                lines.append(f"| {label} | {fmt.score(s['important_f1'])} | {fmt.score(s['Nomenclature_f1'])} "
+                             f"({s['Nomenclature_support']}) | {fmt.score(s['Description_f1'])} "
+                             f"({s['Description_support']}) |")
+        lines += ["", SMALL_TEST_CAUTION]
     lines += ["", "### Deployed model (`predict --study`)", "", deployed_sentence(recommendation)]
     lines += ["", "Paste into SKOL:", "", "```python", paste_snippet(recommendation), "```"]
     return "\n".join(lines)
@@ -186,8 +217,8 @@ def save_notes(study: optuna.Study, state: dict, recommendation: dict, test: dic
             continue
         row = next((r for r in recommendation["candidates"] if r["candidate"] == name), None)
         found = ("the reference every candidate is paired against" if name == UNWEIGHTED or row is None else
-                 f"mean important_f1 {row['mean']:.4f}, {row['diff']['mean']:+.4f} against no weights, interval "
-                 f"[{row['diff']['ci_low']:+.4f}, {row['diff']['ci_high']:+.4f}]")
+                 f"mean important_f1 {fmt.score(row['mean'])}, {fmt.diff(row['diff']['mean'])} {fmt.VS_NONE}, "
+                 f"{fmt.interval(row['diff']['ci_low'], row['diff']['ci_high'], recommendation['level'])}")
         chosen = "recommended" if recommendation["candidate"] == name else "not recommended"
         table = "\n".join([CONFIRMATION_MARK, "", f"This trial was confirmed as candidate **{name}** ({chosen}): "
                            f"{found}.", "", "Scores per unit (held-out folds):", "",

@@ -128,6 +128,11 @@ def open_companion(study: optuna.Study, evaluation: dict, racing: bool = True) -
     storage = storage_of(study)
     try:
         companion = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        # First, so that the dashboard lists it first: what a reader who opens this study is looking at.
+        companion.set_user_attr("about", f"The confirmation of study {study.study_name!r}: one trial per candidate and "
+                                "unit, trained on the unit's training folds and scored on its held-out fold. Its "
+                                f"'Best Trial' is one such run, not a recommendation: the decision is in study "
+                                f"{study.study_name!r}.")
         companion.set_user_attr("plan", plan)
         companion.set_user_attr("parent_study", study.study_name)
         _enqueue_missing(companion, plan, _earlier_results(study, name, storage))
