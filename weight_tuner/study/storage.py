@@ -176,14 +176,19 @@ def readable_rows(storage_url: str, name: str):
 
 def library_versions() -> dict[str, str]:
     """Versions of Python and the libraries a result depends on (stored with every study)."""
-    import keras
-    import pandas
-    import sklearn
-    import tensorflow
+    from importlib.metadata import PackageNotFoundError, version
 
-    return {"python": platform.python_version(), "optuna": optuna.__version__, "keras": keras.__version__,
-            "tensorflow": tensorflow.__version__, "numpy": np.__version__, "pandas": pandas.__version__,
-            "scikit-learn": sklearn.__version__}
+    def installed(*names: str) -> str:  # read from the package metadata: nothing is imported for it
+        for name in names:
+            try:
+                return version(name)
+            except PackageNotFoundError:
+                continue
+        return "not installed"
+
+    return {"python": platform.python_version(), "optuna": installed("optuna"), "keras": installed("keras"),
+            "tensorflow": installed("tensorflow-cpu", "tensorflow"), "numpy": installed("numpy"),
+            "pandas": installed("pandas"), "scikit-learn": installed("scikit-learn")}
 
 
 def tuned_study(storage_url: str, name: str, **kwargs) -> optuna.Study:
