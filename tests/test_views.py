@@ -336,8 +336,11 @@ def test_every_view_prints_each_difference_interval_and_weight_alike(view_study,
     export = json.loads((tmp_path / "e.json").read_text())
     assert export["decision"] == decision_sentence(rec) and list(export)[0] == "decision"
     assert decision_sentence(rec) in decision_attr(rec)
+    from weight_tuner.study.notes import deployed_sentence
+
     for name in ("report (terminal)", "report.html", "dashboard note", "notebook"):
-        assert decision_sentence(rec) in views[name].replace("&#x27;", "'"), name
+        shown = views[name].replace("&#x27;", "'")
+        assert decision_sentence(rec) in shown and deployed_sentence(rec) in shown, name
     # images: every one with its alternative text, in the page and in the notebook as nbconvert writes it
     from nbconvert import HTMLExporter
 

@@ -16,8 +16,8 @@ from .config import CLASSES
 from .errors import WeightTunerError
 from .paths import artifacts_dir, atomic_write_bytes
 from . import formats as fmt
-from .study.notes import (SMALL_TEST_CAUTION, TEST_ROWS, candidates_table, decision_sentence, deployed_test,
-                          paste_snippet)
+from .study.notes import (SMALL_TEST_CAUTION, TEST_ROWS, candidates_table, decision_sentence, deployed_sentence,
+                          deployed_test, paste_snippet)
 from .study.space import METRIC_NAME
 from .study.storage import stored_recommendation, tuned_study
 
@@ -125,6 +125,8 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
         print(candidates_table(rec))
     else:
         print("no recommendation yet: run `weight-tuner tune` to the end (it confirms the top candidates)")
+    if rec:
+        print(f"\nDeployed model (predict --study): {deployed_sentence(rec)}")
     if test and "recommended" in test:
         print("\ntest split (scored once, after the decision):")
         print(test_split_frame(test, rec).to_string(index=False))
@@ -160,7 +162,9 @@ def page_html(study, table: pd.DataFrame | None = None) -> str:
                   "<p>Paste into SKOL:</p>", f'<pre id="paste">{e(paste_snippet(rec))}</pre>',
                   f"<p>Paired over {rec['n_units']} units ({rec['folds']} folds x {rec['repeats']} repeats); "
                   f"{int(round(rec['level'] * 100))}% intervals: {e(rec['interval'])}.</p>",
-                  html_table(candidates_frame(rec), "candidates")]
+                  html_table(candidates_frame(rec), "candidates"),
+                  "<h2>The deployed model (what <code>predict --study</code> uses)</h2>",
+                  f'<p id="deployed">{e(deployed_sentence(rec))}</p>']
     else:
         parts.append('<p id="verdict">No recommendation yet: run <code>weight-tuner tune</code> to the end.</p>')
     if "recommended" in test:
