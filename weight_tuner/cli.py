@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .config import load_config
 from .corpus import MIN_SPLIT_DOCS, SPLIT_BY
-from .errors import ConfigError, DataError, StudyError, WeightTunerError
+from .errors import ConfigError, DataError, WeightTunerError
 from .formats import VS_NONE
 from .paths import (DEFAULT_CACHE_DIR, STORAGE_ENV, check_can_write, default_export_path, default_storage_url, display_url,
                     masked_command, write_json)
@@ -91,17 +91,13 @@ def _data_checks(args, storage: str | None = None, folds: int | None = None):
     """What a job checks once the corpus is read and split, before features are computed or cached: the
     study's data is this run's (where the study exists), and the non-test chunks can be cut into ``folds``."""
     def check(fingerprint: str, split: dict) -> None:
-        pieces = len(split["train"]) + len(split["val"])
-        if folds is not None and pieces < folds:
-            raise ConfigError(f"--folds {folds}: the corpus's {pieces} non-test chunks cannot be cut into {folds} "
-                              "folds; use fewer --folds")
-        if storage is not None:
-            from .study.storage import stored_fingerprint
+        from .study.storage import check_stored_data
+        from .study.units import check_fold_count
 
-            made = stored_fingerprint(storage, args.study)
-            if made not in (None, fingerprint):
-                raise StudyError(f"study {args.study!r} was run on data {made}; this run's data is {fingerprint}. "
-                                 "Use a new --study name or the study's data (--data, --sample-docs, --split-*).")
+        if folds is not None:
+            check_fold_count(len(split["train"]) + len(split["val"]), folds)  # the non-test chunks
+        if storage is not None:
+            check_stored_data(storage, args.study, fingerprint)
     return check
 
 

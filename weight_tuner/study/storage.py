@@ -14,7 +14,6 @@ import platform
 import time
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -224,15 +223,16 @@ def stored_recommendation(study: optuna.Study) -> dict | None:
     return {k: v for k, v in rec.items() if k != CHECKSUM_KEY}
 
 
-def stored_fingerprint(storage_url: str, name: str) -> str | None:
-    """The data fingerprint a study was made with; ``None`` where the study or the storage does not exist yet."""
+def check_stored_data(storage_url: str, name: str, fingerprint: str, who: str = "this run") -> None:
+    """:func:`check_same_data` by fingerprint alone, for a study that may not exist yet (then nothing to check):
+    a job calls it before its features are computed."""
     if sqlite_path(storage_url) is not None and not sqlite_path(storage_url).exists():
-        return None
+        return
     storage = open_storage(storage_url)
     with readable_rows(storage_url, name):
-        if name not in study_names(storage):
-            return None
-        return storage.get_study_user_attrs(storage.get_study_id_from_name(name)).get("data_fingerprint")
+        if name in study_names(storage):
+            _check_fingerprint(name, storage.get_study_user_attrs(storage.get_study_id_from_name(name)),
+                               fingerprint, who)
 
 
 def check_made_by_tune(study: optuna.Study) -> None:
@@ -320,10 +320,13 @@ def is_unweighted(trial) -> bool:
 
 def check_same_data(study: optuna.Study, prepared, who: str = "this run") -> None:
     """A :class:`StudyError` unless ``prepared`` is the data the study was run on (its fingerprint)."""
-    attrs = study.user_attrs
-    if attrs.get("data_fingerprint") not in (None, prepared.fingerprint):
-        raise StudyError(f"study {study.study_name!r} was run on data {attrs['data_fingerprint']} "
-                         f"({attrs.get('source')}); {who}'s data is {prepared.fingerprint}. Use a new --study name "
+    _check_fingerprint(study.study_name, study.user_attrs, prepared.fingerprint, who)
+
+
+def _check_fingerprint(name: str, attrs: dict, fingerprint: str, who: str) -> None:
+    if attrs.get("data_fingerprint") not in (None, fingerprint):
+        raise StudyError(f"study {name!r} was run on data {attrs['data_fingerprint']} "
+                         f"({attrs.get('source')}); {who}'s data is {fingerprint}. Use a new --study name "
                          "or the study's data.")
 
 

@@ -59,6 +59,12 @@ def _piece_sizes(prepared, pieces: list[tuple[str, int]]) -> np.ndarray:
     return np.array([int(np.diff(prepared.splits[s].offsets)[i]) for s, i in pieces])
 
 
+def check_fold_count(pieces: int, folds: int) -> None:
+    """A :class:`DataError` when ``pieces`` non-test chunks are too few for ``folds`` folds."""
+    if pieces < folds:
+        raise DataError(f"{pieces} non-test chunks cannot be cut into {folds} folds; use fewer --folds")
+
+
 def fold_of_pieces(prepared, folds: int, repeat: int) -> np.ndarray:
     """The fold of every non-test chunk in ``repeat``'s partition, balanced by lines.
 
@@ -66,8 +72,7 @@ def fold_of_pieces(prepared, folds: int, repeat: int) -> np.ndarray:
     holds the fewest lines so far.
     """
     pieces = _pieces(prepared)
-    if len(pieces) < folds:
-        raise DataError(f"{len(pieces)} non-test chunks cannot be cut into {folds} folds; use fewer --folds")
+    check_fold_count(len(pieces), folds)
     sizes = _piece_sizes(prepared, pieces)
     order = np.random.default_rng([FOLD_SEED, repeat]).permutation(len(pieces))
     fold = np.empty(len(pieces), dtype=np.int64)
