@@ -166,9 +166,14 @@ def check_can_write(path: str | Path) -> None:
     path = Path(path)
     if path.is_dir():
         raise WeightTunerError(f"cannot write {path}: it is a directory")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(path)
     if blocking is not None:
         raise WeightTunerError(f"cannot write {path}: {blocking} is not a directory")
+
+
+def file_in_the_way(path: str | Path) -> Path | None:
+    """The first of ``path``'s folders that exists as a file (no folder can be made there), or ``None``."""
+    return next((p for p in Path(path).parents if p.exists() and not p.is_dir()), None)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

@@ -90,7 +90,7 @@ def candidates_frame(rec: dict) -> pd.DataFrame:
     return pd.DataFrame([{"candidate": r["candidate"], "kind": r["kind"], "trial": r.get("trial"),
                           "weights N / D / M (as trained)": fmt.weights(r.get("class_weights")),
                           "important_f1 (mean over units)": fmt.score(r["mean"]), fmt.VS_NONE: fmt.diff(r["diff"]["mean"]),
-                          "interval": fmt.interval(r["diff"]["ci_low"], r["diff"]["ci_high"], rec["level"])}
+                          "interval": fmt.diff_interval(r["diff"], rec["level"])}
                          for r in rec["candidates"]])
 
 

@@ -45,7 +45,7 @@ def candidates_table(recommendation: dict) -> str:
     for r in recommendation["candidates"]:
         d, level = r["diff"], recommendation["level"]
         rows.append(f"{r['candidate']:<14}{fmt.weights(r.get('class_weights')):<31}{fmt.score(r['mean']):>13}"
-                    f"{fmt.diff(d['mean']):>15}  {fmt.interval(d['ci_low'], d['ci_high'], level)}")
+                    f"{fmt.diff(d['mean']):>15}  {fmt.diff_interval(d, level)}")
     rows.append(f"important_f1: mean over the {recommendation['n_units']} units' held-out folds. {THRESHOLDS_MEANING}")
     if stopped_sentence(recommendation):
         rows.append(stopped_sentence(recommendation))
@@ -71,14 +71,14 @@ def decision_sentence(recommendation: dict) -> str:
         w = recommendation["class_weights"]
         return (f"Use class weights N / D / M = {fmt.weights(w)} ({recommendation['candidate']}): important_f1 "
                 f"{fmt.diff(d['mean'])} {fmt.VS_NONE} over {n} paired units, "
-                f"{fmt.interval(d['ci_low'], d['ci_high'], level)}, clear of 0.")
+                f"{fmt.diff_interval(d, level)}, clear of 0.")
     if recommendation["decision"] == "thresholds":
         return (f"Use no class weights, with post-hoc per-class thresholds: important_f1 {fmt.diff(d['mean'])} "
-                f"{fmt.VS_NONE} (plain argmax) over {n} paired units, {fmt.interval(d['ci_low'], d['ci_high'], level)}, "
+                f"{fmt.VS_NONE} (plain argmax) over {n} paired units, {fmt.diff_interval(d, level)}, "
                 "clear of 0.")
     best = max(recommendation["candidates"][1:], key=lambda r: r["diff"]["mean"], default=None)
     why = (f" The best candidate ({best['candidate']}) is {fmt.diff(best['diff']['mean'])} {fmt.VS_NONE}, "
-           f"{fmt.interval(best['diff']['ci_low'], best['diff']['ci_high'], level)}, which includes 0." if best else "")
+           f"{fmt.diff_interval(best['diff'], level)}, which includes 0." if best else "")
     if best and all(r.get("stopped_after") for r in recommendation["candidates"][1:]):
         why = (f" Every candidate was stopped early (racing): after the units it ran, no scores of its remaining "
                f"units could have put its interval above 0. The closest, {best['candidate']}, stood at "
@@ -161,7 +161,7 @@ def study_note(recommendation: dict, test: dict | None = None) -> str:
     for r in recommendation["candidates"]:
         d = r["diff"]
         lines.append(f"| {r['candidate']} | {fmt.weights(r.get('class_weights'))} | {fmt.score(r['mean'])} | "
-                     f"{fmt.diff(d['mean'])} | {fmt.interval(d['ci_low'], d['ci_high'], recommendation['level'])} |")
+                     f"{fmt.diff(d['mean'])} | {fmt.diff_interval(d, recommendation['level'])} |")
     if test:
         deployed = deployed_test(recommendation, test)
         lines += ["", "### Test split (scored once, after the decision)", "",
@@ -218,7 +218,7 @@ def save_notes(study: optuna.Study, state: dict, recommendation: dict, test: dic
         row = next((r for r in recommendation["candidates"] if r["candidate"] == name), None)
         found = ("the reference every candidate is paired against" if name == UNWEIGHTED or row is None else
                  f"mean important_f1 {fmt.score(row['mean'])}, {fmt.diff(row['diff']['mean'])} {fmt.VS_NONE}, "
-                 f"{fmt.interval(row['diff']['ci_low'], row['diff']['ci_high'], recommendation['level'])}")
+                 f"{fmt.diff_interval(row['diff'], recommendation['level'])}")
         chosen = "recommended" if recommendation["candidate"] == name else "not recommended"
         table = "\n".join([CONFIRMATION_MARK, "", f"This trial was confirmed as candidate **{name}** ({chosen}): "
                            f"{found}.", "", "Scores per unit (held-out folds):", "",

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from ..config import validate_config
 from ..errors import StudyError
-from ..paths import display_url, sqlite_path
+from ..paths import display_url, file_in_the_way, sqlite_path
 from .space import METRIC_NAME, SPACE_VERSION, SearchSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -79,7 +79,7 @@ def check_storage(url: str, must_exist: bool = False, connect: bool = False) -> 
 
 def _check_writable_folder(url: str, path) -> None:
     folder = path.parent
-    blocking = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), None)
+    blocking = file_in_the_way(path)
     if blocking is not None:
         raise StudyError(f"storage {display_url(url)}: {blocking} is a file, not a folder")
     try:
