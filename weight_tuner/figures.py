@@ -114,8 +114,7 @@ def weight_map(study):
         t0, xi, yi = members[0]
         ax.annotate(" = ".join(f"#{t.number}" for t, _, _ in members), (xi, yi), fontsize=7, xytext=(4, 2),
                     textcoords="offset points")
-        named = [f"#{t.number} {_names(t)}" for t, _, _ in members if t.user_attrs.get("scheme", "search") != "search"]
-        key += named
+        key += [f"#{t.number} {_names(t)}" for t, _, _ in members if t.user_attrs.get("scheme", "search") != "search"]
     ax.set(xscale="log", yscale="log", xlabel="Nomenclature / Misc", ylabel="Description / Misc",
            title="Weights as ratios to Misc (the dashboard's w_ parameters), by trial number")
     fig.colorbar(points, ax=ax, label="validation important_f1")
@@ -208,11 +207,14 @@ def alt_text(fig) -> str:
     return "Figure. " + "; ".join(p for p in parts if p) if parts else "Figure."
 
 
+def _img(data: bytes, alt: str, attrs: str = "") -> str:
+    """An ``<img>`` holding PNG ``data`` inline (base64), with its alternative text."""
+    return f'<img {attrs}alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode("ascii")}">'
+
+
 def img_tag(fig, name: str) -> str:
     """An ``<img>`` holding the figure inline (base64 PNG), so the page needs no other file."""
-    data = base64.b64encode(png(fig)).decode("ascii")
-    return (f'<img id="figure-{name}" alt="{html.escape(alt_text(fig))}" '
-            f'src="data:image/png;base64,{data}">')
+    return _img(png(fig), alt_text(fig), f'id="figure-{name}" ')
 
 
 class Shown:
@@ -226,8 +228,7 @@ class Shown:
         return self.png, {"alt": self.alt}
 
     def _repr_html_(self):
-        data = base64.b64encode(self.png).decode("ascii")
-        return f'<img alt="{html.escape(self.alt)}" src="data:image/png;base64,{data}">'
+        return _img(self.png, self.alt)
 
 
 def shown(fig) -> Shown | None:
