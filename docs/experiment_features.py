@@ -11,18 +11,29 @@ VARIANT: `char` (word TF-IDF + character 2-4-gram TF-IDF + shape cues) or `hashe
 cues); SPLIT: `journal` or `chunk`; TEST_GROUP: a journal, or `-` for the chunk split. Prints one JSON
 line per seed (0, 1, 2) and a summary line with the feature matrices' size and the peak RSS.
 """
-import json, resource, sys, time, zlib, re
+import json
+import re
+import resource
+import sys
+import time
+import zlib
 from pathlib import Path
+
 import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from weight_tuner import logs
+
 logs.configure(0); logs.import_tensorflow(0)
 import keras
 from keras import ops
-from weight_tuner import features as F, model as M, train as T
+
+from weight_tuner import features as F
+from weight_tuner import model as M
+from weight_tuner import train as T
 from weight_tuner.config import CLASSES, validate_config
-from weight_tuner.study.space import QUICK_MODEL
+from weight_tuner.space import QUICK_MODEL
 
 L = int(sys.argv[4]) if len(sys.argv) > 4 else 96
 BUCKETS = 2 ** 17

@@ -22,9 +22,9 @@ logs.configure(0)
 logs.import_tensorflow(0)
 
 from weight_tuner.config import validate_config  # noqa: E402
+from weight_tuner.folds import refit_data  # noqa: E402
 from weight_tuner.metrics import compute_stats  # noqa: E402
-from weight_tuner.study.space import QUICK_MODEL  # noqa: E402
-from weight_tuner.study.units import refit_data  # noqa: E402
+from weight_tuner.space import QUICK_MODEL  # noqa: E402
 from weight_tuner.train import predict_probs, prepare, train_model  # noqa: E402
 
 split_by, group = sys.argv[1], sys.argv[2]

@@ -22,7 +22,7 @@ logs.import_tensorflow(0)
 
 from weight_tuner.config import validate_config  # noqa: E402
 from weight_tuner.features import Featurizer  # noqa: E402
-from weight_tuner.study.space import QUICK_MODEL  # noqa: E402
+from weight_tuner.space import QUICK_MODEL  # noqa: E402
 from weight_tuner.train import evaluate, prepare, train_model  # noqa: E402
 
 words, chars, split_by, group = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]

@@ -14,10 +14,11 @@ from weight_tuner import logs
 
 logs.import_tensorflow()
 import keras  # noqa: E402 (after TensorFlow is imported quietly)
+
 from weight_tuner.config import validate_config
-from weight_tuner.study.space import StudyConfig
-from weight_tuner.train import prepare, training_data
 from weight_tuner.model import build_model
+from weight_tuner.space import StudyConfig
+from weight_tuner.train import prepare, training_data
 
 data = sys.argv[1] if len(sys.argv) > 1 and sys.argv[1] != "-" else None
 prepared = prepare(data, cache_dir="studies/cache")

@@ -25,7 +25,7 @@ MODEL = {"hidden_size": 4, "num_layers": 1, "epochs": 2, "batch_size": 16, "wind
 def _use_sampler(liar: bool) -> None:
     import optuna
 
-    from weight_tuner.study import run
+    from weight_tuner.search import run
 
     run.make_sampler = lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=10, constant_liar=liar)
 
@@ -36,7 +36,7 @@ def worker(url: str, name: str, trials: int, liar: bool, seed: int) -> None:
     logs.configure(-1)
     logs.import_tensorflow(-1)
     _use_sampler(liar)
-    from weight_tuner.study import join_study
+    from weight_tuner.search.run import join_study
     from weight_tuner.train import prepare
 
     join_study(prepare(None, sample_docs=40, cache_dir=CACHE), url, name, trials, seed=seed)
@@ -49,7 +49,8 @@ def measure(trials: int, liar: bool, repeat: int) -> dict:
 
     logs.configure(-1)
     _use_sampler(liar)
-    from weight_tuner.study import StudyConfig, tune
+    from weight_tuner.search.run import tune
+    from weight_tuner.space import StudyConfig
     from weight_tuner.train import prepare
 
     folder = Path(tempfile.mkdtemp())

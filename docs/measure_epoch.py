@@ -12,7 +12,7 @@ import resource
 import sys
 
 from weight_tuner.config import validate_config
-from weight_tuner.study.space import QUICK_MODEL
+from weight_tuner.space import QUICK_MODEL
 from weight_tuner.train import prepare, train_model
 
 data = sys.argv[1]

@@ -17,8 +17,8 @@ import time
 
 import optuna
 
-from weight_tuner.study.run import make_sampler
-from weight_tuner.study.storage import open_storage
+from weight_tuner.search.run import make_sampler
+from weight_tuner.storage import open_storage
 
 
 def objective(trial: optuna.Trial) -> float:

@@ -14,10 +14,11 @@ from weight_tuner import logs
 
 logs.import_tensorflow()
 import keras  # noqa: E402 (after TensorFlow is imported quietly)
+
 from weight_tuner.config import validate_config
-from weight_tuner.study.space import StudyConfig
-from weight_tuner.train import prepare, training_data, train_model, evaluate
-from weight_tuner.model import build_model, ModelCache
+from weight_tuner.model import ModelCache, build_model
+from weight_tuner.space import StudyConfig
+from weight_tuner.train import evaluate, prepare, train_model, training_data
 
 prepared = prepare(sys.argv[1], cache_dir=sys.argv[2])
 config = validate_config(dict(StudyConfig().model, class_weights=None, verbosity=0))

@@ -3,7 +3,7 @@
     python docs/replay_racing.py OUT.json NAME=sqlite:///path.db#study [NAME=URL#study ...]
 
 Each study must have a confirmation in which every run was trained (made with --no-racing, or by a
-weight-tuner from before racing). Its per-unit scores are fed through :func:`weight_tuner.study.racing.replay`
+weight-tuner from before racing). Its per-unit scores are fed through :func:`weight_tuner.confirm.racing.replay`
 as if the runs had come in the plan's order; the per-unit scores are written to OUT.json (the
 replay test reads tests/data/confirmations.json) and a Markdown table is printed.
 """
@@ -16,8 +16,9 @@ import sys
 import numpy as np
 import optuna
 
-from weight_tuner.study.racing import replay
-from weight_tuner.study.unitruns import THRESHOLDS, UNWEIGHTED, results, runs_of, unit_scores
+from weight_tuner.confirm.plan import results, runs_of, unit_scores
+from weight_tuner.confirm.racing import replay
+from weight_tuner.schemes import THRESHOLDS, UNWEIGHTED
 
 
 def confirmation_case(name: str, url: str, study_name: str) -> dict:

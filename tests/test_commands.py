@@ -8,13 +8,14 @@ import optuna
 import pytest
 
 from weight_tuner.cli import main
+from weight_tuner.deploy.testcheck import final_test_evaluation
 from weight_tuner.errors import StudyError
 from weight_tuner.paths import model_path, models_dir
-from weight_tuner.study import StudyConfig, create_or_resume, final_test_evaluation, join_study
-from weight_tuner.study.storage import check_storage
+from weight_tuner.search.run import create_or_resume, join_study
+from weight_tuner.space import StudyConfig
+from weight_tuner.storage import check_storage
 
 from conftest import TINY_DOCS, TINY_MODEL
-
 
 
 def data_args(cache_dir):
@@ -207,7 +208,8 @@ def test_usage_errors_are_one_line_exit_2(capsys):
 @pytest.fixture(scope="module")
 def confirmed(prepared, tmp_path_factory):
     """A small study run to its recommendation, with the tune command's own steps."""
-    from weight_tuner.study import confirm, tune
+    from weight_tuner.confirm.decide import confirm
+    from weight_tuner.search.run import tune
 
     storage = f"sqlite:///{tmp_path_factory.mktemp('confirmed')}/c.db"
     study = tune(prepared, storage, "c", 3, StudyConfig(model=dict(TINY_MODEL),

@@ -9,9 +9,9 @@ import pytest
 
 from weight_tuner.cli import main
 from weight_tuner.config import CLASSES
+from weight_tuner.confirm.deployed import deployed_calibration
 from weight_tuner.posthoc import Calibration, adapt_priors, apply_calibration, fit_calibration, mean_calibration
-from weight_tuner.study.members import deployed_calibration
-from weight_tuner.study import load_existing_study
+from weight_tuner.storage import load_existing_study
 
 from conftest import TINY_DOCS
 
@@ -48,7 +48,7 @@ def _csv_probs(folder):
 @pytest.mark.parametrize("use, fragment", [(None, "model: 2 refits of"), ("ensemble", "model: ensemble of 2 confirmation")])
 def test_predict_study_averages_the_deployed_models_calibrated(deployed_study, tmp_path, capsys, use, fragment):
     """The default (the refits) and the ensemble: each model's probabilities calibrated, then averaged."""
-    from weight_tuner.study import recommended_model
+    from weight_tuner.deploy.loaded import recommended_model
 
     d, storage, corpus = deployed_study
     rec = load_existing_study(storage, "dep").user_attrs["recommendation"]
@@ -233,7 +233,7 @@ def test_adapt_priors_in_predict_reports_the_estimate_and_needs_a_balance(deploy
 def test_a_thresholds_decision_carries_its_multipliers_before_the_test_step(deployed_study, tmp_path):
     """A study stopped after a thresholds decision, before the test step: export and predict --study
     still have the multipliers, because the decision fixed them from the units' held-out folds."""
-    from weight_tuner.study.recommend import recommendation_from
+    from weight_tuner.confirm.decide import recommendation_from
 
     d, _, corpus = deployed_study
     copy = tmp_path / "copy"

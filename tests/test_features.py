@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from weight_tuner.features import SHAPE_NAMES, Featurizer
-from weight_tuner.sample import generate_corpus
 from weight_tuner import corpus
 from weight_tuner.errors import DataError
+from weight_tuner.features import SHAPE_NAMES, Featurizer
+from weight_tuner.sample import generate_corpus
 
 
 def sample_lines(n_docs=30):

@@ -16,7 +16,7 @@ import pytest
 from weight_tuner.cli import main
 from weight_tuner.sample import generate_corpus
 
-from test_reliability import SAMPLE_DOCS, study_toml
+from support import SAMPLE_DOCS, study_toml
 
 EXIT_USAGE = 2
 
@@ -97,7 +97,7 @@ def test_a_damaged_feature_cache_is_rebuilt_and_scores_do_not_change(finished, c
 
 
 def test_a_rescore_that_differs_stops_and_keeps_the_stored_test_scores(finished, capsys):
-    from weight_tuner.study.recommend import check_rescore
+    from weight_tuner.deploy.testcheck import check_rescore
 
     study = finished.study()
     stored = study.user_attrs["test_stats"]

@@ -54,8 +54,9 @@ def test_padded_steps_add_no_loss():
 
 def sparse_batch(x):
     """Dense rows (batch, steps, features) as the model's sparse inputs: ids and values of the non-zeros."""
-    from weight_tuner.features import SparseRows
     from scipy import sparse
+
+    from weight_tuner.features import SparseRows
 
     b, w, f = x.shape
     rows = SparseRows.from_csr(sparse.csr_matrix(x.reshape(-1, f)), pad_row=False)
@@ -164,10 +165,8 @@ def test_tiny_model_learns_above_majority_baseline(prepared):
 
 
 def test_saved_model_predicts_identically_in_a_new_process(prepared, tmp_path):
-    from weight_tuner.train import predict_probs, save_bundle, train_model
-
     from weight_tuner.model import weights_vector
-    from weight_tuner.train import trained_weights
+    from weight_tuner.train import predict_probs, save_bundle, train_model, trained_weights
 
     cfg = tiny_config(epochs=1, class_weights={"Nomenclature": 20.0, "Description": 4.0, "Misc": 1.0})
     model, _ = train_model(prepared, cfg)

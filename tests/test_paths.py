@@ -4,13 +4,9 @@ import pytest
 
 from weight_tuner.paths import display_url, masked_command
 
+from support import url_with_password
+
 SECRET = "Pw@!x%41/"
-
-
-def url_with_password(password: str, where: str = "127.0.0.1:5432/test", scheme: str = "postgresql",
-                      user: str = "user") -> str:
-    """A storage URL holding ``password``, assembled here so that no such URL is written out in the tests."""
-    return "".join([scheme, "://", user, ":", password, "@", where])
 
 
 def user_info(shown: str) -> str:

@@ -54,8 +54,9 @@ def test_unit_weights_reproduce_plain_argmax_and_tuning_never_loses_on_its_data(
 def test_screen_enqueues_top_k_and_tune_confirms_them(prepared, tmp_path):
     from optuna.trial import TrialState
 
-    from weight_tuner.study.screen import screen_into_study
-    from weight_tuner.study import StudyConfig, tune
+    from weight_tuner.search.run import tune
+    from weight_tuner.search.screen import screen_into_study
+    from weight_tuner.space import StudyConfig
 
     storage = f"sqlite:///{tmp_path}/s.db"
     cfg = StudyConfig(model={"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "verbosity": 0,
@@ -72,10 +73,11 @@ def test_screen_enqueues_top_k_and_tune_confirms_them(prepared, tmp_path):
 def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
     import json
 
-    from weight_tuner.bench import MARK_END, MARK_START, run_bench, write_outputs
-
-    from weight_tuner.study.recommend import confirm
-    from weight_tuner.study import StudyConfig, tune
+    from weight_tuner.bench import run_bench
+    from weight_tuner.bench_report import MARK_END, MARK_START, write_outputs
+    from weight_tuner.confirm.decide import confirm
+    from weight_tuner.search.run import tune
+    from weight_tuner.space import StudyConfig
 
     base = {"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "learning_rate": 0.01}
     storage = f"sqlite:///{tmp_path}/bench.db"
@@ -121,7 +123,7 @@ def test_cross_fitted_thresholds_never_see_the_labels_they_are_scored_on():
     the odd chunks leaves their predictions unchanged (an in-sample fit would move them)."""
     from types import SimpleNamespace
 
-    from weight_tuner.study.units import cross_fitted_adjustment
+    from weight_tuner.confirm.unit import cross_fitted_adjustment
 
     y, p = random_case(seed=4, n=600)
     offsets = np.arange(0, 601, 100)  # six chunks of 100 lines

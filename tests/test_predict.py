@@ -11,7 +11,8 @@ from optuna.trial import TrialState
 from weight_tuner.cli import main
 from weight_tuner.predict import apply_sequence_rules, to_yedda, tune_sequence_threshold
 from weight_tuner.sample import generate_corpus
-from weight_tuner.study import StudyConfig, tune
+from weight_tuner.search.run import tune
+from weight_tuner.space import StudyConfig
 from weight_tuner.windows import build_windows, oversample_windows
 
 from conftest import TINY_DOCS

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weight_tuner.study.racing import best_final_lower_bound, final_lower_bound, futile, race, replay
-from weight_tuner.study.statistics import paired_interval
+from weight_tuner.confirm.racing import best_final_lower_bound, final_lower_bound, futile, race, replay
+from weight_tuner.confirm.statistics import paired_interval
 
 # Per-unit scores of full confirmations (every run trained), stored by docs/replay_racing.py.
 CONFIRMATIONS = Path(__file__).parent / "data" / "confirmations.json"
@@ -106,7 +106,7 @@ def test_every_stored_confirmation_replays_to_the_same_decision():
 
 
 def test_the_views_say_which_candidates_were_stopped_and_why():
-    from weight_tuner.study.notes import candidates_table, decision_sentence
+    from weight_tuner.notes import candidates_table, decision_sentence
 
     inf = float("inf")
     rows = [{"candidate": BASE, "kind": "unweighted", "mean": 0.86, "class_weights": None,
@@ -129,7 +129,7 @@ def test_a_run_in_training_is_pruned_once_another_process_stops_its_candidate(tm
     import optuna
     from optuna.trial import TrialState
 
-    from weight_tuner.study.unitruns import UnitRun
+    from weight_tuner.confirm.runs import UnitRun
 
     plan = {"units": ["r0f0", "r0f1"], "folds": 2, "racing": True,
             "candidates": {BASE: {"kind": "unweighted"}, "thresholds": {"kind": "thresholds"},

@@ -10,16 +10,15 @@ from optuna.trial import TrialState
 
 from weight_tuner.cli import main
 from weight_tuner.config import CLASSES
+from weight_tuner.confirm.decide import confirm
+from weight_tuner.confirm.statistics import decide, paired_interval
+from weight_tuner.folds import fold_of_pieces, make_units, unit_data
 from weight_tuner.model import normalise_weights
-from weight_tuner.study.recommend import confirm
-from weight_tuner.study.statistics import decide, paired_interval
-from weight_tuner.study import StudyConfig, tune
-from weight_tuner.study.space import count_schemes
-from weight_tuner.study.units import fold_of_pieces, make_units, unit_data
+from weight_tuner.schemes import count_schemes
+from weight_tuner.search.run import tune
+from weight_tuner.space import StudyConfig
 
 from conftest import TINY_DOCS, TINY_MODEL, tiny_config
-
-
 
 # --------------------------------------------------------------------------- one scale
 
@@ -181,7 +180,7 @@ def test_weights_are_recommended_where_weighting_truly_helps(tmp_path, capsys):
     assert rec["class_weights"]["Nomenclature"] > rec["class_weights"]["Misc"]
     assert rec["n_units"] == 6 and rec["folds"] == 3 and rec["repeats"] == 2
     # predict --study uses the recommended model
-    from weight_tuner.study import recommended_model
+    from weight_tuner.deploy.loaded import recommended_model
 
     deployed = recommended_model(storage, "power")  # the recommended candidate's 6 confirmation models
     members = rec["deployed_model"]["ensemble"]["members"]
@@ -273,7 +272,9 @@ def test_a_no_weights_export_names_its_closest_challenger_and_interval():
 
 def test_trial_config_refuses_a_search_space_version_it_does_not_know(tmp_path, prepared):
     from weight_tuner.errors import StudyError
-    from weight_tuner.study import StudyConfig, create_or_resume, trial_config
+    from weight_tuner.search.run import create_or_resume
+    from weight_tuner.space import StudyConfig
+    from weight_tuner.storage import trial_config
 
     storage = f"sqlite:///{tmp_path}/v.db"
     config = StudyConfig(model=dict(TINY_MODEL))
@@ -287,8 +288,8 @@ def test_trial_config_refuses_a_search_space_version_it_does_not_know(tmp_path, 
 
 
 def test_a_recommendation_older_than_the_finished_trials_is_withdrawn(tmp_path):
-    from weight_tuner.study.notes import PENDING_DECISION
-    from weight_tuner.study.recommend import withdraw_stale_recommendation
+    from weight_tuner.confirm.decide import withdraw_stale_recommendation
+    from weight_tuner.notes import PENDING_DECISION
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/w.db", study_name="w", direction="maximize")
     study.add_trial(optuna.trial.create_trial(value=0.5))

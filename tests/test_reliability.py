@@ -1,12 +1,9 @@
 """Faults as a user meets them: kill -9, Ctrl-C, many workers, NaN losses, timeouts, bad input."""
 
 import hashlib
-import json
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 
 import optuna
@@ -15,52 +12,10 @@ from optuna.trial import TrialState
 
 from weight_tuner.cli import main
 from weight_tuner.errors import StudyError
-from weight_tuner.study import StudyConfig, tune
+from weight_tuner.search.run import tune
+from weight_tuner.space import StudyConfig
 
-# The README's form: a plain postgresql:// URL, whose driver SQLAlchemy chooses (psycopg 3 since 2.1).
-PG_URL = os.environ.get("WEIGHT_TUNER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-SAMPLE_DOCS = "30"
-
-
-def study_toml(tmp_path, epochs=12, schemes=("unweighted", "inverse_frequency", "sqrt_inverse_frequency",
-                                             "guide_iteration1_10_5_1")):
-    path = tmp_path / "tiny.toml"
-    path.write_text(f"schemes = {json.dumps(list(schemes))}\n[model]\nhidden_size = 8\nnum_layers = 1\n"
-                    f"epochs = {epochs}\nbatch_size = 16\nwindow_size = 10\nprediction_stride = 5\n"
-                    "learning_rate = 0.01\n[pruner]\ntype = \"none\"\n")
-    return path
-
-
-def cli(args, cache_dir, **kw):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
-    cmd = [sys.executable, "-m", "weight_tuner.cli", *args, "--sample-docs", SAMPLE_DOCS, "--cache-dir", str(cache_dir)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-
-
-def trials(url, name):
-    try:
-        return optuna.load_study(study_name=name, storage=url).trials
-    except KeyError:
-        return []
-
-
-def wait_for(predicate, proc, timeout=180, what="condition"):
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"process exited ({proc.returncode}) before {what}: {proc.stderr.read()[-8000:]}")
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def running_mid_epoch(url, name, after_complete=0):
-    def check():
-        ts = trials(url, name)
-        done = sum(t.state == TrialState.COMPLETE for t in ts)
-        return done >= after_complete and any(t.state == TrialState.RUNNING and t.intermediate_values for t in ts)
-    return check
+from support import PG_URL, cli, pg_server_answers, running_mid_epoch, study_toml, trials, wait_for
 
 
 def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
@@ -141,85 +96,17 @@ def test_two_sigints_leave_no_running_trial_and_end_the_process(tmp_path, cache_
     assert len(retries) == 1  # re-queued once, whichever signal did it
 
 
-def _workers_reach_exactly_n(url, name, tmp_path, cache_dir, n_workers=2, total=4):
-    toml = study_toml(tmp_path, epochs=2)
-    # cwd: a server storage keeps its artifacts under ./studies; tests leave nothing in the working directory
-    first = cli(["tune", "--storage", url, "--study", name, "--trials", "1", "--config", str(toml), "--no-confirm"],
-                cache_dir, cwd=tmp_path)
-    _, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err[-8000:]
-    workers = [cli(["worker", "--storage", url, "--study", name, "--trials", str(total), "--seed", str(i),
-                    "--no-confirm"], cache_dir, cwd=tmp_path) for i in range(n_workers)]
-    for w in workers:
-        _, err = w.communicate(timeout=400)
-        assert w.returncode == 0, err[-8000:]
-    ts = trials(url, name)
-    complete = [t for t in ts if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    assert len(complete) == total
-    schemes = [t.user_attrs["scheme"] for t in complete if t.user_attrs["scheme"] != "search"]
-    assert len(schemes) == len(set(schemes))  # no enqueued scheme ran twice
-    assert len({tuple(sorted(t.params.items())) for t in complete}) == total
-    return ts
-
-
-def _pg_server_answers() -> bool:
-    """Whether something listens at the test URL's host and port (no driver involved)."""
-    import socket
-
-    import sqlalchemy
-
-    url = sqlalchemy.engine.make_url(PG_URL)
-    try:
-        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def _pg_available():
-    try:
-        import sqlalchemy
-
-        with sqlalchemy.create_engine(PG_URL).connect():
-            return True
-    except Exception:
-        return False
-
-
-@pytest.mark.skipif(not _pg_server_answers(), reason=f"no PostgreSQL server listens at {PG_URL}")
+@pytest.mark.skipif(not pg_server_answers(), reason=f"no PostgreSQL server listens at {PG_URL}")
 def test_the_readme_postgresql_url_form_connects():
     # A missing driver (SQLAlchemy 2.1 maps postgresql:// to psycopg 3) must fail here, not skip.
-    from weight_tuner.study import check_storage
+    from weight_tuner.storage import check_storage
 
     check_storage(PG_URL, connect=True)
 
 
-@pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
-def test_two_workers_on_postgresql_finish_exactly_n(tmp_path, cache_dir, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    name = f"wt-test-{os.getpid()}-{int(time.time() * 1000)}"
-    try:
-        _workers_reach_exactly_n(PG_URL, name, tmp_path, cache_dir)
-        # report and export work on PostgreSQL too
-        assert main(["export", "--study", name, "--storage", PG_URL, "-o", str(tmp_path / "e.json")]) == 0
-        assert main(["report", "--study", name, "--storage", PG_URL, "--no-plots"]) == 0
-    finally:
-        try:
-            optuna.delete_study(study_name=name, storage=PG_URL)
-        except KeyError:
-            pass
-
-
-def test_two_workers_on_sqlite_are_serialised_safely(tmp_path, cache_dir):
-    url = f"sqlite:///{tmp_path}/w.db"
-    _workers_reach_exactly_n(url, "w", tmp_path, cache_dir)
-    con = sqlite3.connect(tmp_path / "w.db")
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-
-
 def test_nan_loss_fails_the_trial_and_the_study_goes_on(prepared, tmp_path):
-    from weight_tuner.errors import NonFiniteLossError
     import weight_tuner.train as train_mod
+    from weight_tuner.errors import NonFiniteLossError
 
     calls = {"n": 0}
     real = train_mod.train_model
@@ -380,7 +267,7 @@ def test_each_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, mo
 
 def test_a_storage_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, capsys):
     # As a read-only study folder does for a non-root user (tests here run as root, whom permissions do not stop).
-    import weight_tuner.study.run as run_mod
+    import weight_tuner.search.run as run_mod
 
     def read_only(*args, **kwargs):
         try:

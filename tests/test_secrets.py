@@ -15,7 +15,7 @@ from sqlalchemy.engine import make_url
 
 from weight_tuner.cli import main
 
-from test_reliability import PG_URL, SAMPLE_DOCS, _pg_available, study_toml
+from support import PG_URL, SAMPLE_DOCS, pg_available, study_toml
 
 SECRET = "Zq@7!x%9k"
 
@@ -26,7 +26,7 @@ def _leaks(text: bytes) -> list[str]:
     return [form for form in (SECRET, encoded, "7!x%9") if form.encode() in text]
 
 
-@pytest.mark.skipif(not _pg_available(), reason=f"no PostgreSQL server at {PG_URL} (a password needs a server URL)")
+@pytest.mark.skipif(not pg_available(), reason=f"no PostgreSQL server at {PG_URL} (a password needs a server URL)")
 def test_no_file_or_output_of_any_command_holds_the_password(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # default outputs (studies/, docs/) land here, and are scanned
     url = make_url(PG_URL).set(password=SECRET).render_as_string(hide_password=False)

@@ -8,12 +8,14 @@ import pytest
 from optuna.trial import TrialState
 
 from weight_tuner.cli import main
-from weight_tuner.study.recommend import confirm, final_test_evaluation
-from weight_tuner.study import SearchSpace, StudyConfig, load_existing_study, tune, warm_start_schemes
-from weight_tuner.study.space import GUIDE_SCHEMES, count_schemes, group_schemes
+from weight_tuner.confirm.decide import confirm
+from weight_tuner.deploy.testcheck import final_test_evaluation
+from weight_tuner.schemes import GUIDE_SCHEMES, count_schemes, group_schemes, warm_start_schemes
+from weight_tuner.search.run import tune
+from weight_tuner.space import SearchSpace, StudyConfig
+from weight_tuner.storage import load_existing_study
 
 from conftest import TINY_DOCS, TINY_MODEL
-
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +135,7 @@ def test_report_prints_table_best_first_and_writes_plots(tiny_study, capsys):
 
 
 def test_a_scheme_outside_the_space_runs_but_is_no_point_of_it(tiny_study, tmp_path):
-    from weight_tuner.study import trial_config
+    from weight_tuner.storage import trial_config
 
     storage, _ = tiny_study
     study = load_existing_study(storage, "tiny")
@@ -259,7 +261,7 @@ def test_a_tie_keeps_the_earlier_best_model(prepared, tmp_path):
     from weight_tuner.config import validate_config
     from weight_tuner.model import build_model
     from weight_tuner.paths import model_path
-    from weight_tuner.study.objective import Objective
+    from weight_tuner.search.objective import Objective
 
     study = optuna.create_study(direction="maximize")
     dist = {"w_Nomenclature": optuna.distributions.FloatDistribution(0.1, 1000, log=True)}

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from weight_tuner.study.recommend import confirm, final_test_evaluation
-from weight_tuner.study import StudyConfig, tune
+from weight_tuner.confirm.decide import confirm
+from weight_tuner.deploy.testcheck import final_test_evaluation
+from weight_tuner.search.run import tune
+from weight_tuner.space import StudyConfig
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analyze_study.ipynb"
 
@@ -157,7 +159,7 @@ def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
     assert "views" in text, proc.stderr[-1500:]
     assert expected in text
     # the decision is on this first page too, as the first of the study's user attributes (not only on Note)
-    from weight_tuner.study.notes import decision_attr
+    from weight_tuner.notes import decision_attr
 
     assert "Study User Attributes" in text and decision_attr(study.user_attrs["recommendation"])[:60] in text
     # the study's note page: the decision and the line to paste, rendered from the note's Markdown
@@ -165,7 +167,7 @@ def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
                            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
                            "--dump-dom", f"{url}/note"], capture_output=True, text=True, timeout=180)
     text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", proc.stdout, flags=re.S)).split())
-    from weight_tuner.study.notes import decision_sentence, paste_snippet
+    from weight_tuner.notes import decision_sentence, paste_snippet
 
     rec = study.user_attrs["recommendation"]
     assert "Recommendation" in text and decision_sentence(rec).split(":")[0] in text, text[-1500:]
@@ -269,7 +271,7 @@ def _dom(url, tmp_path, budget=20000, size="1400,1000"):
 
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
 def test_the_decision_is_on_the_dashboards_first_screen_unclipped(probed_dashboard, tmp_path):
-    from weight_tuner.study.notes import decision_attr
+    from weight_tuner.notes import decision_attr
 
     base, study = probed_dashboard
     summaries = _get(f"{base}/api/studies")["study_summaries"]
@@ -312,7 +314,7 @@ def test_every_view_prints_each_difference_interval_and_weight_alike(view_study,
 
     from weight_tuner import formats as fmt
     from weight_tuner.cli import main
-    from weight_tuner.study.notes import decision_attr, decision_sentence
+    from weight_tuner.notes import decision_attr, decision_sentence
 
     storage, study = view_study
     rec = study.user_attrs["recommendation"]
@@ -336,7 +338,7 @@ def test_every_view_prints_each_difference_interval_and_weight_alike(view_study,
     export = json.loads((tmp_path / "e.json").read_text())
     assert export["decision"] == decision_sentence(rec) and list(export)[0] == "decision"
     assert decision_sentence(rec) in decision_attr(rec)
-    from weight_tuner.study.notes import deployed_sentence
+    from weight_tuner.notes import deployed_sentence
 
     for name in ("report (terminal)", "report.html", "dashboard note", "notebook"):
         shown = views[name].replace("&#x27;", "'")

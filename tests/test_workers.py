@@ -1,7 +1,14 @@
-"""tune --jobs N: N processes on one study through the storage, each trial and needed unit run once."""
+"""Many processes on one study, through its storage alone: `tune --jobs N`, `worker`s, several `tune`s at once.
+
+Every trial and every needed unit run is trained once, whichever process takes it; the scores and the
+decision are those of one process alone; a killed process loses nothing; Ctrl-C stops every process; no
+storage password reaches a command line.
+"""
 
 import os
+import shutil
 import signal
+import sqlite3
 import time
 from collections import Counter
 from pathlib import Path
@@ -11,19 +18,20 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
+from weight_tuner.cli import main
 from weight_tuner.paths import STORAGE_ENV
 from weight_tuner.workers import LocalWorkers, thread_share
 
-from test_paths import url_with_password
-from test_reliability import PG_URL, _pg_available, cli, study_toml, wait_for
+from support import PG_URL, SAMPLE_DOCS, cli, drop_pg_studies, pg_available, study_toml, url_with_password, wait_for
 
-TRIALS = 5
-EVALUATION = ["--folds", "2", "--repeats", "2", "--confirm-top", "2"]
+EVALUATION = ["--folds", "2", "--repeats", "2", "--confirm-top", "2"]  # 3 candidates x 4 units: 12 runs
+RUNS = 12  # without racing; with it, a stopped candidate's later runs are not trained
+SCHEMES = ("unweighted", "inverse_frequency", "sqrt_inverse_frequency")  # 3 trials: the schemes, in any process
 
 
-def _tune_args(url, name, toml, *extra):
-    return ["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", str(TRIALS), *EVALUATION,
-            "--refits", "0", "--jobs", "2", *extra]
+def _args(url, name, toml, cache_dir, *extra):
+    return ["--storage", url, "--study", name, "--config", str(toml), "--trials", "3", *EVALUATION,
+            "--sample-docs", SAMPLE_DOCS, "--cache-dir", str(cache_dir), *extra]
 
 
 def _children(pid):
@@ -44,21 +52,87 @@ def _cmdline(pid):
     return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
-def _check_exactly_once(url, name):
+def _gone(children, timeout=60):
+    """Whether every one of ``children`` has exited (waiting up to ``timeout`` seconds)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
+        time.sleep(0.5)
+    return not any(Path(f"/proc/{c}").exists() and "weight_tuner" in _cmdline(c) for c in children)
+
+
+def _unit_scores(study):
+    """Every candidate's per-unit scores, as the decision read them."""
+    cands = study.user_attrs["confirmation"]["candidates"]
+    return {name: {k: u["scores"] for k, u in c["units"].items()} for name, c in cands.items()}
+
+
+def _companion(url, study):
+    return optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=url)
+
+
+def _check_exactly_once(url, name, trials=3):
+    """Every search trial and unit run trained once, every run the decision reads trained, every planned run
+    trained or raced out, and nothing left waiting or running. Returns the study and its trained runs."""
     study = optuna.load_study(study_name=name, storage=url)
     finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-    assert len(finished) == TRIALS
+    assert len(finished) == trials
     schemes = Counter(t.user_attrs.get("scheme") for t in finished if t.user_attrs.get("scheme") != "search")
     assert all(n == 1 for n in schemes.values()), schemes  # no enqueued trial taken twice (Optuna #4002)
-    companion = optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=url)
+    companion = _companion(url, study)
     done = companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pairs = Counter((t.user_attrs["candidate"], t.user_attrs["unit"]) for t in done)
     assert all(n == 1 for n in pairs.values()), pairs
     counted = {(name_, unit) for name_, c in study.user_attrs["confirmation"]["candidates"].items()
                if name_ != "thresholds" for unit in c["units"]}
-    assert counted and counted <= set(pairs)  # every run the decision reads was trained once
+    assert counted and counted <= set(pairs)
+    raced = companion.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+    assert all("raced_out" in t.user_attrs for t in raced)
+    plan = companion.user_attrs["plan"]
+    planned = len(plan["units"]) * (len(plan["candidates"]) - 1)  # thresholds ride on the unweighted runs
+    assert len(set(pairs)) + len({(t.user_attrs["candidate"], t.user_attrs["unit"]) for t in raced}) >= planned
     assert not companion.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     return study, done
+
+
+def _same_as_one_process(study, reference):
+    """The decision of one process training every run, and each counted unit score equal to its run there
+    (racing counts a prefix of each stopped candidate's units)."""
+    rec = study.user_attrs["recommendation"]
+    full = reference["recommendation"]
+    assert (rec["decision"], rec["candidate"]) == (full["decision"], full["candidate"])
+    assert [r["candidate"] for r in rec["candidates"]] == reference["candidates"]
+    if rec["decision"] != "no_weights":  # the recommended candidate ran every unit either way
+        assert rec["diff_vs_unweighted"] == full["diff_vs_unweighted"]
+    for name, units in _unit_scores(study).items():
+        assert units and units == {k: reference["scores"][name][k] for k in units}, name
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, cache_dir):
+    """A SQLite study whose search is done (`tune --no-confirm`): tests confirm copies of it."""
+    tmp = tmp_path_factory.mktemp("searched")
+    toml = study_toml(tmp, epochs=3, schemes=SCHEMES)
+    assert main(["tune", *_args(f"sqlite:///{tmp}/s.db", "s", toml, cache_dir), "--no-confirm", "--jobs", "1"]) == 0
+    return tmp / "s.db", toml
+
+
+def _copy_of(searched, folder):
+    db = folder / "s.db"
+    shutil.copy(searched[0], db)
+    shutil.copytree(searched[0].parent / "s", folder / "s")  # the search's kept models
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture(scope="module")
+def reference(searched, tmp_path_factory, cache_dir):
+    """The same study confirmed by one process alone, training every run (--no-racing)."""
+    url = _copy_of(searched, tmp_path_factory.mktemp("single"))
+    assert main(["tune", *_args(url, "s", searched[1], cache_dir), "--refits", "0", "--no-racing", "--jobs", "1"]) == 0
+    study = optuna.load_study(study_name="s", storage=url)
+    trained = _companion(url, study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    assert len(trained) == RUNS
+    rec = study.user_attrs["recommendation"]
+    return {"scores": _unit_scores(study), "recommendation": rec, "candidates": [r["candidate"] for r in rec["candidates"]]}
 
 
 def test_thread_share_divides_the_cores(monkeypatch):
@@ -77,7 +151,8 @@ def test_thread_share_divides_the_cores(monkeypatch):
 
 
 def test_a_local_worker_repeats_the_data_and_planning_options_but_not_the_storage():
-    from weight_tuner.cli import _worker_args, build_parser
+    from weight_tuner.cli import build_parser
+    from weight_tuner.commands import _worker_args
 
     args = build_parser().parse_args(["tune", "--storage", url_with_password("secret", "h/db"), "--study", "s", "--trials", "7",
                                       "--sample-docs", "30", "--split-seed", "3", "--test-group", "J1",
@@ -91,25 +166,61 @@ def test_a_local_worker_repeats_the_data_and_planning_options_but_not_the_storag
     assert build_parser().parse_args(["worker", *line]).no_racing
 
 
-def test_two_jobs_run_each_trial_and_unit_run_once(tmp_path, cache_dir):
-    url = f"sqlite:///{tmp_path}/j.db"
-    toml = study_toml(tmp_path, epochs=2)
-    proc = cli(_tune_args(url, "j", toml), cache_dir, cwd=tmp_path)
-    wait_for(lambda: bool(_children(proc.pid)), proc, timeout=120, what="a local worker")
-    children = _children(proc.pid)
-    assert all(str(tmp_path) not in _cmdline(c) and "sqlite" not in _cmdline(c) for c in children)
-    out, err = proc.communicate(timeout=600)
+def _two_jobs(url, name, tmp_path, cache_dir, reference, secret):
+    """`tune --jobs 2` on a new study: the search and the raced confirmation shared by tune and its local worker."""
+    toml = study_toml(tmp_path, epochs=3, schemes=SCHEMES)
+    proc = cli(["tune", *_args(url, name, toml, cache_dir)[:-4], "--refits", "0", "--jobs", "2"], cache_dir,
+               cwd=tmp_path)  # cli() adds the data
+    try:
+        wait_for(lambda: bool(_children(proc.pid)), proc, timeout=120, what="a local worker")
+        children = _children(proc.pid)
+        for pid in children:  # tune's own command line is the user's; its workers get the URL by environment
+            assert secret not in _cmdline(pid) and url not in _cmdline(pid)
+        assert all(STORAGE_ENV.encode() in Path(f"/proc/{c}/environ").read_bytes() for c in children)
+        out, err = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 0, err[-8000:]
-    assert "started 1 local worker" in err and "Recommendation:" in out
-    _, done = _check_exactly_once(url, "j")
-    assert len({t.user_attrs["pid"] for t in done}) == 2  # both processes took unit runs
-    assert not any(Path(f"/proc/{c}").exists() and "weight_tuner" in _cmdline(c) for c in children)
+    assert "started 1 local worker" in err and "Recommendation:" in out and secret not in out + err
+    assert _gone(children)
+    study, done = _check_exactly_once(url, name)
+    assert len({(t.user_attrs["host"], t.user_attrs["pid"]) for t in done}) == 2  # both took unit runs
+    assert all(t.user_attrs["seconds"] > 0 for t in done)
+    _same_as_one_process(study, reference)
+    assert "test_stats" in study.user_attrs  # scored once, by tune, after the decision
+    return study
+
+
+def test_two_jobs_on_sqlite_share_each_trial_and_unit_run_once_and_decide_as_one_process(tmp_path, cache_dir,
+                                                                                        reference):
+    _two_jobs(f"sqlite:///{tmp_path}/j.db", "j", tmp_path, cache_dir, reference, secret=str(tmp_path))
+    con = sqlite3.connect(tmp_path / "j.db")
+    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    con.close()
+
+
+@pytest.mark.skipif(not pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
+def test_two_jobs_on_postgresql_with_a_password_that_no_command_line_shows(tmp_path, cache_dir, reference,
+                                                                          monkeypatch):
+    secret = "pW@d!x%41"  # the test server trusts local connections, so any password connects
+    url = make_url(PG_URL).set(password=secret).render_as_string(hide_password=False)
+    name = f"wt-jobs-{os.getpid()}-{int(time.time() * 1000)}"
+    monkeypatch.chdir(tmp_path)  # a server storage keeps its artifacts under ./studies
+    try:
+        _two_jobs(url, name, tmp_path, cache_dir, reference, secret)
+        assert main(["export", "--study", name, "--storage", PG_URL, "-o", str(tmp_path / "e.json")]) == 0
+        assert main(["report", "--study", name, "--storage", PG_URL, "--no-plots"]) == 0
+    finally:
+        drop_pg_studies(name)
 
 
 def test_a_killed_local_worker_loses_nothing(tmp_path, cache_dir):
     url = f"sqlite:///{tmp_path}/k.db"
     toml = study_toml(tmp_path, epochs=12)  # trials long enough to be killed mid-way
-    proc = cli(_tune_args(url, "k", toml, "--heartbeat", "1"), cache_dir, cwd=tmp_path)
+    argv = ["tune", "--storage", url, "--study", "k", "--config", str(toml), "--trials", "5", "--folds", "2",
+            "--repeats", "1", "--confirm-top", "1", "--refits", "0", "--jobs", "2", "--heartbeat", "1"]
+    proc = cli(argv, cache_dir, cwd=tmp_path)
 
     def two_running():
         try:
@@ -123,24 +234,54 @@ def test_a_killed_local_worker_loses_nothing(tmp_path, cache_dir):
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-8000:]
     assert "exited with code -9" in err
-    study, _ = _check_exactly_once(url, "k")
+    study, _ = _check_exactly_once(url, "k", trials=5)
     failed = [t for t in study.trials if t.state == TrialState.FAIL]
     assert len(failed) == 1
     retried = optuna.storages.RetryFailedTrialCallback.retried_trial_number
     retries = [t for t in study.trials if retried(t) == failed[0].number]
     assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE  # by the process still running
+    assert retries[0].params == failed[0].params
     assert study.user_attrs["recommendation"]["decision"] in ("weights", "thresholds", "no_weights")
+
+
+def test_a_killed_workers_unit_run_is_retried_and_counted_once(searched, tmp_path, cache_dir, reference):
+    url, name, toml = _copy_of(searched, tmp_path), "s", searched[1]
+    worker = cli(["worker", "--storage", url, "--study", name, "--trials", "3", "--heartbeat", "1"], cache_dir,
+                 cwd=tmp_path)
+
+    def unit_run_running():
+        study = optuna.load_study(study_name=name, storage=url)
+        if "confirmation_study" not in study.user_attrs:
+            return False
+        return bool(_companion(url, study).get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+    wait_for(unit_run_running, worker, timeout=300, what="a unit run in the worker")
+    os.kill(worker.pid, signal.SIGKILL)
+    worker.wait(timeout=30)
+    # tune picks up what is left, and the killed run once its heartbeat is stale (3 beats of 1 s)
+    assert main(["tune", *_args(url, name, toml, cache_dir), "--heartbeat", "1", "--refits", "0", "--jobs", "1"]) == 0
+    study = optuna.load_study(study_name=name, storage=url)
+    companion = _companion(url, study)
+    killed = [t for t in companion.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
+    assert len(killed) == 1
+    _check_exactly_once(url, name)
+    retried = [t for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if t.user_attrs["candidate"] == killed[0].user_attrs["candidate"]
+               and t.user_attrs["unit"] == killed[0].user_attrs["unit"]]
+    assert len(retried) == 1 and retried[0].user_attrs["pid"] == os.getpid()
+    _same_as_one_process(study, reference)
 
 
 def test_ctrl_c_stops_every_process_and_no_password_is_on_a_command_line(tmp_path, cache_dir):
     secret = "pW@d!x%41"
-    if _pg_available():  # the test server trusts local connections, so any password connects
+    if pg_available():  # the test server trusts local connections, so any password connects
         url = make_url(PG_URL).set(password=secret).render_as_string(hide_password=False)
         name = f"wt-jobs-{os.getpid()}-{int(time.time() * 1000)}"
     else:
         url, name = f"sqlite:///{tmp_path}/c.db", "c"
     toml = study_toml(tmp_path, epochs=12)
-    proc = cli(_tune_args(url, name, toml), cache_dir, cwd=tmp_path)
+    proc = cli(["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "5", "--jobs", "2"],
+               cache_dir, cwd=tmp_path)
     try:
         wait_for(lambda: bool(_children(proc.pid)), proc, timeout=120, what="a local worker")
         children = _children(proc.pid)
@@ -158,10 +299,7 @@ def test_ctrl_c_stops_every_process_and_no_password_is_on_a_command_line(tmp_pat
         proc.send_signal(signal.SIGINT)  # to tune alone: its workers run in a session of their own
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 130, err[-8000:]
-        deadline = time.time() + 60
-        while time.time() < deadline and any(Path(f"/proc/{c}").exists() for c in children):
-            time.sleep(0.5)
-        assert not any(Path(f"/proc/{c}").exists() and "weight_tuner" in _cmdline(c) for c in children)
+        assert _gone(children)
         left = optuna.load_study(study_name=name, storage=make_url(url).render_as_string(hide_password=False)).trials
         assert not any(t.state == TrialState.RUNNING for t in left)  # each process stopped at a safe point
         assert secret not in out + err
@@ -169,9 +307,41 @@ def test_ctrl_c_stops_every_process_and_no_password_is_on_a_command_line(tmp_pat
         if proc.poll() is None:
             proc.kill()
         if url.startswith("postgresql"):
-            for summary in optuna.study.get_all_study_summaries(PG_URL, include_best_trial=False):
-                if summary.study_name.startswith(name):
-                    optuna.delete_study(study_name=summary.study_name, storage=PG_URL)
+            drop_pg_studies(name)
+
+
+def _three_tunes_at_once(url, name, tmp_path, cache_dir):
+    """Start 3 `tune` on one study that does not exist yet; every one must finish, on one study made once."""
+    toml = study_toml(tmp_path, epochs=2, schemes=("unweighted", "inverse_frequency", "sqrt_inverse_frequency"))
+    argv = ["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "4", "--folds", "2",
+            "--repeats", "1", "--confirm-top", "1", "--refits", "1", "--jobs", "1"]
+    procs = [cli(argv, cache_dir, cwd=tmp_path) for _ in range(3)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    study = optuna.load_study(study_name=name, storage=url)
+    schemes = [t.user_attrs.get("scheme") for t in study.trials]
+    assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    assert sorted(schemes) == ["inverse_frequency", "search", "sqrt_inverse_frequency", "unweighted"]  # each once
+    decisions = {out.split("Recommendation: ", 1)[1].splitlines()[0] for out, _ in outs}
+    assert len(decisions) == 1  # one decision, printed alike by the three
+    companion = _companion(url, study)
+    pairs = [(t.user_attrs["candidate"], t.user_attrs["unit"]) for t in companion.trials
+             if t.state == TrialState.COMPLETE]
+    assert len(pairs) == len(set(pairs))  # no unit run trained twice
+
+
+def test_three_tunes_started_at_once_on_a_new_sqlite_file_all_finish(tmp_path, cache_dir):
+    _three_tunes_at_once(f"sqlite:///{tmp_path}/new.db", "s", tmp_path, cache_dir)
+
+
+@pytest.mark.skipif(not pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
+def test_three_tunes_started_at_once_on_postgresql_all_finish(tmp_path, cache_dir):
+    name = f"wt-three-{os.getpid()}-{int(time.time() * 1000)}"
+    try:
+        _three_tunes_at_once(PG_URL, name, tmp_path, cache_dir)
+    finally:
+        drop_pg_studies(name)
 
 
 @pytest.mark.parametrize("jobs", ["0", "x"])
@@ -189,7 +359,7 @@ def test_the_second_signal_helper_gets_the_url_from_its_environment(tmp_path, mo
     import subprocess
     import sys
 
-    from weight_tuner.study import objective
+    from weight_tuner import storage
 
     url = f"sqlite:///{tmp_path}/h.db"
     study = optuna.create_study(study_name="h", storage=url)
@@ -200,9 +370,9 @@ def test_the_second_signal_helper_gets_the_url_from_its_environment(tmp_path, mo
     def locked(*args, **kwargs):
         raise RuntimeError("database is locked")
 
-    monkeypatch.setattr(objective, "fail_abandoned_trial", locked)
+    monkeypatch.setattr(storage, "fail_abandoned_trial", locked)
     monkeypatch.setattr(subprocess, "Popen", lambda argv, **kw: started.append((argv, kw)))
-    objective.abandon_trial(trial)
+    storage.abandon_trial(trial)
     (argv, kw), = started
     assert str(tmp_path) not in " ".join(argv) and kw["env"][STORAGE_ENV] == url
     monkeypatch.undo()

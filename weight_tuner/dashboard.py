@@ -56,7 +56,7 @@ def serve(storage_url: str, host: str, port: int) -> None:
     from optuna_dashboard import wsgi
     from optuna_dashboard._cli import ThreadedWSGIServer  # what `optuna-dashboard` itself serves with
 
-    from .study.storage import check_storage
+    from .storage import check_storage
 
     class Quiet(WSGIRequestHandler):
         def log_message(self, format, *args):  # noqa: A002 (the base class's name) - one line per request is noise

@@ -9,10 +9,9 @@ from optuna.trial import TrialState
 
 from .errors import StudyError
 from .paths import display_url, write_json
-from .study.space import METRIC_NAME
-from .study.storage import completed_trials, stored_recommendation, trial_config, trial_score, tuned_study
-from .study.unitruns import UNWEIGHTED
-
+from .schemes import UNWEIGHTED
+from .space import METRIC_NAME
+from .storage import completed_trials, stored_recommendation, trial_config, trial_score, tuned_study
 
 WEIGHT_SCALES = {
     "class_weights": "as trained: scaled so that the mean weight over the training lines is 1 (only the ratios "
@@ -38,7 +37,7 @@ def closest_challenger(rec: dict) -> dict | None:
 def recommendation_export(rec: dict) -> dict:
     """The ``recommendation`` object of an export: the decision, its sentence, its interval (against no
     weights; for a no-weights decision the closest challenger's), the candidates table and the deployed model."""
-    from .study.notes import decision_sentence
+    from .notes import decision_sentence
 
     no_weights = rec["decision"] == "no_weights"
     return {"decision": rec["decision"], "sentence": decision_sentence(rec), "class_weights": rec["class_weights"],
@@ -113,7 +112,7 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
         config = dict(config, class_weights=rec["class_weights"])
     else:  # the weights this trial trained with
         config = dict(config, class_weights=best.user_attrs.get("class_weights_trained", config["class_weights"]))
-    from .study.notes import decision_sentence, deployed_test
+    from .notes import decision_sentence, deployed_test
 
     if follows:
         decision = decision_sentence(rec)

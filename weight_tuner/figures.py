@@ -19,7 +19,7 @@ import numpy as np
 from optuna.trial import TrialState
 
 from .config import CLASSES
-from .study.storage import stored_recommendation, trial_score
+from .storage import stored_recommendation, trial_score
 
 # Fewer completed trials than this and parameter importances are mostly noise: the figure says so.
 IMPORTANCE_MIN_TRIALS = 20

@@ -12,14 +12,21 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import formats as fmt
 from .config import CLASSES
 from .errors import WeightTunerError
+from .notes import (
+    SMALL_TEST_CAUTION,
+    TEST_ROWS,
+    candidates_table,
+    decision_sentence,
+    deployed_sentence,
+    deployed_test,
+    paste_snippet,
+)
 from .paths import artifacts_dir, atomic_write_bytes
-from . import formats as fmt
-from .study.notes import (SMALL_TEST_CAUTION, TEST_ROWS, candidates_table, decision_sentence, deployed_sentence,
-                          deployed_test, paste_snippet)
-from .study.space import METRIC_NAME
-from .study.storage import stored_recommendation, tuned_study
+from .space import METRIC_NAME
+from .storage import stored_recommendation, tuned_study
 
 SCORE = METRIC_NAME  # the trials table's score column
 # A cell never wraps (an interval split over two lines misreads); a wide table scrolls in its box, never cut.

@@ -75,7 +75,7 @@ class SplitData:
 class TrainingData:
     """What training reads: the training split, the split scored after each epoch (``None``: no
     validation, as in a refit) and the row width. A study's search trains on :meth:`Prepared.training`;
-    a confirmation unit or a refit is one of these built by :mod:`.study.units`."""
+    a confirmation unit or a refit is one of these built by :mod:`.folds`."""
 
     train: SplitData
     val: SplitData | None

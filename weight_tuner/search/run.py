@@ -12,16 +12,27 @@ import time
 import optuna
 from optuna.trial import TrialState
 
+from ..artifacts import check_split, members_dir, save_split
 from ..config import validate_config
-from ..errors import StudyError
+from ..errors import NonFiniteLossError, StudyError
 from ..logs import progress_enabled
+from ..notes import PENDING_DECISION, trial_line
 from ..paths import display_url, models_dir
-from .members import check_split, members_dir, save_split
-from .notes import PENDING_DECISION, trial_line
+from ..schemes import group_schemes, warm_start_schemes
+from ..space import SearchSpace, StudyConfig
+from ..storage import (
+    FINISHED,
+    SETUP_ATTR,
+    check_made_by_tune,
+    check_same_data,
+    finished_count,
+    library_versions,
+    load_existing_study,
+    open_storage,
+    readable_rows,
+    wait_until_set_up,
+)
 from .objective import Objective, SurplusTrial, TrialTimeoutError
-from .space import SearchSpace, StudyConfig, group_schemes, warm_start_schemes
-from .storage import (FINISHED, SETUP_ATTR, check_made_by_tune, check_same_data, finished_count, library_versions,
-                      load_existing_study, open_storage, readable_rows, wait_until_set_up)
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +185,6 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
     """
     from tqdm import tqdm
 
-    from ..errors import NonFiniteLossError
 
     objectives = study.user_attrs.get("objectives", ["important_f1"])
     objective = Objective(prepared, space, base_config, models_dir(storage_url, study.study_name), trial_timeout, n_trials, objectives,

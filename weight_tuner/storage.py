@@ -11,15 +11,18 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from ..config import validate_config
-from ..errors import StudyError
-from ..paths import display_url, file_in_the_way, sqlite_path
+from .config import validate_config
+from .errors import StudyError
+from .paths import STORAGE_ENV, display_url, file_in_the_way, sqlite_path
+from .schemes import is_unweighted
 from .space import METRIC_NAME, SPACE_VERSION, SearchSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -310,14 +313,6 @@ def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
     return complete
 
 
-UNWEIGHTED_SCHEME = "unweighted"
-
-
-def is_unweighted(trial) -> bool:
-    """Whether a trial is the study's unweighted baseline (the ``unweighted`` scheme)."""
-    return trial.user_attrs.get("scheme") == UNWEIGHTED_SCHEME
-
-
 def check_same_data(study: optuna.Study, prepared, who: str = "this run") -> None:
     """A :class:`StudyError` unless ``prepared`` is the data the study was run on (its fingerprint)."""
     _check_fingerprint(study.study_name, study.user_attrs, prepared.fingerprint, who)
@@ -347,3 +342,27 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
     config = space.suggest(optuna.trial.FixedTrial(trial.params), study.user_attrs["model_config"], outside)
     config["class_weights"] = trial.user_attrs.get("class_weights", config["class_weights"])
     return validate_config(config)
+
+
+def abandon_trial(trial: optuna.Trial) -> None:
+    """A second Ctrl-C: fail the running trial (and re-queue it) before the process exits.
+
+    The signal may have interrupted the study's own storage calls, even inside a write, so a
+    fresh connection tries for a second; if the database is locked (by this very process), a
+    detached helper does it as soon as this process is gone and its lock released.
+    """
+    url = getattr(storage_of(trial.study), "_backend", storage_of(trial.study)).url
+    try:
+        fail_abandoned_trial(url, trial.study.study_name, trial._trial_id, lock_timeout=1.0)
+    except Exception:
+        # The URL goes through the environment: it may hold a password, and a command line is public.
+        subprocess.Popen([sys.executable, "-m", "weight_tuner.signals", trial.study.study_name,
+                          str(trial._trial_id), str(os.getpid())], start_new_session=True,
+                         env=dict(os.environ, **{STORAGE_ENV: url}),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def unweighted_number(study: optuna.Study) -> int | None:
+    """The number of the study's completed unweighted trial (``None`` if it has none)."""
+    return next((t.number for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if is_unweighted(t)), None)

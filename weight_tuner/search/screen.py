@@ -13,8 +13,9 @@ import numpy as np
 from ..config import CLASSES, validate_config
 from ..paths import model_path, models_dir
 from ..posthoc import sample_weights, screen
-from .space import SearchSpace
-from .storage import check_same_data, is_unweighted, tuned_study
+from ..schemes import is_unweighted
+from ..space import SearchSpace
+from ..storage import check_same_data, tuned_study
 
 logger = logging.getLogger(__name__)
 

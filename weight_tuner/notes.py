@@ -10,11 +10,11 @@ import logging
 
 import optuna
 
-from .. import formats as fmt
-from ..config import CLASSES
+from . import formats as fmt
+from .config import CLASSES
+from .schemes import THRESHOLDS, UNWEIGHTED
 from .space import METRIC_NAME
 from .storage import store_recommendation
-from .unitruns import THRESHOLDS, UNWEIGHTED
 
 logger = logging.getLogger(__name__)
 
@@ -235,3 +235,45 @@ def publish(study: optuna.Study, recommendation: dict) -> None:
     study.set_user_attr("decision", decision_attr(recommendation))
     save_notes(study, study.user_attrs.get("confirmation") or {"candidates": {}}, recommendation,
                study.user_attrs.get("test_stats"))
+
+
+
+def weights_markdown(trial) -> list[str]:
+    """The trial's weights three ways: as given, as trained (normalised) and as the dashboard's ``w_`` parameters."""
+    a = trial.user_attrs
+    given, trained = a.get("class_weights"), a.get("class_weights_trained")
+    rows = [f"**scheme**: `{' = '.join(a.get('schemes') or [a.get('scheme', 'search')])}`  "]
+    rows.append("**class weights** (as given): " + (", ".join(f"{c} {given[c]:.4g}" for c in CLASSES)
+                                                     if given else "none (unweighted)") + "  ")
+    if trained:
+        rows.append("**trained** (normalised, mean 1 over training lines): "
+                    + ", ".join(f"{c} {trained[c]:.4g}" for c in CLASSES) + "  ")
+    params = {k: v for k, v in trial.params.items() if k.startswith("w_")}
+    if params:
+        rows.append("**parameters** (ratios to Misc, as the dashboard shows them): "
+                    + ", ".join(f"{k} {v:.4g}" for k, v in params.items()))
+    elif a.get("outside_space"):
+        rows.append("**parameters**: none; these weights lie outside the search space, so the trial is kept "
+                    "off the contour and importance plots")
+    return rows
+
+
+def metrics_markdown(trial, stats: dict) -> str:
+    """Weights and per-class validation metrics as Markdown (the dashboard note of a finished trial)."""
+    rows = weights_markdown(trial) + ["", "| class | precision | recall | F1 | support | loss |",
+                                      "|---|---|---|---|---|---|"]
+    for c in CLASSES:
+        rows.append(f"| {c} | {stats[f'{c}_precision']:.4f} | {stats[f'{c}_recall']:.4f} | {stats[f'{c}_f1']:.4f} "
+                    f"| {stats[f'{c}_support']} | {stats[f'{c}_loss']:.4f} |")
+    rows += ["", f"**important_f1** (validation): {stats['important_f1']:.4f}, accuracy {stats['accuracy']:.4f}"]
+    return "\n".join(rows)
+
+
+def stopped_markdown(trial, how: str, epochs_run: int, last: dict | None) -> str:
+    """The note of a pruned or failed trial: why, after which epoch, and its last validation scores."""
+    rows = weights_markdown(trial) + ["", f"**{how}** after epoch {epochs_run}."]
+    if last:
+        rows.append(f"Last validation scores: important_f1 {last['important_f1']:.4f}, "
+                    + ", ".join(f"{c} F1 {last[f'{c}_f1']:.4f}" for c in CLASSES)
+                    + " (scored on non-overlapping windows, as every epoch but the last is).")
+    return "\n".join(rows)

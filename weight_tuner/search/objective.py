@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,12 +16,15 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from ..config import CLASSES, validate_class_weights
-from ..errors import WeightTunerError
-from ..paths import STORAGE_ENV, bundle_paths, model_path
-from .notes import save_live_note
-from .space import DEFAULT_EVALUATION, OBJECTIVES, SearchSpace
-from .storage import FINISHED, fail_abandoned_trial, is_unweighted, requeue, storage_of, trial_score
+from ..config import validate_class_weights
+from ..confirm.unit import UNIT_KEYS, run_unit
+from ..errors import NonFiniteLossError, WeightTunerError
+from ..folds import make_units, unit_data
+from ..notes import metrics_markdown, save_live_note, stopped_markdown
+from ..paths import bundle_paths, model_path
+from ..schemes import is_unweighted
+from ..space import DEFAULT_EVALUATION, OBJECTIVES, SearchSpace
+from ..storage import FINISHED, abandon_trial, requeue, trial_score
 
 logger = logging.getLogger(__name__)
 
@@ -35,65 +35,6 @@ class TrialTimeoutError(WeightTunerError):
 
 class SurplusTrial(Exception):
     """Another worker already holds the last of the requested trials."""
-
-
-def weights_markdown(trial) -> list[str]:
-    """The trial's weights three ways: as given, as trained (normalised) and as the dashboard's ``w_`` parameters."""
-    a = trial.user_attrs
-    given, trained = a.get("class_weights"), a.get("class_weights_trained")
-    rows = [f"**scheme**: `{' = '.join(a.get('schemes') or [a.get('scheme', 'search')])}`  "]
-    rows.append("**class weights** (as given): " + (", ".join(f"{c} {given[c]:.4g}" for c in CLASSES)
-                                                     if given else "none (unweighted)") + "  ")
-    if trained:
-        rows.append("**trained** (normalised, mean 1 over training lines): "
-                    + ", ".join(f"{c} {trained[c]:.4g}" for c in CLASSES) + "  ")
-    params = {k: v for k, v in trial.params.items() if k.startswith("w_")}
-    if params:
-        rows.append("**parameters** (ratios to Misc, as the dashboard shows them): "
-                    + ", ".join(f"{k} {v:.4g}" for k, v in params.items()))
-    elif a.get("outside_space"):
-        rows.append("**parameters**: none; these weights lie outside the search space, so the trial is kept "
-                    "off the contour and importance plots")
-    return rows
-
-
-def metrics_markdown(trial, stats: dict) -> str:
-    """Weights and per-class validation metrics as Markdown (the dashboard note of a finished trial)."""
-    rows = weights_markdown(trial) + ["", "| class | precision | recall | F1 | support | loss |",
-                                      "|---|---|---|---|---|---|"]
-    for c in CLASSES:
-        rows.append(f"| {c} | {stats[f'{c}_precision']:.4f} | {stats[f'{c}_recall']:.4f} | {stats[f'{c}_f1']:.4f} "
-                    f"| {stats[f'{c}_support']} | {stats[f'{c}_loss']:.4f} |")
-    rows += ["", f"**important_f1** (validation): {stats['important_f1']:.4f}, accuracy {stats['accuracy']:.4f}"]
-    return "\n".join(rows)
-
-
-def stopped_markdown(trial, how: str, epochs_run: int, last: dict | None) -> str:
-    """The note of a pruned or failed trial: why, after which epoch, and its last validation scores."""
-    rows = weights_markdown(trial) + ["", f"**{how}** after epoch {epochs_run}."]
-    if last:
-        rows.append(f"Last validation scores: important_f1 {last['important_f1']:.4f}, "
-                    + ", ".join(f"{c} F1 {last[f'{c}_f1']:.4f}" for c in CLASSES)
-                    + " (scored on non-overlapping windows, as every epoch but the last is).")
-    return "\n".join(rows)
-
-
-def abandon_trial(trial: optuna.Trial) -> None:
-    """A second Ctrl-C: fail the running trial (and re-queue it) before the process exits.
-
-    The signal may have interrupted the study's own storage calls, even inside a write, so a
-    fresh connection tries for a second; if the database is locked (by this very process), a
-    detached helper does it as soon as this process is gone and its lock released.
-    """
-    url = getattr(storage_of(trial.study), "_backend", storage_of(trial.study)).url
-    try:
-        fail_abandoned_trial(url, trial.study.study_name, trial._trial_id, lock_timeout=1.0)
-    except Exception:
-        # The URL goes through the environment: it may hold a password, and a command line is public.
-        subprocess.Popen([sys.executable, "-m", "weight_tuner.signals", trial.study.study_name,
-                          str(trial._trial_id), str(os.getpid())], start_new_session=True,
-                         env=dict(os.environ, **{STORAGE_ENV: url}),
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 class Objective:
@@ -155,7 +96,6 @@ class Objective:
 
         A stopped trial says why in its user attrs and note; an interrupted one gives its parameters back.
         """
-        from ..errors import NonFiniteLossError
         from ..train import train_model
 
         epochs_run = 0
@@ -203,8 +143,6 @@ class Objective:
         trial paired with the best one; when it prunes, the mean so far is returned (as its docs
         advise, so the sampler still learns) and ``pruned_at_unit`` is recorded.
         """
-        from .units import UNIT_KEYS, make_units, run_unit, unit_data
-
         units = make_units(self.evaluation["folds"], self.evaluation["repeats"])
         order = np.random.default_rng([trial.number, 17]).permutation(len(units))
         t0 = time.perf_counter()

@@ -19,17 +19,15 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from ..config import CLASSES, validate_config
-from ..errors import StudyError
-from ..paths import model_path, models_dir
-from .members import (DEFAULT_DEPLOYED, deployed_calibration, ensemble_of, ensemble_probs, fetch_members,
-                      stored_calibration)
-from .notes import PENDING_DECISION, decision_attr, save_notes
+from ..config import CLASSES
+from ..folds import Unit
+from ..notes import PENDING_DECISION, decision_attr, save_notes
+from ..schemes import UNWEIGHTED
+from ..storage import FINISHED, store_recommendation, stored_recommendation
+from .deployed import deployed_models, kept_refits
+from .plan import missing_runs, open_companion, plan_ratio, race_of, results, runs_of, state_of
+from .runs import take_runs, wait_for_runs
 from .statistics import decide, mean_or_nan
-from .storage import FINISHED, store_recommendation, stored_recommendation, trial_config
-from .unitruns import (UNWEIGHTED, missing_runs, open_companion, plan_ratio, race_of, results, runs_of, state_of,
-                       take_runs, unweighted_number as _unweighted_number, wait_for_runs)
-from .units import Unit
 
 logger = logging.getLogger(__name__)
 
@@ -134,29 +132,6 @@ def recommendation_from(state: dict, evaluation: dict) -> dict:
     return result
 
 
-def deployed_models(study: optuna.Study, companion: optuna.Study, finished: dict, recommendation: dict) -> dict:
-    """What ``predict --study`` can use for the recommended configuration: the confirmation's models of
-    its candidate (the ensemble), the search's model of its trial (single) and, once made, a refit."""
-    candidate = recommendation["candidate"] if recommendation["decision"] == "weights" else UNWEIGHTED
-    counts = study.user_attrs.get("class_counts", {})
-    members = ensemble_of(companion, finished, candidate)
-    return {"default": DEFAULT_DEPLOYED if members else "single", "candidate": candidate,
-            "calibration": deployed_calibration(members, recommendation["decision"]),
-            "ensemble": {"members": members,
-                         "trained_on": "each member: the unit's training folds of the non-test chunks"},
-            "single": {"trial": recommendation["trial"], "train_class_counts": counts.get("train"),
-                       "trained_on": "the search's training split"}}
-
-
-def kept_refits(deployed: dict, earlier: dict | None) -> dict:
-    """``deployed`` with the earlier recommendation's refits, where they are of the same candidate with the
-    same calibration: a rerun that stops before its refit step (an error, Ctrl-C) leaves ``predict --study``
-    on the refits it used, and the refit step then checks and keeps them."""
-    before = (earlier or {}).get("deployed") or {}
-    same = all(before.get(k) == deployed.get(k) for k in ("candidate", "calibration"))
-    return dict(deployed, refit=before["refit"], default="refit") if same and before.get("refit") else deployed
-
-
 def unit_multipliers(units: dict) -> dict[str, float] | None:
     """The thresholds decision's multipliers: the geometric mean of those fitted on each unit's held-out
     fold (validation data of the models the decision rests on), scaled so that Misc's is 1; ``None`` for
@@ -170,84 +145,4 @@ def unit_multipliers(units: dict) -> dict[str, float] | None:
 
 # --------------------------------------------------------------------------- the test split, once
 
-RESCORE_TOLERANCE = 1e-6
 
-
-def check_rescore(study: optuna.Study, stored: dict | None, now: dict) -> None:
-    """A :class:`StudyError` when a model scored again on the test split (the same trial, multipliers or
-    ensemble as stored) gets another score: its model, cache or data changed since, and the stored test scores
-    are kept rather than overwritten."""
-    for key in ("unweighted", "recommended", "ensemble"):
-        old, new = (stored or {}).get(key), now.get(key)
-        if not old or not new or {k: v for k, v in old.items() if k != "stats"} != {k: v for k, v in new.items() if k != "stats"}:
-            continue  # not scored before, or another model (a new decision): nothing to compare
-        a, b = old["stats"]["important_f1"], new["stats"]["important_f1"]
-        if abs(a - b) > RESCORE_TOLERANCE:
-            raise StudyError(f"study {study.study_name!r}: the {key} model scores {b:.4f} on the test split now, "
-                             f"{a:.4f} when first scored; a model, the feature cache or the data changed since. "
-                             "The stored scores are kept; nothing was overwritten")
-
-def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
-                          members_folder: str | Path | None = None) -> dict | None:
-    """Score the recommended configuration and the unweighted model once on the test split.
-
-    Runs after the decision and changes nothing in it; stored as the ``test_stats`` user attr
-    and shown in the study's note. The deployed ensemble (when models were kept) is scored too.
-    """
-    from ..metrics import compute_stats
-    from ..posthoc import apply_multipliers, fit_adjustment
-    from ..predict import one_hot_probs
-    from ..train import evaluate, load_bundle, predict_probs, save_bundle, train_model
-
-    rec = stored_recommendation(study)
-    if rec is None:
-        logger.info("no recommendation: nothing to evaluate on the test split")
-        return None
-    models = models_dir(storage_url, study.study_name)
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-
-    def model_of(number: int | None, config: dict):
-        path = model_path(models, number) if number is not None else None
-        if path is not None and path.exists():
-            model, _, cfg = load_bundle(path)
-            return model, cfg
-        logger.info(f"model of trial {number} not on disk; training it on the search's training split for the test")
-        model = train_model(prepared, config)[0]
-        if path is not None:  # predict --study uses it
-            save_bundle(model, prepared.featurizer, config, path, prepared.label_map)
-        return model, config
-
-    base = validate_config(dict(study.user_attrs["model_config"], class_weights=None))
-    u_number = _unweighted_number(study)
-    u_model, u_cfg = model_of(u_number, base)
-    result = {"decision": rec["decision"],
-              "unweighted": {"trial": u_number, "stats": evaluate(u_model, prepared.splits["test"], u_cfg)}}
-    if rec["decision"] == "weights":
-        trial = by_number[rec["trial"]]
-        model, cfg = model_of(trial.number, trial_config(study, trial))
-        result["recommended"] = {"trial": trial.number, "stats": evaluate(model, prepared.splits["test"], cfg)}
-    elif rec["decision"] == "thresholds":
-        val, test = prepared.splits["val"], prepared.splits["test"]
-        multipliers = rec.get("multipliers")
-        if multipliers is None:  # a decision made before the units stored their multipliers: fit on validation
-            fitted, _ = fit_adjustment(predict_probs(u_model, val, u_cfg), val.y)
-            multipliers = dict(zip(CLASSES, map(float, fitted)))
-            rec = dict(rec, multipliers=multipliers)
-            store_recommendation(study, rec)
-        probs = apply_multipliers(predict_probs(u_model, test, u_cfg), multipliers)
-        result["recommended"] = {"trial": u_number, "multipliers": multipliers,
-                                 "stats": compute_stats(test.y, one_hot_probs(probs.argmax(axis=1)))}
-    else:
-        result["recommended"] = result["unweighted"]
-    members = ((rec.get("deployed") or {}).get("ensemble") or {}).get("members")
-    if members:
-        bundles = fetch_members(members, models / "members", members_folder)
-        probs = ensemble_probs(bundles, prepared.splits["test"], rec.get("multipliers"),
-                               stored_calibration(rec["deployed"]))
-        result["ensemble"] = {"members": len(bundles), "stats": compute_stats(prepared.splits["test"].y, probs)}
-    check_rescore(study, study.user_attrs.get("test_stats"), result)
-    study.set_user_attr("test_stats", result)
-    save_notes(study, study.user_attrs.get("confirmation") or {"candidates": {}}, rec, result)
-    logger.info(f"test split (scored once, after the decision): recommended {result['recommended']['stats']['important_f1']:.4f}, "
-        f"unweighted {result['unweighted']['stats']['important_f1']:.4f}")
-    return result

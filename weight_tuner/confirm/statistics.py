@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from .storage import UNWEIGHTED_SCHEME as UNWEIGHTED
+from ..schemes import UNWEIGHTED
 
 LEVEL = 0.95
 INTERVAL_METHOD = ("corrected resampled t (Nadeau & Bengio 2003): the variance of the mean difference is "

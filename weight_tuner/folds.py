@@ -9,19 +9,16 @@ Features are the study's, fitted once on the search's training split (TF-IDF use
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import CLASSES, validate_config
-from ..errors import DataError
-from ..metrics import compute_stats
-from ..windows import offsets_from_sizes
+from .config import CLASSES
+from .errors import DataError
+from .windows import offsets_from_sizes
 
 # Fixed, so that the folds of a study are the same in every process and on every resume.
 FOLD_SEED = 20_26
-UNIT_KEYS = ("important_f1", "Nomenclature_f1", "Description_f1", "Misc_f1")
 
 
 @dataclass(frozen=True)
@@ -86,7 +83,7 @@ def fold_of_pieces(prepared, folds: int, repeat: int) -> np.ndarray:
 
 def _subset(prepared, name: str, pieces: list[tuple[str, int]]):
     """A split made of the given chunks, in their order: a view that indexes the prepared rows."""
-    from ..train import SplitData
+    from .train import SplitData
 
     rows = prepared.splits["train"].rows
     index, ys, sizes, ids = [], [], [], []
@@ -108,7 +105,7 @@ def unit_data(prepared, unit: Unit, folds: int):
     pieces = _pieces(prepared)
     train = _subset(prepared, "train", [p for p, f in zip(pieces, fold) if f != unit.fold])
     held = _subset(prepared, "val", [p for p, f in zip(pieces, fold) if f == unit.fold])
-    from ..train import TrainingData
+    from .train import TrainingData
 
     counts = train.class_counts()
     missing = [c for c in CLASSES if counts[c] == 0]
@@ -127,7 +124,7 @@ def held_train_ratio(prepared, units: list[Unit], folds: int) -> float:
 
 def refit_data(prepared):
     """A refit's :class:`.train.TrainingData`: every non-test chunk as ``train``, no validation split."""
-    from ..train import TrainingData
+    from .train import TrainingData
 
     return TrainingData(_subset(prepared, "train", _pieces(prepared)), None, prepared.featurizer.n_features)
 
@@ -140,69 +137,3 @@ def check_units(prepared, evaluation: dict) -> None:
         unit_data(prepared, unit, evaluation["folds"])
 
 
-def unit_config(config: dict, unit: Unit) -> dict:
-    """The config a unit trains with: the candidate's, seeded by the unit's repeat."""
-    return validate_config(dict(config, seed=int(config["seed"]) + unit.repeat, verbosity=0))
-
-
-def _scores(stats: dict) -> dict:
-    return {k: float(stats[k]) for k in UNIT_KEYS}
-
-
-def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int = 0, should_stop=None,
-             cache=None, keep=None, epoch_hook=None) -> dict:
-    """Train ``config`` on the unit's training folds and score its held-out fold.
-
-    Returns ``{"scores": {...}, "lines": held-out lines, "train_lines": ..., "seconds": ...}``,
-    and ``calibration`` (:func:`.posthoc.fit_calibration` on the held-out fold, as a dict) when every
-    class is in that fold; with
-    ``thresholds``, also the post-hoc threshold competitor on the same model, fitted by 2-way
-    cross-fitting inside the held-out fold (fitted on one half of its chunks, scored on the other),
-    and the ``multipliers`` fitted on the whole held-out fold.
-    ``should_stop``, ``cache`` (a :class:`.model.ModelCache`) and ``epoch_hook`` are passed to
-    :func:`.train.train_model`;
-    ``keep(model, config)`` is called with the trained model (the confirmation keeps it as a member).
-    """
-    from ..posthoc import fit_calibration
-    from ..train import predict_probs, train_model
-
-    t0 = time.perf_counter()
-    cfg = unit_config(config, unit)
-    model, _ = train_model(data, cfg, epoch_hook, should_stop=should_stop, cache=cache)
-    held = data.val
-    probs = predict_probs(model, held, cfg)
-    out = {"scores": _scores(compute_stats(held.y, probs)), "lines": int(held.n),
-           "train_lines": int(data.train.n), "train_class_counts": data.train.class_counts(),
-           "seconds": round(time.perf_counter() - t0, 3)}
-    calibration = fit_calibration(probs, held.y)  # the deployed models' calibration (members.py)
-    if calibration is not None:
-        out["calibration"] = calibration.as_dict()
-    if keep is not None:
-        keep(model, cfg)
-    if thresholds:
-        from ..posthoc import fit_adjustment
-
-        out["thresholds"] = _scores(compute_stats(held.y, cross_fitted_adjustment(probs, held, seed)))
-        # The multipliers this model's whole held-out fold gives: a "thresholds" decision deploys their mean.
-        out["multipliers"] = {c: float(w) for c, w in zip(CLASSES, fit_adjustment(probs, held.y, seed=seed)[0])}
-    return out
-
-
-def cross_fitted_adjustment(probs: np.ndarray, split, seed: int = 0) -> np.ndarray:
-    """One-hot predictions of per-class multipliers fitted on alternate chunks, applied to the others.
-
-    Fitting the multipliers on the lines they are scored on would be in-sample; each half of the
-    held-out fold's chunks is scored with the multipliers fitted on the other half.
-    """
-    from ..posthoc import adjusted_predictions
-    from ..predict import one_hot_probs
-
-    half = np.zeros(split.n, dtype=bool)
-    for i, (lo, hi) in enumerate(zip(split.offsets[:-1], split.offsets[1:])):
-        half[lo:hi] = i % 2 == 1
-    if half.all() or not half.any():  # a single chunk: no honest fit possible, keep argmax
-        return probs
-    pred = probs.argmax(axis=1)
-    for part in (half, ~half):
-        pred[part] = adjusted_predictions(probs[~part], split.y[~part], probs[part], seed=seed)[0]
-    return one_hot_probs(pred)

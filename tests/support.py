@@ -1,0 +1,97 @@
+"""Helpers the test files share: the CLI in a subprocess, waiting on a study, a tiny study config, PostgreSQL."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+# The README's form: a plain postgresql:// URL, whose driver SQLAlchemy chooses (psycopg 3 since 2.1).
+PG_URL = os.environ.get("WEIGHT_TUNER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+SAMPLE_DOCS = "30"
+
+
+def url_with_password(password: str, where: str = "127.0.0.1:5432/test", scheme: str = "postgresql",
+                      user: str = "user") -> str:
+    """A storage URL holding ``password``, assembled here so that no such URL is written out in the tests."""
+    return "".join([scheme, "://", user, ":", password, "@", where])
+
+
+def study_toml(tmp_path, epochs=12, schemes=("unweighted", "inverse_frequency", "sqrt_inverse_frequency",
+                                             "guide_iteration1_10_5_1")):
+    """A study config file: a tiny model, ``epochs`` long, no pruner, the given schemes first."""
+    path = tmp_path / "tiny.toml"
+    path.write_text(f"schemes = {json.dumps(list(schemes))}\n[model]\nhidden_size = 8\nnum_layers = 1\n"
+                    f"epochs = {epochs}\nbatch_size = 16\nwindow_size = 10\nprediction_stride = 5\n"
+                    "learning_rate = 0.01\n[pruner]\ntype = \"none\"\n")
+    return path
+
+
+def cli(args, cache_dir, **kw):
+    """``weight-tuner ARGS`` in a subprocess on the sample corpus, its output captured as text."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "weight_tuner.cli", *args, "--sample-docs", SAMPLE_DOCS, "--cache-dir", str(cache_dir)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def trials(url, name):
+    """The study's trials, or none where it does not exist yet."""
+    try:
+        return optuna.load_study(study_name=name, storage=url).trials
+    except KeyError:
+        return []
+
+
+def wait_for(predicate, proc, timeout=180, what="condition"):
+    """Poll ``predicate`` until it holds; fail if ``proc`` exits first or ``timeout`` passes."""
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"process exited ({proc.returncode}) before {what}: {proc.stderr.read()[-8000:]}")
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def running_mid_epoch(url, name, after_complete=0):
+    """A predicate: a trial is running and has reported an epoch, after ``after_complete`` completed ones."""
+    def check():
+        ts = trials(url, name)
+        done = sum(t.state == TrialState.COMPLETE for t in ts)
+        return done >= after_complete and any(t.state == TrialState.RUNNING and t.intermediate_values for t in ts)
+    return check
+
+
+def pg_server_answers() -> bool:
+    """Whether something listens at the test URL's host and port (no driver involved)."""
+    import sqlalchemy
+
+    url = sqlalchemy.engine.make_url(PG_URL)
+    try:
+        with socket.create_connection((url.host or "127.0.0.1", url.port or 5432), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def pg_available() -> bool:
+    """Whether the test PostgreSQL server accepts a connection through SQLAlchemy's default driver."""
+    try:
+        import sqlalchemy
+
+        with sqlalchemy.create_engine(PG_URL).connect():
+            return True
+    except Exception:
+        return False
+
+
+def drop_pg_studies(prefix: str) -> None:
+    """Delete every study on the test server whose name starts with ``prefix`` (a test's own)."""
+    for summary in optuna.study.get_all_study_summaries(PG_URL, include_best_trial=False):
+        if summary.study_name.startswith(prefix):
+            optuna.delete_study(study_name=summary.study_name, storage=PG_URL)

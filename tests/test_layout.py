@@ -1,0 +1,94 @@
+"""The package's shape: stages import one way (no circle, deferred imports included), and no module or
+sub-package grows past the size a reader can hold."""
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "weight_tuner"
+MAX_MODULE_LINES = 400
+MAX_SHARE = 0.25  # of the package's lines, for any one sub-package
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(unresolved: list | None = None) -> dict[str, set[str]]:
+    """Each module of the package and the package modules it imports, wherever in the file; relative
+    imports that name no module of the package are appended to ``unresolved``."""
+    modules = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in modules.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        edges = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")
+                if node.level:
+                    base = base[:len(base) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                for alias in node.names:  # `from . import formats` imports a module
+                    if f"{target}.{alias.name}" in modules:
+                        edges.add(f"{target}.{alias.name}")
+                if target in modules:
+                    edges.add(target)
+                elif node.level and unresolved is not None:
+                    unresolved.append(f"{name}: from {'.' * node.level}{node.module or ''}")
+            elif isinstance(node, ast.Import):
+                edges.update(a.name for a in node.names if a.name in modules)
+        edges.discard(name)
+        graph[name] = {e for e in edges if not name.startswith(e + ".") and e != "weight_tuner"}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import circle of ``graph`` as a list of modules, or ``None``."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def test_the_cycle_finder_finds_a_planted_circle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_circle_among_the_package_modules():
+    graph = import_graph()
+    assert graph["weight_tuner.confirm.decide"] >= {"weight_tuner.confirm.plan", "weight_tuner.storage"}
+    assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
+
+
+def test_every_relative_import_names_a_module_of_the_package():
+    unresolved = []
+    import_graph(unresolved)
+    assert not unresolved
+
+
+def test_no_module_or_sub_package_is_too_big():
+    lines = {p: len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
+    total = sum(lines.values())
+    too_long = {str(p.relative_to(PACKAGE)): n for p, n in lines.items() if n > MAX_MODULE_LINES}
+    assert not too_long, f"modules over {MAX_MODULE_LINES} lines: {too_long}"
+    for sub in (d for d in PACKAGE.iterdir() if (d / "__init__.py").exists()):
+        share = sum(n for p, n in lines.items() if sub in p.parents) / total
+        assert share <= MAX_SHARE, f"{sub.name}/ holds {share:.0%} of the package's lines"

@@ -1,0 +1,151 @@
+"""The deployed model: the confirmation's models of the recommended configuration, kept and averaged.
+
+Every unit run of the confirmation trains its candidate on the unit's training folds. Those models
+are kept as Optuna artifacts of their unit trials (one zipped bundle each, in a
+``FileSystemArtifactStore``), so a worker on another machine keeps its models where ``tune`` and
+``predict`` find them when the store's folder is shared. After the decision the recommended
+candidate's members form a cross-validation ensemble. ``tune`` then refits the configuration on every
+non-test line with a few seeds (``--refits``): those models, averaged, are what ``predict --study``
+uses by default (docs/benchmarks.md, "The model a user deploys"). Each member's calibration, fitted on
+its held-out fold, is averaged into the deployed models' calibration, applied to every model's
+probabilities before they are averaged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import optuna
+from optuna.artifacts import FileSystemArtifactStore, download_artifact, upload_artifact
+
+from .errors import DataError, IntegrityError, StudyError
+from .paths import artifacts_dir, atomic_write_bytes, check_bundle, file_digest
+
+logger = logging.getLogger(__name__)
+
+MEMBER_ATTR = "member"  # a unit trial's user attr: {"artifact_id", "store"}
+BUNDLE_NAME = "member.keras"
+
+
+def members_dir(storage_url: str, study_name: str, override: str | Path | None = None) -> Path:
+    """The artifact store's folder for a study's member models: ``override``, else beside its other files."""
+    return Path(override) if override else artifacts_dir(storage_url, study_name) / "members"
+
+
+def _store(folder: Path) -> FileSystemArtifactStore:
+    """The study's artifact store in ``folder`` (created on first use)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return FileSystemArtifactStore(str(folder))
+
+
+def _split_bytes(split: dict[str, list[str]]) -> bytes:
+    return json.dumps(split, indent=1).encode()
+
+
+def save_split(study: optuna.Study, split: dict[str, list[str]], folder: Path) -> dict:
+    """Keep the split's chunk lists as an artifact of the study (``split.json``); return the short
+    summary stored as the ``split`` user attr (chunks per split, the artifact's id, its size and SHA-256),
+    so that the dashboard's first page is not a file list."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "split.json"
+        path.write_bytes(_split_bytes(split))
+        digest = file_digest(path)
+        artifact_id = upload_artifact(artifact_store=_store(folder), file_path=str(path), study_or_trial=study)
+    return {**{name: f"{len(ids)} chunks" for name, ids in split.items()}, "chunk_lists": f"artifact {artifact_id} "
+            f"(split.json in {folder})", "artifact_id": artifact_id, **digest}
+
+
+def check_split(study: optuna.Study, split: dict[str, list[str]], folder: Path) -> None:
+    """A :class:`StudyError` unless ``split`` (this run's) is the study's stored split; a stored ``split.json``
+    that is missing or corrupt is written again from it (the two are then known to be equal)."""
+    stored = study.user_attrs.get("split") or {}
+    if "sha256" not in stored:
+        return  # a study made before splits carried a digest
+    data = _split_bytes(split)
+    if {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()} != {k: stored[k] for k in ("bytes", "sha256")}:
+        raise StudyError(f"study {study.study_name!r} was split differently ({stored.get('chunk_lists')}); this run's "
+                         "split differs (another --split-by, seed or corpus). Use a new --study name.")
+    path = folder / stored["artifact_id"]
+    if not path.is_file() or file_digest(path) != {k: stored[k] for k in ("bytes", "sha256")}:
+        logger.warning(f"the study's split.json ({path}) is missing or corrupt; written again from this run's split, "
+                       "which matches its recorded SHA-256")
+        atomic_write_bytes(path, data)
+
+
+def save_member(trial: optuna.Trial, model, featurizer, config: dict, label_map: dict, folder: Path) -> str:
+    """Upload ``model`` as one zipped bundle, an artifact of the unit ``trial``; return the artifact id."""
+    from .train import save_bundle
+
+    store = _store(folder)
+    with tempfile.TemporaryDirectory() as tmp:
+        save_bundle(model, featurizer, config, Path(tmp) / BUNDLE_NAME, label_map)
+        packed = Path(tmp) / "member.zip"
+        with zipfile.ZipFile(packed, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in sorted(Path(tmp).iterdir()):
+                if f != packed:
+                    zf.write(f, f.name)
+        digest = file_digest(packed)
+        artifact_id = upload_artifact(artifact_store=store, file_path=str(packed), study_or_trial=trial)
+    trial.set_user_attr(MEMBER_ATTR, {"artifact_id": artifact_id, "store": str(folder.resolve()), **digest})
+    return artifact_id
+
+
+def fetch_member(member: dict, cache: Path, store_override: str | Path | None = None) -> Path:
+    """The local bundle path of a member (downloaded and unpacked into ``cache`` once).
+
+    An unpacked copy that fails its manifest is unpacked again from the artifact. The artifact is checked
+    against the size and SHA-256 recorded when it was uploaded: a corrupt one is an :class:`IntegrityError`,
+    one that cannot be found a :class:`StudyError`, each naming it.
+    """
+    target = cache / member["artifact_id"]
+    bundle = target / BUNDLE_NAME
+    if bundle.exists():
+        try:
+            check_bundle(bundle)
+            return bundle
+        except DataError as exc:
+            logger.warning(f"{exc}; unpacking member {member['artifact_id']} again from its artifact")
+    folder = Path(store_override) if store_override else Path(member["store"])
+    where = f"member model {member['artifact_id']} of unit {member.get('unit', '?')}"
+    if not (folder / member["artifact_id"]).exists():
+        raise StudyError(f"{where} is not in {folder} (the members' folder must be reachable here; pass --members DIR)")
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache, prefix=f".{member['artifact_id']}.") as tmp:
+        packed = Path(tmp) / "member.zip"
+        download_artifact(artifact_store=FileSystemArtifactStore(str(folder)), artifact_id=member["artifact_id"],
+                          file_path=str(packed))
+        if "sha256" in member and file_digest(packed) != {"bytes": member["bytes"], "sha256": member["sha256"]}:
+            raise IntegrityError(f"{where}: the artifact {folder / member['artifact_id']} is corrupt (its size or "
+                                 "SHA-256 differs from the one recorded when it was saved)")
+        unpacked = Path(tmp) / "bundle"
+        try:
+            with zipfile.ZipFile(packed) as zf:
+                zf.extractall(unpacked)
+            check_bundle(unpacked / BUNDLE_NAME)
+        except (zipfile.BadZipFile, IntegrityError) as exc:  # other DataErrors (an old pickled bundle) say it all
+            raise IntegrityError(f"{where}: the artifact {folder / member['artifact_id']} is corrupt ({exc})") from exc
+        try:
+            os.rename(unpacked, target)
+        except OSError:  # a folder is there: another process's copy, just unpacked, or the damaged one
+            try:
+                check_bundle(bundle)
+                return bundle
+            except DataError:
+                aside = Path(tmp) / "damaged"
+                os.rename(target, aside)  # moved, not deleted in place: no reader sees it half removed
+                os.rename(unpacked, target)
+    check_bundle(bundle)
+    return bundle
+
+
+def fetch_members(members: list[dict], cache: Path, store_override: str | Path | None = None) -> list[Path]:
+    """The local bundle paths of an ensemble's members (:func:`fetch_member` for each)."""
+    return [fetch_member(m, cache, store_override) for m in members]
+
+

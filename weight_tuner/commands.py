@@ -1,0 +1,351 @@
+"""The commands of ``weight-tuner``: one function each, taking the parsed arguments and returning an exit code.
+
+Argument parsing and the exit codes of errors and signals are :mod:`.cli`'s; each command here reads
+its inputs, runs one stage or a pipeline of stages, and prints or writes what it made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+from .config import load_config
+from .errors import ConfigError, DataError, WeightTunerError
+from .formats import VS_NONE
+from .paths import (
+    STORAGE_ENV,
+    check_can_write,
+    default_export_path,
+    default_storage_url,
+    display_url,
+    masked_command,
+    write_json,
+)
+from .workers import LocalWorkers
+
+
+def _data_checks(args, storage: str | None = None, folds: int | None = None):
+    """What a job checks once the corpus is read and split, before features are computed or cached: the
+    study's data is this run's (where the study exists), and the non-test chunks can be cut into ``folds``."""
+    def check(fingerprint: str, split: dict) -> None:
+        from .folds import check_fold_count
+        from .storage import check_stored_data
+
+        if folds is not None:
+            check_fold_count(len(split["train"]) + len(split["val"]), folds)  # the non-test chunks
+        if storage is not None:
+            check_stored_data(storage, args.study, fingerprint)
+    return check
+
+
+def _prepare(args, before_features=None):
+    from .train import SAMPLE_DOCS, prepare
+
+    if args.data and args.sample_rare_nomenclature != 1:
+        raise WeightTunerError("--sample-rare-nomenclature applies to the sample corpus only, not to --data")
+    label_map = None
+    if args.label_map:
+        from .paths import parse_json
+
+        label_map = parse_json(args.label_map, "--label-map")
+        if not isinstance(label_map, dict):
+            raise ConfigError("--label-map: expected a JSON object of raw label -> class")
+    return prepare(args.data, split_seed=args.split_seed, sample_docs=args.sample_docs or SAMPLE_DOCS,
+                   cache_dir=args.cache_dir or None, max_chunk_lines=args.max_chunk_lines, label_map=label_map,
+                   sample_rare_nomenclature=args.sample_rare_nomenclature, split_by=args.split_by,
+                   test_groups=args.test_group, before_features=before_features)
+
+
+def cmd_corpus(args) -> int:
+    """Read a corpus and print per-class line counts and reader warnings."""
+    from . import corpus
+    from .train import SAMPLE_DOCS, load_documents
+
+    docs, report, _ = load_documents(args.data, args.sample_docs or SAMPLE_DOCS)
+    for w in report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print("\n".join(corpus.report_lines(docs, report)))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    """Write the sample corpus as .ann files."""
+    from .sample import write_corpus
+
+    paths = write_corpus(args.out, n_docs=args.docs, seed=args.seed)
+    print(f"wrote {len(paths)} documents under {args.out}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    """Train on the training split; report validation and test stats."""
+    from .metrics import format_stats_table
+    from .train import evaluate, train_model
+
+    config = load_config(args.config, args.weights)
+    prepared = _prepare(args)
+    t0 = time.perf_counter()
+    model, history = train_model(prepared, config)
+    stats = {"val": evaluate(model, prepared.splits["val"], config),
+             "test": evaluate(model, prepared.splits["test"], config)}
+    print(format_stats_table(stats))
+    epoch_seconds = [h["train_seconds"] for h in history]
+    payload = {"model_config": config, "val_stats": stats["val"], "test_stats": stats["test"],
+               "history": history, "train_seconds": time.perf_counter() - t0,
+               "mean_epoch_train_seconds": sum(epoch_seconds) / len(epoch_seconds),
+               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **prepared.meta()}
+    write_json(args.out, payload)
+    print(f"wrote {args.out}")
+    if args.save_model:
+        from .train import save_bundle
+
+        save_bundle(model, prepared.featurizer, config, args.save_model, prepared.label_map)
+        print(f"saved model to {args.save_model}")
+    return 0
+
+
+def _storage(args) -> str:
+    """``--storage``, else the environment's (how ``tune`` hands it to its workers: never on a command line)."""
+    return args.storage or os.environ.get(STORAGE_ENV) or default_storage_url(args.study)
+
+
+# The data options a local worker repeats, so that it prepares the same data (from the feature cache).
+_DATA_OPTIONS = ("data", "sample_docs", "sample_rare_nomenclature", "split_seed", "split_by", "cache_dir",
+                 "max_chunk_lines", "label_map")
+
+
+def _worker_args(args) -> list[str]:
+    """The ``worker`` command line of ``tune``'s local workers (after ``worker``), without the storage URL."""
+    out = ["--study", args.study, "--trials", str(args.trials), "--seed", str(args.seed),
+           "--heartbeat", str(args.heartbeat)]
+    for name in _DATA_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            out += [f"--{name.replace('_', '-')}", str(value)]
+    for group in args.test_group or []:
+        out += ["--test-group", group]
+    if args.trial_timeout is not None:
+        out += ["--trial-timeout", str(args.trial_timeout)]
+    if args.members:
+        out += ["--members", args.members]
+    if args.no_confirm:
+        out.append("--no-confirm")
+    if args.no_racing:  # whichever process reaches the end of the search first plans the confirmation
+        out.append("--no-racing")
+    return out
+
+
+def cmd_tune(args) -> int:
+    """Run (or resume) the study, confirm its top candidates against no weights, decide, then score the
+    recommendation and no weights once on the test split."""
+    from .artifacts import members_dir
+    from .confirm.decide import confirm, confirmation_evaluation, withdraw_stale_recommendation
+    from .deploy.refits import refit
+    from .deploy.testcheck import final_test_evaluation
+    from .folds import check_units
+    from .notes import candidates_table, decision_sentence, deployed_sentence
+    from .search.run import open_study, run_trials
+    from .space import StudyConfig, parse_objectives
+    from .storage import check_storage, finished_count, stored_recommendation
+
+    study_config = StudyConfig.load(args.config)
+    study_config.objectives = parse_objectives(args.objectives)
+    study_config.set_evaluation(design=args.design, folds=args.folds, repeats=args.repeats, top=args.confirm_top)
+    if study_config.evaluation["design"] == "cv" and len(study_config.objectives) > 1:
+        raise WeightTunerError("--design cv needs a single objective (Optuna prunes single-objective studies only)")
+    storage = _storage(args)
+    check_storage(storage, connect=True)  # before the corpus is read or the feature cache written
+    prepared = _prepare(args, _data_checks(args, storage, study_config.evaluation["folds"]))
+    check_units(prepared, study_config.evaluation)  # --folds against the data, before the study exists
+    t0 = time.perf_counter()
+    study, space, base_config = open_study(prepared, storage, args.study, study_config, seed=args.seed,
+                                           heartbeat=args.heartbeat)
+    # The other jobs join once the study exists (created once, schemes enqueued once) and leave once no
+    # trial or unit run is left to take: the test check and the refits below run here alone.
+    workers = LocalWorkers(args.jobs, storage, _worker_args(args))
+    args.guard.forward.append(workers.forward)
+    with workers:
+        run_trials(study, prepared, storage, args.trials, space, base_config, args.trial_timeout, stop=args.guard)
+        search_s = time.perf_counter() - t0
+        print(f"study {args.study!r} in {display_url(storage)}: {finished_count(study)} finished trials "
+              f"({search_s:.0f}s)")
+        if args.no_confirm:
+            if withdraw_stale_recommendation(study):
+                print("the study's earlier recommendation predates these trials and was withdrawn.")
+            print("confirmation skipped (--no-confirm): no recommendation is made. Run the same command without it "
+                  "to confirm and decide.")
+            return 0
+        evaluation = confirmation_evaluation(study, study_config.evaluation)
+        members = members_dir(storage, args.study, args.members)
+        earlier = stored_recommendation(study)  # its refits are kept if the configuration is the same
+        recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members,
+                                 racing=not args.no_racing)
+        confirm_s = time.perf_counter() - t0 - search_s
+    print(f"\nRecommendation: {decision_sentence(recommendation)}")
+    print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation['n_units']} units:")
+    print(candidates_table(recommendation))
+    final_test_evaluation(study, prepared, storage, members)
+    if args.refits:
+        refit(study, prepared, storage, args.refits, earlier)
+    print(f"Deployed model (predict --study): {deployed_sentence(study.user_attrs['recommendation'])}")
+    print(f"Next: weight-tuner export --study {args.study} --storage {display_url(storage)}")
+    return 0
+
+
+def cmd_worker(args) -> int:
+    """Join an existing study as one more worker."""
+    from .confirm.decide import confirm, confirmation_evaluation
+    from .search.run import join_study
+    from .space import StudyConfig
+    from .storage import check_storage, finished_count
+
+    check_storage(_storage(args), must_exist=True, connect=True)
+    prepared = _prepare(args, _data_checks(args, _storage(args)))
+    study = join_study(prepared, _storage(args), args.study, args.trials, seed=args.seed,
+                       trial_timeout=args.trial_timeout, heartbeat=args.heartbeat, stop=args.guard)
+    print(f"worker: study {args.study!r} holds {finished_count(study)} finished trials")
+    if args.no_confirm:
+        return 0
+    # The search is done: take the confirmation's unit runs alongside every other process of the study.
+    from .artifacts import members_dir
+
+    confirm(study, prepared, confirmation_evaluation(study, StudyConfig().evaluation), stop=args.guard, wait=False,
+            members=members_dir(_storage(args), args.study, args.members), racing=not args.no_racing)
+    print(f"worker done: no unit run of study {args.study!r} is left to take; `weight-tuner tune` with the same "
+          "arguments decides once all are finished")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    """Label text or .ann files with a saved model (a study's best, or --model)."""
+    from .logs import progress_enabled
+    from .metrics import format_stats_table
+    from .predict import collect_inputs, output_paths, predict_files
+
+    if bool(args.model) == bool(args.study):
+        raise WeightTunerError("predict: give exactly one of --model PATH or --study NAME")
+    # Every input, and where its output goes, is checked before the model loads or anything is written.
+    for target in [*output_paths(collect_inputs(args.files), args.out).values(), *([args.json] if args.json else [])]:
+        check_can_write(target)
+    if args.model and (args.use or args.members):
+        raise WeightTunerError("predict: --use and --members choose a study's model; they need --study, not --model")
+    multipliers, prior, calibration = None, None, None
+    if args.model:
+        model_path = args.model
+    else:
+        from .deploy.loaded import recommended_model
+
+        deployed = recommended_model(_storage(args), args.study, use=args.use, members=args.members)
+        model_path, multipliers, prior = deployed.bundles, deployed.multipliers, deployed.train_prior
+        calibration = deployed.calibration
+        print(f"model: {deployed.description}")
+    results = predict_files(model_path, args.files, out_dir=args.out, probs_csv=args.probs,
+                            sequence_threshold=args.sequence_rules, multipliers=multipliers,
+                            progress=progress_enabled(), adapt=args.adapt_priors, train_prior=prior,
+                            calibration=calibration)
+    for path, entry in results["files"].items():
+        if entry.get("skipped"):
+            print(f"{path}: skipped ({entry['skipped']})")
+            continue
+        print(f"{path}: {entry['lines']} lines -> {entry['output']}" +
+              (f" (probabilities: {entry['probs_csv']})" if "probs_csv" in entry else ""))
+        if "stats" in entry:
+            print(format_stats_table({"file": entry["stats"]}))
+    if "stats" in results and len(results["files"]) > 1:
+        print(format_stats_table({"all": results["stats"]}))
+    if args.json:
+        write_json(args.json, results)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    """Benchmark tuned weights against fixed schemes, threshold tuning and a linear model; then transfer
+    across journals (train on one, test on another)."""
+    from .bench import run_bench, run_transfer
+    from .bench_report import TRANSFER_END, TRANSFER_START, render_transfer, replace_section, write_outputs
+    from .space import QUICK_MODEL
+    from .storage import stored_recommendation, tuned_study
+
+    if args.data and not Path(args.data).is_dir():
+        print(f"weight-tuner bench: corpus {args.data} not found; skipping the benchmark")
+        return 0
+    study = tuned_study(_storage(args), args.study) if args.study else None
+    if args.config:
+        base = load_config(args.config)
+    elif study is not None:
+        base = study.user_attrs["model_config"]
+    else:
+        base = dict(QUICK_MODEL)
+    command = "weight-tuner " + masked_command(args.argv)  # written into the Markdown: no password
+    if not args.transfer_only:
+        prepared = _prepare(args)
+        result = run_bench(prepared, base, seeds=args.seeds, study=study, scaling=not args.no_scaling)
+        write_outputs(result, args.out, args.json, command)
+        print(f"wrote {args.out} and {args.json}")
+    if args.transfer_by == "none" or not args.data:
+        if args.transfer_only:
+            raise WeightTunerError("--transfer-only needs --data with journal folders and --transfer-by journal|volume")
+        return 0
+    rec = stored_recommendation(study) if study is not None else None
+    try:
+        transfer = run_transfer(args.data, base, seeds=args.seeds, by=args.transfer_by, recommendation=rec,
+                                cache_dir=args.cache_dir or None, split_seed=args.split_seed)
+    except DataError as exc:  # a flat folder: no journals to transfer between
+        if args.transfer_only:
+            raise
+        print(f"transfer benchmark skipped: {exc}")
+        return 0
+    if transfer is None:
+        print(f"transfer benchmark skipped: {args.data} holds fewer than two {args.transfer_by}s")
+        return 0
+    json_path = Path(args.json).with_name(Path(args.json).stem + "_transfer.json")
+    replace_section(args.out, render_transfer(transfer, command), TRANSFER_START, TRANSFER_END)
+    write_json(json_path, transfer)
+    print(f"wrote the transfer section of {args.out} and {json_path}")
+    return 0
+
+
+def cmd_screen(args) -> int:
+    """Rank weight vectors post hoc on the unweighted model; enqueue the best into the study."""
+    from .search.screen import screen_into_study
+
+    prepared = _prepare(args)
+    picked = screen_into_study(prepared, _storage(args), args.study, samples=args.samples, top_k=args.top_k,
+                               seed=args.seed)
+    print(f"enqueued {len(picked)} trials; run `weight-tuner tune` (or a worker) with a larger --trials to train them")
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Write the best weights of a study as JSON."""
+    from .export import export_study
+
+    out = args.out or default_export_path(args.study)
+    payload = export_study(_storage(args), args.study, out, args.trial)
+    print(json.dumps({"class_weights": payload["class_weights"]}))
+    rec = payload["recommendation"]
+    what = (f"recommendation: {rec['decision']}" if rec else
+            f"trial {payload['trial_number']}, scheme {payload['scheme']}; no recommendation"
+            + ("" if args.trial is not None else " yet (the confirmation has not run)"))
+    print(f"wrote {out} ({what})")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """Print the trials table (best first) and the recommendation; write the study's HTML page."""
+    from .report import report
+
+    report(_storage(args), args.study, plots=not args.no_plots, out_dir=args.out)
+    return 0
+
+
+def cmd_dashboard(args) -> int:
+    """Serve optuna-dashboard on the storage, with each study's decision above its page."""
+    from .dashboard import serve
+
+    serve(_storage(args), args.host, args.port)
+    return 0

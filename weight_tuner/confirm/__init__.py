@@ -1,0 +1,1 @@
+"""Confirmation stage: the search's top candidates against no weights, paired on units, raced, decided."""

@@ -1,0 +1,156 @@
+"""Taking unit runs: every process of a study trains the confirmation's waiting (candidate, unit) trials.
+
+A process takes one waiting trial of the companion study at a time, as Optuna hands them out, trains it
+(:func:`.unit.run_unit`) and stores its scores as user attrs; a run whose candidate was raced out is
+pruned instead of trained. ``tune`` waits until every needed run is finished; a ``worker`` leaves when
+none is left to take.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+
+import optuna
+from optuna.trial import TrialState
+
+from ..artifacts import save_member
+from ..errors import NonFiniteLossError, StudyError
+from ..folds import Unit, unit_data
+from ..schemes import UNWEIGHTED
+from ..storage import abandon_trial
+from .plan import missing_runs, plan_ratio, race_of
+from .racing import Race
+from .unit import run_unit
+
+logger = logging.getLogger(__name__)
+
+
+class NoUnitLeft(Exception):
+    """Optuna handed out a fresh trial: another process took the last waiting unit run first."""
+
+
+class UnitRun:
+    """The objective of a unit trial: train its candidate on its unit's training folds, score the held-out fold.
+
+    A run that the race no longer needs (its candidate was stopped) is pruned before it trains, or after
+    the epoch during which another process's result stopped its candidate."""
+
+    def __init__(self, prepared, plan: dict, stop=None, members=None):
+        from ..model import ModelCache  # imports TensorFlow: only when unit runs are taken
+
+        self.prepared, self.plan, self.stop, self.members = prepared, plan, stop, members
+        self.ratio = plan_ratio(prepared, plan)
+        self.cache = ModelCache()
+        self._data: tuple[str, object] | None = None  # the current unit's view of the rows
+
+    def _stop_if_raced_out(self, trial: optuna.Trial, name: str, key: str, epoch: int | None = None) -> None:
+        """Prune the run when the race no longer needs it: before it trains, and after each epoch (another
+        process may have finished the run that stopped its candidate meanwhile)."""
+        if self.plan.get("racing") and not race_of(trial.study, self.plan, self.ratio).needed(name, key):
+            when = "before training" if epoch is None else f"after epoch {epoch + 1}"
+            trial.set_user_attr("raced_out", f"its candidate was stopped ({when}): no scores of its remaining "
+                                             "units could make it win (racing)")
+            raise optuna.TrialPruned()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        name, key = trial.user_attrs.get("candidate"), trial.user_attrs.get("unit")
+        if name is None or key is None:
+            trial.set_user_attr("fail_reason", "no unit run was left to take (another process took the last)")
+            raise NoUnitLeft()
+        self._stop_if_raced_out(trial, name, key)
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        unit = Unit.from_key(key)
+        if self._data is None or self._data[0] != key:
+            self._data = None  # free the previous unit's view before building the next
+            self._data = (key, unit_data(self.prepared, unit, self.plan["folds"]))
+        if self.stop is not None:
+            self.stop.abandon = lambda: abandon_trial(trial)
+
+        keep = None
+        if self.members is not None:  # the model may become a member of the deployed ensemble
+            keep = lambda model, cfg: save_member(trial, model, self.prepared.featurizer, cfg,  # noqa: E731
+                                                  self.prepared.label_map, self.members)
+        try:
+            res = run_unit(self._data[1], self.plan["candidates"][name]["config"], unit,
+                           thresholds=name == UNWEIGHTED, seed=unit.repeat,
+                           should_stop=self.stop.check if self.stop is not None else None, cache=self.cache,
+                           keep=keep, epoch_hook=lambda epoch, stats: self._stop_if_raced_out(trial, name, key, epoch))
+        except KeyboardInterrupt as exc:
+            trial.set_user_attr("fail_reason", f"interrupted ({type(exc).__name__})")
+            give_back(trial.study, trial)
+            raise
+        except NonFiniteLossError as exc:  # the same run would fail again: not queued, named by the wait
+            trial.set_user_attr("fail_reason", str(exc))
+            raise
+        for k in ("scores", "lines", "train_lines", "train_class_counts", "calibration", "seconds", "thresholds",
+                  "multipliers"):
+            if k in res:
+                trial.set_user_attr(k, res[k])
+        return res["scores"]["important_f1"]
+
+
+def give_back(companion: optuna.Study, trial) -> None:
+    """Enqueue a unit run that will not finish again, marked ``retry_of`` its trial number."""
+    companion.enqueue_trial({}, user_attrs={"candidate": trial.user_attrs["candidate"],
+                                            "unit": trial.user_attrs["unit"], "retry_of": trial.number})
+
+
+def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None, members=None) -> int:
+    """Take waiting unit runs of ``companion`` one at a time until none is left; return how many this
+    process ran. ``after_run(trial)`` is called after each finished run; with ``members`` (a folder)
+    each run's model is kept there as an artifact of its trial (:func:`.members.save_member`)."""
+
+    objective = UnitRun(prepared, plan, stop, members)
+    ran = 0
+    while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if stop is not None:
+            stop.check()
+        done: list[optuna.trial.FrozenTrial] = []
+        companion.optimize(objective, n_trials=1, gc_after_trial=True, catch=(NoUnitLeft, NonFiniteLossError),
+                           callbacks=[lambda s, t: done.append(t)])
+        if stop is not None:
+            stop.abandon = None
+        trial = done[-1] if done else None
+        if trial is None or trial.state != TrialState.COMPLETE:
+            continue
+        ran += 1
+        logger.info(f"unit run {trial.user_attrs['candidate']} on {trial.user_attrs['unit']}: important_f1 "
+                    f"{trial.value:.4f} ({trial.user_attrs['seconds']:.0f}s)")
+        if after_run is not None:
+            after_run(trial)
+    return ran
+
+
+def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None,
+                  poll_seconds: float = 1.0, members=None) -> Race:
+    """Take runs until every run of the plan that the race still needs has finished, here or in other
+    processes; return the final :class:`.racing.Race`.
+
+    While others hold the last runs, stale ones (a killed worker's) are failed and queued again by
+    Optuna's heartbeat callback, and taken here. A run that failed for good is a :class:`StudyError`.
+    """
+    ratio = plan_ratio(prepared, plan)
+    said = None
+    while True:
+        take_runs(companion, plan, prepared, stop, after_run, members)
+        counted = race_of(companion, plan, ratio)
+        pending, lost = missing_runs(companion, plan, counted)
+        if lost:
+            fails = [t for t in companion.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                     if (t.user_attrs.get("candidate"), t.user_attrs.get("unit")) == lost[0]]
+            reason = fails[-1].user_attrs.get("fail_reason", "see the log") if fails else "unknown"
+            raise StudyError(f"unit run {lost[0][0]} on {lost[0][1]} failed and is not queued again ({reason}); "
+                             f"study {companion.study_name!r}")
+        if not pending:
+            return counted
+        if stop is not None:
+            stop.check()
+        if len(pending) != said:  # once per change, not once per poll
+            said = len(pending)
+            logger.info(f"waiting for {said} unit run{'s' if said > 1 else ''} held by other processes")
+        optuna.storages.fail_stale_trials(companion)
+        time.sleep(poll_seconds)
