@@ -28,13 +28,13 @@ logs.configure(0)
 logs.import_tensorflow(0)
 
 from weight_tuner.config import CLASSES, validate_config  # noqa: E402
-from weight_tuner.confirm.unit import unit_config  # noqa: E402
 from weight_tuner.deploy.ensemble import class_fractions, mean_fractions  # noqa: E402
 from weight_tuner.folds import make_units, refit_data, unit_data  # noqa: E402
 from weight_tuner.metrics import compute_stats  # noqa: E402
 from weight_tuner.posthoc import adapt_priors  # noqa: E402
 from weight_tuner.space import DEFAULT_EVALUATION, QUICK_MODEL  # noqa: E402
 from weight_tuner.train import TrainingData, predict_probs, prepare, train_model  # noqa: E402
+from weight_tuner.unitrun import unit_config  # noqa: E402
 
 split_by, group = sys.argv[1], sys.argv[2]
 cache = sys.argv[3] if len(sys.argv) > 3 else None

@@ -24,11 +24,11 @@ logs.import_tensorflow(-1)
 print(json.dumps({"stage": "tensorflow imported", **memory()}), flush=True)
 
 from weight_tuner.config import validate_config  # noqa: E402
-from weight_tuner.confirm.unit import run_unit
 from weight_tuner.folds import make_units, unit_data  # noqa: E402
 from weight_tuner.model import ModelCache  # noqa: E402
 from weight_tuner.space import QUICK_MODEL  # noqa: E402
 from weight_tuner.train import prepare, train_model  # noqa: E402
+from weight_tuner.unitrun import run_unit
 
 prepared = prepare(sys.argv[1], cache_dir=sys.argv[2] if len(sys.argv) > 2 else None)
 print(json.dumps({"stage": "prepared", **memory()}), flush=True)

@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from weight_tuner.cli import main
-from weight_tuner.deploy.testcheck import final_test_evaluation
-from weight_tuner.errors import StudyError
+from weight_tuner.deploy.testcheck import final_test_evaluation, search_models
+from weight_tuner.errors import ConfigError, StudyError
 from weight_tuner.paths import model_path, models_dir
 from weight_tuner.search.run import create_or_resume, join_study
 from weight_tuner.space import StudyConfig
@@ -262,16 +262,46 @@ def test_predict_with_a_study_uses_its_recommended_model(confirmed, tmp_path, ca
         shutil.copytree(moved, models_dir(confirmed, "c"))
 
 
-def test_final_test_evaluation_retrains_a_model_that_is_not_on_disk(confirmed, prepared, tmp_path):
+def test_the_test_check_reads_models_and_the_step_before_it_trains_a_missing_one(confirmed, prepared, tmp_path):
     db = tmp_path / "elsewhere.db"  # the study without its models folder, as on another machine
     shutil.copy(confirmed.removeprefix("sqlite:///"), db)
     url = f"sqlite:///{db}"
     study = optuna.load_study(study_name="c", storage=url)
-    kept = study.user_attrs["test_stats"]
+    kept, rec = study.user_attrs["test_stats"], study.user_attrs["recommendation"]
     assert not models_dir(url, "c").exists()
+    with pytest.raises(StudyError, match="is not at"):  # evaluation writes no model
+        final_test_evaluation(study, prepared, url)
+    assert not models_dir(url, "c").exists() and study.user_attrs["test_stats"] == kept
+    search_models(study, prepared, url)
+    number = kept["unweighted"]["trial"]
+    assert model_path(models_dir(url, "c"), number).exists()  # trained, and saved for predict --study
     result = final_test_evaluation(study, prepared, url)
-    number = result["unweighted"]["trial"]
-    assert model_path(models_dir(url, "c"), number).exists()  # retrained, and saved for predict --study
     # the same config, seed and data: the retrained model scores as the original did
     assert result["unweighted"]["stats"]["important_f1"] == pytest.approx(
         kept["unweighted"]["stats"]["important_f1"], abs=1e-6)
+    assert study.user_attrs["recommendation"] == rec  # neither step touched the decision
+
+
+def test_a_scheme_list_without_unweighted_is_refused_before_anything_runs():
+    with pytest.raises(ConfigError, match="'unweighted' must be one of them"):
+        StudyConfig(model=dict(TINY_MODEL), schemes=["inverse_frequency"]).check_schemes()
+
+
+def test_a_decision_with_no_trial_behind_it_never_borrows_another_trials_model(confirmed, tmp_path):
+    """A study whose search had no unweighted trial (older studies could leave it out): export and predict
+    say so instead of handing out the best weighted trial's config or model."""
+    from weight_tuner.deploy.loaded import recommended_model
+    from weight_tuner.export import build_export
+    from weight_tuner.storage import store_recommendation, stored_recommendation
+
+    db = tmp_path / "c.db"
+    shutil.copy(confirmed.removeprefix("sqlite:///"), db)
+    url = f"sqlite:///{db}"
+    study = optuna.load_study(study_name="c", storage=url)
+    rec = dict(stored_recommendation(study), decision="no_weights", class_weights=None, trial=None)
+    store_recommendation(study, rec)
+    export = build_export(url, "c")
+    assert export["trial_number"] is None and export["class_weights"] is None
+    assert export["model_config"]["class_weights"] is None and "no unweighted trial" in export["val_stats_over"]
+    with pytest.raises(StudyError, match="no single model"):
+        recommended_model(url, "c", use="single")

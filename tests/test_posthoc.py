@@ -123,7 +123,7 @@ def test_cross_fitted_thresholds_never_see_the_labels_they_are_scored_on():
     the odd chunks leaves their predictions unchanged (an in-sample fit would move them)."""
     from types import SimpleNamespace
 
-    from weight_tuner.confirm.unit import cross_fitted_adjustment
+    from weight_tuner.unitrun import cross_fitted_adjustment
 
     y, p = random_case(seed=4, n=600)
     offsets = np.arange(0, 601, 100)  # six chunks of 100 lines

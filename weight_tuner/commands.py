@@ -145,7 +145,7 @@ def cmd_tune(args) -> int:
     from .artifacts import members_dir
     from .confirm.decide import confirm, confirmation_evaluation, withdraw_stale_recommendation
     from .deploy.refits import refit
-    from .deploy.testcheck import final_test_evaluation
+    from .deploy.testcheck import final_test_evaluation, search_models
     from .folds import check_units
     from .notes import candidates_table, decision_sentence, deployed_sentence
     from .search.run import open_study, run_trials
@@ -188,6 +188,7 @@ def cmd_tune(args) -> int:
     print(f"\nRecommendation: {decision_sentence(recommendation)}")
     print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation['n_units']} units:")
     print(candidates_table(recommendation))
+    search_models(study, prepared, storage)  # the test check's models, trained here where a worker elsewhere ran them
     final_test_evaluation(study, prepared, storage, members)
     if args.refits:
         refit(study, prepared, storage, args.refits, earlier)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
+from .config import validate_config
 from .errors import StudyError
 from .paths import display_url, write_json
 from .schemes import UNWEIGHTED
@@ -78,14 +79,15 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
     or ``null`` (no class weights) when the confirmation found none that beat no weights. A study
     whose confirmation has not run yet exports its best trial, with ``recommendation`` null.
     In multi-objective mode that is the point of the Pareto front with the best validation
-    important_f1 (the trial with the best mean of two F1s is always on that front).
+    important_f1 (the trial with the best mean of two F1s is always on that front). A decision for no
+    weights in a study whose schemes left ``unweighted`` out has no trial behind it: ``trial_number`` is
+    null and the model config is the study's, never another trial's.
     """
     study = tuned_study(storage_url, study_name)
     complete = completed_trials(study)
     rec = stored_recommendation(study)
     if trial_number is None and rec is not None:
-        number = rec["trial"] if rec.get("trial") is not None else max(complete, key=trial_score).number
-        best = next(t for t in study.trials if t.number == number)
+        best = next((t for t in study.trials if t.number == rec.get("trial")), None)  # None: no unweighted trial
     elif trial_number is None:
         best = max(complete, key=trial_score)
     else:
@@ -95,8 +97,8 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
                              f"{', '.join(str(t.number) for t in complete)}")
         best = chosen[0]
     attrs = study.user_attrs
-    config = trial_config(study, best)
-    val_stats = {k[len("val_"):]: v for k, v in best.user_attrs.items() if k.startswith("val_")}
+    config = trial_config(study, best) if best else validate_config(dict(attrs["model_config"], class_weights=None))
+    val_stats = {k[len("val_"):]: v for k, v in best.user_attrs.items() if k.startswith("val_")} if best else {}
     baselines: dict = {}
     for t in study.trials:
         scheme = t.user_attrs.get("scheme")
@@ -128,14 +130,16 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
         "model_config": config,
         "study": study_name,
         "storage": display_url(storage_url),  # a password never reaches an exported file
-        "trial_number": best.number,
-        "scheme": best.user_attrs.get("scheme"),
+        "trial_number": best.number if best else None,
+        "scheme": best.user_attrs.get("scheme") if best else None,
         "objectives": attrs.get("objectives", ["important_f1"]),
         "pareto_front": [t.number for t in study.best_trials] if len(study.directions) > 1 else None,
         "val_stats": val_stats,
-        "weights_given": best.user_attrs.get("class_weights"),
+        "weights_given": best.user_attrs.get("class_weights") if best else None,
         "weight_scales": WEIGHT_SCALES,
-        "val_stats_over": f"one validation split (trial {best.number}'s)",
+        "val_stats_over": (f"one validation split (trial {best.number}'s)" if best else
+                           "none: the study has no unweighted trial (its schemes left it out); the decision rests "
+                           "on the confirmation's units"),
         "test_stats": ({k: test[k]["stats"] for k in ("recommended", "unweighted", "ensemble") if k in test}
                        if test and follows else None),
         "data_fingerprint": attrs.get("data_fingerprint"),

@@ -14,7 +14,7 @@ import optuna
 from .config import CLASSES, validate_config
 from .errors import ConfigError
 from .paths import read_json
-from .schemes import GUIDE_SCHEMES, count_schemes
+from .schemes import GUIDE_SCHEMES, UNWEIGHTED, count_schemes
 
 METRIC_NAME = "val_important_f1"
 SPACE_VERSION = 1
@@ -27,7 +27,7 @@ QUICK_MODEL = {"input_projection": 64, "hidden_size": 32, "num_layers": 1, "epoc
 # Arguments a [pruner] table's type starts from (Optuna's own defaults otherwise).
 PRUNER_DEFAULTS = {"median": {"n_startup_trials": 5, "n_warmup_steps": 3}}
 
-# How candidates are evaluated (see statistics.py and recommend.py): search on one split, then confirm the top
+# How candidates are evaluated (see confirm/statistics.py and confirm/decide.py): search on one split, then confirm the top
 # candidates on folds x repeats units ("confirm"), or score every trial on the units with
 # Wilcoxon pruning and then confirm on fresh units ("cv").
 DESIGNS = ("confirm", "cv")
@@ -211,11 +211,15 @@ class StudyConfig:
         return out
 
     def check_schemes(self) -> None:
-        """Reject scheme names that do not exist."""
+        """Reject scheme names that do not exist, and a list without ``unweighted``: every decision is paired
+        against no weights, and the test check scores no weights' own search model beside it."""
         known = list(GUIDE_SCHEMES) + list(count_schemes({c: 1 for c in CLASSES}))
         for name in self.schemes or []:
             if name not in known:
                 raise ConfigError(f"schemes: unknown scheme {name!r}; known: {', '.join(known)}")
+        if self.schemes is not None and UNWEIGHTED not in self.schemes:
+            raise ConfigError(f"schemes: {UNWEIGHTED!r} must be one of them (every decision is measured against no "
+                              "weights); got " + ", ".join(map(repr, self.schemes)))
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
         """The configured Optuna pruner (MedianPruner by default)."""

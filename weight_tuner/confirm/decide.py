@@ -2,11 +2,11 @@
 
 After the search, the best few distinct weight vectors, the unweighted model and the post-hoc
 threshold competitor (on the unweighted model) are scored on the same (repeat, fold) units
-(:mod:`.units`). For each candidate the paired difference to the unweighted model gets a
+(:mod:`..folds`). For each candidate the paired difference to the unweighted model gets a
 confidence interval; weights are recommended only when the interval's lower bound is above 0.
 Per-unit results are saved in the study after every unit, so an interrupted confirmation
 resumes without redoing finished units. The test split decides nothing: it is scored once,
-after the decision, for the recommended configuration and for no weights.
+after the decision (:mod:`..deploy.testcheck`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
     then decide.
 
     ``evaluation`` holds ``folds``, ``repeats``, ``top`` and ``first_repeat``. The runs are trials of a
-    companion study (:mod:`.unitruns`), planned once from the finished search; finished runs are never
+    companion study (:mod:`.plan`), planned once from the finished search; finished runs are never
     redone. After each run this process finishes, the study's ``confirmation`` user attr is updated
     and ``after_unit(name, unit)`` called; ``stop`` (a :class:`.signals.StopGuard`) stops between
     training batches. With ``wait`` (``tune``) this returns the recommendation once every run is done,

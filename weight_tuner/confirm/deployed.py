@@ -17,7 +17,7 @@ DEFAULT_DEPLOYED = "ensemble"  # until refits are made; then "refit"
 def ensemble_of(companion: optuna.Study, finished: dict, candidate: str) -> list[dict]:
     """The members of ``candidate``: one per unit of the plan, each with its unit, artifact and training size.
 
-    ``finished`` is :func:`.unitruns.results` of the companion study; a unit run without a kept
+    ``finished`` is :func:`.plan.results` of the companion study; a unit run without a kept
     model (saved before models were kept) is left out, and an ensemble with none is empty.
     """
     plan = companion.user_attrs["plan"]

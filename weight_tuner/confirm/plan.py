@@ -31,8 +31,8 @@ from ..folds import Unit, held_train_ratio, make_units
 from ..schemes import THRESHOLDS, UNWEIGHTED
 from ..space import METRIC_NAME
 from ..storage import storage_of, trial_config, trial_score, unweighted_number
+from ..unitrun import UNIT_KEYS
 from .racing import Race, race
-from .unit import UNIT_KEYS
 
 logger = logging.getLogger(__name__)
 

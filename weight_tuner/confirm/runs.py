@@ -21,9 +21,9 @@ from ..errors import NonFiniteLossError, StudyError
 from ..folds import Unit, unit_data
 from ..schemes import UNWEIGHTED
 from ..storage import abandon_trial
+from ..unitrun import run_unit
 from .plan import missing_runs, plan_ratio, race_of
 from .racing import Race
-from .unit import run_unit
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def give_back(companion: optuna.Study, trial) -> None:
 def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None, members=None) -> int:
     """Take waiting unit runs of ``companion`` one at a time until none is left; return how many this
     process ran. ``after_run(trial)`` is called after each finished run; with ``members`` (a folder)
-    each run's model is kept there as an artifact of its trial (:func:`.members.save_member`)."""
+    each run's model is kept there as an artifact of its trial (:func:`..artifacts.save_member`)."""
 
     objective = UnitRun(prepared, plan, stop, members)
     ran = 0

@@ -31,13 +31,14 @@ class Deployed:
 def recommended_model(storage_url: str, study_name: str, use: str | None = None,
                       members: str | Path | None = None) -> Deployed:
     """The deployed model of a study's recommendation: ``use`` (``ensemble``, ``refit`` or ``single``), by
-    default the recommendation's own default (:data:`.members.DEFAULT_DEPLOYED`).
+    default the recommendation's own default (:data:`..confirm.deployed.DEFAULT_DEPLOYED`).
 
     The ensemble is the recommended candidate's confirmation models (unpacked once into the study's
     models folder; ``members`` overrides where their store is); ``refit`` is ``tune --refits``' models;
     ``single`` is the search's model of the recommended trial (the unweighted one for no weights and
     thresholds). Each carries the recommendation's calibration, where it has one. A study without a
-    recommendation falls back to its best trial's model. Anything missing is a :class:`StudyError`.
+    recommendation falls back to its best trial's model; a recommendation never does. Anything missing is a
+    :class:`StudyError`.
     """
     study = tuned_study(storage_url, study_name)
     rec = stored_recommendation(study)
@@ -71,8 +72,11 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
         return Deployed("refit", paths, multipliers, class_fractions(refit["train_class_counts"]),
                         f"{len(paths)} refit{'s' if len(paths) > 1 else ''} of {deployed['candidate']} on "
                         f"{refit['train_lines']} non-test lines{note}", calibration)
-    number = rec["trial"] if rec and rec.get("trial") is not None else max(completed_trials(study),
-                                                                           key=trial_score).number
+    if rec and rec.get("trial") is None:
+        raise StudyError(f"study {study_name!r} decided {rec['decision'].replace('_', ' ')} but its search has no "
+                         "unweighted trial (its schemes left it out), so there is no single model of it; use "
+                         "--use ensemble or refit")
+    number = rec["trial"] if rec else max(completed_trials(study), key=trial_score).number
     path = model_path(models, number)
     if not path.exists():
         raise StudyError(f"the model of trial {number} is not at {path} (models are kept on the machine that ran "

@@ -37,65 +37,93 @@ def check_rescore(study: optuna.Study, stored: dict | None, now: dict) -> None:
                              "The stored scores are kept; nothing was overwritten")
 
 
+def _scored_trials(study: optuna.Study, rec: dict) -> list[tuple[int | None, dict]]:
+    """The search's models the test check scores, as (trial number, config): the unweighted trial's and, for a
+    weights decision, the recommended trial's (``None`` where the study has no unweighted trial)."""
+    base = validate_config(dict(study.user_attrs["model_config"], class_weights=None))
+    out = [(unweighted_number(study), base)]
+    if rec["decision"] == "weights":
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == rec["trial"])
+        out.append((trial.number, trial_config(study, trial)))
+    return out
+
+
+def search_models(study: optuna.Study, prepared, storage_url: str) -> None:
+    """The step before the test check, and the only one of it that writes: train and save each search model
+    it scores that is not on this machine (its trial ran in a worker elsewhere), on the search's training
+    split; and complete a thresholds recommendation made before the units stored their multipliers (fitted
+    on validation). A study without an unweighted trial is a :class:`StudyError`: the test check compares
+    every decision with no weights' own search model."""
+    from ..train import predict_probs, save_bundle, train_model
+
+    rec = stored_recommendation(study)
+    if rec is None:
+        return
+    models = models_dir(storage_url, study.study_name)
+    for number, config in _scored_trials(study, rec):
+        if number is None:
+            raise StudyError(f"study {study.study_name!r} has no completed unweighted trial (its schemes left "
+                             "'unweighted' out): the test split cannot score no weights; add it to the schemes")
+        path = model_path(models, number)
+        if not path.exists():  # a damaged one is refused by name when it is loaded, never silently replaced
+            logger.info(f"model of trial {number} not on this machine; training it on the search's training split")
+            save_bundle(train_model(prepared, config)[0], prepared.featurizer, config, path, prepared.label_map)
+    if rec["decision"] == "thresholds" and rec.get("multipliers") is None:
+        from ..train import load_bundle
+
+        model, _, cfg = load_bundle(model_path(models, unweighted_number(study)))
+        fitted, _ = fit_adjustment(predict_probs(model, prepared.splits["val"], cfg), prepared.splits["val"].y)
+        store_recommendation(study, dict(rec, multipliers=dict(zip(CLASSES, map(float, fitted)))))
+
+
 def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
                           members_folder: str | Path | None = None) -> dict | None:
     """Score the recommended configuration and the unweighted model once on the test split.
 
-    Runs after the decision and changes nothing in it; stored as the ``test_stats`` user attr
-    and shown in the study's note. The deployed ensemble (when models were kept) is scored too.
+    Runs after the decision and :func:`search_models`, and changes neither: it reads the models (a missing
+    one is a :class:`StudyError`) and stores only its scores, as the ``test_stats`` user attr, shown in the
+    study's note. The deployed ensemble (when models were kept) is scored too.
     """
     from ..predict import one_hot_probs
-    from ..train import evaluate, load_bundle, predict_probs, save_bundle, train_model
+    from ..train import evaluate, load_bundle, predict_probs
 
     rec = stored_recommendation(study)
     if rec is None:
         logger.info("no recommendation: nothing to evaluate on the test split")
         return None
     models = models_dir(storage_url, study.study_name)
-    by_number = {t.number: t for t in study.get_trials(deepcopy=False)}
-
-    def model_of(number: int | None, config: dict):
+    test = prepared.splits["test"]
+    scored = {}
+    for number, _ in _scored_trials(study, rec):
         path = model_path(models, number) if number is not None else None
-        if path is not None and path.exists():
-            model, _, cfg = load_bundle(path)
-            return model, cfg
-        logger.info(f"model of trial {number} not on disk; training it on the search's training split for the test")
-        model = train_model(prepared, config)[0]
-        if path is not None:  # predict --study uses it
-            save_bundle(model, prepared.featurizer, config, path, prepared.label_map)
-        return model, config
-
-    base = validate_config(dict(study.user_attrs["model_config"], class_weights=None))
+        if path is None or not path.exists():
+            raise StudyError(f"study {study.study_name!r}: the model of trial {number} is not at {path}; the test "
+                             "check reads the search's models (tune trains a missing one before it)")
+        model, _, config = load_bundle(path)
+        scored[number] = model, config
     u_number = unweighted_number(study)
-    u_model, u_cfg = model_of(u_number, base)
-    result = {"decision": rec["decision"],
-              "unweighted": {"trial": u_number, "stats": evaluate(u_model, prepared.splits["test"], u_cfg)}}
+    u_model, u_cfg = scored[u_number]
+    result = {"decision": rec["decision"], "unweighted": {"trial": u_number, "stats": evaluate(u_model, test, u_cfg)}}
     if rec["decision"] == "weights":
-        trial = by_number[rec["trial"]]
-        model, cfg = model_of(trial.number, trial_config(study, trial))
-        result["recommended"] = {"trial": trial.number, "stats": evaluate(model, prepared.splits["test"], cfg)}
+        model, cfg = scored[rec["trial"]]
+        result["recommended"] = {"trial": rec["trial"], "stats": evaluate(model, test, cfg)}
     elif rec["decision"] == "thresholds":
-        val, test = prepared.splits["val"], prepared.splits["test"]
-        multipliers = rec.get("multipliers")
-        if multipliers is None:  # a decision made before the units stored their multipliers: fit on validation
-            fitted, _ = fit_adjustment(predict_probs(u_model, val, u_cfg), val.y)
-            multipliers = dict(zip(CLASSES, map(float, fitted)))
-            rec = dict(rec, multipliers=multipliers)
-            store_recommendation(study, rec)
-        probs = apply_multipliers(predict_probs(u_model, test, u_cfg), multipliers)
-        result["recommended"] = {"trial": u_number, "multipliers": multipliers,
+        if rec.get("multipliers") is None:
+            raise StudyError(f"study {study.study_name!r}: the thresholds decision has no multipliers; run tune again")
+        probs = apply_multipliers(predict_probs(u_model, test, u_cfg), rec["multipliers"])
+        result["recommended"] = {"trial": u_number, "multipliers": rec["multipliers"],
                                  "stats": compute_stats(test.y, one_hot_probs(probs.argmax(axis=1)))}
     else:
         result["recommended"] = result["unweighted"]
     members = ((rec.get("deployed") or {}).get("ensemble") or {}).get("members")
     if members:
         bundles = fetch_members(members, models / "members", members_folder)
-        probs = ensemble_probs(bundles, prepared.splits["test"], rec.get("multipliers"),
-                               stored_calibration(rec["deployed"]))
-        result["ensemble"] = {"members": len(bundles), "stats": compute_stats(prepared.splits["test"].y, probs)}
+        probs = ensemble_probs(bundles, test, rec.get("multipliers"), stored_calibration(rec["deployed"]))
+        result["ensemble"] = {"members": len(bundles), "stats": compute_stats(test.y, probs)}
     check_rescore(study, study.user_attrs.get("test_stats"), result)
     study.set_user_attr("test_stats", result)
     save_notes(study, study.user_attrs.get("confirmation") or {"candidates": {}}, rec, result)
-    logger.info(f"test split (scored once, after the decision): recommended {result['recommended']['stats']['important_f1']:.4f}, "
-        f"unweighted {result['unweighted']['stats']['important_f1']:.4f}")
+    logger.info(f"test split (scored once, after the decision): recommended "
+                f"{result['recommended']['stats']['important_f1']:.4f}, unweighted "
+                f"{result['unweighted']['stats']['important_f1']:.4f}")
     return result

@@ -17,7 +17,6 @@ import optuna
 from optuna.trial import TrialState
 
 from ..config import validate_class_weights
-from ..confirm.unit import UNIT_KEYS, run_unit
 from ..errors import NonFiniteLossError, WeightTunerError
 from ..folds import make_units, unit_data
 from ..notes import metrics_markdown, save_live_note, stopped_markdown
@@ -25,6 +24,7 @@ from ..paths import bundle_paths, model_path
 from ..schemes import is_unweighted
 from ..space import DEFAULT_EVALUATION, OBJECTIVES, SearchSpace
 from ..storage import FINISHED, abandon_trial, requeue, trial_score
+from ..unitrun import UNIT_KEYS, run_unit
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 
-from ..config import CLASSES, validate_config
-from ..folds import Unit
-from ..metrics import compute_stats
-from ..posthoc import adjusted_predictions, fit_adjustment, fit_calibration
+from .config import CLASSES, validate_config
+from .folds import Unit
+from .metrics import compute_stats
+from .posthoc import adjusted_predictions, fit_adjustment, fit_calibration
 
 UNIT_KEYS = ("important_f1", "Nomenclature_f1", "Description_f1", "Misc_f1")
 
@@ -37,7 +37,7 @@ def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int
     :func:`.train.train_model`;
     ``keep(model, config)`` is called with the trained model (the confirmation keeps it as a member).
     """
-    from ..train import predict_probs, train_model
+    from .train import predict_probs, train_model
 
     t0 = time.perf_counter()
     cfg = unit_config(config, unit)
@@ -47,7 +47,7 @@ def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int
     out = {"scores": _scores(compute_stats(held.y, probs)), "lines": int(held.n),
            "train_lines": int(data.train.n), "train_class_counts": data.train.class_counts(),
            "seconds": round(time.perf_counter() - t0, 3)}
-    calibration = fit_calibration(probs, held.y)  # the deployed models' calibration (members.py)
+    calibration = fit_calibration(probs, held.y)  # the deployed models' calibration (confirm/deployed.py)
     if calibration is not None:
         out["calibration"] = calibration.as_dict()
     if keep is not None:
@@ -65,7 +65,7 @@ def cross_fitted_adjustment(probs: np.ndarray, split, seed: int = 0) -> np.ndarr
     Fitting the multipliers on the lines they are scored on would be in-sample; each half of the
     held-out fold's chunks is scored with the multipliers fitted on the other half.
     """
-    from ..predict import one_hot_probs
+    from .predict import one_hot_probs
 
     half = np.zeros(split.n, dtype=bool)
     for i, (lo, hi) in enumerate(zip(split.offsets[:-1], split.offsets[1:])):
