@@ -1,5 +1,6 @@
 """Shared fixtures: the tiny sample corpus, prepared once, and a tiny model config."""
 
+import fcntl
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -25,18 +26,48 @@ TINY_MODEL = {"hidden_size": 8, "num_layers": 1, "epochs": 2, "batch_size": 16, 
               "prediction_stride": 5, "learning_rate": 0.01, "verbosity": 0}
 
 
-# Seconds each file's tests took (junit, 2026-11-30). xdist hands out whole files (--dist loadfile) in
-# collection order; with the longest first, the short ones fill in at the end instead of one worker
-# finishing a 3-minute file alone (9 min 14 s in test-count order).
-FILE_SECONDS = {"test_workers.py": 200, "test_scale_out.py": 192, "test_recommend.py": 174, "test_reliability.py": 158, "test_posthoc.py": 61,
-                "test_study.py": 59, "test_deployed.py": 57, "test_model.py": 48, "test_views.py": 37,
-                "test_commands.py": 35, "test_predict.py": 33, "test_group_split.py": 18, "test_corpus.py": 12,
-                "test_cli_train.py": 11, "test_racing.py": 8, "test_integrity.py": 30, "test_secrets.py": 31}
+# xdist hands out whole files (--dist loadfile) in collection order; the longest first lets the short ones
+# fill in at the end instead of one worker finishing a 3-minute file alone. The lengths are each file's
+# seconds in the last run, kept in pytest's cache (nothing to keep by hand); on a first run, an estimate
+# from what the file starts: studies, trainings, processes.
+DURATIONS_KEY = "weight_tuner/file_seconds"
+COSTLY = {"cli(": 3, "Popen(": 2, '"bench"': 3, "run_bench(": 3, '"tune"': 2, "tune(": 2, "confirm(": 1,
+          "train_model(": 1, "parametrize": 1}
+
+
+def estimated_seconds(path: Path) -> int:
+    """A first-run stand-in for a file's seconds: how often it starts a process, a study or a training."""
+    text = path.read_text()
+    return sum(weight * text.count(mark) for mark, weight in COSTLY.items())
+
+
+class FileSeconds:
+    """Sums each test file's seconds over a run and keeps them in the cache for the next run's order."""
+
+    def __init__(self, config):
+        self.config, self.seconds = config, {}
+
+    def pytest_runtest_logreport(self, report):
+        name = report.nodeid.split("::")[0].rsplit("/", 1)[-1]
+        self.seconds[name] = self.seconds.get(name, 0.0) + report.duration
+
+    def pytest_sessionfinish(self, session):
+        if self.seconds and self.config.cache is not None and not hasattr(self.config, "workerinput"):
+            kept = self.config.cache.get(DURATIONS_KEY, {})
+            self.config.cache.set(DURATIONS_KEY, {**kept, **{k: round(v, 1) for k, v in self.seconds.items()}})
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(FileSeconds(config), "weight-tuner-file-seconds")
 
 
 def pytest_collection_modifyitems(config, items):
     """Longest files first (a stable sort: the tests of a file keep their order)."""
-    items.sort(key=lambda item: -FILE_SECONDS.get(item.path.name, 0))
+    measured = config.cache.get(DURATIONS_KEY, {}) if config.cache is not None else {}
+    paths = {item.path.name: item.path for item in items}
+    if not all(name in measured for name in paths):
+        measured = {name: estimated_seconds(path) for name, path in paths.items()}
+    items.sort(key=lambda item: -measured[item.path.name])
 
 
 def tiny_config(**overrides):
@@ -50,6 +81,24 @@ def tiny_config(**overrides):
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("feature-cache")
+
+
+@pytest.fixture(scope="session")
+def shared_study(tmp_path_factory):
+    """The suite's one finished study (:class:`support.SharedStudy`), built once for every xdist worker: the
+    first to take the lock builds it in the run's common temporary folder, the others wait and read it."""
+    from support import SharedStudy
+
+    run = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+    base = tmp_path_factory.getbasetemp()
+    root = (base.parent / f"shared-study-{run}") if run else base / "shared-study"
+    shared = SharedStudy(root)
+    with open(f"{root}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root.parent / f"{root.name}.done").exists():
+            shared.build()
+            (root.parent / f"{root.name}.done").touch()
+    return shared
 
 
 @pytest.fixture(scope="session")

@@ -95,3 +95,57 @@ def drop_pg_studies(prefix: str) -> None:
     for summary in optuna.study.get_all_study_summaries(PG_URL, include_best_trial=False):
         if summary.study_name.startswith(prefix):
             optuna.delete_study(study_name=summary.study_name, storage=PG_URL)
+
+
+class SharedStudy:
+    """The suite's one finished study, made by ``tune`` as a user runs it (search, confirmation, test check,
+    2 refits) on the tiny sample corpus. Tests read it in place; a test that changes anything works on
+    :meth:`copy`. Its members' artifact store stays the original's (the study records it by absolute path)."""
+
+    NAME = "shared"
+
+    def __init__(self, root):
+        self.root = root
+        self.url = f"sqlite:///{root}/shared.db"
+        self.toml = root / "shared.toml"
+        self.corpus = root.parent / f"{root.name}-new-docs"  # 3 documents to label, outside the study's folder
+        self.cache = root.parent / f"{root.name}-cache"
+
+    @property
+    def folder(self):
+        """The study's own folder: models, members, report."""
+        return self.root / self.NAME
+
+    def tune_args(self, url=None, refits="2"):
+        """The ``tune`` command line that made the study (on ``url``, by default its own storage)."""
+        from conftest import TINY_DOCS
+
+        return ["tune", "--sample-docs", str(TINY_DOCS), "--cache-dir", str(self.cache), "--config", str(self.toml),
+                "--trials", "4", "--study", self.NAME, "--storage", url or self.url, "--folds", "2", "--repeats", "1",
+                "--confirm-top", "2", "--refits", refits, "--jobs", "1"]
+
+    def build(self):
+        """Run ``tune`` and write the documents to label; called once per test session."""
+        from conftest import TINY_MODEL
+        from weight_tuner.cli import main
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        model = "\n".join(f"{k} = {json.dumps(v)}" for k, v in TINY_MODEL.items())
+        self.toml.write_text(f"[model]\n{model}\n")
+        assert main(self.tune_args()) == 0
+        assert main(["sample", "-o", str(self.corpus), "--docs", "3", "--seed", "11"]) == 0
+
+    def copy(self, dest):
+        """A copy of the study's database and folder at ``dest``, to change freely."""
+        import shutil
+
+        dest.mkdir(parents=True, exist_ok=True)
+        shutil.copy(self.root / "shared.db", dest / "shared.db")
+        shutil.copytree(self.folder, dest / self.NAME)
+        shutil.copy(self.toml, dest / "shared.toml")
+        other = SharedStudy(dest)
+        other.corpus, other.cache = self.corpus, self.cache
+        return other
+
+    def study(self):
+        return optuna.load_study(study_name=self.NAME, storage=self.url)

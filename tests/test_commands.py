@@ -166,11 +166,11 @@ def test_every_check_comes_before_the_work(confirmed, tmp_path, capsys, case):
                                  "a-file is a file, not a folder"),
         "storage folder not creatable": (["tune", "--storage", "sqlite:////proc/nope/x.db", "--trials", "1", *cache],
                                          "cannot create the folder /proc/nope"),
-        "worker on other data": (["worker", "--storage", confirmed, "--study", "c", "--trials", "3", "--sample-docs",
+        "worker on other data": (["worker", "--storage", confirmed, "--study", "shared", "--trials", "3", "--sample-docs",
                                   str(TINY_DOCS + 1), "--cache-dir", str(tmp_path / "cache")], "was run on data"),
-        "predict --json onto a folder": (["predict", "--study", "c", "--storage", confirmed, str(text), "--json",
+        "predict --json onto a folder": (["predict", "--study", "shared", "--storage", confirmed, str(text), "--json",
                                           str(tmp_path)], "it is a directory"),
-        "predict -o onto a file": (["predict", "--study", "c", "--storage", confirmed, str(text), "-o",
+        "predict -o onto a file": (["predict", "--study", "shared", "--storage", confirmed, str(text), "-o",
                                     str(tmp_path / "a-file")], "a-file is not a directory"),
     }[case]
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -187,7 +187,7 @@ def test_a_file_with_no_lines_is_listed_in_predicts_json(confirmed, tmp_path, ca
 
     empty, text = tmp_path / "empty.txt", _input_file(tmp_path)
     empty.write_text("\n\n")
-    assert main(["predict", "--study", "c", "--storage", confirmed, str(text), str(empty), "-o", str(tmp_path / "o"),
+    assert main(["predict", "--study", "shared", "--storage", confirmed, str(text), str(empty), "-o", str(tmp_path / "o"),
                  "--json", str(tmp_path / "p.json")]) == 0
     files = json.loads((tmp_path / "p.json").read_text())["files"]
     assert files[str(empty)] == {"output": None, "lines": 0, "skipped": "no lines to label"}
@@ -206,40 +206,33 @@ def test_usage_errors_are_one_line_exit_2(capsys):
 
 
 @pytest.fixture(scope="module")
-def confirmed(prepared, tmp_path_factory):
-    """A small study run to its recommendation, with the tune command's own steps."""
-    from weight_tuner.confirm.decide import confirm
-    from weight_tuner.search.run import tune
-
-    storage = f"sqlite:///{tmp_path_factory.mktemp('confirmed')}/c.db"
-    study = tune(prepared, storage, "c", 3, StudyConfig(model=dict(TINY_MODEL),
-                                                        schemes=["unweighted", "sqrt_inverse_frequency"]))
-    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1})
-    final_test_evaluation(study, prepared, storage)
-    return storage
+def confirmed(shared_study):
+    """The suite's shared study (made by tune: search, confirmation, test check, refits): its storage URL."""
+    return shared_study.url
 
 
 def test_screen_command_enqueues_weights_into_the_study(confirmed, cache_dir, tmp_path, capsys):
     db = tmp_path / "copy.db"
     shutil.copy(confirmed.removeprefix("sqlite:///"), db)
     url = f"sqlite:///{db}"
-    before = len(optuna.load_study(study_name="c", storage=url).trials)
-    assert main(["screen", "--study", "c", "--storage", url, "--samples", "200", "--top-k", "2",
+    before = len(optuna.load_study(study_name="shared", storage=url).trials)
+    assert main(["screen", "--study", "shared", "--storage", url, "--samples", "200", "--top-k", "2",
                  *data_args(cache_dir)]) == 0
     assert "enqueued 2 trials" in capsys.readouterr().out
-    waiting = [t for t in optuna.load_study(study_name="c", storage=url).trials[before:]]
+    waiting = [t for t in optuna.load_study(study_name="shared", storage=url).trials[before:]]
     assert [t.state.name for t in waiting] == ["WAITING", "WAITING"]
     assert [t.user_attrs["scheme"] for t in waiting] == ["screen_top1", "screen_top2"]
 
 
-def test_predict_with_a_study_uses_its_recommended_model(confirmed, tmp_path, capsys):
+def test_predict_with_a_study_uses_its_recommended_model(shared_study, tmp_path, capsys):
     import json
 
+    copy = shared_study.copy(tmp_path / "copy")  # a model of it is removed below
     corpus = tmp_path / "in"
     assert main(["sample", "-o", str(corpus), "--docs", "3", "--seed", "9"]) == 0
     files = [str(p) for p in sorted(corpus.rglob("*.ann"))]
     out = tmp_path / "out"
-    assert main(["predict", "--study", "c", "--storage", confirmed, *files, "-o", str(out),
+    assert main(["predict", "--study", "shared", "--storage", copy.url, *files, "-o", str(out),
                  "--json", str(tmp_path / "p.json")]) == 0
     result = json.loads((tmp_path / "p.json").read_text())
     assert len(list(out.glob("*.pred.txt.ann"))) == 3
@@ -247,34 +240,27 @@ def test_predict_with_a_study_uses_its_recommended_model(confirmed, tmp_path, ca
     per_file = [e["stats"] for e in result["files"].values()]
     assert result["stats"]["lines"] == sum(s["lines"] for s in per_file) == result["throughput"]["lines"]
     assert result["stats"]["Misc_support"] == sum(s["Misc_support"] for s in per_file)
-    study = optuna.load_study(study_name="c", storage=confirmed)
-    rec = study.user_attrs["recommendation"]
-    assert model_path(models_dir(confirmed, "c"), rec["trial"]).exists()
-    # the recommended model's own files are what predict loaded: remove them and it says so
-    moved = tmp_path / "moved"
-    shutil.copytree(models_dir(confirmed, "c"), moved)
-    try:
-        model_path(models_dir(confirmed, "c"), rec["trial"]).unlink()
-        assert main(["predict", "--study", "c", "--storage", confirmed, files[0], "-o", str(out)]) == 2
-        assert f"model of trial {rec['trial']} is not at" in capsys.readouterr().err
-    finally:
-        shutil.rmtree(models_dir(confirmed, "c"))
-        shutil.copytree(moved, models_dir(confirmed, "c"))
+    rec = copy.study().user_attrs["recommendation"]
+    # the recommended trial's own model is what predict --use single loads: remove it and it says so
+    model_path(models_dir(copy.url, "shared"), rec["trial"]).unlink()
+    assert main(["predict", "--study", "shared", "--storage", copy.url, "--use", "single", files[0], "-o",
+                 str(out)]) == 2
+    assert f"model of trial {rec['trial']} is not at" in capsys.readouterr().err
 
 
 def test_the_test_check_reads_models_and_the_step_before_it_trains_a_missing_one(confirmed, prepared, tmp_path):
     db = tmp_path / "elsewhere.db"  # the study without its models folder, as on another machine
     shutil.copy(confirmed.removeprefix("sqlite:///"), db)
     url = f"sqlite:///{db}"
-    study = optuna.load_study(study_name="c", storage=url)
+    study = optuna.load_study(study_name="shared", storage=url)
     kept, rec = study.user_attrs["test_stats"], study.user_attrs["recommendation"]
-    assert not models_dir(url, "c").exists()
+    assert not models_dir(url, "shared").exists()
     with pytest.raises(StudyError, match="is not at"):  # evaluation writes no model
         final_test_evaluation(study, prepared, url)
-    assert not models_dir(url, "c").exists() and study.user_attrs["test_stats"] == kept
+    assert not models_dir(url, "shared").exists() and study.user_attrs["test_stats"] == kept
     search_models(study, prepared, url)
     number = kept["unweighted"]["trial"]
-    assert model_path(models_dir(url, "c"), number).exists()  # trained, and saved for predict --study
+    assert model_path(models_dir(url, "shared"), number).exists()  # trained, and saved for predict --study
     result = final_test_evaluation(study, prepared, url)
     # the same config, seed and data: the retrained model scores as the original did
     assert result["unweighted"]["stats"]["important_f1"] == pytest.approx(
@@ -297,11 +283,11 @@ def test_a_decision_with_no_trial_behind_it_never_borrows_another_trials_model(c
     db = tmp_path / "c.db"
     shutil.copy(confirmed.removeprefix("sqlite:///"), db)
     url = f"sqlite:///{db}"
-    study = optuna.load_study(study_name="c", storage=url)
+    study = optuna.load_study(study_name="shared", storage=url)
     rec = dict(stored_recommendation(study), decision="no_weights", class_weights=None, trial=None)
     store_recommendation(study, rec)
-    export = build_export(url, "c")
+    export = build_export(url, "shared")
     assert export["trial_number"] is None and export["class_weights"] is None
     assert export["model_config"]["class_weights"] is None and "no unweighted trial" in export["val_stats_over"]
     with pytest.raises(StudyError, match="no single model"):
-        recommended_model(url, "c", use="single")
+        recommended_model(url, "shared", use="single")

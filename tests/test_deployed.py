@@ -13,28 +13,13 @@ from weight_tuner.confirm.deployed import deployed_calibration
 from weight_tuner.posthoc import Calibration, adapt_priors, apply_calibration, fit_calibration, mean_calibration
 from weight_tuner.storage import load_existing_study
 
-from conftest import TINY_DOCS
-
-
-def _tune(d, storage, cache_dir, refits="2"):
-    return ["tune", "--sample-docs", str(TINY_DOCS), "--cache-dir", str(cache_dir), "--config", str(d / "tiny.toml"),
-            "--trials", "2", "--study", "dep", "--storage", storage, "--folds", "2", "--repeats", "1",
-            "--confirm-top", "1", "--refits", refits]
 
 
 @pytest.fixture(scope="module")
-def deployed_study(tmp_path_factory, cache_dir):
-    """``tune --refits 2`` on the sample corpus with a tiny model: 2 confirmation units, so 2 members."""
-    d = tmp_path_factory.mktemp("deployed")
-    toml = d / "tiny.toml"
-    toml.write_text('schemes = ["unweighted", "inverse_frequency"]\n[model]\nhidden_size = 6\nnum_layers = 1\n'
-                    "epochs = 2\nbatch_size = 16\nwindow_size = 10\nprediction_stride = 5\nlearning_rate = 0.01\n"
-                    '[pruner]\ntype = "none"\n')
-    storage = f"sqlite:///{d}/d.db"
-    assert main(_tune(d, storage, cache_dir)) == 0
-    corpus = d / "new"
-    assert main(["sample", "-o", str(corpus), "--docs", "3", "--seed", "11"]) == 0
-    return d, storage, corpus
+def deployed_study(shared_study):
+    """The suite's shared study: ``tune --refits 2`` with a tiny model on 2 confirmation units, so 2 members;
+    its folder, storage URL and 3 new documents to label."""
+    return shared_study.root, shared_study.url, shared_study.corpus
 
 
 def _csv_probs(folder):
@@ -51,13 +36,13 @@ def test_predict_study_averages_the_deployed_models_calibrated(deployed_study, t
     from weight_tuner.deploy.loaded import recommended_model
 
     d, storage, corpus = deployed_study
-    rec = load_existing_study(storage, "dep").user_attrs["recommendation"]
+    rec = load_existing_study(storage, "shared").user_attrs["recommendation"]
     members = rec["deployed"]["ensemble"]["members"]
     assert rec["deployed"]["default"] == "refit" and sorted(m["unit"] for m in members) == ["r0f0", "r0f1"]
-    deployed = recommended_model(storage, "dep", use=use)
+    deployed = recommended_model(storage, "shared", use=use)
     assert deployed.calibration is not None and deployed.calibration.temperature != 1.0
-    out = tmp_path / "dep"
-    assert main(["predict", "--study", "dep", "--storage", storage, str(corpus), "-o", str(out), "--probs",
+    out = tmp_path / "shared"
+    assert main(["predict", "--study", "shared", "--storage", storage, str(corpus), "-o", str(out), "--probs",
                  "--json", str(tmp_path / "r.json")] + (["--use", use] if use else [])) == 0
     assert fragment in capsys.readouterr().out
     assert json.loads((tmp_path / "r.json").read_text())["models"] == 2
@@ -80,7 +65,7 @@ def test_the_study_note_and_decision_name_the_refits_tune_made(deployed_study):
     from optuna_dashboard._note import get_note_from_system_attrs
 
     _, storage, _ = deployed_study
-    study = load_existing_study(storage, "dep")
+    study = load_existing_study(storage, "shared")
     note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
     assert "Default: refit. Refit: the mean of 2 models on every non-test line" in note
     assert "calibrated first, fitted on" in note and "divided by a temperature of" in note
@@ -89,7 +74,7 @@ def test_the_study_note_and_decision_name_the_refits_tune_made(deployed_study):
 
 def test_the_deployed_calibration_is_the_members_fits_averaged(deployed_study):
     d, storage, _ = deployed_study
-    deployed = load_existing_study(storage, "dep").user_attrs["recommendation"]["deployed"]
+    deployed = load_existing_study(storage, "shared").user_attrs["recommendation"]["deployed"]
     fits = [Calibration.from_dict(m["calibration"]) for m in deployed["ensemble"]["members"]]
     assert len(fits) == 2 and fits[0] != fits[1]
     assert Calibration.from_dict(deployed["calibration"]) == mean_calibration(fits)
@@ -118,20 +103,20 @@ def test_calibration_recovers_a_known_temperature_and_bias():
 
 def test_refit_single_and_export_name_the_deployed_model(deployed_study, tmp_path, capsys):
     d, storage, corpus = deployed_study
-    study = load_existing_study(storage, "dep")
+    study = load_existing_study(storage, "shared")
     refit = study.user_attrs["recommendation"]["deployed"]["refit"]
     counts = study.user_attrs["class_counts"]
     assert refit["train_lines"] == sum(counts["train"].values()) + sum(counts["val"].values())
     assert "ensemble" in study.user_attrs["test_stats"]
     deployed = study.user_attrs["recommendation"]["deployed"]
-    assert refit["models"] == 2 and len(list((d / "dep" / "models").glob("refit*.keras"))) == 2
+    assert refit["models"] == 2 and len(list((d / "shared" / "models").glob("refit*.keras"))) == 2
     for use, fragment in (("refit", f"model: 2 refits of {deployed['candidate']} on {refit['train_lines']}"),
                           ("single", f"model: the search's model of trial {deployed['single']['trial']}")):
-        assert main(["predict", "--study", "dep", "--storage", storage, "--use", use, str(corpus),
+        assert main(["predict", "--study", "shared", "--storage", storage, "--use", use, str(corpus),
                      "-o", str(tmp_path / use)]) == 0
         assert fragment in capsys.readouterr().out
     out = tmp_path / "e.json"
-    assert main(["export", "--study", "dep", "--storage", storage, "-o", str(out)]) == 0
+    assert main(["export", "--study", "shared", "--storage", storage, "-o", str(out)]) == 0
     deployed = json.loads(out.read_text())["recommendation"]["deployed_model"]
     assert deployed["default"] == "refit" and [m["unit"] for m in deployed["ensemble"]["members"]] == ["r0f0", "r0f1"]
     assert deployed["refit"]["train_lines"] == refit["train_lines"] and deployed["refit"]["models"] == 2
@@ -139,58 +124,49 @@ def test_refit_single_and_export_name_the_deployed_model(deployed_study, tmp_pat
         "temperature"]
 
 
-def test_missing_member_models_fail_with_one_line(deployed_study, tmp_path, capsys):
-    d, storage, corpus = deployed_study
-    moved = tmp_path / "moved"
-    shutil.move(d / "dep" / "members", moved)
-    shutil.rmtree(d / "dep" / "models" / "members", ignore_errors=True)  # the unpacked copies
+def test_missing_member_models_fail_with_one_line(shared_study, tmp_path, capsys):
+    copy = shared_study.copy(tmp_path / "copy")
+    shutil.rmtree(copy.folder / "models" / "members", ignore_errors=True)  # the unpacked copies
     capsys.readouterr()
-    try:
-        assert main(["predict", "--study", "dep", "--storage", storage, "--use", "ensemble", str(corpus),
-                     "-o", str(tmp_path / "o")]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "is not in" in err[0] and "--members" in err[0]
-        assert not (tmp_path / "o").exists()
-        # Where the folder moved, --members finds it.
-        assert main(["predict", "--study", "dep", "--storage", storage, "--use", "ensemble", "--members", str(moved),
-                     str(corpus), "-o", str(tmp_path / "o")]) == 0
-    finally:
-        shutil.move(moved, d / "dep" / "members")
+    assert main(["predict", "--study", "shared", "--storage", copy.url, "--use", "ensemble", "--members",
+                 str(tmp_path / "gone"), str(shared_study.corpus), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not in" in err[0] and "--members" in err[0]
+    assert not (tmp_path / "o").exists()
+    # Where the folder moved, --members finds it.
+    moved = tmp_path / "moved"
+    shutil.copytree(shared_study.folder / "members", moved)
+    assert main(["predict", "--study", "shared", "--storage", copy.url, "--use", "ensemble", "--members", str(moved),
+                 str(shared_study.corpus), "-o", str(tmp_path / "o")]) == 0
 
 
-def test_a_rerun_keeps_the_refits_of_the_same_configuration(deployed_study, tmp_path, cache_dir):
-    d, _, _ = deployed_study
-    copy = tmp_path / "copy"
-    shutil.copytree(d, copy, ignore=shutil.ignore_patterns("new"))
-    storage = f"sqlite:///{copy}/d.db"
-    models = copy / "dep" / "models"
+def test_a_rerun_keeps_the_refits_of_the_same_configuration(shared_study, tmp_path):
+    copy = shared_study.copy(tmp_path / "copy")
+    models = copy.folder / "models"
 
     def refits():
-        entry = load_existing_study(storage, "dep").user_attrs["recommendation"]["deployed"]
+        entry = load_existing_study(copy.url, "shared").user_attrs["recommendation"]["deployed"]
         return entry["default"], entry["refit"], {p.name: p.stat().st_mtime_ns for p in models.glob("refit*.keras")}
 
     before = refits()
-    assert main(_tune(copy, storage, cache_dir)) == 0
+    assert main(copy.tune_args()) == 0
     assert refits() == before  # the finished study: nothing trained again, the entry kept
-    assert main(_tune(copy, storage, cache_dir, refits="1")) == 0
+    assert main(copy.tune_args(refits="1")) == 0
     default, entry, stamps = refits()
     assert default == "refit" and entry["models"] == 1
     assert stamps["refit.keras"] != before[2]["refit.keras"]  # another count: trained again
 
 
-def test_a_missing_refit_fails_with_one_line(deployed_study, tmp_path, capsys):
-    d, storage, corpus = deployed_study
-    second = d / "dep" / "models" / "refit-1.keras"
-    aside = tmp_path / "refit-1.keras"
-    shutil.move(second, aside)
+def test_a_missing_refit_fails_with_one_line(shared_study, tmp_path, capsys):
+    copy = shared_study.copy(tmp_path / "copy")
+    second = copy.folder / "models" / "refit-1.keras"
+    second.unlink()
     capsys.readouterr()
-    try:
-        assert main(["predict", "--study", "dep", "--storage", storage, str(corpus), "-o", str(tmp_path / "o")]) == 2
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and str(second) in err[0] and "--refits" in err[0]
-        assert not (tmp_path / "o").exists()
-    finally:
-        shutil.move(aside, second)
+    assert main(["predict", "--study", "shared", "--storage", copy.url, str(shared_study.corpus), "-o",
+                 str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(second) in err[0] and "--refits" in err[0]
+    assert not (tmp_path / "o").exists()
 
 
 def test_prior_adaptation_leaves_the_training_balance_alone():
@@ -219,27 +195,26 @@ def test_prior_adaptation_moves_toward_a_shifted_balance():
 def test_adapt_priors_in_predict_reports_the_estimate_and_needs_a_balance(deployed_study, tmp_path):
     d, storage, corpus = deployed_study
     out = tmp_path / "r.json"
-    assert main(["predict", "--study", "dep", "--storage", storage, "--adapt-priors", "folder", str(corpus),
+    assert main(["predict", "--study", "shared", "--storage", storage, "--adapt-priors", "folder", str(corpus),
                  "-o", str(tmp_path / "a"), "--json", str(out)]) == 0
     files = json.loads(out.read_text())["files"]
     estimates = [f["estimated_class_balance"] for f in files.values()]
     assert len(files) == 3 and all(e == estimates[0] for e in estimates)  # one folder: one estimate
     assert sum(estimates[0].values()) == pytest.approx(1.0, abs=1e-3)
-    bundle = next((d / "dep" / "models").glob("trial-*.keras"))
+    bundle = next((d / "shared" / "models").glob("trial-*.keras"))
     assert main(["predict", "--model", str(bundle), "--adapt-priors", "file", str(corpus),
                  "-o", str(tmp_path / "b")]) == 2
 
 
-def test_a_thresholds_decision_carries_its_multipliers_before_the_test_step(deployed_study, tmp_path):
+def test_a_thresholds_decision_carries_its_multipliers_before_the_test_step(deployed_study, shared_study, tmp_path):
     """A study stopped after a thresholds decision, before the test step: export and predict --study
     still have the multipliers, because the decision fixed them from the units' held-out folds."""
     from weight_tuner.confirm.decide import recommendation_from
 
     d, _, corpus = deployed_study
     copy = tmp_path / "copy"
-    shutil.copytree(d, copy, ignore=shutil.ignore_patterns("new"))
-    storage = f"sqlite:///{copy}/d.db"
-    study = load_existing_study(storage, "dep")
+    storage = shared_study.copy(copy).url
+    study = load_existing_study(storage, "shared")
     state = json.loads(json.dumps(study.user_attrs["confirmation"]))
     base = state["candidates"]["unweighted"]["units"]
     fitted = [{"Nomenclature": 3.0, "Description": 2.0, "Misc": 1.0}, {"Nomenclature": 12.0, "Description": 2.0, "Misc": 1.0}]
@@ -259,12 +234,12 @@ def test_a_thresholds_decision_carries_its_multipliers_before_the_test_step(depl
     study.set_user_attr("recommendation", rec)
     study.set_user_attr("test_stats", None)  # stopped before the test step
     out = tmp_path / "t.json"
-    assert main(["export", "--study", "dep", "--storage", storage, "-o", str(out)]) == 0
+    assert main(["export", "--study", "shared", "--storage", storage, "-o", str(out)]) == 0
     assert json.loads(out.read_text())["recommendation"]["multipliers"] == rec["multipliers"]
-    assert main(["predict", "--study", "dep", "--storage", storage, "--use", "single", str(corpus),
+    assert main(["predict", "--study", "shared", "--storage", storage, "--use", "single", str(corpus),
                  "-o", str(tmp_path / "m"), "--probs"]) == 0
     single = rec["trial"]  # the unweighted trial: thresholds ride on it
-    assert main(["predict", "--model", str(copy / "dep" / "models" / f"trial-{single}.keras"), str(corpus),
+    assert main(["predict", "--model", str(copy / "shared" / "models" / f"trial-{single}.keras"), str(corpus),
                  "-o", str(tmp_path / "raw"), "--probs"]) == 0
     m = np.array([rec["multipliers"][c] for c in CLASSES])
     for name, probs in _csv_probs(tmp_path / "m").items():

@@ -8,8 +8,6 @@ import pytest
 from optuna.trial import TrialState
 
 from weight_tuner.cli import main
-from weight_tuner.confirm.decide import confirm
-from weight_tuner.deploy.testcheck import final_test_evaluation
 from weight_tuner.schemes import GUIDE_SCHEMES, count_schemes, group_schemes, warm_start_schemes
 from weight_tuner.search.run import tune
 from weight_tuner.space import SearchSpace, StudyConfig
@@ -19,19 +17,14 @@ from conftest import TINY_DOCS, TINY_MODEL
 
 
 @pytest.fixture(scope="module")
-def tiny_study(prepared, tmp_path_factory):
-    """A 4-trial study on the sample corpus, shared by the tests that only read it."""
-    storage = f"sqlite:///{tmp_path_factory.mktemp('study')}/s.db"
-    cfg = StudyConfig(model=dict(TINY_MODEL))
-    study = tune(prepared, storage, "tiny", 4, cfg)
-    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 2})
-    final_test_evaluation(study, prepared, storage)
-    return storage, study
+def tiny_study(shared_study):
+    """The suite's shared study: 4 trials of the tiny model, confirmed on 2 units, tested, refitted."""
+    return shared_study.url, shared_study.study()
 
 
 def test_study_persists_finished_trials_and_schemes_run_first(tiny_study, prepared):
     storage, _ = tiny_study
-    study = load_existing_study(storage, "tiny")
+    study = load_existing_study(storage, "shared")
     ran = [t for t in study.trials if t.state != TrialState.WAITING]
     assert len(ran) == 4 and all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in ran)
     named = warm_start_schemes(prepared.class_counts["train"])
@@ -55,7 +48,7 @@ def test_study_persists_finished_trials_and_schemes_run_first(tiny_study, prepar
 
 def test_guide_scheme_trains_with_its_weights_as_given(tiny_study):
     storage, _ = tiny_study
-    study = load_existing_study(storage, "tiny")
+    study = load_existing_study(storage, "shared")
     guide = [t for t in study.trials if t.user_attrs["scheme"] == "guide_recommended_100_10_0.1"][0]
     assert guide.user_attrs["class_weights"] == GUIDE_SCHEMES["guide_recommended_100_10_0.1"]
     assert guide.params == {"w_Nomenclature": pytest.approx(1000.0), "w_Description": pytest.approx(100.0)}
@@ -66,7 +59,7 @@ def test_test_split_scores_the_recommended_and_the_unweighted_models(tiny_study,
     from weight_tuner.train import evaluate, load_bundle
 
     storage, study = tiny_study
-    attrs = load_existing_study(storage, "tiny").user_attrs
+    attrs = load_existing_study(storage, "shared").user_attrs
     test, rec = attrs["test_stats"], attrs["recommendation"]
     assert test["decision"] == rec["decision"]
     for name in ("recommended", "unweighted"):
@@ -75,7 +68,7 @@ def test_test_split_scores_the_recommended_and_the_unweighted_models(tiny_study,
     if rec["decision"] == "weights":
         assert test["recommended"]["trial"] == rec["trial"]
     # the stored scores are those of the saved unweighted model on the test split
-    model, _, cfg = load_bundle(model_path(models_dir(storage, "tiny"), 0))
+    model, _, cfg = load_bundle(model_path(models_dir(storage, "shared"), 0))
     again = evaluate(model, prepared.splits["test"], cfg)
     assert test["unweighted"]["stats"]["important_f1"] == pytest.approx(again["important_f1"], abs=1e-6)
 
@@ -83,9 +76,9 @@ def test_test_split_scores_the_recommended_and_the_unweighted_models(tiny_study,
 def test_export_parses_and_round_trips_into_train(tiny_study, tmp_path, cache_dir, capsys):
     storage, study = tiny_study
     out = tmp_path / "best.json"
-    assert main(["export", "--study", "tiny", "--storage", storage, "-o", str(out)]) == 0
+    assert main(["export", "--study", "shared", "--storage", storage, "-o", str(out)]) == 0
     payload = json.loads(out.read_text())
-    rec = load_existing_study(storage, "tiny").user_attrs["recommendation"]
+    rec = load_existing_study(storage, "shared").user_attrs["recommendation"]
     shape = payload["recommendation"]
     assert shape["decision"] in ("weights", "no_weights", "thresholds") and shape["decision"] == rec["decision"]
     if shape["decision"] == "no_weights":  # no weights against itself says nothing: the challenger does
@@ -102,7 +95,7 @@ def test_export_parses_and_round_trips_into_train(tiny_study, tmp_path, cache_di
     assert payload["model_config"]["class_weights"] == payload["class_weights"]
     assert "unweighted" in payload["baselines"] and payload["data_fingerprint"]
     # One key, one scale: class_weights are as trained everywhere, weights_given as given.
-    study = load_existing_study(storage, "tiny")
+    study = load_existing_study(storage, "shared")
     ran = [row for row in payload["baselines"].values() if row["state"] == "COMPLETE"]
     for row in ran:
         trial = next(t for t in study.trials if t.number == row["trial"])
@@ -122,13 +115,13 @@ def test_export_parses_and_round_trips_into_train(tiny_study, tmp_path, cache_di
 
 def test_report_prints_table_best_first_and_writes_plots(tiny_study, capsys):
     storage, _ = tiny_study
-    assert main(["report", "--study", "tiny", "--storage", storage]) == 0
+    assert main(["report", "--study", "shared", "--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "unweighted" in out and "val_important_f1" in out
     assert out.startswith("Recommendation: Use")  # the decision first, the 210-column trials table last
     assert "vs no weights" in out and "test split (scored once" in out and "95% interval [" in out
     assert "e+0" not in out  # plain decimals: 10000, not 1e+04
-    page = (Path(storage[len("sqlite:///"):]).parent / "tiny" / "report.html").read_text()
+    page = (Path(storage[len("sqlite:///"):]).parent / "shared" / "report.html").read_text()
     for figure in ("paired_differences", "history", "importances", "weight_map", "tradeoff", "confusion_recommended"):
         assert f'id="figure-{figure}"' in page and "data:image/png;base64," in page
     assert 'id="verdict"' in page and 'model_config["class_weights"] = ' in page and 'id="test"' in page
@@ -138,7 +131,7 @@ def test_a_scheme_outside_the_space_runs_but_is_no_point_of_it(tiny_study, tmp_p
     from weight_tuner.storage import trial_config
 
     storage, _ = tiny_study
-    study = load_existing_study(storage, "tiny")
+    study = load_existing_study(storage, "shared")
     space = SearchSpace.from_dict(study.user_attrs["search_space"])
     outside = [t for t in study.trials if t.user_attrs.get("outside_space")]
     assert [t.user_attrs["scheme"] for t in outside] == ["guide_critical_100_20_0.01"]  # ratios 10000 and 2000
@@ -160,7 +153,7 @@ def _note(study, trial) -> str:
 
 def test_every_trial_has_a_note_with_its_weights_three_ways(tiny_study):
     storage, _ = tiny_study
-    study = load_existing_study(storage, "tiny")
+    study = load_existing_study(storage, "shared")
     guide = [t for t in study.trials if t.user_attrs.get("scheme") == "guide_recommended_100_10_0.1"][0]
     note = _note(study, guide)
     assert "(as given): Nomenclature 100, Description 10, Misc 0.1" in note
@@ -251,7 +244,7 @@ def test_study_config_file_widens_the_space_and_rejects_typos(tmp_path):
 
 def test_only_the_best_and_the_unweighted_models_are_kept(tiny_study):
     storage, study = tiny_study
-    models = Path(storage[len("sqlite:///"):]).parent / "tiny" / "models"
+    models = Path(storage[len("sqlite:///"):]).parent / "shared" / "models"
     kept = sorted(int(p.stem.split("-")[1]) for p in models.glob("trial-*.keras"))
     unweighted = [t.number for t in study.trials if t.user_attrs.get("scheme") == "unweighted"]
     assert kept == sorted({study.best_trial.number, *unweighted})

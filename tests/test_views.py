@@ -12,24 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from weight_tuner.confirm.decide import confirm
-from weight_tuner.deploy.testcheck import final_test_evaluation
-from weight_tuner.search.run import tune
-from weight_tuner.space import StudyConfig
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analyze_study.ipynb"
 
 
 @pytest.fixture(scope="module")
-def view_study(prepared, tmp_path_factory):
-    d = tmp_path_factory.mktemp("views")
-    storage = f"sqlite:///{d}/v.db"
-    cfg = StudyConfig(model={"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "verbosity": 0,
-                             "learning_rate": 0.01}, schemes=["unweighted", "inverse_frequency", "balanced"])
-    study = tune(prepared, storage, "views", 3, cfg)
-    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1})
-    final_test_evaluation(study, prepared, storage)
-    return storage, study
+def view_study(shared_study):
+    """The suite's shared study, as every view reads it."""
+    return shared_study.url, shared_study.study()
 
 
 def test_notebook_is_committed_without_outputs():
@@ -46,7 +36,7 @@ def executed_notebook(view_study, tmp_path_factory):
 
     storage, _ = view_study
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    nb.cells[1].source = f"STORAGE = {storage!r}\nSTUDY = 'views'"
+    nb.cells[1].source = f"STORAGE = {storage!r}\nSTUDY = 'shared'"
     path = tmp_path_factory.mktemp("notebook")
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path)}}).execute()
     return nb
@@ -111,9 +101,9 @@ def _get(url):
 def test_dashboard_api_shows_study_trials_attrs_and_best_note(dashboard):
     base, study = dashboard
     summaries = _get(f"{base}/api/studies")["study_summaries"]
-    summary = [s for s in summaries if s["study_name"] == "views"][0]
+    summary = [s for s in summaries if s["study_name"] == "shared"][0]
     detail = _get(f"{base}/api/studies/{summary['study_id']}")
-    assert detail["name"] == "views" and len([t for t in detail["trials"] if t["state"] == "Complete"]) == 3
+    assert detail["name"] == "shared" and len([t for t in detail["trials"] if t["state"] == "Complete"]) == 4
     best = [t for t in detail["trials"] if t["number"] == study.best_trial.number][0]
     keys = {a["key"] for a in best["user_attrs"]}
     assert {"scheme", "val_Nomenclature_f1", "val_Description_f1", "val_Misc_f1", "val_important_f1"} <= keys
@@ -142,7 +132,7 @@ def _chromium():
 @pytest.mark.skipif(_chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium)")
 def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
     base, study = dashboard
-    summary = [s for s in _get(f"{base}/api/studies")["study_summaries"] if s["study_name"] == "views"][0]
+    summary = [s for s in _get(f"{base}/api/studies")["study_summaries"] if s["study_name"] == "shared"][0]
     url = f"{base}/dashboard/studies/{summary['study_id']}"
     value = study.best_value
     shown = str(int(value)) if value.is_integer() else repr(value)[:8]  # as JavaScript prints numbers
@@ -156,7 +146,7 @@ def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
         text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", proc.stdout, flags=re.S)).split())
         if expected in text:
             break
-    assert "views" in text, proc.stderr[-1500:]
+    assert "shared" in text, proc.stderr[-1500:]
     assert expected in text
     # the decision is on this first page too, as the first of the study's user attributes (not only on Note)
     from weight_tuner.notes import decision_attr
@@ -181,7 +171,7 @@ def test_report_page_renders_in_a_real_browser(view_study, tmp_path):
     from weight_tuner.cli import main
 
     storage, study = view_study
-    assert main(["report", "--study", "views", "--storage", storage, "-o", str(tmp_path / "page")]) == 0
+    assert main(["report", "--study", "shared", "--storage", storage, "-o", str(tmp_path / "page")]) == 0
     page = tmp_path / "page" / "report.html"
     probe = tmp_path / "probe.html"  # the page plus a script that records what the browser decoded
     probe.write_text(page.read_text().replace("</body>", "<script>window.addEventListener('load', () => {"
@@ -278,7 +268,7 @@ def test_the_decision_is_on_the_dashboards_first_screen_unclipped(probed_dashboa
     ids = {s["study_name"]: s["study_id"] for s in summaries}
     rec = study.user_attrs["recommendation"]
     for budget in (20000, 60000):  # a slow machine gets a second, longer look
-        dom = _dom(f"{base}/dashboard/studies/{ids['views']}", tmp_path, budget)
+        dom = _dom(f"{base}/dashboard/studies/{ids['shared']}", tmp_path, budget)
         bar = re.search(r'<div id="wt-decision-bar"([^>]*)>(.*?)</div></div>', dom, re.S)
         if bar and "data-best-top" in bar.group(1):
             break
@@ -295,7 +285,7 @@ def test_the_decision_is_on_the_dashboards_first_screen_unclipped(probed_dashboa
     # the companion study says what it is and where the decision lives
     companion = study.user_attrs["confirmation_study"]
     dom = _dom(f"{base}/dashboard/studies/{ids[companion]}", tmp_path)
-    assert "The confirmation of study 'views'" in dom and "the decision is in study 'views'" in dom
+    assert "The confirmation of study 'shared'" in dom and "the decision is in study 'shared'" in dom
 
 
 def _notebook_text(nb) -> str:
@@ -318,9 +308,9 @@ def test_every_view_prints_each_difference_interval_and_weight_alike(view_study,
 
     storage, study = view_study
     rec = study.user_attrs["recommendation"]
-    assert main(["report", "--study", "views", "--storage", storage, "-o", str(tmp_path)]) == 0
+    assert main(["report", "--study", "shared", "--storage", storage, "-o", str(tmp_path)]) == 0
     stdout = capsys.readouterr().out
-    assert main(["export", "--study", "views", "--storage", storage, "-o", str(tmp_path / "e.json")]) == 0
+    assert main(["export", "--study", "shared", "--storage", storage, "-o", str(tmp_path / "e.json")]) == 0
     system = study._storage.get_study_system_attrs(study._study_id)
     views = {"report (terminal)": stdout, "report.html": (tmp_path / "report.html").read_text(),
              "dashboard note": get_note_from_system_attrs(system, None)["body"],
