@@ -257,23 +257,26 @@ def test_reader_warnings_name_the_path_not_just_the_file_name(tiny_bundle, tmp_p
 
 
 def test_an_interrupted_run_leaves_no_half_written_output(tiny_bundle, tmp_path, monkeypatch):
-    from weight_tuner import predict
+    from weight_tuner import paths, predict
 
     a, b = _archive(tmp_path / "in")
     out = tmp_path / "out"
     predict.predict_files(tiny_bundle, [a, b], out_dir=out)
     earlier = {p: p.read_bytes() for p in out.rglob("*.pred.txt.ann")}
-    real, calls = predict.to_yedda, []
+    real_yedda, real_fsync, synced = predict.to_yedda, paths.os.fsync, []
 
-    def interrupted(texts, pred):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # Ctrl-C while the second file is being written
-        return real(texts, pred)
+    def interrupted(fd):
+        synced.append(fd)
+        if len(synced) == 2:
+            raise KeyboardInterrupt  # Ctrl-C once the second file's new bytes are written, before they are in place
+        return real_fsync(fd)
 
-    monkeypatch.setattr(predict, "to_yedda", interrupted)
+    monkeypatch.setattr(predict, "to_yedda", lambda texts, pred: "changed\n" + real_yedda(texts, pred))
+    monkeypatch.setattr(paths.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         predict.predict_files(tiny_bundle, [a, b], out_dir=out)
-    assert not list(out.rglob("*.tmp"))
-    second = out / "V2" / "s1.pred.txt.ann"
-    assert second.read_bytes() == earlier[second]  # the earlier run's output, whole
+    monkeypatch.undo()
+    assert len(synced) == 2 and not list(out.rglob("*.tmp"))
+    first, second = sorted(earlier)
+    assert first.read_bytes().startswith(b"changed\n")  # the first file was labelled again
+    assert second.read_bytes() == earlier[second]  # the earlier run's output, whole: not the new bytes

@@ -230,7 +230,8 @@ def cmd_predict(args) -> int:
     if bool(args.model) == bool(args.study):
         raise WeightTunerError("predict: give exactly one of --model PATH or --study NAME")
     # Every input, and where its output goes, is checked before the model loads or anything is written.
-    for target in [*output_paths(collect_inputs(args.files), args.out).values(), *([args.json] if args.json else [])]:
+    targets = output_paths(collect_inputs(args.files), args.out)
+    for target in [*targets.values(), *([args.json] if args.json else [])]:
         check_can_write(target)
     if args.model and (args.use or args.members):
         raise WeightTunerError("predict: --use and --members choose a study's model; they need --study, not --model")
@@ -247,7 +248,7 @@ def cmd_predict(args) -> int:
     results = predict_files(model_path, args.files, out_dir=args.out, probs_csv=args.probs,
                             sequence_threshold=args.sequence_rules, multipliers=multipliers,
                             progress=progress_enabled(), adapt=args.adapt_priors, train_prior=prior,
-                            calibration=calibration)
+                            calibration=calibration, targets=targets)
     for path, entry in results["files"].items():
         if entry.get("skipped"):
             print(f"{path}: skipped ({entry['skipped']})")

@@ -185,18 +185,74 @@ def group_inputs(inputs: list[Path], adapt: str | None) -> list[list[Path]]:
     return list(groups.values())
 
 
+def _probs_csv(fl: FileLines, probs: np.ndarray, pred: np.ndarray) -> bytes:
+    """One file's per-line probabilities, prediction, true label (where known) and text, as CSV."""
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["line", *[f"p_{c}" for c in CLASSES], "predicted", "true", "text"])
+    for i, text in enumerate(fl.texts):
+        w.writerow([fl.line_nos[i], *[f"{p:.6f}" for p in probs[i]], CLASSES[pred[i]],
+                    CLASSES[fl.y[i]] if fl.y is not None else "", text])
+    return buf.getvalue().encode("utf-8")
+
+
+def _mean_probs(loaded: list, fl: FileLines, calibration) -> np.ndarray:
+    """The models' per-line probabilities on one file, each calibrated, averaged."""
+    from .posthoc import apply_calibration
+
+    featurizer = loaded[0][1]
+    split = SplitData.whole(str(fl.path), featurizer.transform_rows(fl.texts), fl.y if fl.y is not None else
+                            np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [str(fl.path)])
+    return np.mean([apply_calibration(predict_probs(model, split, config), calibration)
+                    for model, _, config in loaded], axis=0)
+
+
+def _adapted(items: list, train_prior: dict[str, float], where: Path) -> tuple[list, dict[str, float]]:
+    """A group's probabilities re-weighted to its class balance, estimated without labels from
+    ``train_prior`` (:func:`.posthoc.adapt_priors`), and that estimate."""
+    from .posthoc import adapt_priors
+
+    prior = np.array([train_prior[c] for c in CLASSES], dtype=np.float64)
+    adjusted, estimate = adapt_priors(np.concatenate([p for _, _, p in items]), prior)
+    cuts = np.cumsum([len(p) for _, _, p in items])[:-1]
+    estimated = {c: round(float(v), 4) for c, v in zip(CLASSES, estimate)}
+    logger.info(f"estimated class balance of {where}: " + ", ".join(f"{c} {v:.3f}" for c, v in estimated.items()))
+    return [(path, fl, p.astype(np.float32)) for (path, fl, _), p in zip(items, np.split(adjusted, cuts))], estimated
+
+
+def _labelled(fl: FileLines, probs: np.ndarray, out_path: Path, multipliers, sequence_threshold,
+              probs_csv) -> tuple[dict, np.ndarray]:
+    """Label one file from its probabilities and write its outputs (atomically); return its entry and the
+    probabilities its labels are scored by (one-hot where sequence rules chose the labels)."""
+    from .posthoc import apply_multipliers
+
+    probs = apply_multipliers(probs, multipliers)
+    pred = apply_sequence_rules(probs, sequence_threshold) if sequence_threshold is not None else probs.argmax(axis=1)
+    atomic_write_bytes(out_path, to_yedda(fl.texts, pred).encode("utf-8"))
+    entry = {"output": str(out_path), "lines": len(fl.texts)}
+    if probs_csv:
+        csv_path = out_path.with_name(out_path.name.removesuffix(".txt.ann") + ".probs.csv")
+        atomic_write_bytes(csv_path, _probs_csv(fl, probs, pred))
+        entry["probs_csv"] = str(csv_path)
+    scored = one_hot_probs(pred) if sequence_threshold is not None else probs
+    if fl.y is not None:
+        entry["stats"] = compute_stats(fl.y, scored)
+    return entry, scored
+
+
 def predict_files(model_path: str | Path | list[Path], files: list[str | Path], out_dir: str | Path | None = None,
                   probs_csv: bool = False, sequence_threshold: float | None = None,
                   multipliers: dict[str, float] | None = None, progress: bool = False,
                   adapt: str | None = None, train_prior: dict[str, float] | None = None,
-                  calibration=None) -> dict:
+                  calibration=None, targets: dict[Path, Path] | None = None) -> dict:
     """Label ``files`` (files or folders, see :func:`collect_inputs`) with a saved model bundle, or with
     several (a list of bundle paths: an ensemble, whose per-line probabilities are averaged, each model's
     calibrated first with ``calibration``, a :class:`.posthoc.Calibration`); return per-file and overall
     stats for annotated files.
 
-    Outputs go where :func:`output_paths` says; every output is written atomically, so an interrupted
-    run leaves earlier outputs whole and no half-written file. Rows are featurised one file at a time.
+    Outputs go where :func:`output_paths` says (``targets``: that mapping, where the caller already made
+    it); every output is written atomically, so an interrupted run leaves earlier outputs whole and no
+    half-written file. Rows are featurised one file at a time.
     With ``adapt`` (``"file"`` or ``"folder"``) the probabilities are re-weighted to the class balance of
     each file or folder, estimated without labels (:func:`.posthoc.adapt_priors`) from ``train_prior``,
     the class fractions the models were trained on; the estimate is reported per file.
@@ -206,23 +262,21 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
     """
     from tqdm import tqdm
 
-    from .posthoc import ADAPT_CHOICES, adapt_priors, apply_calibration, apply_multipliers
+    from .posthoc import ADAPT_CHOICES
 
     if adapt is not None and adapt not in ADAPT_CHOICES:
         raise DataError(f"predict: --adapt-priors must be one of {', '.join(ADAPT_CHOICES)}, got {adapt!r}")
     if adapt is not None and train_prior is None:
         raise DataError("predict: --adapt-priors needs the class balance the model was trained on (use --study)")
-    inputs = collect_inputs(files)
-    targets = output_paths(inputs, out_dir)
+    targets = targets if targets is not None else output_paths(collect_inputs(files), out_dir)
     bundles = list(model_path) if isinstance(model_path, (list, tuple)) else [model_path]
     loaded = [load_bundle(p) for p in bundles]  # each member once per call
-    featurizer = loaded[0][1]
     label_map = load_label_map(bundles[0])
     results: dict = {"files": {}, "models": len(loaded)}
-    all_y, all_p, all_pred = [], [], []
+    scored: list[tuple[np.ndarray, np.ndarray]] = []
     t0, total_lines = time.perf_counter(), 0
-    bar = tqdm(total=len(inputs), desc="predict", unit="file", file=sys.stderr, disable=not progress)
-    for group in group_inputs(inputs, adapt):
+    bar = tqdm(total=len(targets), desc="predict", unit="file", file=sys.stderr, disable=not progress)
+    for group in group_inputs(list(targets), adapt):
         items = []
         for path in group:
             fl = read_input(path, label_map=label_map)
@@ -231,43 +285,16 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
                 logger.warning(f"{fl.path}: no lines to label")
                 results["files"][str(fl.path)] = {"output": None, "lines": 0, "skipped": "no lines to label"}
                 continue
-            split = SplitData.whole(str(fl.path), featurizer.transform_rows(fl.texts), fl.y if fl.y is not None else
-                                    np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [str(fl.path)])
-            probs = np.mean([apply_calibration(predict_probs(model, split, config), calibration)
-                             for model, _, config in loaded], axis=0)
-            items.append((path, fl, probs))
+            items.append((path, fl, _mean_probs(loaded, fl, calibration)))
+        estimated = None
         if adapt is not None and items:
-            prior = np.array([train_prior[c] for c in CLASSES], dtype=np.float64)
-            adjusted, estimate = adapt_priors(np.concatenate([p for _, _, p in items]), prior)
-            cuts = np.cumsum([len(p) for _, _, p in items])[:-1]
-            items = [(path, fl, p.astype(np.float32)) for (path, fl, _), p in zip(items, np.split(adjusted, cuts))]
-            estimated = {c: round(float(v), 4) for c, v in zip(CLASSES, estimate)}
-            logger.info(f"estimated class balance of {group[0].parent if adapt == 'folder' else group[0]}: "
-                        + ", ".join(f"{c} {v:.3f}" for c, v in estimated.items()))
+            items, estimated = _adapted(items, train_prior, group[0].parent if adapt == "folder" else group[0])
         for path, fl, probs in items:
-            probs = apply_multipliers(probs, multipliers)
-            pred = (apply_sequence_rules(probs, sequence_threshold) if sequence_threshold is not None
-                    else probs.argmax(axis=1))
-            out_path = targets[path]
-            atomic_write_bytes(out_path, to_yedda(fl.texts, pred).encode("utf-8"))
-            entry = {"output": str(out_path), "lines": len(fl.texts)}
-            if adapt is not None:
+            entry, probs_scored = _labelled(fl, probs, targets[path], multipliers, sequence_threshold, probs_csv)
+            if estimated is not None:
                 entry["estimated_class_balance"] = estimated
-            if probs_csv:
-                csv_path = out_path.with_name(out_path.name.removesuffix(".txt.ann") + ".probs.csv")
-                buf = io.StringIO(newline="")
-                w = csv.writer(buf)
-                w.writerow(["line", *[f"p_{c}" for c in CLASSES], "predicted", "true", "text"])
-                for i, text in enumerate(fl.texts):
-                    w.writerow([fl.line_nos[i], *[f"{p:.6f}" for p in probs[i]], CLASSES[pred[i]],
-                                CLASSES[fl.y[i]] if fl.y is not None else "", text])
-                atomic_write_bytes(csv_path, buf.getvalue().encode("utf-8"))
-                entry["probs_csv"] = str(csv_path)
             if fl.y is not None:
-                entry["stats"] = compute_stats(fl.y, one_hot_probs(pred) if sequence_threshold is not None else probs)
-                all_y.append(fl.y)
-                all_p.append(probs)
-                all_pred.append(pred)
+                scored.append((fl.y, probs_scored))
             results["files"][str(fl.path)] = entry
             total_lines += len(fl.texts)
             bar.set_postfix(lines=total_lines)
@@ -278,8 +305,6 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
                              "lines_per_second": round(total_lines / seconds, 1) if seconds > 0 else None}
     logger.info(f"predicted {total_lines} lines in {len(labelled)} files in {seconds:.1f}s "
                 f"({total_lines / max(seconds, 1e-9):.0f} lines/s)")
-    if all_y:
-        y = np.concatenate(all_y)
-        p = np.concatenate(all_p) if sequence_threshold is None else one_hot_probs(np.concatenate(all_pred))
-        results["stats"] = compute_stats(y, p)
+    if scored:
+        results["stats"] = compute_stats(np.concatenate([y for y, _ in scored]), np.concatenate([p for _, p in scored]))
     return results
