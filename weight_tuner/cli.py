@@ -118,21 +118,8 @@ def _output_options() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``weight-tuner`` argument parser.
-
-    ``-o/--out`` names what a command writes (a file or, for sample and predict, a folder);
-    ``--json`` adds a JSON copy of the results where there is one.
-    """
-    common = _output_options()
-    parser = _Parser(prog="weight-tuner", description=__doc__, parents=[common])
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    def command(name: str, func, help: str, tf: bool = False) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help, description=func.__doc__, parents=[common])
-        p.set_defaults(func=func, needs_tf=tf)
-        return p
-
+def _data_commands(command) -> None:
+    """Corpus, sample and train: a corpus read, written or trained on once."""
     p = command("corpus", cmd.cmd_corpus, "read a corpus and print per-class line counts")
     p.add_argument("--data", default=None, help="directory of YEDDA .ann files (default: the sample corpus)")
     p.add_argument("--sample-docs", type=int_at_least(1), default=None,
@@ -151,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", default="runs/train_stats.json", help="where to write the stats as JSON")
     p.add_argument("--save-model", default=None, help="save the trained model (.keras) here")
 
+
+def _study_commands(command) -> None:
+    """Tune, worker and screen: the commands that add trials or unit runs to a study."""
     p = command("tune", cmd.cmd_tune, "run or resume the Optuna study over class weights", tf=True)
     _add_data_args(p)
     _add_study_args(p)
@@ -195,6 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="if this worker plans the confirmation, train every run (as tune --no-racing)")
     _add_worker_args(p)
 
+    p = command("screen", cmd.cmd_screen, "rank weight vectors post hoc and enqueue the top ones into a study", tf=True)
+    _add_data_args(p)
+    _add_study_args(p, study_default=None)
+    p.add_argument("--samples", type=int_at_least(1), default=5000, help="weight vectors to score")
+    p.add_argument("--top-k", type=int_at_least(1), default=5, help="how many to enqueue for confirmation by training")
+    _add_seed_arg(p, "seed of the sampled weight vectors")
+
+
+def _model_commands(command) -> None:
+    """Bench and predict: models trained for comparison, or used."""
     p = command("bench", cmd.cmd_bench, "benchmark tuned weights against fixed schemes on a real corpus", tf=True)
     _add_data_args(p)
     _add_study_args(p, study_default=None, required=False,
@@ -207,13 +207,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--transfer-by", choices=("journal", "volume", "none"), default="journal",
                    help="also train on all but one group and test on it, for every group (needs --data)")
     p.add_argument("--transfer-only", action="store_true", help="run only the transfer section")
-
-    p = command("screen", cmd.cmd_screen, "rank weight vectors post hoc and enqueue the top ones into a study", tf=True)
-    _add_data_args(p)
-    _add_study_args(p, study_default=None)
-    p.add_argument("--samples", type=int_at_least(1), default=5000, help="weight vectors to score")
-    p.add_argument("--top-k", type=int_at_least(1), default=5, help="how many to enqueue for confirmation by training")
-    _add_seed_arg(p, "seed of the sampled weight vectors")
 
     p = command("predict", cmd.cmd_predict, "label plain-text or .ann files with a saved model", tf=True)
     p.add_argument("files", nargs="+", help="plain-text or YEDDA .ann files, or folders (every .ann/.txt below); "
@@ -237,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="re-weight probabilities to each file's (or folder's) class balance, estimated without "
                         "labels (EM, Saerens et al. 2002); off by default")
 
+
+def _view_commands(command) -> None:
+    """Export, dashboard and report: what a finished study is read as."""
     p = command("export", cmd.cmd_export, "write the recommended (or a chosen trial's) weights as JSON")
     _add_study_args(p, study_default=None)
     p.add_argument("-o", "--out", default=None, help="output file (default studies/<study>-best.json)")
@@ -252,6 +248,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_study_args(p, study_default=None)
     p.add_argument("-o", "--out", default=None, help="folder for report.html (default: studies/<study>/)")
     p.add_argument("--no-plots", action="store_true", help="print only; write no page")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``weight-tuner`` argument parser.
+
+    ``-o/--out`` names what a command writes (a file or, for sample and predict, a folder);
+    ``--json`` adds a JSON copy of the results where there is one.
+    """
+    common = _output_options()
+    parser = _Parser(prog="weight-tuner", description=__doc__, parents=[common])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def command(name: str, func, help: str, tf: bool = False) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=func.__doc__, parents=[common])
+        p.set_defaults(func=func, needs_tf=tf)
+        return p
+
+    _data_commands(command)
+    _study_commands(command)
+    _model_commands(command)
+    _view_commands(command)
     return parser
 
 
