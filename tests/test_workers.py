@@ -166,8 +166,11 @@ def test_a_local_worker_repeats_the_data_and_planning_options_but_not_the_storag
     assert build_parser().parse_args(["worker", *line]).no_racing
 
 
-def _two_jobs(url, name, tmp_path, cache_dir, reference, secret):
-    """`tune --jobs 2` on a new study: the search and the raced confirmation shared by tune and its local worker."""
+def test_two_jobs_on_sqlite_share_each_trial_and_unit_run_once_and_decide_as_one_process(tmp_path, cache_dir,
+                                                                                        reference):
+    """`tune --jobs 2` on a new study: the search and the raced confirmation shared by tune and its local
+    worker, which gets the storage URL through its environment, never its command line."""
+    url, name, secret = f"sqlite:///{tmp_path}/j.db", "j", str(tmp_path)
     toml = study_toml(tmp_path, epochs=3, schemes=SCHEMES)
     proc = cli(["tune", *_args(url, name, toml, cache_dir)[:-4], "--refits", "0", "--jobs", "2"], cache_dir,
                cwd=tmp_path)  # cli() adds the data
@@ -189,87 +192,43 @@ def _two_jobs(url, name, tmp_path, cache_dir, reference, secret):
     assert all(t.user_attrs["seconds"] > 0 for t in done)
     _same_as_one_process(study, reference)
     assert "test_stats" in study.user_attrs  # scored once, by tune, after the decision
-    return out + err
-
-
-def test_two_jobs_on_sqlite_share_each_trial_and_unit_run_once_and_decide_as_one_process(tmp_path, cache_dir,
-                                                                                        reference):
-    _two_jobs(f"sqlite:///{tmp_path}/j.db", "j", tmp_path, cache_dir, reference, secret=str(tmp_path))
     con = sqlite3.connect(tmp_path / "j.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
 
 
-@pytest.mark.skipif(not pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
-def test_two_jobs_on_postgresql_with_a_password_that_no_command_line_shows(tmp_path, cache_dir, reference,
-                                                                          monkeypatch):
-    secret = "pW@d!x%41"  # the test server trusts local connections, so any password connects
-    url = make_url(PG_URL).set(password=secret).render_as_string(hide_password=False)
-    name = f"wt-jobs-{os.getpid()}-{int(time.time() * 1000)}"
-    monkeypatch.chdir(tmp_path)  # a server storage keeps its artifacts under ./studies
-    try:
-        assert secret not in _two_jobs(url, name, tmp_path, cache_dir, reference, secret)
-        assert main(["export", "--study", name, "--storage", PG_URL, "-o", str(tmp_path / "e.json")]) == 0
-        assert main(["report", "--study", name, "--storage", PG_URL, "--no-plots"]) == 0
-    finally:
-        drop_pg_studies(name)
-
-
-def test_a_killed_local_worker_loses_nothing(tmp_path, cache_dir):
-    url = f"sqlite:///{tmp_path}/k.db"
-    toml = study_toml(tmp_path, epochs=6)  # trials long enough to be killed mid-way
-    argv = ["tune", "--storage", url, "--study", "k", "--config", str(toml), "--trials", "4", "--folds", "2",
-            "--repeats", "1", "--confirm-top", "1", "--refits", "0", "--jobs", "2", "--heartbeat", "1"]
+def test_a_local_worker_killed_in_a_unit_run_loses_nothing(searched, tmp_path, cache_dir, reference):
+    """kill -9 of tune's local worker while it trains a unit run (a trial of the companion study): tune fails
+    it once its heartbeat is stale, runs it again, and decides exactly as one process alone."""
+    url, name, toml = _copy_of(searched, tmp_path), "s", searched[1]
+    argv = ["tune", *_args(url, name, toml, cache_dir)[:-4], "--refits", "0", "--jobs", "2", "--heartbeat", "1",
+            "--no-racing"]  # every run needed: the retried run is trained, never raced out
     proc = cli(argv, cache_dir, cwd=tmp_path)
+    child = []
 
-    def two_running():
-        try:
-            ts = optuna.load_study(study_name="k", storage=url).trials
-        except KeyError:
+    def child_in_a_unit_run():
+        child[:] = child or _children(proc.pid)
+        study = optuna.load_study(study_name=name, storage=url)
+        if not child or "confirmation_study" not in study.user_attrs:
             return False
-        return sum(t.state == TrialState.RUNNING for t in ts) >= 2
+        running = _companion(url, study).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return any(t.user_attrs.get("pid") == child[0] for t in running)
 
-    wait_for(two_running, proc, timeout=240, what="a trial in each process")
-    os.kill(_children(proc.pid)[0], signal.SIGKILL)
+    wait_for(child_in_a_unit_run, proc, timeout=300, what="a unit run in the local worker")
+    os.kill(child[0], signal.SIGKILL)
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-8000:]
     assert "exited with code -9" in err
-    study, _ = _check_exactly_once(url, "k", trials=4)
-    failed = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(failed) == 1
-    retried = optuna.storages.RetryFailedTrialCallback.retried_trial_number
-    retries = [t for t in study.trials if retried(t) == failed[0].number]
-    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE  # by the process still running
-    assert retries[0].params == failed[0].params
-    assert study.user_attrs["recommendation"]["decision"] in ("weights", "thresholds", "no_weights")
-
-
-def test_a_killed_workers_unit_run_is_retried_and_counted_once(searched, tmp_path, cache_dir, reference):
-    url, name, toml = _copy_of(searched, tmp_path), "s", searched[1]
-    worker = cli(["worker", "--storage", url, "--study", name, "--trials", "3", "--heartbeat", "1"], cache_dir,
-                 cwd=tmp_path)
-
-    def unit_run_running():
-        study = optuna.load_study(study_name=name, storage=url)
-        if "confirmation_study" not in study.user_attrs:
-            return False
-        return bool(_companion(url, study).get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
-    wait_for(unit_run_running, worker, timeout=300, what="a unit run in the worker")
-    os.kill(worker.pid, signal.SIGKILL)
-    worker.wait(timeout=30)
-    # tune picks up what is left, and the killed run once its heartbeat is stale (3 beats of 1 s)
-    assert main(["tune", *_args(url, name, toml, cache_dir), "--heartbeat", "1", "--refits", "0", "--jobs", "1"]) == 0
-    study = optuna.load_study(study_name=name, storage=url)
+    study, done = _check_exactly_once(url, name)
     companion = _companion(url, study)
-    killed = [t for t in companion.get_trials(deepcopy=False) if t.state == TrialState.FAIL]
-    assert len(killed) == 1
-    _check_exactly_once(url, name)
-    retried = [t for t in companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-               if t.user_attrs["candidate"] == killed[0].user_attrs["candidate"]
-               and t.user_attrs["unit"] == killed[0].user_attrs["unit"]]
-    assert len(retried) == 1 and retried[0].user_attrs["pid"] == os.getpid()
+    killed = companion.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    assert len(killed) == 1 and killed[0].user_attrs["pid"] == child[0]
+    retried = [t for t in done if (t.user_attrs["candidate"], t.user_attrs["unit"]) ==
+               (killed[0].user_attrs["candidate"], killed[0].user_attrs["unit"])]
+    assert len(retried) == 1 and retried[0].user_attrs["pid"] == proc.pid  # by the process still running
+    assert len(done) == RUNS
     _same_as_one_process(study, reference)
+    assert _unit_scores(study) == reference["scores"]  # every run trained, each as one process trains it
 
 
 def test_ctrl_c_stops_every_process_and_no_password_is_on_a_command_line(tmp_path, cache_dir):
@@ -336,10 +295,13 @@ def test_three_tunes_started_at_once_on_a_new_sqlite_file_all_finish(tmp_path, c
 
 
 @pytest.mark.skipif(not pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
-def test_three_tunes_started_at_once_on_postgresql_all_finish(tmp_path, cache_dir):
+def test_three_tunes_started_at_once_on_postgresql_all_finish(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a server storage keeps its artifacts under ./studies
     name = f"wt-three-{os.getpid()}-{int(time.time() * 1000)}"
     try:
         _three_tunes_at_once(PG_URL, name, tmp_path, cache_dir)
+        assert main(["export", "--study", name, "--storage", PG_URL, "-o", str(tmp_path / "e.json")]) == 0
+        assert main(["report", "--study", name, "--storage", PG_URL, "--no-plots"]) == 0
     finally:
         drop_pg_studies(name)
 
