@@ -133,32 +133,6 @@ def test_a_noise_winner_is_not_recommended():
 
 # --------------------------------------------------------------------------- the pipeline
 
-def test_confirmation_resumes_without_redoing_finished_units(prepared, tmp_path):
-    storage = f"sqlite:///{tmp_path}/c.db"
-    cfg = StudyConfig(model=dict(TINY_MODEL, epochs=1), schemes=["unweighted", "inverse_frequency"])
-    study = tune(prepared, storage, "c", 2, cfg)
-    evaluation = {"folds": 2, "repeats": 1, "top": 1}  # unweighted + 1 candidate on 2 units: 4 runs
-    calls = []
-
-    def interrupt_after_three(name, unit):
-        calls.append((name, unit.key))
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        confirm(study, prepared, evaluation, after_unit=interrupt_after_three)
-    assert "recommendation" not in study.user_attrs
-    saved = study.user_attrs["confirmation"]["candidates"]
-    assert sum(len(c["units"]) for n, c in saved.items() if n != "thresholds") == 3
-    again = []
-    rec = confirm(study, prepared, evaluation, after_unit=lambda n, u: again.append((n, u.key)))
-    assert len(again) == 1 and again[0] not in calls
-    assert rec["n_units"] == 2 and study.user_attrs["recommendation"]["decision"] == rec["decision"]
-    rerun = []
-    confirm(study, prepared, evaluation, after_unit=lambda n, u: rerun.append(n))
-    assert rerun == []  # everything is done: the decision is recomputed from the stored units
-
-
 def test_weights_are_recommended_where_weighting_truly_helps(tmp_path, capsys):
     """Power, not only caution: Nomenclature 10x rarer and a short training budget, where an
     unweighted model learns to ignore the rare class."""
@@ -224,15 +198,37 @@ def test_cross_validated_design_reports_one_value_per_unit(prepared, tmp_path):
         tune(prepared, storage, "cv", 3, StudyConfig(model=dict(TINY_MODEL, epochs=1)))
 
 
-def test_a_new_plan_reuses_the_finished_runs_of_unchanged_candidates(prepared, tmp_path):
+def test_a_confirmation_resumes_and_a_new_plan_reuses_the_finished_runs_of_unchanged_candidates(prepared,
+                                                                                                 tmp_path):
     import optuna
 
     storage = f"sqlite:///{tmp_path}/p.db"
     cfg = StudyConfig(model=dict(TINY_MODEL, epochs=1),
                       schemes=["unweighted", "inverse_frequency", "sqrt_inverse_frequency"])
     study = tune(prepared, storage, "p", 3, cfg)
-    first, second = [], []
-    confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1}, after_unit=lambda n, u: first.append(n))
+    evaluation = {"folds": 2, "repeats": 1, "top": 1}  # unweighted + 1 candidate on 2 units: 4 runs
+    calls = []
+
+    def interrupt_after_three(name, unit):
+        calls.append((name, unit.key))
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    # interrupted: the finished runs are kept, and a rerun trains only the one left
+    with pytest.raises(KeyboardInterrupt):
+        confirm(study, prepared, evaluation, after_unit=interrupt_after_three)
+    assert "recommendation" not in study.user_attrs
+    saved = study.user_attrs["confirmation"]["candidates"]
+    assert sum(len(c["units"]) for n, c in saved.items() if n != "thresholds") == 3
+    again = []
+    rec = confirm(study, prepared, evaluation, after_unit=lambda n, u: again.append((n, u.key)))
+    assert len(again) == 1 and again[0] not in calls
+    assert rec["n_units"] == 2 and study.user_attrs["recommendation"]["decision"] == rec["decision"]
+    rerun = []
+    confirm(study, prepared, evaluation, after_unit=lambda n, u: rerun.append(n))
+    assert rerun == []  # everything is done: the decision is recomputed from the stored units
+    first = [name for name, _ in calls] + [name for name, _ in again]
+    second = []
     assert len(first) == 4 and "unweighted" in first and len(set(first)) == 2  # and the best weights, 2 units
     old_name = study.user_attrs["confirmation_study"]
     # another plan (one more candidate): a new companion study, where only the new candidate trains

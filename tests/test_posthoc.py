@@ -70,23 +70,18 @@ def test_screen_enqueues_top_k_and_tune_confirms_them(prepared, tmp_path):
     assert done["screen_top1"].user_attrs["class_weights"] == picked[0]["class_weights"]
 
 
-def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
+def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, shared_study, tmp_path):
     import json
 
     from weight_tuner.bench import run_bench
     from weight_tuner.bench_report import MARK_END, MARK_START, write_outputs
-    from weight_tuner.confirm.decide import confirm
-    from weight_tuner.search.run import tune
-    from weight_tuner.space import StudyConfig
 
     base = {"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "learning_rate": 0.01}
-    storage = f"sqlite:///{tmp_path}/bench.db"
-    study = tune(prepared, storage, "b", 2, StudyConfig(model=dict(base, verbosity=0),
-                                                        schemes=["unweighted", "sqrt_inverse_frequency"]))
-    decision = confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 1})["decision"]
+    study = shared_study.study()  # read only: its tuned and recommended weights become rows
+    decision = study.user_attrs["recommendation"]["decision"]
     result = run_bench(prepared, base, seeds=(0,), scaling=False, study=study)
     rows = result["rows"]
-    assert {"tuned (b)", f"recommended (b): {decision}"} <= set(rows)
+    assert {"tuned (shared)", f"recommended (shared): {decision}"} <= set(rows)
     assert {"unweighted", "guide_recommended_100_10_0.1", "inverse_frequency", "effective_number_0.99999",
             "unweighted + oversample x3", "threshold tuning on unweighted", "sequence rules on unweighted",
             "linear per-line (no context)"} <= set(rows)
@@ -103,7 +98,7 @@ def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, tmp_path):
     write_outputs(result, md, tmp_path / "b.json", "weight-tuner bench test")  # replaces, never duplicates
     text = md.read_text()
     assert text.count(MARK_START) == 1 and "hand-written text" in text and MARK_END in text
-    assert "| threshold tuning on unweighted |" in text and "| recommended (b): " in text
+    assert "| threshold tuning on unweighted |" in text and "| recommended (shared): " in text
     assert "per-trial overhead" in text
     assert json.loads((tmp_path / "b.json").read_text())["seeds"] == [0]
 
