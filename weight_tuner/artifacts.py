@@ -1,14 +1,11 @@
-"""The deployed model: the confirmation's models of the recommended configuration, kept and averaged.
+"""The artifact store: files a study keeps beside its storage, as Optuna artifacts.
 
-Every unit run of the confirmation trains its candidate on the unit's training folds. Those models
-are kept as Optuna artifacts of their unit trials (one zipped bundle each, in a
+The split's chunk lists are an artifact of the study (``split.json``, checked on resume), and every
+unit run's model is an artifact of its unit trial (one zipped bundle each, in a
 ``FileSystemArtifactStore``), so a worker on another machine keeps its models where ``tune`` and
-``predict`` find them when the store's folder is shared. After the decision the recommended
-candidate's members form a cross-validation ensemble. ``tune`` then refits the configuration on every
-non-test line with a few seeds (``--refits``): those models, averaged, are what ``predict --study``
-uses by default (docs/benchmarks.md, "The model a user deploys"). Each member's calibration, fitted on
-its held-out fold, is averaged into the deployed models' calibration, applied to every model's
-probabilities before they are averaged.
+``predict`` find them when the store's folder is shared. Each artifact's size and SHA-256 are
+recorded when it is saved and checked when it is fetched. Which members a decision deploys is
+:mod:`.confirm.deployed`'s; what ``predict --study`` loads is :mod:`.deploy.loaded`'s.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""The search: what a study samples (:class:`SearchSpace`), how it is configured (:class:`StudyConfig`)
-and the named weight schemes it starts from (:func:`warm_start_schemes`)."""
+"""The search space: what a study samples (:class:`SearchSpace`), how it is configured (:class:`StudyConfig`,
+the TOML file: space, model, pruner, schemes, evaluation) and the pruner it makes. The named weight
+schemes it starts from are :mod:`.schemes`'s."""
 
 from __future__ import annotations
 

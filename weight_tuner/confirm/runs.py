@@ -1,7 +1,7 @@
 """Taking unit runs: every process of a study trains the confirmation's waiting (candidate, unit) trials.
 
 A process takes one waiting trial of the companion study at a time, as Optuna hands them out, trains it
-(:func:`.unit.run_unit`) and stores its scores as user attrs; a run whose candidate was raced out is
+(:func:`..unitrun.run_unit`) and stores its scores as user attrs; a run whose candidate was raced out is
 pruned instead of trained. ``tune`` waits until every needed run is finished; a ``worker`` leaves when
 none is left to take.
 """
