@@ -65,7 +65,10 @@ def test_resume_with_the_same_settings_enqueues_nothing(made, prepared):
     assert not created and len(optuna.load_study(study_name="made", storage=storage).trials) == before
 
 
-def test_join_refuses_other_data_and_a_study_not_made_by_tune(made, prepared, tmp_path):
+def test_join_refuses_other_data_and_a_study_not_made_by_tune(made, prepared, tmp_path, monkeypatch):
+    from weight_tuner import storage as storage_module
+
+    monkeypatch.setattr(storage_module, "FOREIGN_GRACE", 0.5)  # how long an empty foreign study may be "being set up"
     storage, _ = made
     with pytest.raises(StudyError, match="this worker's data is"):
         join_study(dataclasses.replace(prepared, fingerprint="another-corpus"), storage, "made", 1)

@@ -107,7 +107,7 @@ def test_refit_single_and_export_name_the_deployed_model(deployed_study, tmp_pat
     refit = study.user_attrs["recommendation"]["deployed"]["refit"]
     counts = study.user_attrs["class_counts"]
     assert refit["train_lines"] == sum(counts["train"].values()) + sum(counts["val"].values())
-    assert "ensemble" in study.user_attrs["test_stats"]
+    assert study.user_attrs["test_stats"]["ensemble"]["members"] == 2  # the 2 members scored on the test split
     deployed = study.user_attrs["recommendation"]["deployed"]
     assert refit["models"] == 2 and len(list((d / "shared" / "models").glob("refit*.keras"))) == 2
     for use, fragment in (("refit", f"model: 2 refits of {deployed['candidate']} on {refit['train_lines']}"),

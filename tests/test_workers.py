@@ -191,7 +191,8 @@ def test_two_jobs_on_sqlite_share_each_trial_and_unit_run_once_and_decide_as_one
     assert len({(t.user_attrs["host"], t.user_attrs["pid"]) for t in done}) == 2  # both took unit runs
     assert all(t.user_attrs["seconds"] > 0 for t in done)
     _same_as_one_process(study, reference)
-    assert "test_stats" in study.user_attrs  # scored once, by tune, after the decision
+    test = study.user_attrs["test_stats"]  # scored once, by tune, after the decision it reports
+    assert test["decision"] == study.user_attrs["recommendation"]["decision"] and test["unweighted"]["stats"]["lines"] > 0
     con = sqlite3.connect(tmp_path / "j.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()
