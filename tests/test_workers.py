@@ -280,9 +280,15 @@ def _three_tunes_at_once(url, name, tmp_path, cache_dir):
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-4000:]
     study = optuna.load_study(study_name=name, storage=url)
-    schemes = [t.user_attrs.get("scheme") for t in study.trials]
-    assert len(study.trials) == 4 and all(t.state == TrialState.COMPLETE for t in study.trials)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    schemes = [t.user_attrs.get("scheme") for t in done]
+    assert len(done) == 4
     assert sorted(schemes) == ["inverse_frequency", "search", "sqrt_inverse_frequency", "unweighted"]  # each once
+    # A process that found the last trial already taken (a race) ends its own as surplus, untrained, and gives
+    # its parameters back to the queue; nothing else is left over.
+    for t in study.trials:
+        if t.state != TrialState.COMPLETE:
+            assert (t.state == TrialState.FAIL and t.user_attrs.get("surplus")) or t.state == TrialState.WAITING, t
     decisions = {out.split("Recommendation: ", 1)[1].splitlines()[0] for out, _ in outs}
     assert len(decisions) == 1  # one decision, printed alike by the three
     companion = _companion(url, study)
