@@ -7,12 +7,12 @@ from pathlib import Path
 
 from optuna.trial import TrialState
 
-from .config import validate_config
 from .errors import StudyError
 from .paths import display_url, write_json
 from .schemes import UNWEIGHTED
 from .space import METRIC_NAME
-from .storage import completed_trials, stored_recommendation, trial_config, trial_score, tuned_study
+from .storage import (completed_trials, stored_recommendation, trial_config, trial_score, tuned_study,
+                      unweighted_config)
 
 WEIGHT_SCALES = {
     "class_weights": "as trained: scaled so that the mean weight over the training lines is 1 (only the ratios "
@@ -97,7 +97,7 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
                              f"{', '.join(str(t.number) for t in complete)}")
         best = chosen[0]
     attrs = study.user_attrs
-    config = trial_config(study, best) if best else validate_config(dict(attrs["model_config"], class_weights=None))
+    config = trial_config(study, best) if best else unweighted_config(study)
     val_stats = {k[len("val_"):]: v for k, v in best.user_attrs.items() if k.startswith("val_")} if best else {}
     baselines: dict = {}
     for t in study.trials:

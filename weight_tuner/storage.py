@@ -344,6 +344,11 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
     return validate_config(config)
 
 
+def unweighted_config(study: optuna.Study) -> dict:
+    """The study's model config with no class weights: what the unweighted model and its refits train with."""
+    return validate_config(dict(study.user_attrs["model_config"], class_weights=None))
+
+
 def abandon_trial(trial: optuna.Trial) -> None:
     """A second Ctrl-C: fail the running trial (and re-queue it) before the process exits.
 

@@ -26,11 +26,11 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from ..config import CLASSES, validate_config
+from ..config import CLASSES
 from ..folds import Unit, held_train_ratio, make_units
 from ..schemes import THRESHOLDS, UNWEIGHTED
 from ..space import METRIC_NAME
-from ..storage import storage_of, trial_config, trial_score, unweighted_number
+from ..storage import storage_of, trial_config, trial_score, unweighted_config, unweighted_number
 from ..unitrun import UNIT_KEYS
 from .racing import Race, race
 
@@ -57,7 +57,7 @@ def select_candidates(study: optuna.Study, top: int) -> dict[str, dict]:
     """
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
                       key=lambda t: (-trial_score(t), t.number))
-    base = validate_config(dict(study.user_attrs["model_config"], class_weights=None))
+    base = unweighted_config(study)
     unweighted_trial = unweighted_number(study)
     out = {UNWEIGHTED: {"kind": "unweighted", "trial": unweighted_trial, "config": base, "class_weights": None},
            THRESHOLDS: {"kind": "thresholds", "trial": unweighted_trial, "config": base, "class_weights": None}}

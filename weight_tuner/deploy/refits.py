@@ -17,7 +17,7 @@ from ..metrics import compute_stats
 from ..notes import publish
 from ..paths import check_bundle, models_dir
 from ..posthoc import apply_calibration, apply_multipliers
-from ..storage import stored_recommendation, trial_config
+from ..storage import stored_recommendation, trial_config, unweighted_config
 from .ensemble import stored_calibration
 
 logger = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def recommended_config(study: optuna.Study, recommendation: dict) -> dict:
     if recommendation["decision"] == "weights":
         trial = next(t for t in study.get_trials(deepcopy=False) if t.number == recommendation["trial"])
         return trial_config(study, trial)
-    return validate_config(dict(study.user_attrs["model_config"], class_weights=None))
+    return unweighted_config(study)
 
 
 def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_REFITS,

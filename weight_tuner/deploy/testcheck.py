@@ -8,14 +8,15 @@ from pathlib import Path
 import optuna
 
 from ..artifacts import fetch_members
-from ..config import CLASSES, validate_config
+from ..config import CLASSES
 from ..errors import StudyError
 from ..metrics import compute_stats
 from ..notes import save_notes
 from ..paths import model_path, models_dir
 from ..posthoc import apply_multipliers, fit_adjustment
-from ..storage import store_recommendation, stored_recommendation, trial_config, unweighted_number
+from ..storage import store_recommendation, stored_recommendation, unweighted_config, unweighted_number
 from .ensemble import ensemble_probs, stored_calibration
+from .refits import recommended_config
 
 logger = logging.getLogger(__name__)
 
@@ -38,13 +39,11 @@ def check_rescore(study: optuna.Study, stored: dict | None, now: dict) -> None:
 
 
 def _scored_trials(study: optuna.Study, rec: dict) -> list[tuple[int | None, dict]]:
-    """The search's models the test check scores, as (trial number, config): the unweighted trial's and, for a
-    weights decision, the recommended trial's (``None`` where the study has no unweighted trial)."""
-    base = validate_config(dict(study.user_attrs["model_config"], class_weights=None))
-    out = [(unweighted_number(study), base)]
+    """The search's models the test check scores, as (trial number, config): the unweighted trial's first
+    (``None`` where the study has no unweighted trial) and, for a weights decision, the recommended trial's."""
+    out = [(unweighted_number(study), unweighted_config(study))]
     if rec["decision"] == "weights":
-        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == rec["trial"])
-        out.append((trial.number, trial_config(study, trial)))
+        out.append((rec["trial"], recommended_config(study, rec)))
     return out
 
 
@@ -60,7 +59,8 @@ def search_models(study: optuna.Study, prepared, storage_url: str) -> None:
     if rec is None:
         return
     models = models_dir(storage_url, study.study_name)
-    for number, config in _scored_trials(study, rec):
+    trials = _scored_trials(study, rec)
+    for number, config in trials:
         if number is None:
             raise StudyError(f"study {study.study_name!r} has no completed unweighted trial (its schemes left "
                              "'unweighted' out): the test split cannot score no weights; add it to the schemes")
@@ -71,7 +71,7 @@ def search_models(study: optuna.Study, prepared, storage_url: str) -> None:
     if rec["decision"] == "thresholds" and rec.get("multipliers") is None:
         from ..train import load_bundle
 
-        model, _, cfg = load_bundle(model_path(models, unweighted_number(study)))
+        model, _, cfg = load_bundle(model_path(models, trials[0][0]))  # the unweighted model
         fitted, _ = fit_adjustment(predict_probs(model, prepared.splits["val"], cfg), prepared.splits["val"].y)
         store_recommendation(study, dict(rec, multipliers=dict(zip(CLASSES, map(float, fitted)))))
 
@@ -93,15 +93,16 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
         return None
     models = models_dir(storage_url, study.study_name)
     test = prepared.splits["test"]
+    trials = _scored_trials(study, rec)
     scored = {}
-    for number, _ in _scored_trials(study, rec):
+    for number, _ in trials:
         path = model_path(models, number) if number is not None else None
         if path is None or not path.exists():
             raise StudyError(f"study {study.study_name!r}: the model of trial {number} is not at {path}; the test "
                              "check reads the search's models (tune trains a missing one before it)")
         model, _, config = load_bundle(path)
         scored[number] = model, config
-    u_number = unweighted_number(study)
+    u_number = trials[0][0]
     u_model, u_cfg = scored[u_number]
     result = {"decision": rec["decision"], "unweighted": {"trial": u_number, "stats": evaluate(u_model, test, u_cfg)}}
     if rec["decision"] == "weights":

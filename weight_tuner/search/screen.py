@@ -10,12 +10,12 @@ import time
 
 import numpy as np
 
-from ..config import CLASSES, validate_config
+from ..config import CLASSES
 from ..paths import model_path, models_dir
 from ..posthoc import sample_weights, screen
 from ..schemes import is_unweighted
 from ..space import SearchSpace
-from ..storage import check_same_data, tuned_study
+from ..storage import check_same_data, tuned_study, unweighted_config
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ def screen_into_study(prepared, storage_url: str, study_name: str, samples: int 
     attrs = study.user_attrs
     check_same_data(study, prepared, "the screen")
     space = SearchSpace.from_dict(attrs["search_space"])
-    config = validate_config(dict(attrs["model_config"], class_weights=None))
+    config = unweighted_config(study)
     models = models_dir(storage_url, study_name)
     unweighted = [t for t in study.trials if is_unweighted(t) and model_path(models, t.number).exists()]
     if unweighted:
