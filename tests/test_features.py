@@ -77,6 +77,25 @@ def test_vocabularies_are_fitted_on_a_bounded_sample_of_a_large_training_split(m
     assert [len(docs) for docs in fitted] == [len(texts)] * 2  # a split within the bound is used whole
 
 
+@pytest.mark.parametrize("fit_lines", [10_000, 50])  # the training lines used whole, or a sample of them
+def test_fitting_and_transforming_at_once_gives_the_rows_of_fit_then_transform(monkeypatch, fit_lines):
+    from weight_tuner import features
+
+    texts = sample_lines()
+    train, rest = texts[:700], texts[700:]
+    monkeypatch.setattr(features, "FIT_LINES", fit_lines)
+    a = Featurizer(max_words=64, max_char_grams=128).fit(train)
+    expected = a.transform_rows(train + rest)
+    real_blocks = Featurizer._blocks
+    monkeypatch.setattr(Featurizer, "_blocks", lambda self, t, f: real_blocks(self, t, f, step=160))  # several blocks
+    b = Featurizer(max_words=64, max_char_grams=128)
+    rows = b.fit_transform_rows(train, rest)
+    assert b.word_vectorizer.vocabulary_ == a.word_vectorizer.vocabulary_
+    for name in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(rows, name), getattr(expected, name))
+    assert rows.n_rows == len(texts) + 1 and rows.n_features == a.n_features
+
+
 def test_the_input_pipeline_reads_the_rows_in_place_not_a_copy_of_them():
     """TensorFlow never holds the corpus's rows: a batch is read from the store when it is drawn, so a
     change to the store after the pipeline was made shows in the next batch (a copy would not)."""

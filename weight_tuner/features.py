@@ -220,17 +220,30 @@ class Featurizer:
         Each block of lines is cut to the stored types (int32 ids, float16 values) at once, so the
         corpus's rows never exist as float32 scipy matrices, only block by block.
         """
-        from scipy import sparse
-
         if self.word_vectorizer is None:
             raise RuntimeError("Featurizer.transform called before fit")
+        return self._rows(texts, None, pad_row)
+
+    def fit_transform_rows(self, train: Sequence[str], rest: Sequence[str]) -> SparseRows:
+        """Fit on ``train`` (as :meth:`fit`) and return the rows of ``train`` then ``rest`` and the padding
+        row: the rows of ``fit`` then ``transform_rows``, with each training line analysed once, not twice
+        (fitting counts every n-gram of every line, which is most of a transform's work)."""
+        if len(train) > FIT_LINES:  # fitted on a sample: every line is transformed afterwards
+            return self.fit(train).transform_rows([*train, *rest])
+        self.word_vectorizer = _word_vectorizer(max_features=self.max_words, min_df=2)
+        self.char_vectorizer = _char_vectorizer(max_features=self.max_char_grams, min_df=2)
+        fitted = (self.word_vectorizer.fit_transform(train), self.char_vectorizer.fit_transform(train))
+        return self._rows([*train, *rest], fitted)
+
+    def _rows(self, texts: Sequence[str], fitted: tuple | None, pad_row: bool = True) -> SparseRows:
+        """The rows of ``texts`` block by block; ``fitted`` holds the word and character matrices of the
+        first lines already (from fitting), which are not analysed again."""
+        from scipy import sparse
+
         indptr, indices, data, nnz = [np.zeros(1, dtype=np.int64)], [], [], 0
-        step = 20000  # bounded temporary memory on large corpora
-        for lo in range(0, len(texts), step):
-            part = texts[lo : lo + step]
+        for part, words, chars in self._blocks(texts, fitted):
             shape = sparse.csr_matrix(np.asarray([shape_features(t) for t in part], dtype=np.float32))
-            block = sparse.hstack([self.word_vectorizer.transform(part), self.char_vectorizer.transform(part),
-                                   shape], format="csr", dtype=np.float32)
+            block = sparse.hstack([words, chars, shape], format="csr", dtype=np.float32)
             block.data = block.data.astype(FEATURE_DTYPE).astype(np.float32)
             block.eliminate_zeros()  # a value below float16's range is a zero, as it was in dense rows
             block.sort_indices()
@@ -242,6 +255,17 @@ class Featurizer:
             indptr.append(np.array([nnz], dtype=np.int64))
         return SparseRows(np.concatenate(indptr), _concatenate_freeing(indices, np.int32, nnz),
                           _concatenate_freeing(data, FEATURE_DTYPE, nnz), self.n_features)
+
+    def _blocks(self, texts: Sequence[str], fitted: tuple | None, step: int = 20000):
+        """``(lines, word matrix, character matrix)`` per block of at most ``step`` lines (bounded temporary
+        memory on large corpora): sliced from ``fitted`` for its lines, transformed for the rest."""
+        done = 0 if fitted is None else fitted[0].shape[0]
+        for lo in range(0, done, step):
+            hi = min(lo + step, done)
+            yield texts[lo:hi], fitted[0][lo:hi], fitted[1][lo:hi]
+        for lo in range(done, len(texts), step):
+            part = texts[lo : lo + step]
+            yield part, self.word_vectorizer.transform(part), self.char_vectorizer.transform(part)
 
     def transform(self, texts: Sequence[str], pad_row: bool = True) -> np.ndarray:
         """Dense float16 rows for ``texts`` (small inputs and tests); see :meth:`transform_rows`."""
@@ -323,12 +347,13 @@ def build_features(split_texts: dict[str, list[str]], data_fingerprint: str, spl
     """The rows of every split in one sparse store, from the cache when possible.
 
     Returns ``(featurizer, rows, ranges, cache_hit)``: split ``name``'s lines are rows
-    ``ranges[name][0]`` to ``ranges[name][1]`` (in ``split_texts``' order), and the store's last
-    row is the empty padding row.
+    ``ranges[name][0]`` to ``ranges[name][1]`` (the training lines first, then ``split_texts``' order), and
+    the store's last row is the empty padding row.
     """
     featurizer = featurizer or Featurizer()
     key = cache_key(data_fingerprint, split, featurizer)
     cache = Path(cache_dir) / f"features-{key}" if cache_dir else None
+    split_texts = {"train": split_texts["train"], **split_texts}  # the training lines come first (fitted first)
     ranges, lo = {}, 0
     for name, texts in split_texts.items():
         ranges[name] = (lo, lo + len(texts))
@@ -345,9 +370,9 @@ def build_features(split_texts: dict[str, list[str]], data_fingerprint: str, spl
             logger.warning(f"{exc}; computing the features again")
             _discard(cache)
     logger.info(f"computing features for {lo} lines ...")
-    featurizer.fit(split_texts["train"])
+    rows = featurizer.fit_transform_rows(split_texts["train"],
+                                         [t for name, texts in split_texts.items() if name != "train" for t in texts])
     return_freed_memory()  # the vocabulary count's temporaries (hundreds of MB on 200k lines)
-    rows = featurizer.transform_rows([t for texts in split_texts.values() for t in texts])
     if cache is not None:
         _store(cache, rows, featurizer)
         rows = SparseRows.load(cache, featurizer.n_features)  # mapped, as a cache hit is: pages the system can evict
