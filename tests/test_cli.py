@@ -287,8 +287,7 @@ def test_a_decision_with_no_trial_behind_it_never_borrows_another_trials_model(c
     shutil.copy(confirmed.removeprefix("sqlite:///"), db)
     url = f"sqlite:///{db}"
     study = optuna.load_study(study_name="shared", storage=url)
-    rec = dict(stored_recommendation(study), decision="no_weights", class_weights=None, trial=None)
-    store_recommendation(study, rec)
+    store_recommendation(study, stored_recommendation(study).replace(decision="no_weights", class_weights=None, trial=None))
     export = build_export(url, "shared")
     assert export["trial_number"] is None and export["class_weights"] is None
     assert export["model_config"]["class_weights"] is None and "no unweighted trial" in export["val_stats_over"]

@@ -221,7 +221,7 @@ def test_a_confirmation_resumes_and_a_new_plan_reuses_the_finished_runs_of_uncha
     again = []
     rec = confirm(study, prepared, evaluation, after_unit=lambda n, u: again.append((n, u.key)))
     assert len(again) == 1 and again[0] not in calls
-    assert rec["n_units"] == 2 and study.user_attrs["recommendation"]["decision"] == rec["decision"]
+    assert rec.n_units == 2 and study.user_attrs["recommendation"]["decision"] == rec.decision
     rerun = []
     confirm(study, prepared, evaluation, after_unit=lambda n, u: rerun.append(n))
     assert rerun == []  # everything is done: the decision is recomputed from the stored units
@@ -232,8 +232,8 @@ def test_a_confirmation_resumes_and_a_new_plan_reuses_the_finished_runs_of_uncha
     # another plan (one more candidate): a new companion study, where only the new candidate trains
     rec = confirm(study, prepared, {"folds": 2, "repeats": 1, "top": 2}, after_unit=lambda n, u: second.append(n))
     new_name = study.user_attrs["confirmation_study"]
-    assert new_name != old_name and rec["n_units"] == 2
-    new = [r["candidate"] for r in rec["candidates"] if r["candidate"] not in set(first) | {"thresholds"}]
+    assert new_name != old_name and rec.n_units == 2
+    new = [r.candidate for r in rec.candidates if r.candidate not in set(first) | {"thresholds"}]
     assert len(new) == 1 and second == [new[0], new[0]]  # its two units, nothing else retrained
     companion = optuna.load_study(study_name=new_name, storage=storage)
     reused = [t for t in companion.trials if "reused_from" in t.user_attrs]
@@ -249,6 +249,7 @@ def test_a_confirmation_resumes_and_a_new_plan_reuses_the_finished_runs_of_uncha
 
 def test_a_no_weights_export_names_its_closest_challenger_and_interval():
     from weight_tuner.export import recommendation_export
+    from weight_tuner.records import Recommendation
 
     base = {"r0f0": 0.80, "r0f1": 0.82, "r1f0": 0.81}
     near = {k: v + d for (k, v), d in zip(base.items(), (0.02, -0.015, 0.01))}  # +0.005, interval across 0
@@ -256,7 +257,7 @@ def test_a_no_weights_export_names_its_closest_challenger_and_interval():
     rec = decide({"unweighted": {"kind": "unweighted", "scores": base}, "trial 3": {"kind": "weights", "scores": near},
                   "trial 4": {"kind": "weights", "scores": far}}, 0.5)
     rec.update(class_weights=None, n_units=3, folds=3, repeats=1, trial=0)
-    out = recommendation_export(rec)
+    out = recommendation_export(Recommendation.from_dict(rec))
     assert out["decision"] == "no_weights" and out["diff_vs_unweighted"] is None
     challenger = out["closest_challenger"]
     assert challenger["candidate"] == "trial 3" and challenger["diff_vs_unweighted"]["mean"] == pytest.approx(0.005)
@@ -284,13 +285,49 @@ def test_trial_config_refuses_a_search_space_version_it_does_not_know(tmp_path, 
 def test_a_recommendation_older_than_the_finished_trials_is_withdrawn(tmp_path):
     from weight_tuner.confirm.decide import withdraw_stale_recommendation
     from weight_tuner.notes import PENDING_DECISION
+    from weight_tuner.records import Candidate, Difference, Recommendation
+    from weight_tuner.storage import store_recommendation
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/w.db", study_name="w", direction="maximize")
     study.add_trial(optuna.trial.create_trial(value=0.5))
-    study.set_user_attr("recommendation", {"decision": "no_weights", "finished_trials": 1})
+    none = Difference(0.0, 0.0, 0.0, 2)
+    store_recommendation(study, Recommendation("no_weights", "unweighted", none, 0.95, "t",
+                                               (Candidate("unweighted", "unweighted", 0.5, none),), None, 0, 2, 2, 1,
+                                               finished_trials=1))
     study.set_user_attr("decision", "no_weights: ...")
     assert withdraw_stale_recommendation(study) is False  # it covers every finished trial
     study.add_trial(optuna.trial.create_trial(value=0.6))
     assert withdraw_stale_recommendation(study) is True
     assert study.user_attrs["recommendation"] is None and study.user_attrs["decision"] == PENDING_DECISION
     assert withdraw_stale_recommendation(study) is False
+
+
+def test_the_recommendation_is_one_typed_record_stored_and_read_back_alike(shared_study, tmp_path):
+    """Every view reads the recommendation through ``stored_recommendation``: the stored row reads back
+    field for field, a row an earlier version stored (without later fields) reads with their defaults, and
+    a row that is not a recommendation is one error naming the study."""
+    from weight_tuner.errors import StudyError
+    from weight_tuner.records import Recommendation
+    from weight_tuner.storage import CHECKSUM_KEY, store_recommendation, stored_recommendation
+
+    raw = {k: v for k, v in shared_study.study().user_attrs["recommendation"].items() if k != CHECKSUM_KEY}
+    rec = stored_recommendation(shared_study.study())
+    assert rec.to_dict() == json.loads(json.dumps(raw))  # nothing dropped, renamed or added on the way
+    assert rec.deployed.members and rec.deployed.default == "refit" and rec.candidates[0].candidate == "unweighted"
+    assert Recommendation.from_dict(json.loads(json.dumps(rec.to_dict()))) == rec
+
+    older = {k: v for k, v in raw.items() if k not in ("deployed", "design", "multipliers", "finished_trials",
+                                                       "confirmation_study", "test_train_ratio")}
+    old = Recommendation.from_dict(older)
+    assert (old.deployed, old.default_model, old.design, old.multipliers) == (None, "single", "confirm", None)
+
+    storage = f"sqlite:///{tmp_path / 'r.db'}"
+    study = optuna.create_study(study_name="r", storage=storage)
+    store_recommendation(study, rec.replace(decision="thresholds", multipliers={c: 1.0 for c in CLASSES}))
+    back = stored_recommendation(optuna.load_study(study_name="r", storage=storage))
+    assert back.decision == "thresholds" and back.multipliers == {c: 1.0 for c in CLASSES} and back.deployed == rec.deployed
+    not_one = {k: v for k, v in raw.items() if k != "candidates"}
+    study.set_user_attr("recommendation", not_one)  # no checksum: a row from before checksums, but not a recommendation
+    with pytest.raises(StudyError, match=r"study 'r': its stored recommendation is not one weight-tuner reads "
+                                         r"\(KeyError: 'candidates'\)"):
+        stored_recommendation(study)

@@ -1,6 +1,7 @@
 """The deployed model: the confirmation's models kept, the refits, their calibration, and prior adaptation."""
 
 import csv
+import dataclasses
 import json
 import shutil
 
@@ -11,7 +12,7 @@ from weight_tuner.cli import main
 from weight_tuner.config import CLASSES
 from weight_tuner.confirm.deployed import deployed_calibration
 from weight_tuner.posthoc import Calibration, adapt_priors, apply_calibration, fit_calibration, mean_calibration
-from weight_tuner.storage import load_existing_study
+from weight_tuner.storage import load_existing_study, store_recommendation, stored_recommendation
 
 
 
@@ -226,22 +227,23 @@ def test_a_thresholds_decision_carries_its_multipliers_before_the_test_step(depl
             for key, unit in cand["units"].items():
                 unit["scores"] = dict(base[key]["scores"])
     rec = recommendation_from(state, study.user_attrs["evaluation"])
-    assert rec["decision"] == "thresholds"
-    assert rec["multipliers"] == {"Nomenclature": pytest.approx(6.0), "Description": pytest.approx(2.0), "Misc": 1.0}
-    deployed = study.user_attrs["recommendation"]["deployed"]
-    rec["deployed"] = dict(deployed, calibration=deployed_calibration(deployed["ensemble"]["members"], rec["decision"]))
-    assert rec["deployed"]["calibration"] is None  # thresholds' multipliers act on uncalibrated probabilities
-    study.set_user_attr("recommendation", rec)
+    assert rec.decision == "thresholds"
+    assert rec.multipliers == {"Nomenclature": pytest.approx(6.0), "Description": pytest.approx(2.0), "Misc": 1.0}
+    deployed = stored_recommendation(study).deployed
+    rec = rec.replace(deployed=dataclasses.replace(
+        deployed, calibration=deployed_calibration(list(deployed.members), rec.decision)))
+    assert rec.deployed.calibration is None  # thresholds' multipliers act on uncalibrated probabilities
+    store_recommendation(study, rec)
     study.set_user_attr("test_stats", None)  # stopped before the test step
     out = tmp_path / "t.json"
     assert main(["export", "--study", "shared", "--storage", storage, "-o", str(out)]) == 0
-    assert json.loads(out.read_text())["recommendation"]["multipliers"] == rec["multipliers"]
+    assert json.loads(out.read_text())["recommendation"]["multipliers"] == rec.multipliers
     assert main(["predict", "--study", "shared", "--storage", storage, "--use", "single", str(corpus),
                  "-o", str(tmp_path / "m"), "--probs"]) == 0
-    single = rec["trial"]  # the unweighted trial: thresholds ride on it
+    single = rec.trial  # the unweighted trial: thresholds ride on it
     assert main(["predict", "--model", str(copy / "shared" / "models" / f"trial-{single}.keras"), str(corpus),
                  "-o", str(tmp_path / "raw"), "--probs"]) == 0
-    m = np.array([rec["multipliers"][c] for c in CLASSES])
+    m = np.array([rec.multipliers[c] for c in CLASSES])
     for name, probs in _csv_probs(tmp_path / "m").items():
         raw = _csv_probs(tmp_path / "raw")[name] * m
         np.testing.assert_allclose(probs, raw / raw.sum(axis=1, keepdims=True), atol=2e-5)

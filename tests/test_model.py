@@ -56,7 +56,7 @@ def sparse_batch(x):
     """Dense rows (batch, steps, features) as the model's sparse inputs: ids and values of the non-zeros."""
     from scipy import sparse
 
-    from weight_tuner.features import SparseRows
+    from weight_tuner.rows import SparseRows
 
     b, w, f = x.shape
     rows = SparseRows.from_csr(sparse.csr_matrix(x.reshape(-1, f)), pad_row=False)
@@ -182,7 +182,7 @@ def test_saved_model_predicts_identically_in_a_new_process(prepared, tmp_path):
     script = f"""
 import json, numpy as np
 from scipy import sparse
-from weight_tuner.features import SparseRows
+from weight_tuner.rows import SparseRows
 from weight_tuner.train import load_bundle, SplitData, predict_probs
 model, feat, cfg = load_bundle({str(path)!r})
 assert np.allclose(model.loss.class_weights, {trained!r}), model.loss.class_weights

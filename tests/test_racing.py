@@ -107,6 +107,7 @@ def test_every_stored_confirmation_replays_to_the_same_decision():
 
 def test_the_views_say_which_candidates_were_stopped_and_why():
     from weight_tuner.notes import candidates_table, decision_sentence
+    from weight_tuner.records import Recommendation
 
     inf = float("inf")
     rows = [{"candidate": BASE, "kind": "unweighted", "mean": 0.86, "class_weights": None,
@@ -116,13 +117,17 @@ def test_the_views_say_which_candidates_were_stopped_and_why():
             {"candidate": "trial 3", "kind": "weights", "mean": 0.85, "stopped_after": 2,
              "class_weights": {"Nomenclature": 2.0, "Description": 1.0, "Misc": 1.0},
              "diff": {"mean": -0.01, "ci_low": -0.3, "ci_high": 0.28, "n_units": 2}}]
-    rec = {"decision": "no_weights", "candidate": BASE, "n_units": 2, "level": 0.95, "candidates": rows,
-           "diff_vs_unweighted": rows[0]["diff"]}
-    sentence = decision_sentence(rec)
+    def record():
+        return Recommendation.from_dict({
+            "decision": "no_weights", "candidate": BASE, "n_units": 2, "level": 0.95, "candidates": rows,
+            "diff_vs_unweighted": rows[0]["diff"], "interval": "t", "class_weights": None, "trial": 0, "folds": 2,
+            "repeats": 1})
+
+    sentence = decision_sentence(record())
     assert "stopped early (racing)" in sentence and "thresholds" in sentence and "inf" not in sentence
-    assert "Stopped early (racing): thresholds after 1 unit, trial 3 after 2 units" in candidates_table(rec)
+    assert "Stopped early (racing): thresholds after 1 unit, trial 3 after 2 units" in candidates_table(record())
     rows[2].pop("stopped_after")  # one candidate ran every unit: the usual sentence, no racing line for it
-    assert "racing" not in decision_sentence(rec) and "trial 3 after" not in candidates_table(rec)
+    assert "racing" not in decision_sentence(record()) and "trial 3 after" not in candidates_table(record())
 
 
 def test_a_run_in_training_is_pruned_once_another_process_stops_its_candidate(tmp_path):

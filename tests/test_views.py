@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from weight_tuner.storage import stored_recommendation
+
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "analyze_study.ipynb"
 
@@ -151,7 +153,7 @@ def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
     # the decision is on this first page too, as the first of the study's user attributes (not only on Note)
     from weight_tuner.notes import decision_attr
 
-    assert "Study User Attributes" in text and decision_attr(study.user_attrs["recommendation"])[:60] in text
+    assert "Study User Attributes" in text and decision_attr(stored_recommendation(study))[:60] in text
     # the study's note page: the decision and the line to paste, rendered from the note's Markdown
     proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                            "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=20000",
@@ -159,7 +161,7 @@ def test_dashboard_page_renders_in_a_real_browser(dashboard, tmp_path):
     text = " ".join(re.sub(r"<[^>]+>", " ", re.sub(r"<style.*?</style>", "", proc.stdout, flags=re.S)).split())
     from weight_tuner.notes import decision_sentence, paste_snippet
 
-    rec = study.user_attrs["recommendation"]
+    rec = stored_recommendation(study)
     assert "Recommendation" in text and decision_sentence(rec).split(":")[0] in text, text[-1500:]
     # the code block is tokenised by the page's highlighter: compare without spaces
     assert paste_snippet(rec).replace(" ", "") in text.replace(" ", "")
@@ -266,7 +268,7 @@ def test_the_decision_is_on_the_dashboards_first_screen_unclipped(probed_dashboa
     base, study = probed_dashboard
     summaries = _get(f"{base}/api/studies")["study_summaries"]
     ids = {s["study_name"]: s["study_id"] for s in summaries}
-    rec = study.user_attrs["recommendation"]
+    rec = stored_recommendation(study)
     for budget in (20000, 60000):  # a slow machine gets a second, longer look
         dom = _dom(f"{base}/dashboard/studies/{ids['shared']}", tmp_path, budget)
         bar = re.search(r'<div id="wt-decision-bar"([^>]*)>(.*?)</div></div>', dom, re.S)
@@ -280,7 +282,7 @@ def test_the_decision_is_on_the_dashboards_first_screen_unclipped(probed_dashboa
     assert attrs["clipped"] == "false" and attrs["on-top"] == "true"  # all of it shown, nothing drawn over it
     best = study.best_trial.number
     assert int(attrs["bottom"]) <= int(attrs["best-top"])  # above the Best Trial card
-    if not (rec["decision"] == "weights" and rec["trial"] == best):
+    if not (rec.decision == "weights" and rec.trial == best):
         assert f"Best Trial card below (trial {best}) is the search's highest validation score" in text
     # the companion study says what it is and where the decision lives
     companion = study.user_attrs["confirmation_study"]
@@ -307,7 +309,7 @@ def test_every_view_prints_each_difference_interval_and_weight_alike(view_study,
     from weight_tuner.notes import decision_attr, decision_sentence
 
     storage, study = view_study
-    rec = study.user_attrs["recommendation"]
+    rec = stored_recommendation(study)
     assert main(["report", "--study", "shared", "--storage", storage, "-o", str(tmp_path)]) == 0
     stdout = capsys.readouterr().out
     assert main(["export", "--study", "shared", "--storage", storage, "-o", str(tmp_path / "e.json")]) == 0
@@ -316,11 +318,10 @@ def test_every_view_prints_each_difference_interval_and_weight_alike(view_study,
              "dashboard note": get_note_from_system_attrs(system, None)["body"],
              "notebook": _notebook_text(executed_notebook)}
     for name, text in views.items():
-        for r in rec["candidates"]:
-            d = r["diff"]
-            assert fmt.diff(d["mean"]) in text, (name, r["candidate"])
-            assert fmt.interval(d["ci_low"], d["ci_high"], rec["level"]) in text, (name, r["candidate"])
-            assert fmt.weights(r.get("class_weights")) in text or not r.get("class_weights"), (name, r["candidate"])
+        for r in rec.candidates:
+            assert fmt.diff(r.diff.mean) in text, (name, r.candidate)
+            assert fmt.interval(r.diff.ci_low, r.diff.ci_high, rec.level) in text, (name, r.candidate)
+            assert fmt.weights(r.class_weights) in text or not r.class_weights, (name, r.candidate)
         for other in ("ci_low", "diff vs none", "against no weights", "differs by"):
             assert other not in text, (name, other)
         assert not re.search(r"(?<!% )interval \[", text), name  # every interval says its level

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import CLASSES, validate_config
+from .records import Recommendation
 from .metrics import compute_stats
 from .paths import DEFAULT_CACHE_DIR
 from .posthoc import adjusted_predictions, sample_weights, screen
@@ -106,14 +107,14 @@ class BenchRow:
 
 
 def bench_rows(schemes: dict, study_name: str | None = None, tuned: dict | None = None,
-               recommendation: dict | None = None) -> dict[str, BenchRow]:
+               recommendation: Recommendation | None = None) -> dict[str, BenchRow]:
     """The rows to run, in table order: the fixed schemes, a study's best (``tuned``) and recommended
     weights, oversampling, the two post-hoc methods and the linear baseline."""
     rows = {name: BenchRow("trained", schemes[name]) for name in SCHEMES}
     if tuned is not None:
         rows[f"tuned ({study_name})"] = BenchRow("trained", tuned)
-    if recommendation and recommendation["decision"] == "weights":
-        rows[f"recommended ({study_name}): weights"] = BenchRow("trained", recommendation["class_weights"])
+    if recommendation and recommendation.decision == "weights":
+        rows[f"recommended ({study_name}): weights"] = BenchRow("trained", recommendation.class_weights)
     rows["unweighted + oversample x3"] = BenchRow("trained", schemes["unweighted"], extra={"oversample": 3})
     rows["threshold tuning on unweighted"] = BenchRow("posthoc", method="thresholds")
     rows["sequence rules on unweighted"] = BenchRow("posthoc", method="sequence rules")
@@ -181,10 +182,10 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study=None, scaling:
             if seed == seeds[0]:
                 screen_info = _screen_report(p_val, val.y, trials)
                 speed = _speed_report(prepared, cfg, history, cache)
-    if recommendation and recommendation["decision"] != "weights":
+    if recommendation and recommendation.decision != "weights":
         # No weights, or thresholds on the unweighted model: the same runs as that row.
-        same = "unweighted" if recommendation["decision"] == "no_weights" else "threshold tuning on unweighted"
-        rows[f"recommended ({study_name}): {recommendation['decision']}"] = rows[same]
+        same = "unweighted" if recommendation.decision == "no_weights" else "threshold tuning on unweighted"
+        rows[f"recommended ({study_name}): {recommendation.decision}"] = rows[same]
     result = {"config": base_config, "seeds": list(seeds), "data": prepared.meta() | {"split": None},
               "rows": {name: _summarised(row) for name, row in rows.items() if row.runs},
               "speed": speed, "screen": screen_info}
@@ -286,12 +287,12 @@ def _scaling(base_config: dict) -> list[dict]:
     return out
 
 
-def _transfer_rows(prepared, base_config: dict, seeds, recommendation: dict | None, cache) -> dict:
+def _transfer_rows(prepared, base_config: dict, seeds, recommendation: Recommendation | None, cache) -> dict:
     """Unweighted BiLSTM, the recommended configuration and the linear baseline on one split, per seed."""
     from .train import evaluate, predict_probs, train_model
 
     runs: dict[str, list[dict]] = {"unweighted": [], "linear per-line (no context)": []}
-    decision = recommendation["decision"] if recommendation else None
+    decision = recommendation.decision if recommendation else None
     if decision:
         runs[f"recommended: {decision}"] = []
     val, test = prepared.splits["val"], prepared.splits["test"]
@@ -307,7 +308,7 @@ def _transfer_rows(prepared, base_config: dict, seeds, recommendation: dict | No
                                            seed=seed)
             runs["recommended: thresholds"].append(compute_stats(test.y, one_hot_probs(pred)))
         elif decision == "weights":
-            wcfg = dict(cfg, class_weights=recommendation["class_weights"])
+            wcfg = dict(cfg, class_weights=recommendation.class_weights)
             runs["recommended: weights"].append(evaluate(train_model(prepared, wcfg, cache=cache)[0], test, wcfg))
         runs["linear per-line (no context)"].append(_linear_baseline(prepared, seed)[0])
         logger.info(f"seed {seed}: test important_f1 unweighted {unweighted['important_f1']:.4f}, linear "
@@ -317,7 +318,7 @@ def _transfer_rows(prepared, base_config: dict, seeds, recommendation: dict | No
 
 
 def run_transfer(data_dir, base_config: dict, seeds=(0, 1, 2), by: str = "journal",
-                 recommendation: dict | None = None, cache_dir=DEFAULT_CACHE_DIR,
+                 recommendation: Recommendation | None = None, cache_dir=DEFAULT_CACHE_DIR,
                  split_seed: int = 0) -> dict | None:
     """Train on all but one group (journal), test on that group, for every group; and the chunk split beside it.
 

@@ -186,13 +186,13 @@ def cmd_tune(args) -> int:
                                  racing=not args.no_racing)
         confirm_s = time.perf_counter() - t0 - search_s
     print(f"\nRecommendation: {decision_sentence(recommendation)}")
-    print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation['n_units']} units:")
+    print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation.n_units} units:")
     print(candidates_table(recommendation))
     search_models(study, prepared, storage)  # the test check's models, trained here where a worker elsewhere ran them
     final_test_evaluation(study, prepared, storage, members)
     if args.refits:
         refit(study, prepared, storage, args.refits, earlier)
-    print(f"Deployed model (predict --study): {deployed_sentence(study.user_attrs['recommendation'])}")
+    print(f"Deployed model (predict --study): {deployed_sentence(stored_recommendation(study))}")
     print(f"Next: weight-tuner export --study {args.study} --storage {display_url(storage)}")
     return 0
 

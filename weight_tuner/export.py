@@ -9,7 +9,7 @@ from optuna.trial import TrialState
 
 from .errors import StudyError
 from .paths import display_url, write_json
-from .schemes import UNWEIGHTED
+from .records import Deployed, Difference, Recommendation
 from .space import METRIC_NAME
 from .storage import (completed_trials, stored_recommendation, trial_config, trial_score, tuned_study,
                       unweighted_config)
@@ -21,55 +21,54 @@ WEIGHT_SCALES = {
 }
 
 
-def _diff(d: dict) -> dict:
-    return {k: d[k] for k in ("mean", "ci_low", "ci_high")}
+def _diff(d: Difference) -> dict:
+    return {"mean": d.mean, "ci_low": d.ci_low, "ci_high": d.ci_high}
 
 
-def closest_challenger(rec: dict) -> dict | None:
+def closest_challenger(rec: Recommendation) -> dict | None:
     """The candidate other than no weights with the largest mean paired difference, with its interval."""
-    others = [r for r in rec["candidates"] if r["candidate"] != UNWEIGHTED]
-    if not others:
+    if not rec.challengers:
         return None
-    best = max(others, key=lambda r: r["diff"]["mean"])
-    return {"candidate": best["candidate"], "kind": best["kind"], "class_weights": best.get("class_weights"),
-            "diff_vs_unweighted": _diff(best["diff"])}
+    best = max(rec.challengers, key=lambda r: r.diff.mean)
+    return {"candidate": best.candidate, "kind": best.kind, "class_weights": best.class_weights,
+            "diff_vs_unweighted": _diff(best.diff)}
 
 
-def recommendation_export(rec: dict) -> dict:
+def recommendation_export(rec: Recommendation) -> dict:
     """The ``recommendation`` object of an export: the decision, its sentence, its interval (against no
     weights; for a no-weights decision the closest challenger's), the candidates table and the deployed model."""
     from .notes import decision_sentence
 
-    no_weights = rec["decision"] == "no_weights"
-    return {"decision": rec["decision"], "sentence": decision_sentence(rec), "class_weights": rec["class_weights"],
-            "multipliers": rec.get("multipliers"),
+    no_weights = rec.decision == "no_weights"
+    return {"decision": rec.decision, "sentence": decision_sentence(rec), "class_weights": rec.class_weights,
+            "multipliers": rec.multipliers,
             "metric": "important_f1 = mean(Nomenclature F1, Description F1)",
-            "scores_over": f"the mean over {rec['n_units']} confirmation units (each scored on its held-out fold)",
-            "diff_vs_unweighted": None if no_weights else _diff(rec["diff_vs_unweighted"]),
+            "scores_over": f"the mean over {rec.n_units} confirmation units (each scored on its held-out fold)",
+            "diff_vs_unweighted": None if no_weights else _diff(rec.diff_vs_unweighted),
             "closest_challenger": closest_challenger(rec) if no_weights else None,
-            "level": rec["level"], "interval": rec["interval"], "n_units": rec["n_units"], "folds": rec["folds"],
-            "repeats": rec["repeats"], "design": rec.get("design"), "trial": rec.get("trial"),
-            "candidates": [{"candidate": r["candidate"], "kind": r["kind"], "trial": r.get("trial"),
-                            "class_weights": r.get("class_weights"), "important_f1": r["mean"],
-                            "diff_vs_unweighted": _diff(r["diff"])}
-                           for r in rec["candidates"]],
-            "deployed_model": deployed_export(rec.get("deployed"))}
+            "level": rec.level, "interval": rec.interval, "n_units": rec.n_units, "folds": rec.folds,
+            "repeats": rec.repeats, "design": rec.design, "trial": rec.trial,
+            "candidates": [{"candidate": r.candidate, "kind": r.kind, "trial": r.trial,
+                            "class_weights": r.class_weights, "important_f1": r.mean,
+                            "diff_vs_unweighted": _diff(r.diff)}
+                           for r in rec.candidates],
+            "deployed_model": deployed_export(rec.deployed)}
 
 
-def deployed_export(deployed: dict | None) -> dict | None:
+def deployed_export(deployed: Deployed | None) -> dict | None:
     """What ``predict --study`` uses: the default kind, the ensemble's members (unit, artifact, training
     lines), the single model's trial, the refits (how many, training lines) and the calibration."""
     if not deployed:
         return None
-    return {"default": deployed["default"], "candidate": deployed["candidate"],
-            "ensemble": {"trained_on": deployed["ensemble"]["trained_on"],
+    return {"default": deployed.default, "candidate": deployed.candidate,
+            "ensemble": {"trained_on": deployed.ensemble_trained_on,
                          "members": [{k: m[k] for k in ("unit", "artifact_id", "train_lines")}
-                                     for m in deployed["ensemble"]["members"]]},
-            "single": {k: deployed["single"][k] for k in ("trial", "trained_on")},
-            "refit": ({k: deployed["refit"].get(k, 1 if k == "models" else None)
+                                     for m in deployed.members]},
+            "single": {k: deployed.single[k] for k in ("trial", "trained_on")},
+            "refit": ({k: deployed.refit.get(k, 1 if k == "models" else None)
                        for k in ("models", "train_lines", "trained_on", "test_important_f1")}
-                      if deployed.get("refit") else None),
-            "calibration": deployed.get("calibration")}
+                      if deployed.refit else None),
+            "calibration": deployed.calibration}
 
 
 def build_export(storage_url: str, study_name: str, trial_number: int | None = None) -> dict:
@@ -87,7 +86,7 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
     complete = completed_trials(study)
     rec = stored_recommendation(study)
     if trial_number is None and rec is not None:
-        best = next((t for t in study.trials if t.number == rec.get("trial")), None)  # None: no unweighted trial
+        best = next((t for t in study.trials if t.number == rec.trial), None)  # None: no unweighted trial
     elif trial_number is None:
         best = max(complete, key=trial_score)
     else:
@@ -111,7 +110,7 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
     test = attrs.get("test_stats")
     follows = trial_number is None and rec is not None
     if follows:
-        config = dict(config, class_weights=rec["class_weights"])
+        config = dict(config, class_weights=rec.class_weights)
     else:  # the weights this trial trained with
         config = dict(config, class_weights=best.user_attrs.get("class_weights_trained", config["class_weights"]))
     from .notes import decision_sentence, deployed_test

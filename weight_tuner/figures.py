@@ -19,6 +19,7 @@ import numpy as np
 from optuna.trial import TrialState
 
 from .config import CLASSES
+from .records import Recommendation
 from .storage import stored_recommendation, trial_score
 
 # Fewer completed trials than this and parameter importances are mostly noise: the figure says so.
@@ -98,8 +99,8 @@ def weight_map(study):
     x = [v["Nomenclature"] / v["Misc"] for v in w]
     y = [v["Description"] / v["Misc"] for v in w]
     points = ax.scatter(x, y, c=[trial_score(t) for t in done], cmap="viridis", s=40, zorder=2)
-    rec = stored_recommendation(study) or {}
-    confirmed = {r.get("trial") for r in rec.get("candidates", []) if r.get("kind") == "weights"}
+    rec = stored_recommendation(study)
+    confirmed = {r.trial for r in (rec.candidates if rec else ()) if r.kind == "weights"}
     ringed = [(xi, yi) for t, xi, yi in zip(done, x, y) if t.number in confirmed]
     if ringed:
         ax.scatter(*zip(*ringed), s=160, facecolors="none", edgecolors="crimson", linewidths=1.5, zorder=3,
@@ -141,22 +142,22 @@ def tradeoff(study):
     return fig
 
 
-def paired_differences(rec: dict | None):
+def paired_differences(rec: Recommendation | None):
     """Each candidate's mean paired difference to no weights, with its interval."""
-    if not rec or len(rec["candidates"]) < 2:
+    if not rec or not rec.challengers:
         return None
-    rows = rec["candidates"][1:]
+    rows = rec.challengers
     fig, ax = _figure(height=1.4 + 0.45 * len(rows))
     y = np.arange(len(rows))[::-1]
-    means = np.array([r["diff"]["mean"] for r in rows])
-    low = np.array([r["diff"]["ci_low"] for r in rows])
-    high = np.array([r["diff"]["ci_high"] for r in rows])
+    means = np.array([r.diff.mean for r in rows])
+    low = np.array([r.diff.ci_low for r in rows])
+    high = np.array([r.diff.ci_high for r in rows])
     ax.errorbar(means, y, xerr=[means - low, high - means], fmt="o", capsize=4)
     ax.axvline(0, linestyle="--", color="grey")
-    ax.set_yticks(y, [r["candidate"] for r in rows])
+    ax.set_yticks(y, [r.candidate for r in rows])
     ax.set(xlabel="important_f1 minus no weights",
-           title=f"Each candidate vs no weights over {rec['n_units']} paired units, {int(round(rec['level'] * 100))}% "
-                 f"intervals\nDecision: {DECISION_WORDS.get(rec['decision'], rec['decision'])}")
+           title=f"Each candidate vs no weights over {rec.n_units} paired units, {int(round(rec.level * 100))}% "
+                 f"intervals\nDecision: {DECISION_WORDS.get(rec.decision, rec.decision)}")
     return fig
 
 

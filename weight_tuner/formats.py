@@ -23,9 +23,9 @@ def interval(lo: float, hi: float, level: float = 0.95) -> str:
     return f"{int(round(level * 100))}% interval [{diff(lo)}, {diff(hi)}]"
 
 
-def diff_interval(d: dict, level: float = 0.95) -> str:
-    """:func:`interval` of a stored paired difference (``{"mean", "ci_low", "ci_high"}``)."""
-    return interval(d["ci_low"], d["ci_high"], level)
+def diff_interval(d, level: float = 0.95) -> str:
+    """:func:`interval` of a paired difference (a :class:`.records.Difference`)."""
+    return interval(d.ci_low, d.ci_high, level)
 
 
 def weight(x: float) -> str:

@@ -12,6 +12,7 @@ import optuna
 
 from . import formats as fmt
 from .config import CLASSES
+from .records import Recommendation
 from .schemes import THRESHOLDS, UNWEIGHTED
 from .space import METRIC_NAME
 from .storage import store_recommendation
@@ -38,83 +39,81 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
             f"weights N / D / M {fmt.weights(weights)} -> {METRIC_NAME} {value} {reason}")
 
 
-def candidates_table(recommendation: dict) -> str:
+def candidates_table(recommendation: Recommendation) -> str:
     """The candidates with their mean important_f1 and paired difference to no weights, as text."""
     rows = [f"{'candidate':<14}{'weights N / D / M, as trained':<31}{'important_f1':>13}{fmt.VS_NONE:>15}  "
             "with its interval"]
-    for r in recommendation["candidates"]:
-        d, level = r["diff"], recommendation["level"]
-        rows.append(f"{r['candidate']:<14}{fmt.weights(r.get('class_weights')):<31}{fmt.score(r['mean']):>13}"
-                    f"{fmt.diff(d['mean']):>15}  {fmt.diff_interval(d, level)}")
-    rows.append(f"important_f1: mean over the {recommendation['n_units']} units' held-out folds. {THRESHOLDS_MEANING}")
+    for r in recommendation.candidates:
+        rows.append(f"{r.candidate:<14}{fmt.weights(r.class_weights):<31}{fmt.score(r.mean):>13}"
+                    f"{fmt.diff(r.diff.mean):>15}  {fmt.diff_interval(r.diff, recommendation.level)}")
+    rows.append(f"important_f1: mean over the {recommendation.n_units} units' held-out folds. {THRESHOLDS_MEANING}")
     if stopped_sentence(recommendation):
         rows.append(stopped_sentence(recommendation))
     return "\n".join(rows)
 
 
-def stopped_sentence(recommendation: dict) -> str:
+def _units(n: int) -> str:
+    return f"{n} unit{'s' if n > 1 else ''}"
+
+
+def stopped_sentence(recommendation: Recommendation) -> str:
     """Which candidates the race stopped, after how many units, and why ('' when none was stopped)."""
-    stopped = [r for r in recommendation["candidates"] if r.get("stopped_after")]
+    stopped = [r for r in recommendation.candidates if r.stopped_after]
     if not stopped:
         return ""
-    which = ", ".join(f"{r['candidate']} after {r['stopped_after']} unit{'s' if r['stopped_after'] > 1 else ''}"
-                      for r in stopped)
+    which = ", ".join(f"{r.candidate} after {_units(r.stopped_after)}" for r in stopped)
     return (f"Stopped early (racing): {which}. No scores of their remaining units could have put their interval "
             f"above 0, so those runs were not trained; their rows cover the units they ran.")
 
 
-def decision_sentence(recommendation: dict) -> str:
+def decision_sentence(recommendation: Recommendation) -> str:
     """One sentence: what to use and why."""
-    d = recommendation["diff_vs_unweighted"]
-    n, level = recommendation["n_units"], recommendation["level"]
-    if recommendation["decision"] == "weights":
-        w = recommendation["class_weights"]
-        return (f"Use class weights N / D / M = {fmt.weights(w)} ({recommendation['candidate']}): important_f1 "
-                f"{fmt.diff(d['mean'])} {fmt.VS_NONE} over {n} paired units, "
+    d, n, level = recommendation.diff_vs_unweighted, recommendation.n_units, recommendation.level
+    if recommendation.decision == "weights":
+        return (f"Use class weights N / D / M = {fmt.weights(recommendation.class_weights)} "
+                f"({recommendation.candidate}): important_f1 {fmt.diff(d.mean)} {fmt.VS_NONE} over {n} paired units, "
                 f"{fmt.diff_interval(d, level)}, clear of 0.")
-    if recommendation["decision"] == "thresholds":
-        return (f"Use no class weights, with post-hoc per-class thresholds: important_f1 {fmt.diff(d['mean'])} "
+    if recommendation.decision == "thresholds":
+        return (f"Use no class weights, with post-hoc per-class thresholds: important_f1 {fmt.diff(d.mean)} "
                 f"{fmt.VS_NONE} (plain argmax) over {n} paired units, {fmt.diff_interval(d, level)}, "
                 "clear of 0.")
-    best = max(recommendation["candidates"][1:], key=lambda r: r["diff"]["mean"], default=None)
-    why = (f" The best candidate ({best['candidate']}) is {fmt.diff(best['diff']['mean'])} {fmt.VS_NONE}, "
-           f"{fmt.diff_interval(best['diff'], level)}, which includes 0." if best else "")
-    if best and all(r.get("stopped_after") for r in recommendation["candidates"][1:]):
+    best = max(recommendation.challengers, key=lambda r: r.diff.mean, default=None)
+    why = (f" The best candidate ({best.candidate}) is {fmt.diff(best.diff.mean)} {fmt.VS_NONE}, "
+           f"{fmt.diff_interval(best.diff, level)}, which includes 0." if best else "")
+    if best and all(r.stopped_after for r in recommendation.challengers):
         why = (f" Every candidate was stopped early (racing): after the units it ran, no scores of its remaining "
-               f"units could have put its interval above 0. The closest, {best['candidate']}, stood at "
-               f"{fmt.diff(best['diff']['mean'])} {fmt.VS_NONE} over {best['stopped_after']} "
-               f"unit{'s' if best['stopped_after'] > 1 else ''}.")
+               f"units could have put its interval above 0. The closest, {best.candidate}, stood at "
+               f"{fmt.diff(best.diff.mean)} {fmt.VS_NONE} over {_units(best.stopped_after)}.")
     return f"Use no class weights: no candidate beat the unweighted model with an interval clear of 0.{why}"
 
 
-def paste_snippet(recommendation: dict) -> str:
+def paste_snippet(recommendation: Recommendation) -> str:
     """What to put in a SKOL model_config."""
-    return 'model_config["class_weights"] = ' + (json.dumps(recommendation["class_weights"])
-                                                  if recommendation["class_weights"] else "None")
+    weights = recommendation.class_weights
+    return 'model_config["class_weights"] = ' + (json.dumps(weights) if weights else "None")
 
 
-def decision_attr(recommendation: dict) -> str:
+def decision_attr(recommendation: Recommendation) -> str:
     """The short ``decision`` user attr, the first row of the dashboard's study page: what to paste and why."""
-    return (f"{recommendation['decision']}: {paste_snippet(recommendation)}. {decision_sentence(recommendation)} "
-            f"predict --study uses the {(recommendation.get('deployed') or {}).get('default', 'single')} model.")
+    return (f"{recommendation.decision}: {paste_snippet(recommendation)}. {decision_sentence(recommendation)} "
+            f"predict --study uses the {recommendation.default_model} model.")
 
 
-def deployed_sentence(recommendation: dict) -> str:
+def deployed_sentence(recommendation: Recommendation) -> str:
     """What ``predict --study`` uses by default, its members and what they were trained on."""
-    deployed = recommendation.get("deployed")
+    deployed = recommendation.deployed
     if not deployed:
         return "The search's model of the recommended trial (this study kept no confirmation models)."
-    members = deployed["ensemble"]["members"]
-    ens = (f"the mean of {len(members)} confirmation models of {deployed['candidate']} (units "
+    members = deployed.members
+    ens = (f"the mean of {len(members)} confirmation models of {deployed.candidate} (units "
            f"{', '.join(m['unit'] for m in members)}; each trained on its unit's training folds, "
            f"{min(m['train_lines'] for m in members)}-{max(m['train_lines'] for m in members)} lines)"
            if members else "none kept")
-    refit = deployed.get("refit")
-    cal = deployed.get("calibration")
+    refit, cal = deployed.refit, deployed.calibration
     n_refits = refit.get("models", 1) if refit else 0  # entries made before refits were counted hold one
     refits = "one model" if n_refits == 1 else f"the mean of {n_refits} models"
     text = {"ensemble": f"Ensemble: {ens}.",
-            "single": f"Single: the search's model of trial {deployed['single']['trial']} (its training split).",
+            "single": f"Single: the search's model of trial {deployed.single['trial']} (its training split).",
             "refit": (f"Refit: {refits} on every non-test line ({refit['train_lines']} lines)." if refit
                       else "Refit: not made (tune --refits N)."),
             "calibration": (f"Each model's probabilities are calibrated first, fitted on {cal['fitted_on']}: its "
@@ -122,48 +121,46 @@ def deployed_sentence(recommendation: dict) -> str:
                             "confident, below 1 more) and shifted per class by "
                             f"{', '.join(f'{c} {b:+.3f}' for c, b in zip(CLASSES, cal['biases']))}."
                             if cal else "No calibration.")}
-    order = [deployed["default"]] + [k for k in text if k != deployed["default"]]
-    return " ".join([f"Default: {deployed['default']}."] + [text[k] for k in order])
+    order = [deployed.default] + [k for k in text if k != deployed.default]
+    return " ".join([f"Default: {deployed.default}."] + [text[k] for k in order])
 
 
-def deployed_test(recommendation: dict, test: dict | None) -> dict | None:
+def deployed_test(recommendation: Recommendation, test: dict | None) -> dict | None:
     """The test score of the model ``predict --study`` uses by default, one record for every view:
     ``{"kind", "model", "important_f1"}`` (``None`` before the test check)."""
-    deployed, test = recommendation.get("deployed") or {}, test or {}
-    kind = deployed.get("default", "single")
-    refit = deployed.get("refit") or {}
+    deployed, test = recommendation.deployed, test or {}
+    kind = recommendation.default_model
+    refit = (deployed.refit if deployed else None) or {}
     score = {"refit": refit.get("test_important_f1"),
              "ensemble": (test.get("ensemble") or {}).get("stats", {}).get("important_f1"),
              "single": (test.get("recommended") or {}).get("stats", {}).get("important_f1")}.get(kind)
     if score is None:
         return None
     n = refit.get("models", 1)
-    model = {"refit": f"{n} refit models of {deployed.get('candidate')}, averaged" if n > 1 else
-                      f"1 refit model of {deployed.get('candidate')}",
-             "ensemble": f"the {len(deployed.get('ensemble', {}).get('members', []))} confirmation models of "
-                         f"{deployed.get('candidate')}, averaged",
-             "single": f"the search's model of trial {recommendation.get('trial')}"}[kind]
-    calibrated = " (calibrated)" if deployed.get("calibration") else ""
+    model = {"refit": lambda: (f"{n} refit models of {deployed.candidate}, averaged" if n > 1 else
+                               f"1 refit model of {deployed.candidate}"),
+             "ensemble": lambda: f"the {len(deployed.members)} confirmation models of {deployed.candidate}, averaged",
+             "single": lambda: f"the search's model of trial {recommendation.trial}"}[kind]()
+    calibrated = " (calibrated)" if deployed and deployed.calibration else ""
     return {"kind": kind, "model": model + calibrated, "important_f1": float(score)}
 
 
-def study_note(recommendation: dict, test: dict | None = None) -> str:
+def study_note(recommendation: Recommendation, test: dict | None = None) -> str:
     """The study-level dashboard note: decision, candidates table with intervals, test check, snippet."""
-    pct = int(round(recommendation["level"] * 100))
-    lines = ["## Recommendation", "", decision_sentence(recommendation), "",
-             f"Paired over {recommendation['n_units']} units ({recommendation['folds']} folds x "
-             f"{recommendation['repeats']} repeats). Interval: {pct}%, {recommendation['interval']}.", "",
+    rec = recommendation
+    lines = ["## Recommendation", "", decision_sentence(rec), "",
+             f"Paired over {rec.n_units} units ({rec.folds} folds x {rec.repeats} repeats). "
+             f"Interval: {int(round(rec.level * 100))}%, {rec.interval}.", "",
              f"important_f1 is the mean over the units' held-out folds; weights are as trained (the values to "
              f"paste). {THRESHOLDS_MEANING}", "",
-             *([stopped_sentence(recommendation), ""] if stopped_sentence(recommendation) else []),
+             *([stopped_sentence(rec), ""] if stopped_sentence(rec) else []),
              f"| candidate | weights N / D / M (as trained) | important_f1 | {fmt.VS_NONE} | interval |",
              "|---|---|---|---|---|"]
-    for r in recommendation["candidates"]:
-        d = r["diff"]
-        lines.append(f"| {r['candidate']} | {fmt.weights(r.get('class_weights'))} | {fmt.score(r['mean'])} | "
-                     f"{fmt.diff(d['mean'])} | {fmt.diff_interval(d, recommendation['level'])} |")
+    for r in rec.candidates:
+        lines.append(f"| {r.candidate} | {fmt.weights(r.class_weights)} | {fmt.score(r.mean)} | "
+                     f"{fmt.diff(r.diff.mean)} | {fmt.diff_interval(r.diff, rec.level)} |")
     if test:
-        deployed = deployed_test(recommendation, test)
+        deployed = deployed_test(rec, test)
         lines += ["", "### Test split (scored once, after the decision)", "",
                   "| model | important_f1 | Nomenclature F1 (support) | Description F1 (support) |", "|---|---|---|---|"]
         if deployed:
@@ -175,8 +172,8 @@ def study_note(recommendation: dict, test: dict | None = None) -> str:
                              f"({s['Nomenclature_support']}) | {fmt.score(s['Description_f1'])} "
                              f"({s['Description_support']}) |")
         lines += ["", SMALL_TEST_CAUTION]
-    lines += ["", "### Deployed model (`predict --study`)", "", deployed_sentence(recommendation)]
-    lines += ["", "Paste into SKOL:", "", "```python", paste_snippet(recommendation), "```"]
+    lines += ["", "### Deployed model (`predict --study`)", "", deployed_sentence(rec)]
+    lines += ["", "Paste into SKOL:", "", "```python", paste_snippet(rec), "```"]
     return "\n".join(lines)
 
 
@@ -209,17 +206,17 @@ def append_to_finished_note(study: optuna.Study, number: int, marker: str, text:
         logger.warning(f"could not save the dashboard note of trial {number}: {exc}")
 
 
-def save_notes(study: optuna.Study, state: dict, recommendation: dict, test: dict | None = None) -> None:
+def save_notes(study: optuna.Study, state: dict, recommendation: Recommendation, test: dict | None = None) -> None:
     """Study note with the decision; each confirmed trial's note says what the confirmation found."""
     save_live_note(study, study_note(recommendation, test))
     for name, cand in state["candidates"].items():
         if cand.get("trial") is None or name == THRESHOLDS or not cand["units"]:
             continue
-        row = next((r for r in recommendation["candidates"] if r["candidate"] == name), None)
+        row = recommendation.row(name)
         found = ("the reference every candidate is paired against" if name == UNWEIGHTED or row is None else
-                 f"mean important_f1 {fmt.score(row['mean'])}, {fmt.diff(row['diff']['mean'])} {fmt.VS_NONE}, "
-                 f"{fmt.diff_interval(row['diff'], recommendation['level'])}")
-        chosen = "recommended" if recommendation["candidate"] == name else "not recommended"
+                 f"mean important_f1 {fmt.score(row.mean)}, {fmt.diff(row.diff.mean)} {fmt.VS_NONE}, "
+                 f"{fmt.diff_interval(row.diff, recommendation.level)}")
+        chosen = "recommended" if recommendation.candidate == name else "not recommended"
         table = "\n".join([CONFIRMATION_MARK, "", f"This trial was confirmed as candidate **{name}** ({chosen}): "
                            f"{found}.", "", "Scores per unit (held-out folds):", "",
                            "| unit | important_f1 | Nomenclature F1 | Description F1 |", "|---|---|---|---|"]
@@ -228,7 +225,7 @@ def save_notes(study: optuna.Study, state: dict, recommendation: dict, test: dic
         append_to_finished_note(study, cand["trial"], CONFIRMATION_MARK, table)
 
 
-def publish(study: optuna.Study, recommendation: dict) -> None:
+def publish(study: optuna.Study, recommendation: Recommendation) -> None:
     """Store ``recommendation`` changed after the decision (the refits made) and refresh its views: the
     ``decision`` attr and the notes, with the test check where it was made."""
     store_recommendation(study, recommendation)

@@ -25,6 +25,7 @@ from .notes import (
     paste_snippet,
 )
 from .paths import artifacts_dir, atomic_write_bytes
+from .records import Recommendation
 from .space import METRIC_NAME
 from .storage import stored_recommendation, tuned_study
 
@@ -91,17 +92,17 @@ def number(value) -> str:
     return str(value)
 
 
-def candidates_frame(rec: dict) -> pd.DataFrame:
+def candidates_frame(rec: Recommendation) -> pd.DataFrame:
     """The confirmation's candidates: weights as trained, mean important_f1 over the units, the paired
     difference to no weights with its interval, printed as every view prints them (:mod:`.formats`)."""
-    return pd.DataFrame([{"candidate": r["candidate"], "kind": r["kind"], "trial": r.get("trial"),
-                          "weights N / D / M (as trained)": fmt.weights(r.get("class_weights")),
-                          "important_f1 (mean over units)": fmt.score(r["mean"]), fmt.VS_NONE: fmt.diff(r["diff"]["mean"]),
-                          "interval": fmt.diff_interval(r["diff"], rec["level"])}
-                         for r in rec["candidates"]])
+    return pd.DataFrame([{"candidate": r.candidate, "kind": r.kind, "trial": r.trial,
+                          "weights N / D / M (as trained)": fmt.weights(r.class_weights),
+                          "important_f1 (mean over units)": fmt.score(r.mean), fmt.VS_NONE: fmt.diff(r.diff.mean),
+                          "interval": fmt.diff_interval(r.diff, rec.level)}
+                         for r in rec.candidates])
 
 
-def test_split_frame(test: dict, rec: dict | None = None) -> pd.DataFrame:
+def test_split_frame(test: dict, rec: Recommendation | None = None) -> pd.DataFrame:
     """Test scores (scored once, after the decision): the deployed model's first, then each single model's
     per class, each F1 with its support (lines of that class in the test split)."""
     rows = []
@@ -127,8 +128,8 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
     test = study.user_attrs.get("test_stats")
     if rec:  # the decision first; the evidence, then the trials, below it
         print(f"Recommendation: {decision_sentence(rec)}")
-        print(f"\nconfirmation, paired {fmt.VS_NONE} over {rec['n_units']} units "
-              f"({rec['folds']} folds x {rec['repeats']} repeats):")
+        print(f"\nconfirmation, paired {fmt.VS_NONE} over {rec.n_units} units "
+              f"({rec.folds} folds x {rec.repeats} repeats):")
         print(candidates_table(rec))
     else:
         print("no recommendation yet: run `weight-tuner tune` to the end (it confirms the top candidates)")
@@ -167,8 +168,8 @@ def page_html(study, table: pd.DataFrame | None = None) -> str:
     if rec:
         parts += ['<h2>Recommendation</h2>', f'<p id="verdict">{e(decision_sentence(rec))}</p>',
                   "<p>Paste into SKOL:</p>", f'<pre id="paste">{e(paste_snippet(rec))}</pre>',
-                  f"<p>Paired over {rec['n_units']} units ({rec['folds']} folds x {rec['repeats']} repeats); "
-                  f"{int(round(rec['level'] * 100))}% intervals: {e(rec['interval'])}.</p>",
+                  f"<p>Paired over {rec.n_units} units ({rec.folds} folds x {rec.repeats} repeats); "
+                  f"{int(round(rec.level * 100))}% intervals: {e(rec.interval)}.</p>",
                   html_table(candidates_frame(rec), "candidates"),
                   "<h2>The deployed model (what <code>predict --study</code> uses)</h2>",
                   f'<p id="deployed">{e(deployed_sentence(rec))}</p>']

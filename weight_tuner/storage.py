@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from .config import validate_config
 from .errors import StudyError
 from .paths import STORAGE_ENV, display_url, file_in_the_way, sqlite_path
+from .records import Recommendation
 from .schemes import is_unweighted
 from .space import METRIC_NAME, SPACE_VERSION, SearchSpace
 
@@ -209,21 +210,27 @@ def _checksum(rec: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def store_recommendation(study: optuna.Study, rec: dict | None) -> None:
+def store_recommendation(study: optuna.Study, rec: Recommendation | None) -> None:
     """Store the study's recommendation (or withdraw it with ``None``) with its checksum."""
-    study.set_user_attr(RECOMMENDATION_ATTR, None if rec is None else dict(rec, **{CHECKSUM_KEY: _checksum(rec)}))
+    body = None if rec is None else rec.to_dict()
+    study.set_user_attr(RECOMMENDATION_ATTR, None if body is None else dict(body, **{CHECKSUM_KEY: _checksum(body)}))
 
 
-def stored_recommendation(study: optuna.Study) -> dict | None:
-    """The study's recommendation, or ``None``; a :class:`StudyError` when its row fails its checksum (every
-    command that uses it reads it here, so none acts on an edited or damaged decision)."""
+def stored_recommendation(study: optuna.Study) -> Recommendation | None:
+    """The study's recommendation, or ``None``; a :class:`StudyError` when its row fails its checksum or is not
+    a recommendation (every command that uses it reads it here, so none acts on an edited or damaged decision)."""
     rec = study.user_attrs.get(RECOMMENDATION_ATTR)
     if rec is None:
         return None
     if not isinstance(rec, dict) or (CHECKSUM_KEY in rec and rec[CHECKSUM_KEY] != _checksum(rec)):
         raise StudyError(f"study {study.study_name!r}: its stored recommendation fails its checksum (the database row "
                          "was edited or damaged); run `weight-tuner tune` with the same settings to decide again")
-    return {k: v for k, v in rec.items() if k != CHECKSUM_KEY}
+    try:
+        return Recommendation.from_dict({k: v for k, v in rec.items() if k != CHECKSUM_KEY})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise StudyError(f"study {study.study_name!r}: its stored recommendation is not one weight-tuner reads "
+                         f"({type(exc).__name__}: {exc}); run `weight-tuner tune` with the same settings to decide "
+                         "again") from exc
 
 
 def check_stored_data(storage_url: str, name: str, fingerprint: str, who: str = "this run") -> None:

@@ -18,7 +18,8 @@ import numpy as np
 from . import corpus, sample
 from .config import CLASSES
 from .errors import DataError
-from .features import Featurizer, SparseRows, build_features, return_freed_memory
+from .features import Featurizer, build_features
+from .rows import SparseRows, return_freed_memory
 from .metrics import compute_stats
 from .paths import DEFAULT_CACHE_DIR, bundle_paths, check_bundle, read_json, write_json, write_manifest
 from .sample import SAMPLE_DOCS

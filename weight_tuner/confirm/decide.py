@@ -22,6 +22,7 @@ import optuna
 from ..config import CLASSES
 from ..folds import Unit
 from ..notes import PENDING_DECISION, decision_attr, save_notes
+from ..records import Candidate, Difference, Recommendation
 from ..schemes import UNWEIGHTED
 from ..storage import FINISHED, store_recommendation, stored_recommendation
 from .deployed import deployed_models, kept_refits
@@ -35,7 +36,7 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- confirmation
 
 def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, stop=None,
-            wait: bool = True, members: Path | None = None, racing: bool = True) -> dict | None:
+            wait: bool = True, members: Path | None = None, racing: bool = True) -> Recommendation | None:
     """Take the confirmation's unit runs (through the storage, with every other process of the study),
     then decide.
 
@@ -74,10 +75,9 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
     state = state_of(plan, finished, counted)
     study.set_user_attr("confirmation", state)
     recommendation = recommendation_from(state, evaluation)
-    recommendation["finished_trials"] = len(study.get_trials(deepcopy=False, states=FINISHED))
-    recommendation["confirmation_study"] = companion.study_name
-    recommendation["deployed"] = kept_refits(deployed_models(study, companion, finished, recommendation),
-                                             stored_recommendation(study))
+    recommendation = recommendation.replace(
+        finished_trials=len(study.get_trials(deepcopy=False, states=FINISHED)), confirmation_study=companion.study_name,
+        deployed=kept_refits(deployed_models(study, companion, finished, recommendation), stored_recommendation(study)))
     store_recommendation(study, recommendation)
     study.set_user_attr("decision", decision_attr(recommendation))
     save_notes(study, state, recommendation)
@@ -88,7 +88,7 @@ def withdraw_stale_recommendation(study: optuna.Study) -> bool:
     """Withdraw a recommendation made before trials that have finished since (it no longer covers the
     search); return whether one was withdrawn. ``tune --no-confirm`` calls this after adding trials."""
     rec = stored_recommendation(study)
-    if not rec or rec.get("finished_trials") == len(study.get_trials(deepcopy=False, states=FINISHED)):
+    if not rec or rec.finished_trials == len(study.get_trials(deepcopy=False, states=FINISHED)):
         return False
     store_recommendation(study, None)
     study.set_user_attr("decision", PENDING_DECISION)
@@ -107,8 +107,9 @@ def confirmation_evaluation(study: optuna.Study, default: dict) -> dict:
     return evaluation
 
 
-def recommendation_from(state: dict, evaluation: dict) -> dict:
-    """The decision over the units of a confirmation state, with everything export needs."""
+def recommendation_from(state: dict, evaluation: dict) -> Recommendation:
+    """The decision over the units of a confirmation state, with everything export needs (without the
+    deployed models and the search's size, which :func:`confirm` adds)."""
     cands = state["candidates"]
     # Every candidate's units are a prefix of the unweighted one's (all of them, without racing).
     lines = [(u["lines"], u["train_lines"]) for u in cands[UNWEIGHTED]["units"].values()]
@@ -116,20 +117,23 @@ def recommendation_from(state: dict, evaluation: dict) -> dict:
     scores = {n: {"kind": c["kind"], "scores": {k: u["scores"]["important_f1"] for k, u in c["units"].items()}}
               for n, c in cands.items()}
     result = decide(scores, ratio)
+    rows = []
     for row in result["candidates"]:
         c = cands[row["candidate"]]
-        row.update(trial=c.get("trial"), class_weights=c.get("class_weights"), scheme=c.get("scheme"),
-                   stopped_after=c.get("stopped_after"),
-                   per_class={k: mean_or_nan(u["scores"][k] for u in c["units"].values())
-                              for k in ("Nomenclature_f1", "Description_f1")})
-    pick = cands[result["candidate"]]
-    if result["decision"] == "thresholds":
-        result["multipliers"] = unit_multipliers(pick["units"])
-    result.update(class_weights=pick["class_weights"] if result["decision"] == "weights" else None,
-                  trial=pick.get("trial") if result["decision"] == "weights" else cands[UNWEIGHTED].get("trial"),
-                  n_units=result["diff_vs_unweighted"]["n_units"], folds=state["folds"], repeats=state["repeats"],
-                  design=evaluation.get("design", "confirm"), test_train_ratio=ratio)
-    return result
+        rows.append(Candidate(row["candidate"], row["kind"], row["mean"], Difference.from_dict(row["diff"]),
+                              trial=c.get("trial"), class_weights=c.get("class_weights"), scheme=c.get("scheme"),
+                              stopped_after=c.get("stopped_after"),
+                              per_class={k: mean_or_nan(u["scores"][k] for u in c["units"].values())
+                                         for k in ("Nomenclature_f1", "Description_f1")}))
+    pick, decision = cands[result["candidate"]], result["decision"]
+    return Recommendation(
+        decision=decision, candidate=result["candidate"], level=result["level"],
+        diff_vs_unweighted=Difference.from_dict(result["diff_vs_unweighted"]), interval=result["interval"], candidates=tuple(rows),
+        class_weights=pick["class_weights"] if decision == "weights" else None,
+        trial=pick.get("trial") if decision == "weights" else cands[UNWEIGHTED].get("trial"),
+        n_units=result["diff_vs_unweighted"]["n_units"], folds=state["folds"], repeats=state["repeats"],
+        design=evaluation.get("design", "confirm"), test_train_ratio=ratio,
+        multipliers=unit_multipliers(pick["units"]) if decision == "thresholds" else None)
 
 
 def unit_multipliers(units: dict) -> dict[str, float] | None:

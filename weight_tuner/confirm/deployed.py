@@ -7,6 +7,7 @@ import optuna
 
 from ..artifacts import MEMBER_ATTR
 from ..posthoc import Calibration, mean_calibration
+from ..records import Deployed, Recommendation
 from ..schemes import UNWEIGHTED
 
 DEPLOYED_KINDS = ("ensemble", "refit", "single")
@@ -45,24 +46,24 @@ def deployed_calibration(members: list[dict], decision: str) -> dict | None:
                                           "parameters averaged")
 
 
-def deployed_models(study: optuna.Study, companion: optuna.Study, finished: dict, recommendation: dict) -> dict:
+def deployed_models(study: optuna.Study, companion: optuna.Study, finished: dict,
+                    recommendation: Recommendation) -> Deployed:
     """What ``predict --study`` can use for the recommended configuration: the confirmation's models of
     its candidate (the ensemble), the search's model of its trial (single) and, once made, a refit."""
-    candidate = recommendation["candidate"] if recommendation["decision"] == "weights" else UNWEIGHTED
+    candidate = recommendation.candidate if recommendation.decision == "weights" else UNWEIGHTED
     counts = study.user_attrs.get("class_counts", {})
     members = ensemble_of(companion, finished, candidate)
-    return {"default": DEFAULT_DEPLOYED if members else "single", "candidate": candidate,
-            "calibration": deployed_calibration(members, recommendation["decision"]),
-            "ensemble": {"members": members,
-                         "trained_on": "each member: the unit's training folds of the non-test chunks"},
-            "single": {"trial": recommendation["trial"], "train_class_counts": counts.get("train"),
-                       "trained_on": "the search's training split"}}
+    return Deployed(DEFAULT_DEPLOYED if members else "single", candidate,
+                    deployed_calibration(members, recommendation.decision), tuple(members),
+                    single={"trial": recommendation.trial, "train_class_counts": counts.get("train"),
+                            "trained_on": "the search's training split"})
 
 
-def kept_refits(deployed: dict, earlier: dict | None) -> dict:
+def kept_refits(deployed: Deployed, earlier: Recommendation | None) -> Deployed:
     """``deployed`` with the earlier recommendation's refits, where they are of the same candidate with the
     same calibration: a rerun that stops before its refit step (an error, Ctrl-C) leaves ``predict --study``
     on the refits it used, and the refit step then checks and keeps them."""
-    before = (earlier or {}).get("deployed") or {}
-    same = all(before.get(k) == deployed.get(k) for k in ("candidate", "calibration"))
-    return dict(deployed, refit=before["refit"], default="refit") if same and before.get("refit") else deployed
+    before = earlier.deployed if earlier else None
+    if before and before.refit and (before.candidate, before.calibration) == (deployed.candidate, deployed.calibration):
+        return deployed.with_refit(before.refit)
+    return deployed

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 
 from ..posthoc import Calibration, apply_calibration, apply_multipliers
+from ..records import Deployed
 
 
-def stored_calibration(deployed: dict | None) -> Calibration | None:
-    """The calibration a recommendation's ``deployed`` entry holds (``None``: none, or no entry)."""
-    stored = (deployed or {}).get("calibration")
-    return Calibration.from_dict(stored) if stored else None
+def stored_calibration(deployed: Deployed | None) -> Calibration | None:
+    """The calibration a recommendation's deployed models hold (``None``: none, or no deployed models)."""
+    return Calibration.from_dict(deployed.calibration) if deployed and deployed.calibration else None
 
 
 def class_fractions(counts: dict[str, int]) -> dict[str, float]:

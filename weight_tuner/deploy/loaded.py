@@ -15,7 +15,7 @@ from .refits import REFIT_NAME, refit_paths
 
 
 @dataclass(frozen=True)
-class Deployed:
+class LoadedModel:
     """The model ``predict --study`` uses: its kind, bundle paths (several for an ensemble or refits), the
     post-hoc multipliers (``None``: plain argmax), the class balance it was trained on (for prior
     adaptation) and the calibration applied to each model's probabilities (``None``: none)."""
@@ -29,7 +29,7 @@ class Deployed:
 
 
 def recommended_model(storage_url: str, study_name: str, use: str | None = None,
-                      members: str | Path | None = None) -> Deployed:
+                      members: str | Path | None = None) -> LoadedModel:
     """The deployed model of a study's recommendation: ``use`` (``ensemble``, ``refit`` or ``single``), by
     default the recommendation's own default (:data:`..confirm.deployed.DEFAULT_DEPLOYED`).
 
@@ -42,9 +42,9 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
     """
     study = tuned_study(storage_url, study_name)
     rec = stored_recommendation(study)
-    multipliers = rec.get("multipliers") if rec and rec["decision"] == "thresholds" else None
-    deployed = (rec or {}).get("deployed")
-    kind = use or (deployed["default"] if deployed else "single")
+    multipliers = rec.multipliers if rec and rec.decision == "thresholds" else None
+    deployed = rec.deployed if rec else None
+    kind = use or (deployed.default if deployed else "single")
     models = models_dir(storage_url, study_name)
     if kind != "single" and deployed is None:
         raise StudyError(f"study {study_name!r} has no deployed {kind} (its confirmation has not run, or ran "
@@ -52,34 +52,34 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
     calibration = stored_calibration(deployed)
     note = f"; calibrated (temperature {calibration.temperature:.2f})" if calibration else ""
     if kind == "ensemble":
-        found = deployed["ensemble"]["members"]
+        found = deployed.members
         if not found:
             raise StudyError(f"study {study_name!r} kept no ensemble members (confirmed before models were kept); "
                              "use --use single")
         bundles = fetch_members(found, models / "members", members)
         prior = mean_fractions([m["train_class_counts"] for m in found if m.get("train_class_counts")] or
                                [study.user_attrs["class_counts"]["train"]])
-        return Deployed("ensemble", bundles, multipliers, prior,
-                        f"ensemble of {len(bundles)} confirmation models of {deployed['candidate']} "
+        return LoadedModel("ensemble", bundles, multipliers, prior,
+                        f"ensemble of {len(bundles)} confirmation models of {deployed.candidate} "
                         f"(units {', '.join(m['unit'] for m in found)}){note}", calibration)
     if kind == "refit":
-        refit = deployed.get("refit")
+        refit = deployed.refit
         paths = refit_paths(models, refit.get("models", 1)) if refit else [models / REFIT_NAME]
         missing = [p for p in paths if not p.exists()]
         if refit is None or missing:
             raise StudyError(f"study {study_name!r} has no refit model at {(missing or paths)[0]}; run tune again "
                              "with --refits N")
-        return Deployed("refit", paths, multipliers, class_fractions(refit["train_class_counts"]),
-                        f"{len(paths)} refit{'s' if len(paths) > 1 else ''} of {deployed['candidate']} on "
+        return LoadedModel("refit", paths, multipliers, class_fractions(refit["train_class_counts"]),
+                        f"{len(paths)} refit{'s' if len(paths) > 1 else ''} of {deployed.candidate} on "
                         f"{refit['train_lines']} non-test lines{note}", calibration)
-    if rec and rec.get("trial") is None:
-        raise StudyError(f"study {study_name!r} decided {rec['decision'].replace('_', ' ')} but its search has no "
+    if rec and rec.trial is None:
+        raise StudyError(f"study {study_name!r} decided {rec.decision.replace('_', ' ')} but its search has no "
                          "unweighted trial (its schemes left it out), so there is no single model of it; use "
                          "--use ensemble or refit")
-    number = rec["trial"] if rec else max(completed_trials(study), key=trial_score).number
+    number = rec.trial if rec else max(completed_trials(study), key=trial_score).number
     path = model_path(models, number)
     if not path.exists():
         raise StudyError(f"the model of trial {number} is not at {path} (models are kept on the machine that ran "
                          "the study); use weight-tuner train --save-model with the exported weights")
-    return Deployed("single", [path], multipliers, class_fractions(study.user_attrs["class_counts"]["train"]),
+    return LoadedModel("single", [path], multipliers, class_fractions(study.user_attrs["class_counts"]["train"]),
                     f"the search's model of trial {number}{note}", calibration)

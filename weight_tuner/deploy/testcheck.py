@@ -14,6 +14,7 @@ from ..metrics import compute_stats
 from ..notes import save_notes
 from ..paths import model_path, models_dir
 from ..posthoc import apply_multipliers, fit_adjustment
+from ..records import Recommendation
 from ..storage import store_recommendation, stored_recommendation, unweighted_config, unweighted_number
 from .ensemble import ensemble_probs, stored_calibration
 from .refits import recommended_config
@@ -38,12 +39,12 @@ def check_rescore(study: optuna.Study, stored: dict | None, now: dict) -> None:
                              "The stored scores are kept; nothing was overwritten")
 
 
-def _scored_trials(study: optuna.Study, rec: dict) -> list[tuple[int | None, dict]]:
+def _scored_trials(study: optuna.Study, rec: Recommendation) -> list[tuple[int | None, dict]]:
     """The search's models the test check scores, as (trial number, config): the unweighted trial's first
     (``None`` where the study has no unweighted trial) and, for a weights decision, the recommended trial's."""
     out = [(unweighted_number(study), unweighted_config(study))]
-    if rec["decision"] == "weights":
-        out.append((rec["trial"], recommended_config(study, rec)))
+    if rec.decision == "weights":
+        out.append((rec.trial, recommended_config(study, rec)))
     return out
 
 
@@ -68,12 +69,12 @@ def search_models(study: optuna.Study, prepared, storage_url: str) -> None:
         if not path.exists():  # a damaged one is refused by name when it is loaded, never silently replaced
             logger.info(f"model of trial {number} not on this machine; training it on the search's training split")
             save_bundle(train_model(prepared, config)[0], prepared.featurizer, config, path, prepared.label_map)
-    if rec["decision"] == "thresholds" and rec.get("multipliers") is None:
+    if rec.decision == "thresholds" and rec.multipliers is None:
         from ..train import load_bundle
 
         model, _, cfg = load_bundle(model_path(models, trials[0][0]))  # the unweighted model
         fitted, _ = fit_adjustment(predict_probs(model, prepared.splits["val"], cfg), prepared.splits["val"].y)
-        store_recommendation(study, dict(rec, multipliers=dict(zip(CLASSES, map(float, fitted)))))
+        store_recommendation(study, rec.replace(multipliers=dict(zip(CLASSES, map(float, fitted)))))
 
 
 def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
@@ -104,22 +105,22 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
         scored[number] = model, config
     u_number = trials[0][0]
     u_model, u_cfg = scored[u_number]
-    result = {"decision": rec["decision"], "unweighted": {"trial": u_number, "stats": evaluate(u_model, test, u_cfg)}}
-    if rec["decision"] == "weights":
-        model, cfg = scored[rec["trial"]]
-        result["recommended"] = {"trial": rec["trial"], "stats": evaluate(model, test, cfg)}
-    elif rec["decision"] == "thresholds":
-        if rec.get("multipliers") is None:
+    result = {"decision": rec.decision, "unweighted": {"trial": u_number, "stats": evaluate(u_model, test, u_cfg)}}
+    if rec.decision == "weights":
+        model, cfg = scored[rec.trial]
+        result["recommended"] = {"trial": rec.trial, "stats": evaluate(model, test, cfg)}
+    elif rec.decision == "thresholds":
+        if rec.multipliers is None:
             raise StudyError(f"study {study.study_name!r}: the thresholds decision has no multipliers; run tune again")
-        probs = apply_multipliers(predict_probs(u_model, test, u_cfg), rec["multipliers"])
-        result["recommended"] = {"trial": u_number, "multipliers": rec["multipliers"],
+        probs = apply_multipliers(predict_probs(u_model, test, u_cfg), rec.multipliers)
+        result["recommended"] = {"trial": u_number, "multipliers": rec.multipliers,
                                  "stats": compute_stats(test.y, one_hot_probs(probs.argmax(axis=1)))}
     else:
         result["recommended"] = result["unweighted"]
-    members = ((rec.get("deployed") or {}).get("ensemble") or {}).get("members")
+    members = rec.deployed.members if rec.deployed else ()
     if members:
-        bundles = fetch_members(members, models / "members", members_folder)
-        probs = ensemble_probs(bundles, test, rec.get("multipliers"), stored_calibration(rec["deployed"]))
+        bundles = fetch_members(list(members), models / "members", members_folder)
+        probs = ensemble_probs(bundles, test, rec.multipliers, stored_calibration(rec.deployed))
         result["ensemble"] = {"members": len(bundles), "stats": compute_stats(test.y, probs)}
     check_rescore(study, study.user_attrs.get("test_stats"), result)
     study.set_user_attr("test_stats", result)
