@@ -28,7 +28,7 @@ from weight_tuner import logs
 logs.configure(0)
 logs.import_tensorflow(0)
 
-from weight_tuner.config import CLASSES, validate_config  # noqa: E402
+from weight_tuner.config import CLASSES, ModelConfig  # noqa: E402
 from weight_tuner.folds import make_units, refit_data, unit_data  # noqa: E402
 from weight_tuner.metrics import compute_stats  # noqa: E402
 from weight_tuner.posthoc import adapt_priors, apply_calibration, fit_calibration, mean_calibration  # noqa: E402
@@ -54,7 +54,7 @@ def train_all(seed: int) -> dict:
     path = out_dir / f"{split_by}-{group}-s{seed}.npz"
     if path.exists():
         return dict(np.load(path))
-    cfg = validate_config(dict(QUICK_MODEL, seed=seed, verbosity=0))
+    cfg = ModelConfig.from_dict(dict(QUICK_MODEL, seed=seed, verbosity=0))
     members, held_probs, held_y = [], [], []
     for unit in make_units(folds, repeats):
         ud = unit_data(prep, unit, folds)
@@ -65,7 +65,7 @@ def train_all(seed: int) -> dict:
     rd = refit_data(prep)
     fits = []
     for k in range(refits):
-        model, _ = train_model(rd, validate_config(dict(cfg, seed=seed + 10 * k)))
+        model, _ = train_model(rd, cfg.replace(seed=seed + 10 * k))
         fits.append(predict_probs(model, test, cfg))
     out = {"members": np.stack(members), "refits": np.stack(fits),
            "held_probs": np.concatenate(held_probs), "held_y": np.concatenate(held_y)}

@@ -27,7 +27,7 @@ from weight_tuner import logs
 logs.configure(0)
 logs.import_tensorflow(0)
 
-from weight_tuner.config import CLASSES, validate_config  # noqa: E402
+from weight_tuner.config import CLASSES, ModelConfig  # noqa: E402
 from weight_tuner.deploy.ensemble import class_fractions, mean_fractions  # noqa: E402
 from weight_tuner.folds import make_units, refit_data, unit_data  # noqa: E402
 from weight_tuner.metrics import compute_stats  # noqa: E402
@@ -73,7 +73,7 @@ def score(probs):
 
 for seed in seeds:
     t0 = time.perf_counter()
-    cfg = validate_config(dict(QUICK_MODEL, seed=seed, verbosity=0))
+    cfg = ModelConfig.from_dict(dict(QUICK_MODEL, seed=seed, verbosity=0))
     probs, priors = {}, {}
     probs["single"] = fit_and_predict(prep, cfg)
     priors["single"] = class_fractions(prep.class_counts["train"])

@@ -32,7 +32,7 @@ from keras import ops
 from weight_tuner import features as F
 from weight_tuner import model as M
 from weight_tuner import train as T
-from weight_tuner.config import CLASSES, validate_config
+from weight_tuner.config import CLASSES, ModelConfig
 from weight_tuner.space import QUICK_MODEL
 
 L = int(sys.argv[4]) if len(sys.argv) > 4 else 96
@@ -82,14 +82,14 @@ def build(n_features, config):
     inputs = keras.Input(shape=(None, n_features))
     x = keras.layers.Masking(0.0)(inputs)
     x = Bag()(x)
-    x = keras.layers.Dense(config["input_projection"] or 64, activation="relu")(x)
-    for i in range(config["num_layers"]):
-        x = keras.layers.Bidirectional(keras.layers.LSTM(config["hidden_size"], return_sequences=True,
-                                                         dropout=config["dropout"]))(x)
+    x = keras.layers.Dense(config.input_projection or 64, activation="relu")(x)
+    for i in range(config.num_layers):
+        x = keras.layers.Bidirectional(keras.layers.LSTM(config.hidden_size, return_sequences=True,
+                                                         dropout=config.dropout))(x)
     out = keras.layers.Dense(len(CLASSES), activation="softmax")(x)
     m = keras.Model(inputs, out)
-    m.compile(optimizer=keras.optimizers.Adam(config["learning_rate"]),
-              loss=M.WeightedCategoricalCrossentropy(M.weights_vector(config["class_weights"])))
+    m.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+              loss=M.WeightedCategoricalCrossentropy(M.weights_vector(config.class_weights)))
     return m
 
 from sklearn.feature_extraction.text import TfidfVectorizer
@@ -121,7 +121,7 @@ prep = T.prepare(ROOT.parent / "shared" / "skol-corpus", split_by=split_by,
                  test_groups=[test_group] if test_group != "-" else None, cache_dir=None)
 res = []
 for seed in (0, 1, 2):
-    cfg = validate_config(dict(QUICK_MODEL, seed=seed))
+    cfg = ModelConfig.from_dict(dict(QUICK_MODEL, seed=seed))
     t0 = time.perf_counter()
     model, hist = T.train_model(prep, cfg)
     st = T.evaluate(model, prep.splits["test"], cfg)

@@ -21,7 +21,7 @@ from weight_tuner import logs
 logs.configure(0)
 logs.import_tensorflow(0)
 
-from weight_tuner.config import validate_config  # noqa: E402
+from weight_tuner.config import ModelConfig  # noqa: E402
 from weight_tuner.folds import refit_data  # noqa: E402
 from weight_tuner.metrics import compute_stats  # noqa: E402
 from weight_tuner.space import QUICK_MODEL  # noqa: E402
@@ -45,7 +45,7 @@ for seed in seeds:
     t0 = time.perf_counter()
     probs = []
     for k in range(size):
-        cfg = validate_config(dict(QUICK_MODEL, seed=seed + 10 * k, verbosity=0))
+        cfg = ModelConfig.from_dict(dict(QUICK_MODEL, seed=seed + 10 * k, verbosity=0))
         model, _ = train_model(refit, cfg)
         probs.append(predict_probs(model, test, cfg))
     print(json.dumps({"split": split_by, "test": group, "seed": seed, "refit": score(probs[0]),

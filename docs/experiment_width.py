@@ -20,7 +20,7 @@ from weight_tuner import logs
 logs.configure(0)
 logs.import_tensorflow(0)
 
-from weight_tuner.config import validate_config  # noqa: E402
+from weight_tuner.config import ModelConfig  # noqa: E402
 from weight_tuner.features import Featurizer  # noqa: E402
 from weight_tuner.space import QUICK_MODEL  # noqa: E402
 from weight_tuner.train import evaluate, prepare, train_model  # noqa: E402
@@ -32,7 +32,7 @@ prep = prepare(data, split_by=split_by, test_groups=None if group == "-" else [g
                featurizer=Featurizer(max_words=words, max_char_grams=chars))
 scores = []
 for seed in (0, 1, 2):
-    cfg = validate_config(dict(QUICK_MODEL, seed=seed, verbosity=0))
+    cfg = ModelConfig.from_dict(dict(QUICK_MODEL, seed=seed, verbosity=0))
     model, history = train_model(prep, cfg)
     st = evaluate(model, prep.splits["test"], cfg)
     scores.append(st["important_f1"])

@@ -11,7 +11,7 @@ import json
 import resource
 import sys
 
-from weight_tuner.config import validate_config
+from weight_tuner.config import ModelConfig
 from weight_tuner.space import QUICK_MODEL
 from weight_tuner.train import prepare, train_model
 
@@ -19,7 +19,7 @@ data = sys.argv[1]
 epochs = int(sys.argv[2]) if len(sys.argv) > 2 else 3
 cache = sys.argv[3] if len(sys.argv) > 3 else None
 prepared = prepare(data, cache_dir=cache)
-config = validate_config(dict(QUICK_MODEL, epochs=epochs, verbosity=0, seed=0))
+config = ModelConfig.from_dict(dict(QUICK_MODEL, epochs=epochs, verbosity=0, seed=0))
 _, history = train_model(prepared, config)
 print(json.dumps({"train_seconds": [round(h["train_seconds"], 2) for h in history],
                   "val_important_f1": round(history[-1]["val"]["important_f1"], 4),

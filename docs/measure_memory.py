@@ -23,7 +23,7 @@ logs.configure(-1)
 logs.import_tensorflow(-1)
 print(json.dumps({"stage": "tensorflow imported", **memory()}), flush=True)
 
-from weight_tuner.config import validate_config  # noqa: E402
+from weight_tuner.config import ModelConfig  # noqa: E402
 from weight_tuner.folds import make_units, unit_data  # noqa: E402
 from weight_tuner.model import ModelCache  # noqa: E402
 from weight_tuner.space import QUICK_MODEL  # noqa: E402
@@ -35,10 +35,10 @@ print(json.dumps({"stage": "prepared", **memory()}), flush=True)
 cache = ModelCache()
 for i in range(3):
     weights = {"Nomenclature": 1.0 + i, "Description": 1.0, "Misc": 1.0}
-    train_model(prepared, validate_config(dict(QUICK_MODEL, epochs=2, class_weights=weights)), cache=cache)
+    train_model(prepared, ModelConfig.from_dict(dict(QUICK_MODEL, epochs=2, class_weights=weights)), cache=cache)
     print(json.dumps({"stage": f"trial {i}", **memory()}), flush=True)
 unit_cache = ModelCache()
 for unit in make_units(3, 1)[:2]:
-    run_unit(unit_data(prepared, unit, 3), validate_config(dict(QUICK_MODEL, epochs=2)), unit, thresholds=True,
+    run_unit(unit_data(prepared, unit, 3), ModelConfig.from_dict(dict(QUICK_MODEL, epochs=2)), unit, thresholds=True,
              cache=unit_cache)
     print(json.dumps({"stage": f"unit {unit.key}", **memory()}), flush=True)

@@ -18,7 +18,7 @@ from weight_tuner import logs
 logs.configure(0)
 logs.import_tensorflow(0)
 
-from weight_tuner.config import validate_config  # noqa: E402
+from weight_tuner.config import ModelConfig  # noqa: E402
 from weight_tuner.model import build_model  # noqa: E402
 from weight_tuner.posthoc import Calibration  # noqa: E402
 from weight_tuner.predict import predict_files  # noqa: E402
@@ -31,7 +31,7 @@ prep = prepare(data, cache_dir=cache)
 with tempfile.TemporaryDirectory() as tmp:
     bundles = []
     for seed in range(members):
-        cfg = validate_config(dict(QUICK_MODEL, seed=seed, verbosity=0))
+        cfg = ModelConfig.from_dict(dict(QUICK_MODEL, seed=seed, verbosity=0))
         path = Path(tmp) / f"m{seed}.keras"
         save_bundle(build_model(prep.featurizer.n_features, cfg), prep.featurizer, cfg, path, prep.label_map)
         bundles.append(path)

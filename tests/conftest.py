@@ -17,7 +17,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from weight_tuner.config import validate_config  # noqa: E402
+from weight_tuner.config import ModelConfig  # noqa: E402
 
 SKOL_CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "skol-corpus"
 TINY_DOCS = 40
@@ -75,7 +75,7 @@ def tiny_config(**overrides):
     base = {"hidden_size": 12, "num_layers": 1, "epochs": 6, "batch_size": 8, "window_size": 10,
             "prediction_stride": 5, "dropout": 0.0, "learning_rate": 0.01, "verbosity": 0, "seed": 1}
     base.update(overrides)
-    return validate_config(base)
+    return ModelConfig.from_dict(base)
 
 
 @pytest.fixture(scope="session")

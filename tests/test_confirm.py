@@ -276,7 +276,7 @@ def test_trial_config_refuses_a_search_space_version_it_does_not_know(tmp_path, 
     study, _ = create_or_resume(storage, "v", prepared, config, dict(TINY_MODEL))
     weights = {"Nomenclature": 8.0, "Description": 2.0, "Misc": 1.0}
     trial = SimpleNamespace(params=config.space.params_for(weights), user_attrs={})  # what trial_config reads
-    assert trial_config(study, trial)["class_weights"] == pytest.approx(weights)  # version 1 replays
+    assert trial_config(study, trial).class_weights == pytest.approx(weights)  # version 1 replays
     study.set_user_attr("search_space", dict(study.user_attrs["search_space"], version=99))
     with pytest.raises(StudyError, match="search space version 99"):
         trial_config(study, trial)

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from weight_tuner.config import CLASSES, validate_config
+from weight_tuner.config import CLASSES, ModelConfig
 from weight_tuner.model import WeightedCategoricalCrossentropy, build_model
 
 from conftest import tiny_config
@@ -67,7 +67,7 @@ def sparse_batch(x):
 
 @pytest.mark.parametrize("projection", [0, 6])
 def test_padding_changes_no_prediction_of_a_real_line(projection):
-    cfg = validate_config({"hidden_size": 8, "num_layers": 2, "dropout": 0.0, "seed": 0,
+    cfg = ModelConfig.from_dict({"hidden_size": 8, "num_layers": 2, "dropout": 0.0, "seed": 0,
                            "input_projection": projection})
     model = build_model(5, cfg)
     rng = np.random.default_rng(2)
@@ -123,7 +123,7 @@ def _grads(model, x, y, weights):
 
 
 def test_class_weights_reach_the_gradient():
-    cfg = validate_config({"hidden_size": 4, "num_layers": 1, "dropout": 0.0})
+    cfg = ModelConfig.from_dict({"hidden_size": 4, "num_layers": 1, "dropout": 0.0})
     model = build_model(3, cfg)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 5, 3)).astype(np.float32)
@@ -140,7 +140,7 @@ def test_class_weights_reach_the_gradient():
 
 
 def test_compiled_model_uses_the_configured_weights():
-    cfg = validate_config({"hidden_size": 4, "num_layers": 1,
+    cfg = ModelConfig.from_dict({"hidden_size": 4, "num_layers": 1,
                            "class_weights": {"Nomenclature": 7, "Description": 3, "Misc": 0.5}})
     model = build_model(3, cfg)
     assert model.loss.class_weights == [7.0, 3.0, 0.5]
@@ -160,7 +160,7 @@ def test_tiny_model_learns_above_majority_baseline(prepared):
     assert test["lines"] == prepared.splits["test"].n  # every test line scored once
     # Pruning checks score non-overlapping windows; the last epoch, the trial's result, scores
     # exactly as prediction does.
-    assert [h["val_stride"] for h in history] == [cfg["window_size"]] * 7 + [cfg["prediction_stride"]]
+    assert [h["val_stride"] for h in history] == [cfg.window_size] * 7 + [cfg.prediction_stride]
     assert history[-1]["val"] == evaluate(model, prepared.splits["val"], cfg)
 
 
@@ -235,9 +235,13 @@ def test_model_cache_rebuilds_when_the_architecture_changes(prepared):
     for change in ({"epochs": 3}, {"batch_size": 4}, {"window_size": 12}, {"oversample": 2}, {"verbosity": 1}):
         assert cache.get(n, tiny_config(**change)) is first, change  # how it trains, not what it is
     # A key the cache was never told about is part of the build key: it rebuilds, never reuses a stale model.
-    from weight_tuner.config import build_key
+    import dataclasses
 
-    assert build_key(dict(tiny_config(), future_key=1)) != build_key(tiny_config())
+    from weight_tuner.config import ModelConfig
+
+    future = dataclasses.make_dataclass("Future", [("future_key", int, 1)], bases=(ModelConfig,), frozen=True)
+    later = future(**tiny_config().as_dict())
+    assert ("future_key", 1) in later.build_key and later.build_key != tiny_config().build_key
     cache.clear()
     assert cache.model is None and cache.get(n, tiny_config()) is not first
 

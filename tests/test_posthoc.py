@@ -75,8 +75,10 @@ def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, shared_study, tm
 
     from weight_tuner.bench import run_bench
     from weight_tuner.bench_report import MARK_END, MARK_START, write_outputs
+    from weight_tuner.config import ModelConfig
 
-    base = {"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16, "learning_rate": 0.01}
+    base = ModelConfig.from_dict({"hidden_size": 6, "num_layers": 1, "epochs": 2, "batch_size": 16,
+                                  "learning_rate": 0.01})
     study = shared_study.study()  # read only: its tuned and recommended weights become rows
     decision = study.user_attrs["recommendation"]["decision"]
     result = run_bench(prepared, base, seeds=(0,), scaling=False, study=study)
@@ -91,7 +93,7 @@ def test_bench_rows_and_markdown_on_the_sample_corpus(prepared, shared_study, tm
         assert stats["important_f1"] == pytest.approx((stats["Nomenclature_f1"] + stats["Description_f1"]) / 2)
     speed = result["speed"]
     assert min(speed["bare_fit_seconds"], speed["reused_fit_seconds"], speed["trial_seconds"]) > 0
-    assert len(speed["validation_seconds"]) == speed["epochs"] == base["epochs"]
+    assert len(speed["validation_seconds"]) == speed["epochs"] == base.epochs
     md = tmp_path / "b.md"
     md.write_text("# Benchmarks\n\nhand-written text\n")
     write_outputs(result, md, tmp_path / "b.json", "weight-tuner bench test")

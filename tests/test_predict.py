@@ -150,6 +150,7 @@ def test_models_with_dense_rows_still_predict(prepared, tmp_path):
 
     from weight_tuner.model import WeightedCategoricalCrossentropy
     from weight_tuner.predict import predict_files, read_input
+    from weight_tuner.config import ModelConfig
     from weight_tuner.train import save_bundle
 
     featurizer = prepared.featurizer
@@ -160,7 +161,7 @@ def test_models_with_dense_rows_still_predict(prepared, tmp_path):
     x = keras.layers.Bidirectional(keras.layers.LSTM(4, return_sequences=True))(x)
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
     model.compile(optimizer="adam", loss=WeightedCategoricalCrossentropy(None))
-    cfg = {"window_size": 10, "prediction_stride": 5, "batch_size": 8}
+    cfg = ModelConfig.from_dict({"window_size": 10, "prediction_stride": 5, "batch_size": 8})
     save_bundle(model, featurizer, cfg, tmp_path / "old.keras")
     ann = tmp_path / "doc.txt.ann"
     ann.write_text(next(iter(generate_corpus(3, 2).values())), encoding="utf-8")

@@ -134,7 +134,7 @@ def test_real_nan_loss_is_detected(prepared):
 
     import numpy as np
 
-    from weight_tuner.config import validate_config
+    from weight_tuner.config import ModelConfig
     from weight_tuner.errors import NonFiniteLossError
     from weight_tuner.train import train_model
 
@@ -145,7 +145,7 @@ def test_real_nan_loss_is_detected(prepared):
     data[int(train.rows.indptr[train.index[3]])] = np.nan
     rows = dataclasses.replace(train.rows, data=data)
     poisoned = dataclasses.replace(prepared, splits=dict(prepared.splits, train=dataclasses.replace(train, rows=rows)))
-    cfg = validate_config({"hidden_size": 4, "num_layers": 1, "epochs": 2, "verbosity": 0})
+    cfg = ModelConfig.from_dict({"hidden_size": 4, "num_layers": 1, "epochs": 2, "verbosity": 0})
     with pytest.raises(NonFiniteLossError, match="loss became"):
         train_model(poisoned, cfg)
 

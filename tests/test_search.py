@@ -136,7 +136,7 @@ def test_a_scheme_outside_the_space_runs_but_is_no_point_of_it(tiny_study, tmp_p
     assert [t.user_attrs["scheme"] for t in outside] == ["guide_critical_100_20_0.01"]  # ratios 10000 and 2000
     critical = outside[0]
     assert critical.state == TrialState.COMPLETE and critical.params == {}
-    assert trial_config(study, critical)["class_weights"] == GUIDE_SCHEMES["guide_critical_100_20_0.01"]
+    assert trial_config(study, critical).class_weights == GUIDE_SCHEMES["guide_critical_100_20_0.01"]
     for t in study.trials:  # every weight parameter the dashboard plots lies within the stored range
         for key, value in t.params.items():
             low, high = space.nomenclature if key == "w_Nomenclature" else space.description
@@ -232,8 +232,8 @@ def test_study_config_file_widens_the_space_and_rejects_typos(tmp_path):
     trial = optuna.trial.FixedTrial({"w_Nomenclature": 3.0, "w_Description": 2.0, "w_Misc": 0.5,
                                      "epochs": 3, "window_size": 10})
     config = cfg.space.suggest(trial, cfg.model)
-    assert config["class_weights"] == {"Nomenclature": 3.0, "Description": 2.0, "Misc": 0.5}
-    assert config["epochs"] == 3 and config["window_size"] == 10
+    assert config.class_weights == {"Nomenclature": 3.0, "Description": 2.0, "Misc": 0.5}
+    assert config.epochs == 3 and config.window_size == 10
     bad = tmp_path / "bad.toml"
     bad.write_text("[space]\nnomenclatur = [1, 2]\n")
     with pytest.raises(Exception, match="unknown key 'nomenclatur'"):
@@ -249,7 +249,7 @@ def test_only_the_best_and_the_unweighted_models_are_kept(tiny_study):
 
 
 def test_a_tie_keeps_the_earlier_best_model(prepared, tmp_path):
-    from weight_tuner.config import validate_config
+    from weight_tuner.config import ModelConfig
     from weight_tuner.model import build_model
     from weight_tuner.paths import model_path
     from weight_tuner.search.objective import Objective
@@ -260,7 +260,7 @@ def test_a_tie_keeps_the_earlier_best_model(prepared, tmp_path):
                                               user_attrs={"val_important_f1": 0.5, "scheme": "search"}))
     earlier = model_path(tmp_path, 0)
     earlier.write_bytes(b"model of trial 0")
-    cfg = validate_config({"hidden_size": 2, "num_layers": 1})
+    cfg = ModelConfig.from_dict({"hidden_size": 2, "num_layers": 1})
     objective = Objective(prepared, SearchSpace(), cfg, tmp_path)
     trial = study.ask()
     trial.set_user_attr("scheme", "search")

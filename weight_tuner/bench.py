@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .config import CLASSES, validate_config
+from .config import CLASSES, ModelConfig
 from .records import Recommendation
 from .metrics import compute_stats
 from .paths import DEFAULT_CACHE_DIR
@@ -67,7 +67,7 @@ def tuned_weights_from_study(study) -> tuple[dict, list]:
     return best.user_attrs["class_weights"], [(t.user_attrs["class_weights"], trial_score(t)) for t in done]
 
 
-def bare_fit_seconds(prepared, config: dict, cache=None) -> float:
+def bare_fit_seconds(prepared, config: ModelConfig, cache=None) -> float:
     """Wall time of a bare ``model.fit`` on the same data pipeline: the floor a trial is compared with.
 
     The model is built (and its training step traced) inside the timing, as a plain script would;
@@ -79,14 +79,14 @@ def bare_fit_seconds(prepared, config: dict, cache=None) -> float:
     from .model import build_model
     from .train import training_data
 
-    keras.utils.set_random_seed(config["seed"])
+    keras.utils.set_random_seed(config.seed)
     _, ds = training_data(prepared, config)
     t0 = time.perf_counter()
     if cache is not None:
         model = cache.get(prepared.featurizer.n_features, config)
     else:
         model = build_model(prepared.featurizer.n_features, config)
-    model.fit(ds, epochs=config["epochs"], verbose=0, shuffle=False)
+    model.fit(ds, epochs=config.epochs, verbose=0, shuffle=False)
     return time.perf_counter() - t0
 
 
@@ -136,7 +136,7 @@ def _posthoc_runs(p_val, p_test, val, test, seed: int, seconds: float, started: 
     }
 
 
-def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study=None, scaling: bool = True) -> dict:
+def run_bench(prepared, base_config: ModelConfig, seeds=(0, 1, 2), study=None, scaling: bool = True) -> dict:
     """Train and score every row for every seed; return the raw numbers. ``study``: a loaded tuned
     study whose best and recommended weights become rows too."""
     from .model import ModelCache
@@ -161,7 +161,7 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study=None, scaling:
                 logger.info(f"seed {seed} {name}: test important_f1 {stats['important_f1']:.4f} ({secs:.0f}s)")
             if row.kind != "trained":
                 continue  # post-hoc rows: filled in with the unweighted model below
-            cfg = validate_config(dict(base_config, seed=seed, class_weights=row.weights, verbosity=0, **row.extra))
+            cfg = base_config.replace(seed=seed, class_weights=row.weights, verbosity=0, **row.extra)
             t0 = time.perf_counter()
             model, history = train_model(prepared, cfg, cache=cache)
             stats = evaluate(model, test, cfg)
@@ -186,7 +186,7 @@ def run_bench(prepared, base_config: dict, seeds=(0, 1, 2), study=None, scaling:
         # No weights, or thresholds on the unweighted model: the same runs as that row.
         same = "unweighted" if recommendation.decision == "no_weights" else "threshold tuning on unweighted"
         rows[f"recommended ({study_name}): {recommendation.decision}"] = rows[same]
-    result = {"config": base_config, "seeds": list(seeds), "data": prepared.meta() | {"split": None},
+    result = {"config": base_config.as_dict(), "seeds": list(seeds), "data": prepared.meta() | {"split": None},
               "rows": {name: _summarised(row) for name, row in rows.items() if row.runs},
               "speed": speed, "screen": screen_info}
     if scaling:
@@ -222,7 +222,7 @@ def _screen_report(p_val, y_val, trials) -> dict:
     return out
 
 
-def _study_trial_seconds(prepared, cfg: dict) -> tuple[float, float]:
+def _study_trial_seconds(prepared, cfg: ModelConfig) -> tuple[float, float]:
     """Run one unweighted trial exactly as ``tune`` does (SQLite storage, reports, saved model) in a
     throw-away study; return the wall time of the ``tune`` call and the trial's own, as Optuna records it."""
     import tempfile
@@ -232,7 +232,7 @@ def _study_trial_seconds(prepared, cfg: dict) -> tuple[float, float]:
     from .search.run import tune
     from .space import StudyConfig
 
-    study_config = StudyConfig(model=dict(cfg), pruner={"type": "none"}, schemes=["unweighted"])
+    study_config = StudyConfig(model=cfg.as_dict(), pruner={"type": "none"}, schemes=["unweighted"])
     with tempfile.TemporaryDirectory() as tmp:
         storage = f"sqlite:///{tmp}/speed.db"
         t0 = time.perf_counter()
@@ -244,7 +244,7 @@ def _study_trial_seconds(prepared, cfg: dict) -> tuple[float, float]:
         return wall, (trial.datetime_complete - trial.datetime_start).total_seconds()
 
 
-def _speed_report(prepared, cfg: dict, history: list, cache, rounds: int = 2) -> dict:
+def _speed_report(prepared, cfg: ModelConfig, history: list, cache, rounds: int = 2) -> dict:
     """A trial as ``tune`` runs it against a bare ``model.fit`` of the same model on the same arrays.
 
     The runs are interleaved ``rounds`` times and the fastest of each kept, the usual way to
@@ -261,7 +261,7 @@ def _speed_report(prepared, cfg: dict, history: list, cache, rounds: int = 2) ->
     trial_s, bare, reused = min(runs["trial"]), min(runs["bare_fit"]), min(runs["reused_fit"])
     epoch_train = [h["train_seconds"] for h in history]
     validation = [h["seconds"] - h["train_seconds"] for h in history]
-    windows_per_epoch = int(np.ceil(train.n / (cfg["train_stride"] or cfg["window_size"])))
+    windows_per_epoch = int(np.ceil(train.n / cfg.stride))
     return {"trial_seconds": trial_s, "bare_fit_seconds": bare, "overhead_fraction": (trial_s - bare) / trial_s,
             "reused_fit_seconds": reused, "beyond_fit_fraction": (trial_s - reused) / trial_s,
             "runs": runs, "validation_seconds": validation, "epochs": len(history),
@@ -270,14 +270,14 @@ def _speed_report(prepared, cfg: dict, history: list, cache, rounds: int = 2) ->
             "windows_per_epoch": windows_per_epoch}
 
 
-def _scaling(base_config: dict) -> list[dict]:
+def _scaling(base_config: ModelConfig) -> list[dict]:
     """Trial wall time on the sample corpus at 1x, 2x and 4x its default size (a new model each time)."""
     from . import train as train_mod
 
     out = []
     for factor in (1, 2, 4):
         prepared = train_mod.prepare(None, sample_docs=SAMPLE_DOCS * factor, cache_dir=None)
-        cfg = validate_config(dict(base_config, verbosity=0))
+        cfg = base_config.replace(verbosity=0)
         t0 = time.perf_counter()
         _, history = train_mod.train_model(prepared, cfg)
         out.append({"factor": factor, "documents": SAMPLE_DOCS * factor,
@@ -287,7 +287,7 @@ def _scaling(base_config: dict) -> list[dict]:
     return out
 
 
-def _transfer_rows(prepared, base_config: dict, seeds, recommendation: Recommendation | None, cache) -> dict:
+def _transfer_rows(prepared, base_config: ModelConfig, seeds, recommendation: Recommendation | None, cache) -> dict:
     """Unweighted BiLSTM, the recommended configuration and the linear baseline on one split, per seed."""
     from .train import evaluate, predict_probs, train_model
 
@@ -297,7 +297,7 @@ def _transfer_rows(prepared, base_config: dict, seeds, recommendation: Recommend
         runs[f"recommended: {decision}"] = []
     val, test = prepared.splits["val"], prepared.splits["test"]
     for seed in seeds:
-        cfg = validate_config(dict(base_config, seed=seed, class_weights=None, verbosity=0))
+        cfg = base_config.replace(seed=seed, class_weights=None, verbosity=0)
         model, _ = train_model(prepared, cfg, cache=cache)
         unweighted = evaluate(model, test, cfg)
         runs["unweighted"].append(unweighted)
@@ -308,7 +308,7 @@ def _transfer_rows(prepared, base_config: dict, seeds, recommendation: Recommend
                                            seed=seed)
             runs["recommended: thresholds"].append(compute_stats(test.y, one_hot_probs(pred)))
         elif decision == "weights":
-            wcfg = dict(cfg, class_weights=recommendation.class_weights)
+            wcfg = cfg.replace(class_weights=recommendation.class_weights)
             runs["recommended: weights"].append(evaluate(train_model(prepared, wcfg, cache=cache)[0], test, wcfg))
         runs["linear per-line (no context)"].append(_linear_baseline(prepared, seed)[0])
         logger.info(f"seed {seed}: test important_f1 unweighted {unweighted['important_f1']:.4f}, linear "
@@ -317,7 +317,7 @@ def _transfer_rows(prepared, base_config: dict, seeds, recommendation: Recommend
             for name, rs in runs.items()}
 
 
-def run_transfer(data_dir, base_config: dict, seeds=(0, 1, 2), by: str = "journal",
+def run_transfer(data_dir, base_config: ModelConfig, seeds=(0, 1, 2), by: str = "journal",
                  recommendation: Recommendation | None = None, cache_dir=DEFAULT_CACHE_DIR,
                  split_seed: int = 0) -> dict | None:
     """Train on all but one group (journal), test on that group, for every group; and the chunk split beside it.
@@ -336,7 +336,7 @@ def run_transfer(data_dir, base_config: dict, seeds=(0, 1, 2), by: str = "journa
         return None
     model_cache = ModelCache()
     settings = {"chunk split": {}, **{f"test on {g}": {"split_by": by, "test_groups": [g]} for g in groups}}
-    out = {"by": by, "groups": groups, "seeds": list(seeds), "config": base_config, "settings": {}}
+    out = {"by": by, "groups": groups, "seeds": list(seeds), "config": base_config.as_dict(), "settings": {}}
     for name, split_args in settings.items():
         logger.info(f"transfer: {name}")
         # One setting's features in memory at a time.

@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from .config import load_config
+from .config import ModelConfig, load_config
 from .errors import ConfigError, DataError, WeightTunerError
 from .formats import VS_NONE
 from .paths import (
@@ -94,7 +94,7 @@ def cmd_train(args) -> int:
              "test": evaluate(model, prepared.splits["test"], config)}
     print(format_stats_table(stats))
     epoch_seconds = [h["train_seconds"] for h in history]
-    payload = {"model_config": config, "val_stats": stats["val"], "test_stats": stats["test"],
+    payload = {"model_config": config.as_dict(), "val_stats": stats["val"], "test_stats": stats["test"],
                "history": history, "train_seconds": time.perf_counter() - t0,
                "mean_epoch_train_seconds": sum(epoch_seconds) / len(epoch_seconds),
                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, **prepared.meta()}
@@ -279,9 +279,9 @@ def cmd_bench(args) -> int:
     if args.config:
         base = load_config(args.config)
     elif study is not None:
-        base = study.user_attrs["model_config"]
+        base = ModelConfig.from_dict(study.user_attrs["model_config"])
     else:
-        base = dict(QUICK_MODEL)
+        base = ModelConfig.from_dict(QUICK_MODEL)
     command = "weight-tuner " + masked_command(args.argv)  # written into the Markdown: no password
     if not args.transfer_only:
         prepared = _prepare(args)

@@ -6,7 +6,9 @@ message naming the key or value, before anything is trained.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -19,23 +21,63 @@ CLASSES: tuple[str, ...] = ("Nomenclature", "Description", "Misc")
 
 # The guide's keys, plus learning_rate, seed and our own train_stride, input_projection and
 # oversample (all documented in README.md).
-DEFAULT_CONFIG: dict[str, Any] = {
-    "model_type": "rnn",
-    "window_size": 15,
-    "prediction_stride": 5,
-    "train_stride": None,  # None: window_size, i.e. non-overlapping training windows
-    "input_projection": 0,  # >0: a per-line Dense layer of this width before the LSTMs (faster on CPU)
-    "hidden_size": 128,
-    "num_layers": 2,
-    "dropout": 0.3,
-    "epochs": 6,
-    "batch_size": 32,
-    "learning_rate": 1e-3,
-    "verbosity": 1,
-    "seed": 0,
-    "oversample": 1,  # >1: repeat the training windows of documents with Nomenclature this many times
-    "class_weights": None,  # None: plain (unweighted) cross-entropy
-}
+@dataclass(frozen=True)
+class ModelConfig:
+    """A validated model config: the guide's keys (plus ours, see :data:`DEFAULT_CONFIG`), fixed once made.
+
+    Build one with :meth:`from_dict` (or :meth:`of`), which validates every key; :meth:`replace` validates
+    the changed copy. :meth:`as_dict` is the pasteable SKOL ``model_config`` and what studies, bundles and
+    exports store.
+    """
+
+    model_type: str = "rnn"
+    window_size: int = 15
+    prediction_stride: int = 5
+    train_stride: int | None = None  # None: window_size, i.e. non-overlapping training windows
+    input_projection: int = 0  # >0: a per-line Dense layer of this width before the LSTMs (faster on CPU)
+    hidden_size: int = 128
+    num_layers: int = 2
+    dropout: float = 0.3
+    epochs: int = 6
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    verbosity: int = 1
+    seed: int = 0
+    oversample: int = 1  # >1: repeat the training windows of documents with Nomenclature this many times
+    class_weights: Mapping[str, float] | None = None  # None: plain (unweighted) cross-entropy
+
+    @classmethod
+    def from_dict(cls, config: Mapping[str, Any] | None = None) -> "ModelConfig":
+        """``config`` over the defaults, every key validated (:func:`validate_config`)."""
+        return cls(**validate_config(config))
+
+    @classmethod
+    def of(cls, config: "ModelConfig | Mapping[str, Any] | None") -> "ModelConfig":
+        """``config`` as a :class:`ModelConfig` (one is returned as it is; a mapping is validated)."""
+        return config if isinstance(config, ModelConfig) else cls.from_dict(config)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The config as a plain dict in :data:`DEFAULT_CONFIG`'s key order: what a SKOL ``model_config`` holds."""
+        return {f.name: (dict(v) if isinstance(v := getattr(self, f.name), Mapping) else v)
+                for f in dataclasses.fields(self)}
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        """A validated copy with ``changes``."""
+        return ModelConfig.from_dict({**self.as_dict(), **changes})
+
+    @property
+    def build_key(self) -> tuple:
+        """What a built and compiled model depends on: every field outside :data:`RUN_KEYS`, sorted."""
+        return build_key(self.as_dict())
+
+    @property
+    def stride(self) -> int:
+        """The stride between training windows."""
+        return self.train_stride or self.window_size
+
+
+DEFAULT_CONFIG: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+"""The defaults of every key, in order."""
 
 # Keys that never change the model a config builds (how it is trained, fed and logged). Every other
 # key is part of the build key (:func:`build_key`), so a key added later rebuilds rather than reuses.
@@ -129,7 +171,7 @@ def validate_config(config: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return merged
 
 
-def load_config(path: str | Path | None, weights: str | None = None) -> dict[str, Any]:
+def load_config(path: str | Path | None, weights: str | None = None) -> ModelConfig:
     """Build a validated config from an optional JSON file and optional weights.
 
     ``weights`` is either inline JSON or a path to a JSON file; it may be a bare
@@ -158,4 +200,4 @@ def load_config(path: str | Path | None, weights: str | None = None) -> dict[str
             raise ConfigError(f"--weights: expected an object of class -> weight, inline or in a JSON file, or null; "
                               f"got {weights!r}")
         raw["class_weights"] = parsed
-    return validate_config(raw)
+    return ModelConfig.from_dict(raw)

@@ -110,9 +110,9 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
     test = attrs.get("test_stats")
     follows = trial_number is None and rec is not None
     if follows:
-        config = dict(config, class_weights=rec.class_weights)
+        config = config.replace(class_weights=rec.class_weights)
     else:  # the weights this trial trained with
-        config = dict(config, class_weights=best.user_attrs.get("class_weights_trained", config["class_weights"]))
+        config = config.replace(class_weights=best.user_attrs.get("class_weights_trained", config.class_weights))
     from .notes import decision_sentence, deployed_test
 
     if follows:
@@ -123,10 +123,10 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
         decision = "No decision yet (the confirmation has not run): these are the best trial's weights."
     return {
         "decision": decision,  # first: what a reader of the file needs before anything else
-        "class_weights": config["class_weights"],
+        "class_weights": config.class_weights,
         "deployed_test": deployed_test(rec, test) if follows else None,
         "recommendation": recommendation_export(rec) if follows else None,
-        "model_config": config,
+        "model_config": config.as_dict(),
         "study": study_name,
         "storage": display_url(storage_url),  # a password never reaches an exported file
         "trial_number": best.number if best else None,

@@ -17,7 +17,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # before Keras is imported
 import keras  # noqa: E402
 from keras import ops  # noqa: E402
 
-from .config import CLASSES, build_key  # noqa: E402
+from .config import CLASSES, ModelConfig  # noqa: E402
 from .errors import NonFiniteLossError  # noqa: E402
 
 EPSILON = 1e-7
@@ -205,7 +205,7 @@ def reads_sparse_rows(model: keras.Model) -> bool:
     return len(model.inputs) == 2
 
 
-def build_model(n_features: int, config: dict) -> keras.Model:
+def build_model(n_features: int, config: ModelConfig) -> keras.Model:
     """The first layer, ``num_layers`` x Bidirectional LSTM, then a per-line softmax, with Adam.
 
     The model reads each batch's sparse rows (``ids`` and ``values``). With ``input_projection`` > 0
@@ -215,21 +215,21 @@ def build_model(n_features: int, config: dict) -> keras.Model:
     """
     ids = keras.Input(shape=(None, None), dtype="int32", name="ids")
     values = keras.Input(shape=(None, None), dtype="float32", name="values")
-    if config.get("input_projection"):
-        x = SparseProjection(config["input_projection"], n_features, activation="relu",
+    if config.input_projection:
+        x = SparseProjection(config.input_projection, n_features, activation="relu",
                              name="projection")([ids, values])
     else:
         x = DenseRows(n_features, name="rows")([ids, values])
-    for i in range(config["num_layers"]):
+    for i in range(config.num_layers):
         x = keras.layers.Bidirectional(
-            keras.layers.LSTM(config["hidden_size"], return_sequences=True, dropout=config["dropout"]),
+            keras.layers.LSTM(config.hidden_size, return_sequences=True, dropout=config.dropout),
             name=f"bilstm_{i}",
         )(x)
     outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="classes")(x)
     model = keras.Model({"ids": ids, "values": values}, outputs, name="bilstm_line_classifier")
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=config["learning_rate"]),
-        loss=WeightedCategoricalCrossentropy(weights_vector(config["class_weights"])),
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+        loss=WeightedCategoricalCrossentropy(weights_vector(config.class_weights)),
     )
     return model
 
@@ -243,7 +243,7 @@ class EpochScoring(keras.callbacks.Callback):
     where a study reports and prunes. ``history`` holds one dict per epoch.
     """
 
-    def __init__(self, config: dict, score: Callable | None, epoch_hook: Callable | None = None):
+    def __init__(self, config: ModelConfig, score: Callable | None, epoch_hook: Callable | None = None):
         super().__init__()
         self.config, self.score, self.epoch_hook = config, score, epoch_hook
         self.history: list[dict] = []
@@ -257,7 +257,7 @@ class EpochScoring(keras.callbacks.Callback):
         if not math.isfinite(loss):
             raise NonFiniteLossError(f"training loss became {loss} at epoch {epoch + 1}")
         train_s = time.perf_counter() - self.t0
-        val_stride = config["prediction_stride"] if epoch + 1 == config["epochs"] else config["window_size"]
+        val_stride = config.prediction_stride if epoch + 1 == config.epochs else config.window_size
         stats = None
         if self.score is not None:
             # Scoring must not touch training: Keras advances the dropout seed state on predict too, so
@@ -269,11 +269,11 @@ class EpochScoring(keras.callbacks.Callback):
         entry = {"epoch": epoch + 1, "loss": loss, "train_seconds": train_s,
                  "seconds": time.perf_counter() - self.t0, "val": stats, "val_stride": val_stride}
         self.history.append(entry)
-        if config["verbosity"] >= 1:
+        if config.verbosity >= 1:
             scored = "" if stats is None else (
                 f"val important_f1 {stats['important_f1']:.4f} (Nomenclature {stats['Nomenclature_f1']:.3f}, "
                 f"Description {stats['Description_f1']:.3f}) ")
-            logger.info(f"epoch {epoch + 1}/{config['epochs']} loss {loss:.4f} {scored}{entry['seconds']:.1f}s")
+            logger.info(f"epoch {epoch + 1}/{config.epochs} loss {loss:.4f} {scored}{entry['seconds']:.1f}s")
         if self.epoch_hook is not None and stats is not None:
             self.epoch_hook(epoch, stats)
 
@@ -297,9 +297,9 @@ class ModelCache:
         self.model: keras.Model | None = None
         self._initial: list = []
 
-    def get(self, n_features: int, config: dict) -> keras.Model:
+    def get(self, n_features: int, config: ModelConfig) -> keras.Model:
         """A compiled model for ``config`` in its freshly built state (call after seeding Keras)."""
-        key = (n_features,) + build_key(config)
+        key = (n_features,) + config.build_key
         if key != self.key:
             self.clear()
             model = build_model(n_features, config)
@@ -311,7 +311,7 @@ class ModelCache:
             return model
         for var, value in self._initial:
             var.assign(value)
-        self.model.loss.set_class_weights(weights_vector(config["class_weights"]))
+        self.model.loss.set_class_weights(weights_vector(config.class_weights))
         self.model.stop_training = False
         return self.model
 

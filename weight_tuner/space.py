@@ -12,7 +12,7 @@ from pathlib import Path
 
 import optuna
 
-from .config import CLASSES, validate_config
+from .config import CLASSES, ModelConfig, validate_config
 from .errors import ConfigError
 from .paths import read_json
 from .schemes import GUIDE_SCHEMES, UNWEIGHTED, count_schemes
@@ -104,7 +104,8 @@ class SearchSpace:
     def to_dict(self) -> dict:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
 
-    def suggest(self, trial: optuna.Trial, base_config: dict, fixed_weights: dict | None = None) -> dict:
+    def suggest(self, trial: optuna.Trial, base_config: ModelConfig | dict,
+                fixed_weights: dict | None = None) -> ModelConfig:
         """Sample one trial's config: weights for the three classes plus any widened levers.
 
         With ``fixed_weights`` (a scheme outside the space) no weight parameter is sampled, so the
@@ -117,15 +118,16 @@ class SearchSpace:
                 "Description": trial.suggest_float("w_Description", *self.description, log=True),
                 "Misc": trial.suggest_float("w_Misc", *self.misc, log=True) if self.misc else 1.0,
             }
-            config = dict(validate_config(base_config), class_weights=weights)
+            base = ModelConfig.of(base_config)
+            changes = {"class_weights": weights}
             if self.window_size:
-                config["window_size"] = trial.suggest_categorical("window_size", self.window_size)
-                config["prediction_stride"] = min(config["prediction_stride"], config["window_size"])
+                changes["window_size"] = trial.suggest_categorical("window_size", self.window_size)
+                changes["prediction_stride"] = min(base.prediction_stride, changes["window_size"])
             if self.epochs:
-                config["epochs"] = trial.suggest_int("epochs", *self.epochs)
+                changes["epochs"] = trial.suggest_int("epochs", *self.epochs)
             if self.learning_rate:
-                config["learning_rate"] = trial.suggest_float("learning_rate", *self.learning_rate, log=True)
-        return validate_config(config)
+                changes["learning_rate"] = trial.suggest_float("learning_rate", *self.learning_rate, log=True)
+        return base.replace(**changes)
 
     def params_for(self, weights: dict[str, float]) -> dict[str, float]:
         """Trial params for a weight vector: ratios to Misc when Misc is fixed."""

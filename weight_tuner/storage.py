@@ -19,7 +19,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from .config import validate_config
+from .config import ModelConfig
 from .errors import StudyError
 from .paths import STORAGE_ENV, display_url, file_in_the_way, sqlite_path
 from .records import Recommendation
@@ -337,7 +337,7 @@ def trial_score(trial) -> float:
     return trial.user_attrs.get(METRIC_NAME, trial.value if trial.values and len(trial.values) == 1 else -1.0)
 
 
-def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
+def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> ModelConfig:
     """The full model config a finished trial trained with, re-derived from its params."""
     check_made_by_tune(study)
     stored = study.user_attrs["search_space"]
@@ -347,13 +347,12 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> dict:
     space = SearchSpace.from_dict(stored)
     outside = trial.user_attrs.get("weights_given") if trial.user_attrs.get("outside_space") else None
     config = space.suggest(optuna.trial.FixedTrial(trial.params), study.user_attrs["model_config"], outside)
-    config["class_weights"] = trial.user_attrs.get("class_weights", config["class_weights"])
-    return validate_config(config)
+    return config.replace(class_weights=trial.user_attrs.get("class_weights", config.class_weights))
 
 
-def unweighted_config(study: optuna.Study) -> dict:
+def unweighted_config(study: optuna.Study) -> ModelConfig:
     """The study's model config with no class weights: what the unweighted model and its refits train with."""
-    return validate_config(dict(study.user_attrs["model_config"], class_weights=None))
+    return ModelConfig.from_dict(dict(study.user_attrs["model_config"], class_weights=None))
 
 
 def abandon_trial(trial: optuna.Trial) -> None:

@@ -16,8 +16,8 @@ from typing import Callable
 import numpy as np
 
 from . import corpus, sample
-from .config import CLASSES
-from .errors import DataError
+from .config import CLASSES, ModelConfig
+from .errors import ConfigError, DataError
 from .features import Featurizer, build_features
 from .rows import SparseRows, return_freed_memory
 from .metrics import compute_stats
@@ -246,22 +246,21 @@ def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labe
 PREDICT_BATCH = 128
 
 
-def predict_probs(model, split: SplitData, config: dict, stride: int | None = None) -> np.ndarray:
+def predict_probs(model, split: SplitData, config: ModelConfig, stride: int | None = None) -> np.ndarray:
     """Per-line probabilities for a split: overlapping windows averaged, each line once.
 
     ``stride`` defaults to the config's ``prediction_stride``.
     """
     from .model import reads_sparse_rows
 
-    windows = build_windows(split.offsets, config["window_size"], stride or config["prediction_stride"],
-                            split.pad_index)
-    ds = make_dataset(split, windows, max(config["batch_size"], PREDICT_BATCH), labels=False,
+    windows = build_windows(split.offsets, config.window_size, stride or config.prediction_stride, split.pad_index)
+    ds = make_dataset(split, windows, max(config.batch_size, PREDICT_BATCH), labels=False,
                       sparse=reads_sparse_rows(model))
     probs = model.predict(ds, verbose=0)
     return merge_window_probs(windows, probs, split.n)
 
 
-def evaluate(model, split: SplitData, config: dict, stride: int | None = None) -> dict:
+def evaluate(model, split: SplitData, config: ModelConfig, stride: int | None = None) -> dict:
     """Per-class stats of ``model`` on ``split`` (windows every ``stride`` lines, default ``prediction_stride``)."""
     return compute_stats(split.y, predict_probs(model, split, config, stride))
 
@@ -272,24 +271,23 @@ def _training(data: Prepared | TrainingData) -> TrainingData:
     return data.training() if isinstance(data, Prepared) else data
 
 
-def training_data(data: Prepared | TrainingData, config: dict):
+def training_data(data: Prepared | TrainingData, config: ModelConfig):
     """The training split's windows (``train_stride`` apart, oversampled as configured) and their
     shuffled, batched ``tf.data`` pipeline."""
     train = _training(data).train
-    stride = config["train_stride"] or config["window_size"]
-    windows = build_windows(train.offsets, config["window_size"], stride, train.pad_index)
-    windows = oversample_windows(windows, train.offsets, train.y, CLASSES.index("Nomenclature"), config["oversample"])
-    return windows, make_dataset(train, windows, config["batch_size"], labels=True, shuffle_seed=config["seed"])
+    windows = build_windows(train.offsets, config.window_size, config.stride, train.pad_index)
+    windows = oversample_windows(windows, train.offsets, train.y, CLASSES.index("Nomenclature"), config.oversample)
+    return windows, make_dataset(train, windows, config.batch_size, labels=True, shuffle_seed=config.seed)
 
 
-def trained_weights(data: Prepared | TrainingData, config: dict) -> dict[str, float] | None:
+def trained_weights(data: Prepared | TrainingData, config: ModelConfig) -> dict[str, float] | None:
     """The config's class weights as they are trained: normalised over the training split's lines."""
     from .model import normalise_weights
 
-    return normalise_weights(config["class_weights"], _training(data).train.class_counts())
+    return normalise_weights(config.class_weights, _training(data).train.class_counts())
 
 
-def train_model(data: Prepared | TrainingData, config: dict, epoch_hook: EpochHook | None = None,
+def train_model(data: Prepared | TrainingData, config: ModelConfig, epoch_hook: EpochHook | None = None,
                 should_stop: Callable[[], None] | None = None, cache=None):
     """Train one model on the training split of ``data`` (a :class:`TrainingData`, or a :class:`Prepared`'s).
 
@@ -312,25 +310,25 @@ def train_model(data: Prepared | TrainingData, config: dict, epoch_hook: EpochHo
     from .model import EpochScoring, build_model, describe_weights
 
     data = _training(data)
-    config = dict(config, class_weights=trained_weights(data, config))
-    keras.utils.set_random_seed(config["seed"])
+    config = config.replace(class_weights=trained_weights(data, config))
+    keras.utils.set_random_seed(config.seed)
     windows, ds = training_data(data, config)
     n_features = data.n_features
     model = cache.get(n_features, config) if cache is not None else build_model(n_features, config)
-    if config["verbosity"] >= 1:
-        logger.info(describe_weights(config["class_weights"]))
-        steps = math.ceil(len(windows) / config["batch_size"])
-        logger.info(f"[BiLSTM] {len(windows)} training windows, {steps} steps/epoch, {config['epochs']} epochs")
+    if config.verbosity >= 1:
+        logger.info(describe_weights(config.class_weights))
+        steps = math.ceil(len(windows) / config.batch_size)
+        logger.info(f"[BiLSTM] {len(windows)} training windows, {steps} steps/epoch, {config.epochs} epochs")
     score = None if data.val is None else (lambda m, stride: evaluate(m, data.val, config, stride))
     epochs = EpochScoring(config, score, epoch_hook)
     callbacks = [epochs]
     if should_stop is not None:  # a batch hook costs a call per step: only when there is a signal to check
         callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: should_stop()))
-    model.fit(ds, epochs=config["epochs"], verbose=0, shuffle=False, callbacks=callbacks)
+    model.fit(ds, epochs=config.epochs, verbose=0, shuffle=False, callbacks=callbacks)
     return model, epochs.history
 
 
-def save_bundle(model, featurizer: Featurizer, config: dict, model_path: str | Path,
+def save_bundle(model, featurizer: Featurizer, config: ModelConfig, model_path: str | Path,
                 label_map: dict[str, str] | None = None) -> None:
     """Save model, featurizer, config and label mapping, each atomically, then their manifest (sizes and
     SHA-256), which :func:`load_bundle` checks: a bundle is whole, or refused."""
@@ -349,7 +347,7 @@ def save_bundle(model, featurizer: Featurizer, config: dict, model_path: str | P
         if os.path.exists(tmp):
             os.unlink(tmp)
     featurizer.save(paths.featurizer)
-    write_json(paths.config, config)
+    write_json(paths.config, config.as_dict())
     write_json(paths.labels, label_map or {})
     write_manifest(paths.manifest, [paths.keras, paths.featurizer, paths.config, paths.labels])
 
@@ -360,7 +358,11 @@ def load_bundle(model_path: str | Path):
 
     check_bundle(model_path)
     paths = bundle_paths(model_path)
-    config = read_json(paths.config, "model config")
+    saved = read_json(paths.config, "model config")
+    try:
+        config = ModelConfig.from_dict(saved if isinstance(saved, dict) else {"model_config": saved})
+    except ConfigError as exc:
+        raise ConfigError(f"model config {paths.config}: {exc}") from exc
     return load_model(paths.keras), Featurizer.load(paths.featurizer), config
 
 

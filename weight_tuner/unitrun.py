@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from .config import CLASSES, validate_config
+from .config import CLASSES, ModelConfig
 from .folds import Unit
 from .metrics import compute_stats
 from .posthoc import adjusted_predictions, fit_adjustment, fit_calibration
@@ -14,16 +14,17 @@ from .posthoc import adjusted_predictions, fit_adjustment, fit_calibration
 UNIT_KEYS = ("important_f1", "Nomenclature_f1", "Description_f1", "Misc_f1")
 
 
-def unit_config(config: dict, unit: Unit) -> dict:
-    """The config a unit trains with: the candidate's, seeded by the unit's repeat."""
-    return validate_config(dict(config, seed=int(config["seed"]) + unit.repeat, verbosity=0))
+def unit_config(config: ModelConfig | dict, unit: Unit) -> ModelConfig:
+    """The config a unit trains with: the candidate's (a plan stores it as a dict), seeded by the unit's repeat."""
+    config = ModelConfig.of(config)
+    return config.replace(seed=config.seed + unit.repeat, verbosity=0)
 
 
 def _scores(stats: dict) -> dict:
     return {k: float(stats[k]) for k in UNIT_KEYS}
 
 
-def run_unit(data, config: dict, unit: Unit, thresholds: bool = False, seed: int = 0, should_stop=None,
+def run_unit(data, config: ModelConfig | dict, unit: Unit, thresholds: bool = False, seed: int = 0, should_stop=None,
              cache=None, keep=None, epoch_hook=None) -> dict:
     """Train ``config`` on the unit's training folds and score its held-out fold.
 

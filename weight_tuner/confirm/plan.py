@@ -26,7 +26,7 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from ..config import CLASSES
+from ..config import CLASSES, ModelConfig
 from ..folds import Unit, held_train_ratio, make_units
 from ..schemes import THRESHOLDS, UNWEIGHTED
 from ..space import METRIC_NAME
@@ -40,9 +40,10 @@ COMPANION = ".confirm-"
 ENQUEUE_GRACE_S = 60.0  # how long a process waits for the planner to finish enqueuing before it helps
 
 
-def config_key(config: dict) -> dict:
-    """A candidate's config without run-time settings: what its unit runs' results depend on."""
-    return {k: v for k, v in config.items() if k != "verbosity"}
+def config_key(config: ModelConfig) -> dict:
+    """A candidate's config without run-time settings, as the plan stores it: what its unit runs' results
+    depend on."""
+    return {k: v for k, v in config.as_dict().items() if k != "verbosity"}
 
 
 def _weights_key(weights: dict | None) -> tuple:

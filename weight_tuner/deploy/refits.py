@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 
-from ..config import validate_config
+from ..config import ModelConfig
 from ..errors import DataError, StudyError
 from ..folds import refit_data
 from ..metrics import compute_stats
@@ -35,7 +35,7 @@ def refit_paths(models: Path, count: int) -> list[Path]:
     return [models / (REFIT_NAME if k == 0 else f"refit-{k}.keras") for k in range(count)]
 
 
-def recommended_config(study: optuna.Study, recommendation: Recommendation) -> dict:
+def recommended_config(study: optuna.Study, recommendation: Recommendation) -> ModelConfig:
     """The model config of the recommendation: the weights trial's, else the unweighted one."""
     if recommendation.decision == "weights":
         trial = next(t for t in study.get_trials(deepcopy=False) if t.number == recommendation.trial)
@@ -73,7 +73,7 @@ def _refit(study: optuna.Study, prepared, rec: Recommendation, paths: list[Path]
     calibration = stored_calibration(rec.deployed)
     for before in (stored_recommendation(study), earlier):
         made = before.deployed.refit if before and before.deployed else None
-        if (made and made.get("models") == count and made.get("config") == config
+        if (made and made.get("models") == count and made.get("config") == config.as_dict()
                 and before.deployed.calibration == rec.deployed.calibration  # the same models, scored alike
                 and _intact(paths)):
             logger.info(f"the {count} refits of this configuration are already in {paths[0].parent}: kept")
@@ -85,12 +85,12 @@ def _refit(study: optuna.Study, prepared, rec: Recommendation, paths: list[Path]
     probs = []
     for k, path in enumerate(paths):
         logger.info(f"refit {k + 1}/{count}: {rec.deployed.candidate} on {data.train.n} non-test lines")
-        cfg = validate_config(dict(config, seed=int(config["seed"]) + REFIT_SEED_STEP * k))
+        cfg = config.replace(seed=config.seed + REFIT_SEED_STEP * k)
         model, _ = train_model(data, cfg)
         save_bundle(model, prepared.featurizer, cfg, path, prepared.label_map)
         probs.append(apply_calibration(predict_probs(model, test, cfg), calibration))
     mean = apply_multipliers(np.mean(probs, axis=0), rec.multipliers)
-    entry = {"models": count, "config": config, "train_lines": int(data.train.n),
+    entry = {"models": count, "config": config.as_dict(), "train_lines": int(data.train.n),
              "train_class_counts": data.train.class_counts(),
              "trained_on": f"every non-test line (train and validation splits), {count} seeds",
              "test_important_f1": float(compute_stats(test.y, mean)["important_f1"])}

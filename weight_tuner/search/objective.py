@@ -16,7 +16,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
-from ..config import validate_class_weights
+from ..config import ModelConfig, validate_class_weights
 from ..errors import NonFiniteLossError, WeightTunerError
 from ..folds import make_units, unit_data
 from ..notes import metrics_markdown, save_live_note, stopped_markdown
@@ -40,7 +40,7 @@ class SurplusTrial(Exception):
 class Objective:
     """One trial: sample weights, train, report each epoch, store every metric on the trial."""
 
-    def __init__(self, prepared, space: SearchSpace, base_config: dict, models_dir: Path | None,
+    def __init__(self, prepared, space: SearchSpace, base_config: ModelConfig, models_dir: Path | None,
                  trial_timeout: float | None = None, n_trials: int | None = None,
                  objectives: list[str] | None = None, evaluation: dict | None = None, stop=None):
         self.objectives = objectives or ["important_f1"]
@@ -72,7 +72,7 @@ class Objective:
         values = [stats[OBJECTIVES[o]] for o in self.objectives]
         return values[0] if len(values) == 1 else tuple(values)
 
-    def _trial_config(self, trial: optuna.Trial) -> dict:
+    def _trial_config(self, trial: optuna.Trial) -> ModelConfig:
         """The trial's model config (sampled, or an enqueued scheme's), its weights recorded both ways."""
         from ..train import trained_weights
 
@@ -84,14 +84,14 @@ class Objective:
                                     fixed_weights=given if trial.user_attrs.get("outside_space") else None)
         self._check_surplus(trial)
         if given is not None:
-            config["class_weights"] = given
+            config = config.replace(class_weights=given)
         if "scheme" not in trial.user_attrs:
             trial.set_user_attr("scheme", "search")
-        trial.set_user_attr("class_weights", config["class_weights"])
+        trial.set_user_attr("class_weights", config.class_weights)
         trial.set_user_attr("class_weights_trained", trained_weights(self.prepared, config))
         return config
 
-    def _train(self, trial: optuna.Trial, config: dict):
+    def _train(self, trial: optuna.Trial, config: ModelConfig):
         """Train on the search's split, reporting every epoch (pruning, the timeout); ``(model, val stats)``.
 
         A stopped trial says why in its user attrs and note; an interrupted one gives its parameters back.
@@ -108,7 +108,7 @@ class Objective:
             if len(self.objectives) == 1:  # Optuna prunes single-objective studies only
                 trial.report(stats[OBJECTIVES[self.objectives[0]]], epochs_run)
             elapsed = time.perf_counter() - t0
-            if self.trial_timeout is not None and elapsed > self.trial_timeout and epochs_run < config["epochs"]:
+            if self.trial_timeout is not None and elapsed > self.trial_timeout and epochs_run < config.epochs:
                 raise TrialTimeoutError(f"trial ran {elapsed:.1f}s, over --trial-timeout {self.trial_timeout:g}s, "
                                         f"after epoch {epochs_run}")
             if len(self.objectives) == 1 and trial.should_prune():
@@ -136,7 +136,7 @@ class Objective:
             trial.set_user_attr("seconds", round(time.perf_counter() - t0, 3))
         return model, history[-1]["val"]
 
-    def _cross_validated(self, trial: optuna.Trial, config: dict) -> float:
+    def _cross_validated(self, trial: optuna.Trial, config: ModelConfig) -> float:
         """The cv design: score the trial on every unit, in an order shuffled per trial, reporting each.
 
         ``trial.report(value, step=unit index)`` feeds Optuna's WilcoxonPruner, which compares the
@@ -198,7 +198,7 @@ class Objective:
         self._given_back.add(trial.number)
         requeue(trial.study, trial)  # already suggested: an enqueued trial's fixed params
 
-    def _keep_model(self, trial: optuna.Trial, model, config: dict, value: float) -> None:
+    def _keep_model(self, trial: optuna.Trial, model, config: ModelConfig, value: float) -> None:
         """Save this trial's model if it is the best so far or the unweighted baseline; drop superseded ones."""
         if self.models_dir is None:
             return

@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import TrialState
 
 from ..artifacts import check_split, members_dir, save_split
-from ..config import validate_config
+from ..config import ModelConfig
 from ..errors import NonFiniteLossError, StudyError
 from ..logs import progress_enabled
 from ..notes import PENDING_DECISION, trial_line
@@ -45,7 +45,7 @@ def make_sampler(seed: int) -> optuna.samplers.TPESampler:
 
 
 def create_or_resume(storage_url: str, study_name: str, prepared, study_config: StudyConfig,
-                     base_config: dict, seed: int = 0, heartbeat: int = 10) -> tuple[optuna.Study, bool]:
+                     base_config: ModelConfig | dict, seed: int = 0, heartbeat: int = 10) -> tuple[optuna.Study, bool]:
     """Create the study (storing provenance and enqueuing every scheme once) or resume it.
 
     The sampler is re-seeded with the number of trials already in the study, so a
@@ -68,17 +68,17 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
             wait_until_set_up(study)
         created = False
     if created:
-        _store_provenance(study, storage_url, prepared, study_config, base_config, seed)
+        _store_provenance(study, storage_url, prepared, study_config, ModelConfig.of(base_config), seed)
         _enqueue_schemes(study, prepared, study_config)
         study.set_user_attr(SETUP_ATTR, True)
         logger.info(f"created study {study_name!r} in {display_url(storage_url)}")
     else:
-        _check_resume(study, storage_url, prepared, study_config, base_config)
+        _check_resume(study, storage_url, prepared, study_config, ModelConfig.of(base_config))
         logger.info(f"resuming study {study_name!r}: {len(study.trials)} trials so far")
     return study, created
 
 
-def _store_provenance(study: optuna.Study, storage_url: str, prepared, study_config: StudyConfig, base_config: dict,
+def _store_provenance(study: optuna.Study, storage_url: str, prepared, study_config: StudyConfig, base_config: ModelConfig,
                       seed: int) -> None:
     """A new study's user attrs: the decision first (pending), then the data, split, settings and versions."""
     # The dashboard lists study user attrs in the order they were first set: the decision comes first.
@@ -89,7 +89,7 @@ def _store_provenance(study: optuna.Study, storage_url: str, prepared, study_con
     for key in ("source", "data_fingerprint", "class_counts", "split_by", "n_features", "label_map"):
         study.set_user_attr(key, meta[key])
     study.set_user_attr("split", save_split(study, prepared.chunk_ids, members_dir(storage_url, study.study_name)))
-    study.set_user_attr("model_config", base_config)
+    study.set_user_attr("model_config", base_config.as_dict())
     study.set_user_attr("search_space", study_config.space.to_dict())
     study.set_user_attr("pruner", study_config.pruner)
     study.set_user_attr("library_versions", library_versions())
@@ -115,7 +115,8 @@ def _enqueue_schemes(study: optuna.Study, prepared, study_config: StudyConfig) -
     logger.info(f"enqueued {len(groups)} baseline schemes ({len(schemes)} named, the same weight ratios once)")
 
 
-def _check_resume(study: optuna.Study, storage_url: str, prepared, study_config: StudyConfig, base_config: dict) -> None:
+def _check_resume(study: optuna.Study, storage_url: str, prepared, study_config: StudyConfig,
+                  base_config: ModelConfig) -> None:
     """A :class:`StudyError` unless this run asks for what the study was made with (data, space,
     objectives, evaluation, model config)."""
     check_made_by_tune(study)
@@ -125,7 +126,7 @@ def _check_resume(study: optuna.Study, storage_url: str, prepared, study_config:
     stored = {"search space": (attrs.get("search_space"), study_config.space.to_dict()),
               "objectives": (attrs.get("objectives", ["important_f1"]), study_config.objectives),
               "evaluation (--design/--folds/--repeats/--confirm-top)": (attrs.get("evaluation"), study_config.evaluation),
-              "model config": (attrs.get("model_config"), base_config)}
+              "model config": (attrs.get("model_config"), base_config.as_dict())}
     for what, (made, asked) in stored.items():
         if made is not None and made != asked:
             raise StudyError(f"study {name!r} was created with {what} {made}; this run asks for {asked}. "
@@ -135,7 +136,7 @@ def _check_resume(study: optuna.Study, storage_url: str, prepared, study_config:
 def open_study(prepared, storage_url: str, study_name: str, study_config: StudyConfig, seed: int = 0,
                heartbeat: int = 10) -> tuple[optuna.Study, SearchSpace, dict]:
     """Create or resume the study; returns it with the search space and model config its trials use."""
-    base_config = validate_config(study_config.model)
+    base_config = ModelConfig.from_dict(study_config.model)
     study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, heartbeat)
     return study, study_config.space, base_config
 
@@ -169,12 +170,12 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=heartbeat),
                               sampler=sampler,
                               pruner=StudyConfig(pruner=pruner_cfg).make_pruner())
-    run_trials(study, prepared, storage_url, n_trials, space, validate_config(attrs["model_config"]), trial_timeout, stop=stop)
+    run_trials(study, prepared, storage_url, n_trials, space, ModelConfig.from_dict(attrs["model_config"]), trial_timeout, stop=stop)
     return study
 
 
 def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, space: SearchSpace,
-               base_config: dict, trial_timeout: float | None = None, poll_seconds: float = 1.0,
+               base_config: ModelConfig, trial_timeout: float | None = None, poll_seconds: float = 1.0,
                max_failures: int = 5, stop=None) -> None:
     """Run trials one at a time until the study holds exactly ``n_trials`` finished trials.
 
