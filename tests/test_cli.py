@@ -287,7 +287,8 @@ def test_a_decision_with_no_trial_behind_it_never_borrows_another_trials_model(c
     shutil.copy(confirmed.removeprefix("sqlite:///"), db)
     url = f"sqlite:///{db}"
     study = optuna.load_study(study_name="shared", storage=url)
-    store_recommendation(study, stored_recommendation(study).replace(decision="no_weights", class_weights=None, trial=None))
+    no_trial = stored_recommendation(study).replace(decision="no_weights", class_weights=None, trial=None)
+    store_recommendation(study, no_trial)
     export = build_export(url, "shared")
     assert export["trial_number"] is None and export["class_weights"] is None
     assert export["model_config"]["class_weights"] is None and "no unweighted trial" in export["val_stats_over"]

@@ -325,7 +325,8 @@ def test_the_recommendation_is_one_typed_record_stored_and_read_back_alike(share
     study = optuna.create_study(study_name="r", storage=storage)
     store_recommendation(study, rec.replace(decision="thresholds", multipliers={c: 1.0 for c in CLASSES}))
     back = stored_recommendation(optuna.load_study(study_name="r", storage=storage))
-    assert back.decision == "thresholds" and back.multipliers == {c: 1.0 for c in CLASSES} and back.deployed == rec.deployed
+    assert back.decision == "thresholds" and back.multipliers == {c: 1.0 for c in CLASSES}
+    assert back.deployed == rec.deployed
     not_one = {k: v for k, v in raw.items() if k != "candidates"}
     study.set_user_attr("recommendation", not_one)  # no checksum: a row from before checksums, but not a recommendation
     with pytest.raises(StudyError, match=r"study 'r': its stored recommendation is not one weight-tuner reads "

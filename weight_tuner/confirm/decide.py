@@ -128,7 +128,8 @@ def recommendation_from(state: dict, evaluation: dict) -> Recommendation:
     pick, decision = cands[result["candidate"]], result["decision"]
     return Recommendation(
         decision=decision, candidate=result["candidate"], level=result["level"],
-        diff_vs_unweighted=Difference.from_dict(result["diff_vs_unweighted"]), interval=result["interval"], candidates=tuple(rows),
+        diff_vs_unweighted=Difference.from_dict(result["diff_vs_unweighted"]), interval=result["interval"],
+        candidates=tuple(rows),
         class_weights=pick["class_weights"] if decision == "weights" else None,
         trial=pick.get("trial") if decision == "weights" else cands[UNWEIGHTED].get("trial"),
         n_units=result["diff_vs_unweighted"]["n_units"], folds=state["folds"], repeats=state["repeats"],

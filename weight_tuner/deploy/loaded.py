@@ -60,8 +60,8 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
         prior = mean_fractions([m["train_class_counts"] for m in found if m.get("train_class_counts")] or
                                [study.user_attrs["class_counts"]["train"]])
         return LoadedModel("ensemble", bundles, multipliers, prior,
-                        f"ensemble of {len(bundles)} confirmation models of {deployed.candidate} "
-                        f"(units {', '.join(m['unit'] for m in found)}){note}", calibration)
+                           f"ensemble of {len(bundles)} confirmation models of {deployed.candidate} "
+                           f"(units {', '.join(m['unit'] for m in found)}){note}", calibration)
     if kind == "refit":
         refit = deployed.refit
         paths = refit_paths(models, refit.get("models", 1)) if refit else [models / REFIT_NAME]
@@ -70,8 +70,8 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
             raise StudyError(f"study {study_name!r} has no refit model at {(missing or paths)[0]}; run tune again "
                              "with --refits N")
         return LoadedModel("refit", paths, multipliers, class_fractions(refit["train_class_counts"]),
-                        f"{len(paths)} refit{'s' if len(paths) > 1 else ''} of {deployed.candidate} on "
-                        f"{refit['train_lines']} non-test lines{note}", calibration)
+                           f"{len(paths)} refit{'s' if len(paths) > 1 else ''} of {deployed.candidate} on "
+                           f"{refit['train_lines']} non-test lines{note}", calibration)
     if rec and rec.trial is None:
         raise StudyError(f"study {study_name!r} decided {rec.decision.replace('_', ' ')} but its search has no "
                          "unweighted trial (its schemes left it out), so there is no single model of it; use "
@@ -82,4 +82,4 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
         raise StudyError(f"the model of trial {number} is not at {path} (models are kept on the machine that ran "
                          "the study); use weight-tuner train --save-model with the exported weights")
     return LoadedModel("single", [path], multipliers, class_fractions(study.user_attrs["class_counts"]["train"]),
-                    f"the search's model of trial {number}{note}", calibration)
+                       f"the search's model of trial {number}{note}", calibration)

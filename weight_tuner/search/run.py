@@ -78,7 +78,8 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
     return study, created
 
 
-def _store_provenance(study: optuna.Study, storage_url: str, prepared, study_config: StudyConfig, base_config: ModelConfig,
+def _store_provenance(study: optuna.Study, storage_url: str, prepared, study_config: StudyConfig,
+                      base_config: ModelConfig,
                       seed: int) -> None:
     """A new study's user attrs: the decision first (pending), then the data, split, settings and versions."""
     # The dashboard lists study user attrs in the order they were first set: the decision comes first.
@@ -170,7 +171,8 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=heartbeat),
                               sampler=sampler,
                               pruner=StudyConfig(pruner=pruner_cfg).make_pruner())
-    run_trials(study, prepared, storage_url, n_trials, space, ModelConfig.from_dict(attrs["model_config"]), trial_timeout, stop=stop)
+    run_trials(study, prepared, storage_url, n_trials, space, ModelConfig.from_dict(attrs["model_config"]), trial_timeout,
+               stop=stop)
     return study
 
 
