@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from sqlalchemy.engine import make_url
 
 from weight_tuner.cli import main
-from weight_tuner.paths import STORAGE_ENV
+from weight_tuner.paths import STORAGE_ENV, models_dir
 from weight_tuner.workers import LocalWorkers, thread_share
 
 from support import PG_URL, SAMPLE_DOCS, cli, drop_pg_studies, pg_available, study_toml, url_with_password, wait_for
@@ -168,11 +168,11 @@ def test_a_local_worker_repeats_the_data_and_planning_options_but_not_the_storag
 
 def test_two_jobs_on_sqlite_share_each_trial_and_unit_run_once_and_decide_as_one_process(tmp_path, cache_dir,
                                                                                         reference):
-    """`tune --jobs 2` on a new study: the search and the raced confirmation shared by tune and its local
-    worker, which gets the storage URL through its environment, never its command line."""
+    """`tune --jobs 2` on a new study: the search, the raced confirmation and the refits shared by tune and its
+    local worker, which gets the storage URL through its environment, never its command line."""
     url, name, secret = f"sqlite:///{tmp_path}/j.db", "j", str(tmp_path)
     toml = study_toml(tmp_path, epochs=3, schemes=SCHEMES)
-    proc = cli(["tune", *_args(url, name, toml, cache_dir)[:-4], "--refits", "0", "--jobs", "2"], cache_dir,
+    proc = cli(["tune", *_args(url, name, toml, cache_dir)[:-4], "--refits", "3", "--jobs", "2"], cache_dir,
                cwd=tmp_path)  # cli() adds the data
     try:
         wait_for(lambda: bool(_children(proc.pid)), proc, timeout=120, what="a local worker")
@@ -193,6 +193,14 @@ def test_two_jobs_on_sqlite_share_each_trial_and_unit_run_once_and_decide_as_one
     _same_as_one_process(study, reference)
     test = study.user_attrs["test_stats"]  # scored once, by tune, after the decision it reports
     assert test["decision"] == study.user_attrs["recommendation"]["decision"] and test["unweighted"]["stats"]["lines"] > 0
+    # The refits: each trained once, the worker taking its share while tune ran the test check.
+    refits = optuna.load_study(study_name=study.user_attrs["refit_plan"]["study"], storage=url)
+    made = refits.get_trials(states=(TrialState.COMPLETE,))
+    assert sorted(t.user_attrs["refit"] for t in made) == [0, 1, 2] and len(refits.trials) == 3
+    assert {t.user_attrs["pid"] for t in made} - {proc.pid}, "the local worker trained no refit"
+    entry = study.user_attrs["recommendation"]["deployed"]["refit"]
+    assert entry["models"] == 3 and all((models_dir(url, name) / f).exists()
+                                        for f in ("refit.keras", "refit-1.keras", "refit-2.keras"))
     con = sqlite3.connect(tmp_path / "j.db")
     assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     con.close()

@@ -11,6 +11,7 @@ import os
 import resource
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from .config import ModelConfig, load_config
@@ -25,7 +26,7 @@ from .paths import (
     masked_command,
     write_json,
 )
-from .workers import LocalWorkers
+from .workers import RUN_ENV, LocalWorkers
 
 
 def _data_checks(args, storage: str | None = None, folds: int | None = None):
@@ -144,7 +145,7 @@ def cmd_tune(args) -> int:
     recommendation and no weights once on the test split."""
     from .artifacts import members_dir
     from .confirm.decide import confirm, confirmation_evaluation, withdraw_stale_recommendation
-    from .deploy.refits import refit
+    from .deploy.refits import Refits
     from .deploy.testcheck import final_test_evaluation, search_models
     from .folds import check_units
     from .notes import candidates_table, decision_sentence, deployed_sentence
@@ -165,8 +166,8 @@ def cmd_tune(args) -> int:
     study, space, base_config = open_study(prepared, storage, args.study, study_config, seed=args.seed,
                                            heartbeat=args.heartbeat)
     # The other jobs join once the study exists (created once, schemes enqueued once) and leave once no
-    # trial or unit run is left to take: the test check and the refits below run here alone.
-    workers = LocalWorkers(args.jobs, storage, _worker_args(args))
+    # trial, unit run or refit is left to take; the test check runs here while they train refits.
+    workers = LocalWorkers(args.jobs, storage, _worker_args(args), refits=bool(args.refits) and not args.no_confirm)
     args.guard.forward.append(workers.forward)
     with workers:
         run_trials(study, prepared, storage, args.trials, space, base_config, args.trial_timeout, stop=args.guard)
@@ -185,13 +186,15 @@ def cmd_tune(args) -> int:
         recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members,
                                  racing=not args.no_racing)
         confirm_s = time.perf_counter() - t0 - search_s
-    print(f"\nRecommendation: {decision_sentence(recommendation)}")
-    print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation.n_units} units:")
-    print(candidates_table(recommendation))
-    search_models(study, prepared, storage)  # the test check's models, trained here where a worker elsewhere ran them
-    final_test_evaluation(study, prepared, storage, members)
-    if args.refits:
-        refit(study, prepared, storage, args.refits, earlier)
+        print(f"\nRecommendation: {decision_sentence(recommendation)}")
+        print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation.n_units} units:")
+        print(candidates_table(recommendation))
+        refit_step = Refits(study, storage, args.refits, earlier, workers.run_id) if args.refits else nullcontext()
+        with refit_step as refits:  # the local workers train the refits while this process runs the test check
+            search_models(study, prepared, storage)  # the test check's models, trained here where a worker ran them
+            final_test_evaluation(study, prepared, storage, members)
+            if refits is not None:
+                refits.finish(prepared, stop=args.guard)
     print(f"Deployed model (predict --study): {deployed_sentence(stored_recommendation(study))}")
     print(f"Next: weight-tuner export --study {args.study} --storage {display_url(storage)}")
     return 0
@@ -216,6 +219,10 @@ def cmd_worker(args) -> int:
 
     confirm(study, prepared, confirmation_evaluation(study, StudyConfig().evaluation), stop=args.guard, wait=False,
             members=members_dir(_storage(args), args.study, args.members), racing=not args.no_racing)
+    if os.environ.get(RUN_ENV):  # a local worker of tune: its refits too
+        from .deploy.refits import take_planned_refits
+
+        take_planned_refits(study, prepared, os.environ[RUN_ENV], stop=args.guard)
     print(f"worker done: no unit run of study {args.study!r} is left to take; `weight-tuner tune` with the same "
           "arguments decides once all are finished")
     return 0

@@ -2,7 +2,7 @@
 
 ``tune`` is one of the N; it starts N - 1 ``weight-tuner worker`` processes beside itself once the
 study exists, and each takes trials, then the confirmation's unit runs, from the storage as any
-remote worker does. Optuna's storage is the only coordinator: there is no queue here, only
+remote worker does; then, where ``tune`` makes refits, the refits (they share the study's models folder). Optuna's storage is the only coordinator: there is no queue here, only
 processes to start, watch and stop.
 
 - **Threads**: each process gets its share of the cores (TensorFlow's intra- and inter-op pools,
@@ -23,12 +23,14 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 
 from .paths import STORAGE_ENV
 
 logger = logging.getLogger(__name__)
 
 JOBS_ENV = "WEIGHT_TUNER_JOBS"
+RUN_ENV = "WEIGHT_TUNER_RUN"  # the run of tune a local worker belongs to: it stays to take that run's refits
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 STOP_GRACE_S = 120.0  # how long a stopping child may take to reach its safe point before it is killed
 
@@ -66,12 +68,15 @@ class LocalWorkers:
 
     ``worker_args`` is the ``weight-tuner worker`` command line after the command name, without
     ``--storage``: the URL goes through the environment. On leaving the block normally the children
-    are waited for (they end once no trial or unit run is left to take); on an exception they are
+    are waited for (they end once no trial, unit run or refit is left to take); on an exception they are
     stopped at a safe point, then killed if they take longer than :data:`STOP_GRACE_S`.
     """
 
-    def __init__(self, jobs: int, storage_url: str, worker_args: list[str]):
+    def __init__(self, jobs: int, storage_url: str, worker_args: list[str], refits: bool = False):
         self.jobs, self.storage_url, self.worker_args = jobs, storage_url, list(worker_args)
+        # With refits, the children stay after the confirmation until this run has planned its refits
+        # (deploy.refits.Refits, which records this id), and take them beside it.
+        self.run_id = uuid.uuid4().hex if refits else None
         self.processes: list[subprocess.Popen] = []
         self._watchers: list[threading.Thread] = []
 
@@ -82,7 +87,9 @@ class LocalWorkers:
     def environment(self) -> dict[str, str]:
         """A child's environment: its share of threads (unless the user set them, as for this process in
         :func:`share_threads`) and the storage URL."""
-        return {**thread_share(self.jobs), **os.environ, STORAGE_ENV: self.storage_url}
+        env = {**thread_share(self.jobs), **os.environ, STORAGE_ENV: self.storage_url}
+        env.pop(RUN_ENV, None)
+        return env if self.run_id is None else {**env, RUN_ENV: self.run_id}
 
     def start(self) -> None:
         """Start the children, each with its share of threads and the storage URL in its environment."""

@@ -196,12 +196,16 @@ def race_of(companion: optuna.Study, plan: dict, ratio: float) -> Race:
     return race(plan["units"], unit_scores(plan, results(companion)), ratio, UNWEIGHTED)
 
 
-def results(companion: optuna.Study, counted: Race | None = None) -> dict[tuple[str, str], optuna.trial.FrozenTrial]:
+def results(companion: optuna.Study, counted: Race | None = None,
+            trials: list | None = None) -> dict[tuple[str, str], optuna.trial.FrozenTrial]:
     """The finished run of every (candidate, unit): the first to complete, so a retried run counts once.
     With ``counted`` (a :class:`.racing.Race`), only the runs it counts: a stopped candidate's runs past
-    its stop, finished by a process that had started them before the stop, are left out."""
+    its stop, finished by a process that had started them before the stop, are left out. ``trials`` is a
+    read of the companion's trials already made."""
     out: dict[tuple[str, str], optuna.trial.FrozenTrial] = {}
-    for t in sorted(companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number):
+    complete = [t for t in (trials if trials is not None else companion.get_trials(deepcopy=False))
+                if t.state == TrialState.COMPLETE]
+    for t in sorted(complete, key=lambda t: t.number):
         pair = (t.user_attrs["candidate"], t.user_attrs["unit"])
         if counted is None or counted.needed(*pair):
             out.setdefault(pair, t)
@@ -211,9 +215,11 @@ def results(companion: optuna.Study, counted: Race | None = None) -> dict[tuple[
 def missing_runs(companion: optuna.Study, plan: dict, counted: Race | None = None) -> tuple[list, list]:
     """``(pending, lost)``: runs not finished yet but waiting or running somewhere, and runs with neither
     (failed for good, e.g. retried too often). Runs that ``counted`` no longer needs are neither."""
-    finished = results(companion)
-    alive = {(t.user_attrs.get("candidate"), t.user_attrs.get("unit")) for t in companion.get_trials(
-        deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))}
+    # One read for both: with two, a run that completed between them was in neither, and so "lost".
+    trials = companion.get_trials(deepcopy=False)
+    finished = results(companion, trials=trials)
+    alive = {(t.user_attrs.get("candidate"), t.user_attrs.get("unit")) for t in trials
+             if t.state in (TrialState.WAITING, TrialState.RUNNING)}
     todo = [r for r in runs_of(plan) if r not in finished and (counted is None or counted.needed(*r))]
     return [r for r in todo if r in alive], [r for r in todo if r not in alive]
 

@@ -134,11 +134,15 @@ def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, afte
     Optuna's heartbeat callback, and taken here. A run that failed for good is a :class:`StudyError`.
     """
     ratio = plan_ratio(prepared, plan)
-    said = None
+    said, seen_lost = None, None
     while True:
         take_runs(companion, plan, prepared, stop, after_run, members)
         counted = race_of(companion, plan, ratio)
         pending, lost = missing_runs(companion, plan, counted)
+        if lost and lost != seen_lost:  # look once more: a failed run's retry is queued a moment after its failure
+            seen_lost = lost
+            time.sleep(poll_seconds)
+            continue
         if lost:
             fails = [t for t in companion.get_trials(deepcopy=False, states=(TrialState.FAIL,))
                      if (t.user_attrs.get("candidate"), t.user_attrs.get("unit")) == lost[0]]

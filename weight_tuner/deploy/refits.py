@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 
 import numpy as np
 import optuna
+from optuna.trial import TrialState
 
 from ..config import ModelConfig
 from ..errors import DataError, StudyError
@@ -18,7 +23,7 @@ from ..notes import publish
 from ..paths import check_bundle, models_dir
 from ..posthoc import apply_calibration, apply_multipliers
 from ..records import Recommendation
-from ..storage import stored_recommendation, trial_config, unweighted_config
+from ..storage import storage_of, stored_recommendation, trial_config, unweighted_config
 from .ensemble import stored_calibration
 
 logger = logging.getLogger(__name__)
@@ -28,6 +33,9 @@ DEFAULT_REFITS = 3
 REFIT_SEED_STEP = 10  # refit k trains with seed + 10 k
 
 REFIT_NAME = "refit.keras"  # the first refit, in the study's models folder; refit k > 0 is refit-<k>.keras
+
+REFIT_STUDY = ".refit-"  # the refits' companion study: <study>.refit-<id>
+REFIT_PLAN_ATTR = "refit_plan"  # which run of tune planned the refits last, and their companion study
 
 
 def refit_paths(models: Path, count: int) -> list[Path]:
@@ -43,61 +51,180 @@ def recommended_config(study: optuna.Study, recommendation: Recommendation) -> M
     return unweighted_config(study)
 
 
+class Refits:
+    """The refit step of one ``tune``: the recommended configuration trained ``count`` times on every non-test
+    line (seeds ``seed``, ``seed + 10``, ...), saved beside the study's models, made the default of
+    ``predict --study``, and their calibrated mean scored once on the test split (deciding nothing).
+
+    As a context manager it holds the study's refit lock (several ``tune`` of one study: the first trains,
+    the others find its refits) and plans the refits: those of the same configuration, count and
+    calibration that ``earlier`` (the recommendation before this run) or the stored one made, all on disk
+    and intact, are kept; otherwise the refits not on disk become trials of the companion study
+    ``<study>.refit-<id>``, which this process and ``tune``'s local workers take (:func:`take_refits`) while
+    this process runs the test check. :meth:`finish` waits for them and scores their mean.
+    """
+
+    def __init__(self, study: optuna.Study, storage_url: str, count: int = DEFAULT_REFITS,
+                 earlier: Recommendation | None = None, run_id: str | None = None):
+        rec = stored_recommendation(study)
+        if rec is None or rec.deployed is None:
+            raise StudyError(f"study {study.study_name!r} has no recommendation to refit; run tune without --no-confirm")
+        self.study, self.rec, self.earlier, self.run_id = study, rec, earlier, run_id
+        self.paths = refit_paths(models_dir(storage_url, study.study_name), count)
+        self.config = recommended_config(study, rec)
+        self.kept: dict | None = None  # the refits kept instead of trained
+        self.companion: optuna.Study | None = None
+        self.since = 0
+        self._lock = None
+
+    def __enter__(self) -> "Refits":
+        self.paths[0].parent.mkdir(parents=True, exist_ok=True)
+        self._lock = open(self.paths[0].parent / ".refit.lock", "w")
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        self.kept = self._kept()
+        if self.kept is None:
+            self.companion = self._plan()
+        self.study.set_user_attr(REFIT_PLAN_ATTR, {"run": self.run_id,
+                                                   "study": self.companion.study_name if self.companion else None})
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._lock.close()  # releases the lock
+
+    def _kept(self) -> dict | None:
+        """Earlier refits of this configuration, count and calibration, all intact: kept and published."""
+        rec, count = self.rec, len(self.paths)
+        for before in (stored_recommendation(self.study), self.earlier):
+            made = before.deployed.refit if before and before.deployed else None
+            if (made and made.get("models") == count and made.get("config") == self.config.as_dict()
+                    and before.deployed.calibration == rec.deployed.calibration  # the same models, scored alike
+                    and _intact(self.paths)):
+                logger.info(f"the {count} refits of this configuration are already in {self.paths[0].parent}: kept")
+                publish(self.study, rec.replace(deployed=rec.deployed.with_refit(made)))
+                return made
+        return None
+
+    def _plan(self) -> optuna.Study:
+        """The companion study of these refits, with one waiting trial per refit not waiting or running already."""
+        blob = json.dumps({"config": self.config.as_dict(), "paths": [str(p) for p in self.paths]}, sort_keys=True)
+        name = f"{self.study.study_name}{REFIT_STUDY}{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+        storage = storage_of(self.study)
+        try:
+            companion = optuna.create_study(study_name=name, storage=storage, direction="minimize")
+            companion.set_user_attr("about", f"The refits of study {self.study.study_name!r}: one trial per deployed "
+                                    "model, trained on every non-test line; its values are final training losses, "
+                                    f"not scores. The decision is in study {self.study.study_name!r}.")
+            companion.set_user_attr("config", self.config.as_dict())
+            companion.set_user_attr("paths", [str(p) for p in self.paths])
+        except optuna.exceptions.DuplicatedStudyError:
+            companion = optuna.load_study(study_name=name, storage=storage)
+        trials = companion.get_trials(deepcopy=False)
+        self.since = len(trials)  # the refits of this run are trials from this number on
+        queued = {t.user_attrs.get("refit") for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+        for k in range(len(self.paths)):
+            if k not in queued:
+                companion.enqueue_trial({}, user_attrs={"refit": k})
+        return companion
+
+    def finish(self, prepared, stop=None, poll_seconds: float = 1.0) -> dict:
+        """Train the refits left to take, wait for those other processes hold, then score their calibrated mean
+        once on the test split and make them the default of ``predict --study``; return the ``deployed.refit``
+        entry."""
+        if self.kept is not None:
+            return self.kept
+        from ..train import load_bundle, predict_probs
+
+        # Read again: the test check may have completed the recommendation (an old thresholds decision's multipliers).
+        t0, count, rec = time.perf_counter(), len(self.paths), stored_recommendation(self.study)
+        data = refit_data(prepared)
+        logger.info(f"{count} refits of {rec.deployed.candidate} on {data.train.n} non-test lines")
+        while True:
+            take_refits(self.companion, prepared, stop=stop)
+            if not self.companion.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
+                break
+            optuna.storages.fail_stale_trials(self.companion)  # a killed worker's refit is queued again
+            time.sleep(poll_seconds)
+        made = {t.user_attrs.get("refit") for t in self.companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if t.number >= self.since}
+        missing = [path for k, path in enumerate(self.paths) if k not in made or not _intact([path])]
+        if missing:
+            raise StudyError(f"study {self.study.study_name!r}: the refit {missing[0]} was not made (its trial in study "
+                             f"{self.companion.study_name!r} failed for good; see its fail_reason)")
+        test = prepared.splits["test"]
+        calibration = stored_calibration(rec.deployed)
+        probs = []
+        for path in self.paths:
+            model, _, cfg = load_bundle(path)
+            probs.append(apply_calibration(predict_probs(model, test, cfg), calibration))
+        mean = apply_multipliers(np.mean(probs, axis=0), rec.multipliers)
+        entry = {"models": count, "config": self.config.as_dict(), "train_lines": int(data.train.n),
+                 "train_class_counts": data.train.class_counts(),
+                 "trained_on": f"every non-test line (train and validation splits), {count} seeds",
+                 "test_important_f1": float(compute_stats(test.y, mean)["important_f1"])}
+        publish(self.study, rec.replace(deployed=rec.deployed.with_refit(entry)))
+        logger.info(f"{count} refit models saved in {self.paths[0].parent} ({time.perf_counter() - t0:.0f}s); test "
+                    f"important_f1 of their mean {entry['test_important_f1']:.4f} (scored once)")
+        return entry
+
+
 def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_REFITS,
           earlier: Recommendation | None = None) -> dict:
-    """Train the recommended configuration ``count`` times on every non-test line (seeds ``seed``,
-    ``seed + 10``, ...), save the models beside the study's, make them the default of ``predict --study``,
-    and score their calibrated mean once on the test split (deciding nothing). Returns the
-    ``deployed.refit`` entry.
-
-    ``earlier`` is the study's recommendation before this run of ``tune``: refits it made of the same
-    configuration, as many, all on disk and scored with the same calibration, are kept instead of
-    trained again (a rerun of a finished study trains nothing)."""
-    rec = stored_recommendation(study)
-    if rec is None or rec.deployed is None:
-        raise StudyError(f"study {study.study_name!r} has no recommendation to refit; run tune without --no-confirm")
-    paths = refit_paths(models_dir(storage_url, study.study_name), count)
-    paths[0].parent.mkdir(parents=True, exist_ok=True)
-    # Processes of one study that reach the refits together: one trains, the others then find its models.
-    with open(paths[0].parent / ".refit.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _refit(study, prepared, rec, paths, earlier)
+    """The whole refit step in this process alone (:class:`Refits`); returns the ``deployed.refit`` entry."""
+    with Refits(study, storage_url, count, earlier) as refits:
+        return refits.finish(prepared)
 
 
-def _refit(study: optuna.Study, prepared, rec: Recommendation, paths: list[Path],
-           earlier: Recommendation | None) -> dict:
-    from ..train import predict_probs, save_bundle, train_model
+def take_refits(companion: optuna.Study, prepared, stop=None) -> int:
+    """Train the waiting refit trials of ``companion`` one at a time, each saved where the companion says;
+    return how many this process trained."""
+    from ..model import ModelCache  # imports TensorFlow: only when refits are trained
+    from ..train import save_bundle, train_model
 
-    count = len(paths)
-    config = recommended_config(study, rec)
-    calibration = stored_calibration(rec.deployed)
-    for before in (stored_recommendation(study), earlier):
-        made = before.deployed.refit if before and before.deployed else None
-        if (made and made.get("models") == count and made.get("config") == config.as_dict()
-                and before.deployed.calibration == rec.deployed.calibration  # the same models, scored alike
-                and _intact(paths)):
-            logger.info(f"the {count} refits of this configuration are already in {paths[0].parent}: kept")
-            publish(study, rec.replace(deployed=rec.deployed.with_refit(made)))
-            return made
-    t0 = time.perf_counter()
-    data = refit_data(prepared)
-    test = prepared.splits["test"]
-    probs = []
-    for k, path in enumerate(paths):
-        logger.info(f"refit {k + 1}/{count}: {rec.deployed.candidate} on {data.train.n} non-test lines")
+    config = ModelConfig.from_dict(companion.user_attrs["config"])
+    paths = [Path(p) for p in companion.user_attrs["paths"]]
+    data, cache, done = None, ModelCache(), []
+
+    def objective(trial: optuna.Trial) -> float:
+        nonlocal data
+        k = trial.user_attrs.get("refit")
+        if k is None:
+            trial.set_user_attr("fail_reason", "no refit was left to take (another process took the last)")
+            raise _NoRefitLeft()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        if data is None:
+            data = refit_data(prepared)
         cfg = config.replace(seed=config.seed + REFIT_SEED_STEP * k)
-        model, _ = train_model(data, cfg)
-        save_bundle(model, prepared.featurizer, cfg, path, prepared.label_map)
-        probs.append(apply_calibration(predict_probs(model, test, cfg), calibration))
-    mean = apply_multipliers(np.mean(probs, axis=0), rec.multipliers)
-    entry = {"models": count, "config": config.as_dict(), "train_lines": int(data.train.n),
-             "train_class_counts": data.train.class_counts(),
-             "trained_on": f"every non-test line (train and validation splits), {count} seeds",
-             "test_important_f1": float(compute_stats(test.y, mean)["important_f1"])}
-    publish(study, rec.replace(deployed=rec.deployed.with_refit(entry)))
-    logger.info(f"{count} refit models saved in {paths[0].parent} ({time.perf_counter() - t0:.0f}s); test "
-                f"important_f1 of their mean {entry['test_important_f1']:.4f} (scored once)")
-    return entry
+        logger.info(f"refit {k + 1}/{len(paths)}: training on {data.train.n} non-test lines")
+        t0 = time.perf_counter()
+        model, history = train_model(data, cfg, should_stop=stop.check if stop is not None else None, cache=cache)
+        save_bundle(model, prepared.featurizer, cfg, paths[k], prepared.label_map)
+        trial.set_user_attr("seconds", time.perf_counter() - t0)
+        return history[-1]["loss"]
+
+    while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if stop is not None:
+            stop.check()
+        companion.optimize(objective, n_trials=1, gc_after_trial=True, catch=(_NoRefitLeft,),
+                           callbacks=[lambda s, t: done.append(t) if t.state == TrialState.COMPLETE else None])
+    return len(done)
+
+
+def take_planned_refits(study: optuna.Study, prepared, run_id: str, stop=None, poll_seconds: float = 1.0) -> int:
+    """A local worker of ``tune``: wait until that run (``run_id``) has planned its refits, then take them
+    beside it; return how many this process trained (none when the run kept earlier refits)."""
+    while (study.user_attrs.get(REFIT_PLAN_ATTR) or {}).get("run") != run_id:
+        if stop is not None:
+            stop.check()
+        time.sleep(poll_seconds)
+    name = study.user_attrs[REFIT_PLAN_ATTR]["study"]
+    if name is None:
+        return 0
+    return take_refits(optuna.load_study(study_name=name, storage=storage_of(study)), prepared, stop=stop)
+
+
+class _NoRefitLeft(Exception):
+    """Optuna handed out a fresh trial: another process took the last waiting refit first."""
 
 
 def _intact(paths: list[Path]) -> bool:
