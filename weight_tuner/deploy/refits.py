@@ -59,7 +59,7 @@ class Refits:
     As a context manager it holds the study's refit lock (several ``tune`` of one study: the first trains,
     the others find its refits) and plans the refits: those of the same configuration, count and
     calibration that ``earlier`` (the recommendation before this run) or the stored one made, all on disk
-    and intact, are kept; otherwise the refits not on disk become trials of the companion study
+    and intact, are kept; otherwise every refit becomes a trial of the companion study
     ``<study>.refit-<id>``, which this process and ``tune``'s local workers take (:func:`take_refits`) while
     this process runs the test check. :meth:`finish` waits for them and scores their mean.
     """
@@ -74,7 +74,7 @@ class Refits:
         self.config = recommended_config(study, rec)
         self.kept: dict | None = None  # the refits kept instead of trained
         self.companion: optuna.Study | None = None
-        self.since = 0
+        self.since, self.carried = 0, set()  # the companion's trials that count for this run (see _plan)
         self._lock = None
 
     def __enter__(self) -> "Refits":
@@ -119,8 +119,11 @@ class Refits:
         except optuna.exceptions.DuplicatedStudyError:
             companion = optuna.load_study(study_name=name, storage=storage)
         trials = companion.get_trials(deepcopy=False)
-        self.since = len(trials)  # the refits of this run are trials from this number on
-        queued = {t.user_attrs.get("refit") for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+        # This run's refits: the trials queued from here on (and their retries), and those an earlier run left
+        # waiting or running, which are taken or retried instead of queued twice.
+        self.since = len(trials)
+        self.carried = {t.number for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+        queued = {t.user_attrs.get("refit") for t in trials if t.number in self.carried}
         for k in range(len(self.paths)):
             if k not in queued:
                 companion.enqueue_trial({}, user_attrs={"refit": k})
@@ -145,7 +148,7 @@ class Refits:
             optuna.storages.fail_stale_trials(self.companion)  # a killed worker's refit is queued again
             time.sleep(poll_seconds)
         made = {t.user_attrs.get("refit") for t in self.companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.number >= self.since}
+                if t.number >= self.since or t.number in self.carried}
         missing = [path for k, path in enumerate(self.paths) if k not in made or not _intact([path])]
         if missing:
             raise StudyError(f"study {self.study.study_name!r}: the refit {missing[0]} was not made (its trial in study "
@@ -165,13 +168,6 @@ class Refits:
         logger.info(f"{count} refit models saved in {self.paths[0].parent} ({time.perf_counter() - t0:.0f}s); test "
                     f"important_f1 of their mean {entry['test_important_f1']:.4f} (scored once)")
         return entry
-
-
-def refit(study: optuna.Study, prepared, storage_url: str, count: int = DEFAULT_REFITS,
-          earlier: Recommendation | None = None) -> dict:
-    """The whole refit step in this process alone (:class:`Refits`); returns the ``deployed.refit`` entry."""
-    with Refits(study, storage_url, count, earlier) as refits:
-        return refits.finish(prepared)
 
 
 def take_refits(companion: optuna.Study, prepared, stop=None) -> int:
