@@ -136,11 +136,10 @@ def deployed_test(recommendation: Recommendation, test: dict | None) -> dict | N
              "single": (test.get("recommended") or {}).get("stats", {}).get("important_f1")}.get(kind)
     if score is None:
         return None
-    n = refit.get("models", 1)
-    model = {"refit": lambda: (f"{n} refit models of {deployed.candidate}, averaged" if n > 1 else
-                               f"1 refit model of {deployed.candidate}"),
-             "ensemble": lambda: f"the {len(deployed.members)} confirmation models of {deployed.candidate}, averaged",
-             "single": lambda: f"the search's model of trial {recommendation.trial}"}[kind]()
+    n, candidate = refit.get("models", 1), deployed.candidate if deployed else None
+    model = {"refit": f"{n} refit models of {candidate}, averaged" if n > 1 else f"1 refit model of {candidate}",
+             "ensemble": f"the {len(deployed.members) if deployed else 0} confirmation models of {candidate}, averaged",
+             "single": f"the search's model of trial {recommendation.trial}"}[kind]
     calibrated = " (calibrated)" if deployed and deployed.calibration else ""
     return {"kind": kind, "model": model + calibrated, "important_f1": float(score)}
 

@@ -288,6 +288,23 @@ def storage_of(study: optuna.Study):
     return study._storage
 
 
+class NothingLeft(Exception):
+    """Optuna handed out a fresh trial: another process took the last waiting one first."""
+
+
+def take_waiting(study: optuna.Study, objective, stop=None, catch: tuple = ()):
+    """Run ``study``'s waiting trials one at a time, as Optuna hands them out, until none is left (the work of a
+    companion study: unit runs, refits); yield each finished trial, or ``None`` when another process took the
+    last one first. ``objective`` raises :class:`NothingLeft` on a trial that carries no work."""
+    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if stop is not None:
+            stop.check()
+        done: list[optuna.trial.FrozenTrial] = []
+        study.optimize(objective, n_trials=1, gc_after_trial=True, catch=(NothingLeft, *catch),
+                       callbacks=[lambda s, t: done.append(t)])
+        yield done[-1] if done else None
+
+
 def requeue(study: optuna.Study, trial) -> None:
     """Enqueue ``trial``'s parameters again (a live or a frozen trial), marked ``retry_of`` its number."""
     if trial.params or trial.user_attrs.get("outside_space") or "unit" in trial.user_attrs:

@@ -20,16 +20,12 @@ from ..artifacts import save_member
 from ..errors import NonFiniteLossError, StudyError
 from ..folds import Unit, unit_data
 from ..schemes import UNWEIGHTED
-from ..storage import abandon_trial
+from ..storage import NothingLeft, abandon_trial, take_waiting
 from ..unitrun import run_unit
 from .plan import missing_runs, plan_ratio, race_of
 from .racing import Race
 
 logger = logging.getLogger(__name__)
-
-
-class NoUnitLeft(Exception):
-    """Optuna handed out a fresh trial: another process took the last waiting unit run first."""
 
 
 class UnitRun:
@@ -59,7 +55,7 @@ class UnitRun:
         name, key = trial.user_attrs.get("candidate"), trial.user_attrs.get("unit")
         if name is None or key is None:
             trial.set_user_attr("fail_reason", "no unit run was left to take (another process took the last)")
-            raise NoUnitLeft()
+            raise NothingLeft()
         self._stop_if_raced_out(trial, name, key)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -106,15 +102,9 @@ def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_ru
 
     objective = UnitRun(prepared, plan, stop, members)
     ran = 0
-    while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if stop is not None:
-            stop.check()
-        done: list[optuna.trial.FrozenTrial] = []
-        companion.optimize(objective, n_trials=1, gc_after_trial=True, catch=(NoUnitLeft, NonFiniteLossError),
-                           callbacks=[lambda s, t: done.append(t)])
+    for trial in take_waiting(companion, objective, stop, catch=(NonFiniteLossError,)):
         if stop is not None:
             stop.abandon = None
-        trial = done[-1] if done else None
         if trial is None or trial.state != TrialState.COMPLETE:
             continue
         ran += 1

@@ -23,7 +23,7 @@ from ..notes import publish
 from ..paths import check_bundle, models_dir
 from ..posthoc import apply_calibration, apply_multipliers
 from ..records import Recommendation
-from ..storage import storage_of, stored_recommendation, trial_config, unweighted_config
+from ..storage import NothingLeft, storage_of, stored_recommendation, take_waiting, trial_config, unweighted_config
 from .ensemble import stored_calibration
 
 logger = logging.getLogger(__name__)
@@ -178,14 +178,14 @@ def take_refits(companion: optuna.Study, prepared, stop=None) -> int:
 
     config = ModelConfig.from_dict(companion.user_attrs["config"])
     paths = [Path(p) for p in companion.user_attrs["paths"]]
-    data, cache, done = None, ModelCache(), []
+    data, cache = None, ModelCache()
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal data
         k = trial.user_attrs.get("refit")
         if k is None:
             trial.set_user_attr("fail_reason", "no refit was left to take (another process took the last)")
-            raise _NoRefitLeft()
+            raise NothingLeft()
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         if data is None:
@@ -198,12 +198,7 @@ def take_refits(companion: optuna.Study, prepared, stop=None) -> int:
         trial.set_user_attr("seconds", time.perf_counter() - t0)
         return history[-1]["loss"]
 
-    while companion.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if stop is not None:
-            stop.check()
-        companion.optimize(objective, n_trials=1, gc_after_trial=True, catch=(_NoRefitLeft,),
-                           callbacks=[lambda s, t: done.append(t) if t.state == TrialState.COMPLETE else None])
-    return len(done)
+    return sum(t is not None and t.state == TrialState.COMPLETE for t in take_waiting(companion, objective, stop))
 
 
 def take_planned_refits(study: optuna.Study, prepared, run_id: str, stop=None, poll_seconds: float = 1.0) -> int:
@@ -217,10 +212,6 @@ def take_planned_refits(study: optuna.Study, prepared, run_id: str, stop=None, p
     if name is None:
         return 0
     return take_refits(optuna.load_study(study_name=name, storage=storage_of(study)), prepared, stop=stop)
-
-
-class _NoRefitLeft(Exception):
-    """Optuna handed out a fresh trial: another process took the last waiting refit first."""
 
 
 def _intact(paths: list[Path]) -> bool:
