@@ -197,7 +197,7 @@ np.save({str(tmp_path / 'out.npy')!r}, predict_probs(model, split, cfg))
     assert (got.argmax(1) != 2).any()  # not silently all-Misc
 
 
-def test_reused_model_trains_exactly_like_a_fresh_one(prepared):
+def test_reused_model_trains_exactly_like_a_fresh_one(prepared, monkeypatch):
     from weight_tuner.model import ModelCache
     from weight_tuner.train import train_model
 
@@ -212,6 +212,16 @@ def test_reused_model_trains_exactly_like_a_fresh_one(prepared):
     assert fresh_b_after_a[-1]["val"]["important_f1"] == pytest.approx(fresh_b[-1]["val"]["important_f1"])
     # and the weights did reach the reused loss
     assert [h["loss"] for h in fresh_a] != pytest.approx([h["loss"] for h in fresh_b], rel=1e-3)
+    # TensorFlow's seed is set again (clearing its caches) only when something changed it: the run is the same
+    import tensorflow as tf
+
+    calls = []
+    monkeypatch.setattr(tf.random, "set_seed", lambda seed, real=tf.random.set_seed: calls.append(seed) or real(seed))
+    _, again_b = train_model(prepared, cfg_b, cache=cache)
+    tf.random.set_seed(cfg_b.seed + 1)
+    _, reset_b = train_model(prepared, cfg_b, cache=cache)
+    assert calls == [cfg_b.seed + 1, cfg_b.seed]
+    assert [h["loss"] for h in again_b] == [h["loss"] for h in reset_b] == [h["loss"] for h in fresh_b_after_a]
 
 
 def test_model_cache_rebuilds_when_the_architecture_changes(prepared):

@@ -74,12 +74,10 @@ def bare_fit_seconds(prepared, config: ModelConfig, cache=None) -> float:
     with a ``cache`` (:class:`.model.ModelCache`) holding the trials' model, that model is
     re-initialised and fitted instead, isolating a trial's extra work.
     """
-    import keras
-
-    from .model import build_model
+    from .model import build_model, seed_run
     from .train import training_data
 
-    keras.utils.set_random_seed(config.seed)
+    seed_run(config.seed)
     _, ds = training_data(prepared, config)
     t0 = time.perf_counter()
     if cache is not None:

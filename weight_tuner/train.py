@@ -288,7 +288,7 @@ def trained_weights(data: Prepared | TrainingData, config: ModelConfig) -> dict[
 
 
 def train_model(data: Prepared | TrainingData, config: ModelConfig, epoch_hook: EpochHook | None = None,
-                should_stop: Callable[[], None] | None = None, cache=None):
+                should_stop: Callable[[], None] | None = None, cache=None, score_epochs: bool = True):
     """Train one model on the training split of ``data`` (a :class:`TrainingData`, or a :class:`Prepared`'s).
 
     The class weights are normalised first (:func:`trained_weights`): only their ratios matter.
@@ -297,8 +297,9 @@ def train_model(data: Prepared | TrainingData, config: ModelConfig, epoch_hook: 
     the next call with the same cache resets it, so save or evaluate it before then. Without
     one a new model is built.
 
-    After every epoch the validation split is scored (unless it is ``None``, as in a refit); ``epoch_hook(epoch, stats)``
-    receives those stats (a study reports and prunes there). Epochs before the last
+    After every epoch the validation split is scored (unless it is ``None``, as in a refit, or
+    ``score_epochs`` is false, as in a unit run, which scores its held-out fold once, after training);
+    ``epoch_hook(epoch, stats)`` receives those stats, or ``None`` unscored (a study reports and prunes there). Epochs before the last
     score non-overlapping windows (stride = ``window_size``), a cheap check that is
     enough to compare trials for pruning; the last epoch scores with
     ``prediction_stride``, as prediction does, and that is the trial's result.
@@ -307,11 +308,11 @@ def train_model(data: Prepared | TrainingData, config: ModelConfig, epoch_hook: 
     """
     import keras
 
-    from .model import EpochScoring, build_model, describe_weights
+    from .model import EpochScoring, build_model, describe_weights, seed_run
 
     data = _training(data)
     config = config.replace(class_weights=trained_weights(data, config))
-    keras.utils.set_random_seed(config.seed)
+    seed_run(config.seed)
     windows, ds = training_data(data, config)
     n_features = data.n_features
     model = cache.get(n_features, config) if cache is not None else build_model(n_features, config)
@@ -319,7 +320,7 @@ def train_model(data: Prepared | TrainingData, config: ModelConfig, epoch_hook: 
         logger.info(describe_weights(config.class_weights))
         steps = math.ceil(len(windows) / config.batch_size)
         logger.info(f"[BiLSTM] {len(windows)} training windows, {steps} steps/epoch, {config.epochs} epochs")
-    score = None if data.val is None else (lambda m, stride: evaluate(m, data.val, config, stride))
+    score = None if data.val is None or not score_epochs else (lambda m, stride: evaluate(m, data.val, config, stride))
     epochs = EpochScoring(config, score, epoch_hook)
     callbacks = [epochs]
     if should_stop is not None:  # a batch hook costs a call per step: only when there is a signal to check

@@ -35,14 +35,15 @@ def run_unit(data, config: ModelConfig | dict, unit: Unit, thresholds: bool = Fa
     cross-fitting inside the held-out fold (fitted on one half of its chunks, scored on the other),
     and the ``multipliers`` fitted on the whole held-out fold.
     ``should_stop``, ``cache`` (a :class:`.model.ModelCache`) and ``epoch_hook`` are passed to
-    :func:`.train.train_model`;
+    :func:`.train.train_model`, which does not score the epochs (the held-out fold is scored once, after
+    training), so ``epoch_hook`` gets ``None`` stats;
     ``keep(model, config)`` is called with the trained model (the confirmation keeps it as a member).
     """
     from .train import predict_probs, train_model
 
     t0 = time.perf_counter()
     cfg = unit_config(config, unit)
-    model, _ = train_model(data, cfg, epoch_hook, should_stop=should_stop, cache=cache)
+    model, _ = train_model(data, cfg, epoch_hook, should_stop=should_stop, cache=cache, score_epochs=False)
     held = data.val
     probs = predict_probs(model, held, cfg)
     out = {"scores": _scores(compute_stats(held.y, probs)), "lines": int(held.n),
