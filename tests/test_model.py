@@ -222,6 +222,13 @@ def test_reused_model_trains_exactly_like_a_fresh_one(prepared, monkeypatch):
     _, reset_b = train_model(prepared, cfg_b, cache=cache)
     assert calls == [cfg_b.seed + 1, cfg_b.seed]
     assert [h["loss"] for h in again_b] == [h["loss"] for h in reset_b] == [h["loss"] for h in fresh_b_after_a]
+    # Another seed: the cached model, with a new model's initial values and dropout seed, trains as that one
+    cfg_c = cfg_b.replace(seed=cfg_b.seed + 5)
+    reseeded, seeded_c = train_model(prepared, cfg_c, cache=cache)
+    _, fresh_c = train_model(prepared, cfg_c)
+    assert reseeded is model_a
+    assert [h["loss"] for h in seeded_c] == [h["loss"] for h in fresh_c] != [h["loss"] for h in fresh_b]
+    assert seeded_c[-1]["val"] == fresh_c[-1]["val"]
 
 
 def test_model_cache_rebuilds_when_the_architecture_changes(prepared):
@@ -234,7 +241,7 @@ def test_model_cache_rebuilds_when_the_architecture_changes(prepared):
     keras.utils.set_random_seed(0)
     first = cache.get(n, tiny_config())
     assert cache.get(n, tiny_config(class_weights={"Nomenclature": 2.0, "Description": 1.0, "Misc": 1.0})) is first
-    for change in ({"hidden_size": 5}, {"num_layers": 2}, {"dropout": 0.1}, {"learning_rate": 0.02}, {"seed": 2},
+    for change in ({"hidden_size": 5}, {"num_layers": 2}, {"dropout": 0.1}, {"learning_rate": 0.02},
                    {"input_projection": 4}):
         other = cache.get(n, tiny_config(**change))
         assert other is not first, change
@@ -242,8 +249,9 @@ def test_model_cache_rebuilds_when_the_architecture_changes(prepared):
         first = cache.model
     assert cache.get(n + 1, tiny_config()) is not first  # another feature width
     first = cache.get(n, tiny_config())
-    for change in ({"epochs": 3}, {"batch_size": 4}, {"window_size": 12}, {"oversample": 2}, {"verbosity": 1}):
-        assert cache.get(n, tiny_config(**change)) is first, change  # how it trains, not what it is
+    for change in ({"epochs": 3}, {"batch_size": 4}, {"window_size": 12}, {"oversample": 2}, {"verbosity": 1},
+                   {"seed": 2}):
+        assert cache.get(n, tiny_config(**change)) is first, change  # how it trains or starts, not what it is
     # A key the cache was never told about is part of the build key: it rebuilds, never reuses a stale model.
     import dataclasses
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -102,6 +103,15 @@ class Prepared:
     def class_counts(self) -> dict[str, dict[str, int]]:
         """Lines per class of every split: ``{split: {class: lines}}``."""
         return {name: split.class_counts() for name, split in self.splits.items()}
+
+    @cached_property
+    def models(self):
+        """The compiled model this process's training runs reuse (a :class:`.model.ModelCache`): the search's
+        trials, the confirmation's unit runs and the refits train one at a time, one architecture, so the
+        model is built and its steps traced once, not once per stage."""
+        from .model import ModelCache  # imports TensorFlow: only when something trains
+
+        return ModelCache()
 
     def training(self) -> TrainingData:
         """The search's training and validation splits, as training reads them."""

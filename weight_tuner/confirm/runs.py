@@ -35,11 +35,9 @@ class UnitRun:
     the epoch during which another process's result stopped its candidate."""
 
     def __init__(self, prepared, plan: dict, stop=None, members=None):
-        from ..model import ModelCache  # imports TensorFlow: only when unit runs are taken
-
         self.prepared, self.plan, self.stop, self.members = prepared, plan, stop, members
         self.ratio = plan_ratio(prepared, plan)
-        self.cache = ModelCache()
+        self.cache = prepared.models
         self._data: tuple[str, object] | None = None  # the current unit's view of the rows
 
     def _stop_if_raced_out(self, trial: optuna.Trial, name: str, key: str, epoch: int | None = None) -> None:

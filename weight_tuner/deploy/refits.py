@@ -173,12 +173,11 @@ class Refits:
 def take_refits(companion: optuna.Study, prepared, stop=None) -> int:
     """Train the waiting refit trials of ``companion`` one at a time, each saved where the companion says;
     return how many this process trained."""
-    from ..model import ModelCache  # imports TensorFlow: only when refits are trained
     from ..train import save_bundle, train_model
 
     config = ModelConfig.from_dict(companion.user_attrs["config"])
     paths = [Path(p) for p in companion.user_attrs["paths"]]
-    data, cache = None, ModelCache()
+    data = None
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal data
@@ -193,7 +192,8 @@ def take_refits(companion: optuna.Study, prepared, stop=None) -> int:
         cfg = config.replace(seed=config.seed + REFIT_SEED_STEP * k)
         logger.info(f"refit {k + 1}/{len(paths)}: training on {data.train.n} non-test lines")
         t0 = time.perf_counter()
-        model, history = train_model(data, cfg, should_stop=stop.check if stop is not None else None, cache=cache)
+        model, history = train_model(data, cfg, should_stop=stop.check if stop is not None else None,
+                                     cache=prepared.models)
         save_bundle(model, prepared.featurizer, cfg, paths[k], prepared.label_map)
         trial.set_user_attr("seconds", time.perf_counter() - t0)
         return history[-1]["loss"]

@@ -54,9 +54,7 @@ class Objective:
         self.space = space
         self.base_config = base_config
         self.models_dir = models_dir
-        from ..model import ModelCache  # imports TensorFlow: only when trials are run
-
-        self.cache = ModelCache()  # one compiled model, re-initialised for each trial (they run one at a time)
+        self.cache = prepared.models  # one compiled model, re-initialised for each trial (they run one at a time)
 
     def __call__(self, trial: optuna.Trial) -> float:
         config = self._trial_config(trial)
