@@ -33,18 +33,21 @@ def test_normalised_weights_average_one_over_training_lines_and_keep_ratios():
 
 
 def test_same_ratios_train_identically(prepared):
+    from weight_tuner.model import ModelCache
     from weight_tuner.train import train_model
 
     schemes = count_schemes(prepared.class_counts["train"])
     inverse, balanced = schemes["inverse_frequency"], schemes["balanced"]
     assert inverse != balanced  # different numbers, the same ratios
-    _, a = train_model(prepared, tiny_config(epochs=2, class_weights=inverse))
-    _, b = train_model(prepared, tiny_config(epochs=2, class_weights=balanced))
-    _, scaled = train_model(prepared, tiny_config(epochs=2, class_weights={c: 7.0 * inverse[c] for c in CLASSES}))
+    cache = ModelCache()  # each run from the same fresh state (test_model: a reused model trains as a new one)
+    _, a = train_model(prepared, tiny_config(epochs=2, class_weights=inverse), cache=cache)
+    _, b = train_model(prepared, tiny_config(epochs=2, class_weights=balanced), cache=cache)
+    _, scaled = train_model(prepared, tiny_config(epochs=2, class_weights={c: 7.0 * inverse[c] for c in CLASSES}),
+                            cache=cache)
     assert [h["loss"] for h in a] == [h["loss"] for h in b] == [h["loss"] for h in scaled]
     assert a[-1]["val"] == b[-1]["val"]
     _, other = train_model(prepared, tiny_config(epochs=2, class_weights={"Nomenclature": 1.0, "Description": 1.0,
-                                                                          "Misc": 3.0}))
+                                                                          "Misc": 3.0}), cache=cache)
     assert [h["loss"] for h in other] != [h["loss"] for h in a]  # ratios do matter
 
 

@@ -21,7 +21,7 @@ from support import PG_URL, cli, pg_server_answers, running_mid_epoch, study_tom
 def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
     url = f"sqlite:///{tmp_path}/k.db"
     # 4 schemes, 4 trials: the retry joins the end of the queue, so the rerun reaches it.
-    args = ["tune", "--storage", url, "--study", "k", "--trials", "4", "--config", str(study_toml(tmp_path, epochs=6)),
+    args = ["tune", "--storage", url, "--study", "k", "--trials", "4", "--config", str(study_toml(tmp_path, epochs=3)),
             "--heartbeat", "1", "--no-confirm"]
     proc = cli(args, cache_dir)
     wait_for(running_mid_epoch(url, "k", after_complete=1), proc, what="a running trial after one completed")
