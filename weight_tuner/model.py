@@ -283,10 +283,10 @@ class EpochScoring(keras.callbacks.Callback):
 class ModelCache:
     """One compiled model, re-initialised for each training run of the same architecture.
 
-    Building a model and tracing its training step cost more than a short trial's epochs, so the
-    study's objective, the confirmation and the refits each own a cache and reset its model for every
-    run. Reuse is valid only while one run at a time trains (runs in one process run one after
-    another): :meth:`get` resets and returns the same object as before, so save or evaluate a
+    Building a model and tracing its training step cost more than a short trial's epochs, so a
+    process's search trials, unit runs and refits share one cache (:attr:`.train.Prepared.models`) and
+    reset its model for every run. Reuse is valid only while one run at a time trains (runs in one
+    process run one after another): :meth:`get` resets and returns the same object as before, so save or evaluate a
     model before the next call. A reset restores every model variable (weights and the dropout
     seed state) and every optimizer variable (Adam moments, step counter) to their values right
     after the build, and sets the loss's class weights; the model then trains exactly as a fresh
@@ -340,7 +340,7 @@ def seed_run(seed: int) -> None:
     when it changes.
 
     Setting it clears TensorFlow's kernel cache, so a cached model's traced training and prediction steps
-    are instantiated again: about 1.3 s per run of a tiny model on 2 cores, more than its epochs. That
+    are instantiated again: about 1 s per run of a tiny model, more than one of its epochs. That
     seed only feeds the ``tf.data`` shuffle, whose op seed is explicit; Keras draws the model's own
     randomness (initialisers, dropout) from its seed generator, reset here, and the cached model's
     state restores the rest. ``test_reused_model_trains_exactly_like_a_fresh_one`` holds us to it.

@@ -309,9 +309,9 @@ def train_model(data: Prepared | TrainingData, config: ModelConfig, epoch_hook: 
 
     After every epoch the validation split is scored (unless it is ``None``, as in a refit, or
     ``score_epochs`` is false, as in a unit run, which scores its held-out fold once, after training);
-    ``epoch_hook(epoch, stats)`` receives those stats, or ``None`` unscored (a study reports and prunes there). Epochs before the last
-    score non-overlapping windows (stride = ``window_size``), a cheap check that is
-    enough to compare trials for pruning; the last epoch scores with
+    ``epoch_hook(epoch, stats)`` receives those stats, or ``None`` unscored (a study reports and
+    prunes there). Epochs before the last score non-overlapping windows (stride = ``window_size``),
+    a cheap check that is enough to compare trials for pruning; the last epoch scores with
     ``prediction_stride``, as prediction does, and that is the trial's result.
     ``should_stop()`` is called after every batch and may raise to stop training there (a
     signal's safe point). Returns ``(model, history)`` where history holds one dict per epoch.
