@@ -81,6 +81,23 @@ def test_units_hold_out_each_non_test_chunk_once_per_repeat(prepared):
     assert held_lines == prepared.splits["train"].n + prepared.splits["val"].n
 
 
+def test_a_unit_run_scores_its_held_out_fold_once_and_still_checks_the_race_each_epoch(prepared, monkeypatch):
+    """Nothing reads a unit run's per-epoch scores: predicting the held-out fold after every epoch too
+    would only repeat the work."""
+    from weight_tuner import train
+    from weight_tuner.unitrun import run_unit
+
+    unit = make_units(2, 1)[0]
+    data = unit_data(prepared, unit, 2)
+    predicted, epochs = [], []
+    real = train.predict_probs
+    monkeypatch.setattr(train, "predict_probs", lambda model, split, *a, **k: predicted.append(split) or real(
+        model, split, *a, **k))
+    out = run_unit(data, tiny_config(epochs=3), unit, epoch_hook=lambda epoch, stats: epochs.append((epoch, stats)))
+    assert predicted == [data.val] and out["lines"] == data.val.n
+    assert epochs == [(0, None), (1, None), (2, None)]  # the race's check after every epoch
+
+
 # --------------------------------------------------------------------------- the rule
 
 def _scores(base, diffs):
