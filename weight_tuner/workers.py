@@ -2,8 +2,9 @@
 
 ``tune`` is one of the N; it starts N - 1 ``weight-tuner worker`` processes beside itself once the
 study exists, and each takes trials, then the confirmation's unit runs, from the storage as any
-remote worker does; then, where ``tune`` makes refits, the refits (they share the study's models folder). Optuna's storage is the only coordinator: there is no queue here, only
-processes to start, watch and stop.
+remote worker does; then, where ``tune`` makes refits, the refits (they share the study's models
+folder). Optuna's storage is the only coordinator: there is no queue here, only processes to start,
+watch and stop.
 
 - **Threads**: each process gets its share of the cores (TensorFlow's intra- and inter-op pools,
   OpenMP), set before TensorFlow starts; N processes with a full pool each would contend.

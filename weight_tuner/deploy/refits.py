@@ -142,7 +142,7 @@ class Refits:
         data = refit_data(prepared)
         logger.info(f"{count} refits of {rec.deployed.candidate} on {data.train.n} non-test lines")
         while True:
-            take_refits(self.companion, prepared, stop=stop)
+            take_refits(self.companion, prepared, stop=stop, data=data)
             if not self.companion.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
                 break
             optuna.storages.fail_stale_trials(self.companion)  # a killed worker's refit is queued again
@@ -170,14 +170,14 @@ class Refits:
         return entry
 
 
-def take_refits(companion: optuna.Study, prepared, stop=None) -> int:
+def take_refits(companion: optuna.Study, prepared, stop=None, data=None) -> int:
     """Train the waiting refit trials of ``companion`` one at a time, each saved where the companion says;
-    return how many this process trained."""
+    return how many this process trained. ``data`` is :func:`.folds.refit_data` of ``prepared`` where the
+    caller has it already (built here at the first refit otherwise)."""
     from ..train import save_bundle, train_model
 
     config = ModelConfig.from_dict(companion.user_attrs["config"])
     paths = [Path(p) for p in companion.user_attrs["paths"]]
-    data = None
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal data
