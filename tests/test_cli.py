@@ -208,6 +208,23 @@ def test_usage_errors_are_one_line_exit_2(capsys):
         assert len(err) == 1 and fragment in err[0] and err[0].startswith("weight-tuner "), err
 
 
+def test_the_objects_tensorflows_import_leaves_are_frozen_once(monkeypatch):
+    """Optuna collects garbage after every trial; without the freeze each collection scans TensorFlow's
+    400,000 objects. Only the first import freezes: later commands in one process leave the rest to the collector."""
+    import gc
+    import sys
+
+    from weight_tuner import logs, model  # noqa: F401 (TensorFlow imported)
+
+    frozen = []
+    monkeypatch.setattr(gc, "freeze", lambda: frozen.append(True))
+    logs.import_tensorflow()  # already imported in this process: nothing to freeze
+    assert frozen == []
+    monkeypatch.delitem(sys.modules, "tensorflow")  # as in a new process (the module stays loaded elsewhere)
+    logs.import_tensorflow()
+    assert frozen == [True]
+
+
 @pytest.fixture(scope="module")
 def confirmed(shared_study):
     """The suite's shared study (made by tune: search, confirmation, test check, refits): its storage URL."""
