@@ -164,6 +164,27 @@ def test_tiny_model_learns_above_majority_baseline(prepared):
     assert history[-1]["val"] == evaluate(model, prepared.splits["val"], cfg)
 
 
+def test_prediction_is_traced_once_and_equals_keras_predict(prepared):
+    """Every split and stride runs one traced step (Keras's predict traced again for each new batch shape),
+    with exactly the probabilities Keras's own predict gives."""
+    from weight_tuner.model import predict_step
+    from weight_tuner.train import PREDICT_BATCH, make_dataset, predict_probs, train_model
+    from weight_tuner.windows import build_windows, merge_window_probs
+
+    cfg = tiny_config(epochs=1)
+    model, _ = train_model(prepared, cfg, score_epochs=False)
+    shapes = set()
+    for name, stride in (("val", 10), ("val", 5), ("test", 5)):
+        split = prepared.splits[name]
+        windows = build_windows(split.offsets, cfg.window_size, stride, split.pad_index)
+        keras_probs = model.predict(make_dataset(split, windows, PREDICT_BATCH, labels=False), verbose=0)
+        shapes.add(keras_probs.shape)
+        np.testing.assert_array_equal(predict_probs(model, split, cfg, stride),
+                                      merge_window_probs(windows, keras_probs, split.n))
+    assert len(shapes) == 3  # three batch shapes, which Keras's predict step is traced for in turn
+    assert predict_step(model).experimental_get_tracing_count() == 1
+
+
 def test_saved_model_predicts_identically_in_a_new_process(prepared, tmp_path):
     from weight_tuner.model import weights_vector
     from weight_tuner.train import predict_probs, save_bundle, train_model, trained_weights

@@ -207,6 +207,28 @@ def reads_sparse_rows(model: keras.Model) -> bool:
     return len(model.inputs) == 2
 
 
+def predict_step(model: keras.Model) -> Callable:
+    """``model``'s inference on one batch as a ``tf.function`` traced once, kept on the model as Keras keeps
+    its own ``predict_function``.
+
+    Keras's ``predict`` traces its step for the first batch's exact shape and again, relaxed, when a
+    later batch differs (the non-zeros per row, the last batch's size): two traces per model object and
+    split, each with TensorFlow's graph optimisation. An input signature of unknown dimensions makes it one.
+    It computes what ``predict`` computes, ``model(x, training=False)``.
+    """
+    step = getattr(model, "_one_trace_predict", None)
+    if step is None:
+        tf = tensorflow()
+        if reads_sparse_rows(model):
+            spec = {"ids": tf.TensorSpec([None, None, None], tf.int32),
+                    "values": tf.TensorSpec([None, None, None], tf.float32)}
+        else:  # a model saved before rows were sparse reads dense rows
+            spec = tf.TensorSpec([None, None, model.inputs[0].shape[-1]], tf.float32)
+        step = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+        model._one_trace_predict = step
+    return step
+
+
 def build_model(n_features: int, config: ModelConfig) -> keras.Model:
     """The first layer, ``num_layers`` x Bidirectional LSTM, then a per-line softmax, with Adam.
 

@@ -261,12 +261,14 @@ def predict_probs(model, split: SplitData, config: ModelConfig, stride: int | No
 
     ``stride`` defaults to the config's ``prediction_stride``.
     """
-    from .model import reads_sparse_rows
+    from .model import predict_step, reads_sparse_rows
 
     windows = build_windows(split.offsets, config.window_size, stride or config.prediction_stride, split.pad_index)
     ds = make_dataset(split, windows, max(config.batch_size, PREDICT_BATCH), labels=False,
                       sparse=reads_sparse_rows(model))
-    probs = model.predict(ds, verbose=0)
+    step = predict_step(model)
+    batches = [step(batch).numpy() for batch in ds]
+    probs = np.concatenate(batches) if batches else np.zeros((0, config.window_size, len(CLASSES)), np.float32)
     return merge_window_probs(windows, probs, split.n)
 
 
