@@ -149,3 +149,32 @@ class SharedStudy:
 
     def study(self):
         return optuna.load_study(study_name=self.NAME, storage=self.url)
+
+
+def three_tunes_at_once(url, name, tmp_path, cache_dir):
+    """Start 3 `tune` on one study that does not exist yet; every one must finish, on one study made once.
+    Returns each process's (stdout, stderr)."""
+    toml = study_toml(tmp_path, epochs=2, schemes=("unweighted", "inverse_frequency", "sqrt_inverse_frequency"))
+    argv = ["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "4", "--folds", "2",
+            "--repeats", "1", "--confirm-top", "1", "--refits", "1", "--jobs", "1"]
+    procs = [cli(argv, cache_dir, cwd=tmp_path) for _ in range(3)]
+    outs = [p.communicate(timeout=400) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-4000:]
+    study = optuna.load_study(study_name=name, storage=url)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    schemes = [t.user_attrs.get("scheme") for t in done]
+    assert len(done) == 4
+    assert sorted(schemes) == ["inverse_frequency", "search", "sqrt_inverse_frequency", "unweighted"]  # each once
+    # A process that found the last trial already taken (a race) ends its own as surplus, untrained, and gives
+    # its parameters back to the queue; nothing else is left over.
+    for t in study.trials:
+        if t.state != TrialState.COMPLETE:
+            assert (t.state == TrialState.FAIL and t.user_attrs.get("surplus")) or t.state == TrialState.WAITING, t
+    decisions = {out.split("Recommendation: ", 1)[1].splitlines()[0] for out, _ in outs}
+    assert len(decisions) == 1  # one decision, printed alike by the three
+    companion = optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=url)
+    pairs = [(t.user_attrs["candidate"], t.user_attrs["unit"]) for t in companion.trials
+             if t.state == TrialState.COMPLETE]
+    assert len(pairs) == len(set(pairs))  # no unit run trained twice
+    return outs

@@ -1,4 +1,5 @@
 """No secret leaves the process: a storage password never reaches a file a command writes, nor its output.
+The same test races three `tune` on one new PostgreSQL study (the SQLite race is in test_workers).
 
 The server trusts local connections, so a URL with any password connects; the password holds ``@``,
 ``!`` and ``%`` (percent-encoded in the URL, as SQLAlchemy needs them).
@@ -15,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from weight_tuner.cli import main
 
-from support import PG_URL, SAMPLE_DOCS, pg_available, study_toml
+from support import PG_URL, SAMPLE_DOCS, drop_pg_studies, pg_available, three_tunes_at_once
 
 SECRET = "Zq@7!x%9k"
 
@@ -27,20 +28,22 @@ def _leaks(text: bytes) -> list[str]:
 
 
 @pytest.mark.skipif(not pg_available(), reason=f"no PostgreSQL server at {PG_URL} (a password needs a server URL)")
-def test_no_file_or_output_of_any_command_holds_the_password(tmp_path, monkeypatch, capsys):
+def test_three_tunes_at_once_on_postgresql_then_every_command_and_no_password_anywhere(tmp_path, monkeypatch,
+                                                                                       capsys):
+    """Three `tune` started at once on a new PostgreSQL study (each finishes, each scheme trained once), then
+    `report`, `export`, `predict` and `bench` on it: no output, file or stored attribute holds the password."""
     monkeypatch.chdir(tmp_path)  # default outputs (studies/, docs/) land here, and are scanned
     url = make_url(PG_URL).set(password=SECRET).render_as_string(hide_password=False)
     name = f"wt-secret-{os.getpid()}-{int(time.time() * 1000)}"
-    toml = study_toml(tmp_path, epochs=2, schemes=("unweighted", "inverse_frequency"))
     data = ["--sample-docs", SAMPLE_DOCS, "--cache-dir", str(tmp_path / "cache")]
     doc = tmp_path / "in.txt"
     doc.write_text("Agaricus bisporus (J.E. Lange) Imbach\nPileus 3-5 cm, convex.\n")
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"hidden_size": 4, "num_layers": 1, "epochs": 1, "verbosity": 0}))
     try:
+        for out, err in three_tunes_at_once(url, name, tmp_path, tmp_path / "cache"):  # a new cache, built at once
+            assert not _leaks((out + err).encode()), "tune"
         commands = [
-            ["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "3", "--folds", "2",
-             "--repeats", "1", "--confirm-top", "1", "--refits", "1", *data],
             ["report", "--storage", url, "--study", name],
             ["export", "--storage", url, "--study", name],
             ["predict", "--storage", url, "--study", name, str(doc), "-o", str(tmp_path / "labelled"),
@@ -59,16 +62,14 @@ def test_no_file_or_output_of_any_command_holds_the_password(tmp_path, monkeypat
         assert [str(p) for p in written if _leaks(p.read_bytes())] == []
         stored, storage = [], optuna.storages.RDBStorage(PG_URL)  # nor the studies' own records
         for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
-            if summary.study_name.startswith(name):  # the study and its confirmation's companion
+            if summary.study_name.startswith(name):  # the study and its companions (confirmation, refits)
                 study = optuna.load_study(study_name=summary.study_name, storage=storage)
                 system = storage.get_study_system_attrs(storage.get_study_id_from_name(summary.study_name))
                 stored.append(json.dumps([study.user_attrs, system], default=str))
                 stored += [json.dumps([t.user_attrs, t.system_attrs], default=str) for t in study.trials]
         assert len(stored) > 5 and not any(_leaks(s.encode()) for s in stored)  # attrs, notes, trials
     finally:
-        for summary in optuna.study.get_all_study_summaries(PG_URL, include_best_trial=False):
-            if summary.study_name.startswith(name):
-                optuna.delete_study(study_name=summary.study_name, storage=PG_URL)
+        drop_pg_studies(name)
 
 
 def test_the_leak_check_finds_each_form():

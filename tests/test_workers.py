@@ -22,7 +22,8 @@ from weight_tuner.cli import main
 from weight_tuner.paths import STORAGE_ENV, models_dir
 from weight_tuner.workers import LocalWorkers, thread_share
 
-from support import PG_URL, SAMPLE_DOCS, cli, drop_pg_studies, pg_available, study_toml, url_with_password, wait_for
+from support import (PG_URL, SAMPLE_DOCS, cli, drop_pg_studies, pg_available, study_toml, three_tunes_at_once,
+                     url_with_password, wait_for)
 
 EVALUATION = ["--folds", "2", "--repeats", "2", "--confirm-top", "2"]  # 3 candidates x 4 units: 12 runs
 RUNS = 12  # without racing; with it, a stopped candidate's later runs are not trained
@@ -278,47 +279,8 @@ def test_ctrl_c_stops_every_process_and_no_password_is_on_a_command_line(tmp_pat
             drop_pg_studies(name)
 
 
-def _three_tunes_at_once(url, name, tmp_path, cache_dir):
-    """Start 3 `tune` on one study that does not exist yet; every one must finish, on one study made once."""
-    toml = study_toml(tmp_path, epochs=2, schemes=("unweighted", "inverse_frequency", "sqrt_inverse_frequency"))
-    argv = ["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "4", "--folds", "2",
-            "--repeats", "1", "--confirm-top", "1", "--refits", "1", "--jobs", "1"]
-    procs = [cli(argv, cache_dir, cwd=tmp_path) for _ in range(3)]
-    outs = [p.communicate(timeout=400) for p in procs]
-    for p, (out, err) in zip(procs, outs):
-        assert p.returncode == 0, err[-4000:]
-    study = optuna.load_study(study_name=name, storage=url)
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
-    schemes = [t.user_attrs.get("scheme") for t in done]
-    assert len(done) == 4
-    assert sorted(schemes) == ["inverse_frequency", "search", "sqrt_inverse_frequency", "unweighted"]  # each once
-    # A process that found the last trial already taken (a race) ends its own as surplus, untrained, and gives
-    # its parameters back to the queue; nothing else is left over.
-    for t in study.trials:
-        if t.state != TrialState.COMPLETE:
-            assert (t.state == TrialState.FAIL and t.user_attrs.get("surplus")) or t.state == TrialState.WAITING, t
-    decisions = {out.split("Recommendation: ", 1)[1].splitlines()[0] for out, _ in outs}
-    assert len(decisions) == 1  # one decision, printed alike by the three
-    companion = _companion(url, study)
-    pairs = [(t.user_attrs["candidate"], t.user_attrs["unit"]) for t in companion.trials
-             if t.state == TrialState.COMPLETE]
-    assert len(pairs) == len(set(pairs))  # no unit run trained twice
-
-
 def test_three_tunes_started_at_once_on_a_new_sqlite_file_all_finish(tmp_path, cache_dir):
-    _three_tunes_at_once(f"sqlite:///{tmp_path}/new.db", "s", tmp_path, cache_dir)
-
-
-@pytest.mark.skipif(not pg_available(), reason=f"no PostgreSQL server answers at {PG_URL}")
-def test_three_tunes_started_at_once_on_postgresql_all_finish(tmp_path, cache_dir, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # a server storage keeps its artifacts under ./studies
-    name = f"wt-three-{os.getpid()}-{int(time.time() * 1000)}"
-    try:
-        _three_tunes_at_once(PG_URL, name, tmp_path, cache_dir)
-        assert main(["export", "--study", name, "--storage", PG_URL, "-o", str(tmp_path / "e.json")]) == 0
-        assert main(["report", "--study", name, "--storage", PG_URL, "--no-plots"]) == 0
-    finally:
-        drop_pg_studies(name)
+    three_tunes_at_once(f"sqlite:///{tmp_path}/new.db", "s", tmp_path, cache_dir)
 
 
 @pytest.mark.parametrize("jobs", ["0", "x"])
