@@ -211,9 +211,9 @@ def predict_step(model: keras.Model) -> Callable:
     """``model``'s inference on one batch as a ``tf.function`` traced once, kept on the model as Keras keeps
     its own ``predict_function``.
 
-    Keras's ``predict`` traces its step for the first batch's exact shape and again, relaxed, when a
-    later batch differs (the non-zeros per row, the last batch's size): two traces per model object and
-    split, each with TensorFlow's graph optimisation. An input signature of unknown dimensions makes it one.
+    Keras's ``predict`` traces its step again for batch shapes it has not traced (the batch size, the
+    non-zeros per row): on the sample corpus 3 of 4 calls on a model traced, each with TensorFlow's
+    graph optimisation. An input signature of unknown dimensions makes it one trace per model object.
     It computes what ``predict`` computes, ``model(x, training=False)``.
     """
     step = getattr(model, "_one_trace_predict", None)
