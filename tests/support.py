@@ -151,6 +151,11 @@ class SharedStudy:
         return optuna.load_study(study_name=self.NAME, storage=self.url)
 
 
+def companion_of(url, study):
+    """The confirmation's companion study of a study made by `tune`."""
+    return optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=url)
+
+
 def three_tunes_at_once(url, name, tmp_path, cache_dir):
     """Start 3 `tune` on one study that does not exist yet; every one must finish, on one study made once.
     Returns each process's (stdout, stderr)."""
@@ -173,7 +178,7 @@ def three_tunes_at_once(url, name, tmp_path, cache_dir):
             assert (t.state == TrialState.FAIL and t.user_attrs.get("surplus")) or t.state == TrialState.WAITING, t
     decisions = {out.split("Recommendation: ", 1)[1].splitlines()[0] for out, _ in outs}
     assert len(decisions) == 1  # one decision, printed alike by the three
-    companion = optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=url)
+    companion = companion_of(url, study)
     pairs = [(t.user_attrs["candidate"], t.user_attrs["unit"]) for t in companion.trials
              if t.state == TrialState.COMPLETE]
     assert len(pairs) == len(set(pairs))  # no unit run trained twice

@@ -22,8 +22,8 @@ from weight_tuner.cli import main
 from weight_tuner.paths import STORAGE_ENV, models_dir
 from weight_tuner.workers import LocalWorkers, thread_share
 
-from support import (PG_URL, SAMPLE_DOCS, cli, drop_pg_studies, pg_available, study_toml, three_tunes_at_once,
-                     url_with_password, wait_for)
+from support import (PG_URL, SAMPLE_DOCS, cli, companion_of, drop_pg_studies, pg_available, study_toml,
+                     three_tunes_at_once, url_with_password, wait_for)
 
 EVALUATION = ["--folds", "2", "--repeats", "2", "--confirm-top", "2"]  # 3 candidates x 4 units: 12 runs
 RUNS = 12  # without racing; with it, a stopped candidate's later runs are not trained
@@ -67,10 +67,6 @@ def _unit_scores(study):
     return {name: {k: u["scores"] for k, u in c["units"].items()} for name, c in cands.items()}
 
 
-def _companion(url, study):
-    return optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=url)
-
-
 def _check_exactly_once(url, name, trials=3):
     """Every search trial and unit run trained once, every run the decision reads trained, every planned run
     trained or raced out, and nothing left waiting or running. Returns the study and its trained runs."""
@@ -79,7 +75,7 @@ def _check_exactly_once(url, name, trials=3):
     assert len(finished) == trials
     schemes = Counter(t.user_attrs.get("scheme") for t in finished if t.user_attrs.get("scheme") != "search")
     assert all(n == 1 for n in schemes.values()), schemes  # no enqueued trial taken twice (Optuna #4002)
-    companion = _companion(url, study)
+    companion = companion_of(url, study)
     done = companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pairs = Counter((t.user_attrs["candidate"], t.user_attrs["unit"]) for t in done)
     assert all(n == 1 for n in pairs.values()), pairs
@@ -130,7 +126,7 @@ def reference(searched, tmp_path_factory, cache_dir):
     url = _copy_of(searched, tmp_path_factory.mktemp("single"))
     assert main(["tune", *_args(url, "s", searched[1], cache_dir), "--refits", "0", "--no-racing", "--jobs", "1"]) == 0
     study = optuna.load_study(study_name="s", storage=url)
-    trained = _companion(url, study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    trained = companion_of(url, study).get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     assert len(trained) == RUNS
     rec = study.user_attrs["recommendation"]
     return {"scores": _unit_scores(study), "recommendation": rec, "candidates": [r["candidate"] for r in rec["candidates"]]}
@@ -221,7 +217,7 @@ def test_a_local_worker_killed_in_a_unit_run_loses_nothing(searched, tmp_path, c
         study = optuna.load_study(study_name=name, storage=url)
         if not child or "confirmation_study" not in study.user_attrs:
             return False
-        running = _companion(url, study).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        running = companion_of(url, study).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return any(t.user_attrs.get("pid") == child[0] for t in running)
 
     wait_for(child_in_a_unit_run, proc, timeout=300, what="a unit run in the local worker")
@@ -230,7 +226,7 @@ def test_a_local_worker_killed_in_a_unit_run_loses_nothing(searched, tmp_path, c
     assert proc.returncode == 0, err[-8000:]
     assert "exited with code -9" in err
     study, done = _check_exactly_once(url, name)
-    companion = _companion(url, study)
+    companion = companion_of(url, study)
     killed = companion.get_trials(deepcopy=False, states=(TrialState.FAIL,))
     assert len(killed) == 1 and killed[0].user_attrs["pid"] == child[0]
     retried = [t for t in done if (t.user_attrs["candidate"], t.user_attrs["unit"]) ==
