@@ -294,7 +294,7 @@ def test_the_second_signal_helper_gets_the_url_from_its_environment(tmp_path, mo
     import subprocess
     import sys
 
-    from weight_tuner import storage
+    from weight_tuner import retries
 
     url = f"sqlite:///{tmp_path}/h.db"
     study = optuna.create_study(study_name="h", storage=url)
@@ -305,9 +305,9 @@ def test_the_second_signal_helper_gets_the_url_from_its_environment(tmp_path, mo
     def locked(*args, **kwargs):
         raise RuntimeError("database is locked")
 
-    monkeypatch.setattr(storage, "fail_abandoned_trial", locked)
+    monkeypatch.setattr(retries, "fail_abandoned_trial", locked)
     monkeypatch.setattr(subprocess, "Popen", lambda argv, **kw: started.append((argv, kw)))
-    storage.abandon_trial(trial)
+    retries.abandon_trial(trial)
     (argv, kw), = started
     assert str(tmp_path) not in " ".join(argv) and kw["env"][STORAGE_ENV] == url
     monkeypatch.undo()
@@ -318,3 +318,38 @@ def test_the_second_signal_helper_gets_the_url_from_its_environment(tmp_path, mo
     assert done.returncode == 0
     states = [t.state for t in optuna.load_study(study_name="h", storage=url).trials]
     assert states == [TrialState.FAIL, TrialState.WAITING]
+
+
+def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_queued_once(tmp_path):
+    """A process killed after taking a trial but before its heartbeat thread's first beat leaves a RUNNING trial
+    with no heartbeat: Optuna's stale check skips it, and every process waiting for it waited forever (the kill -9
+    test above hung that way). ``fail_stale`` fails it once it is old, and leaves young and beating trials alone."""
+    from datetime import datetime, timedelta
+
+    import sqlalchemy
+
+    from weight_tuner.retries import fail_stale
+    from weight_tuner.storage import open_storage, storage_of
+
+    url = f"sqlite:///{tmp_path}/b.db"
+    study = optuna.create_study(study_name="b", storage=open_storage(url, heartbeat=1))
+    dead, young, beating = study.ask(), study.ask(), study.ask()
+    for trial in (dead, young, beating):
+        trial.suggest_float("w_Nomenclature", 0.1, 10.0)
+    storage_of(study).record_heartbeat(beating._trial_id)
+    an_hour_ago = str(datetime.now() - timedelta(hours=1))
+    with sqlalchemy.create_engine(url).begin() as connection:
+        connection.execute(sqlalchemy.text("UPDATE trials SET datetime_start = :t WHERE trial_id IN (:a, :b)"),
+                           {"t": an_hour_ago, "a": dead._trial_id, "b": beating._trial_id})
+
+    def states():
+        fresh = optuna.load_study(study_name="b", storage=open_storage(url, heartbeat=1))
+        return [t.state for t in fresh.trials], fresh
+
+    optuna.storages.fail_stale_trials(study)
+    assert states()[0] == [TrialState.RUNNING] * 3  # Optuna's check alone: the dead process's trial waits forever
+    for _ in range(2):  # a second look queues nothing more
+        fail_stale(states()[1])
+        found, fresh = states()
+        assert found == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
+    assert fresh.trials[3].params == dead.params

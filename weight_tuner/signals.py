@@ -89,7 +89,7 @@ def _fail_after_exit(url: str, study_name: str, trial_id: int, pid: int) -> None
     """The detached helper of a second signal: wait for ``pid`` to end, then fail its trial."""
     import time
 
-    from .storage import fail_abandoned_trial
+    from .retries import fail_abandoned_trial
 
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:

@@ -11,8 +11,6 @@ import hashlib
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -21,7 +19,7 @@ from optuna.trial import TrialState
 
 from .config import ModelConfig
 from .errors import StudyError
-from .paths import STORAGE_ENV, display_url, file_in_the_way, sqlite_path
+from .paths import display_url, file_in_the_way, sqlite_path
 from .records import Recommendation
 from .schemes import is_unweighted
 from .space import METRIC_NAME, SPACE_VERSION, SearchSpace
@@ -278,54 +276,10 @@ def finished_count(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=FINISHED))
 
 
-# What a re-queued trial keeps, so that a retried scheme is still that scheme (and a unit run that run).
-RETRY_ATTRS = ("scheme", "schemes", "weights_given", "outside_space", "candidate", "unit")
-
-
 def storage_of(study: optuna.Study):
     """The storage object a loaded study reads and writes (Optuna keeps it private); the one place
     that reaches for it, so companion studies share the study's connection and heartbeat settings."""
     return study._storage
-
-
-class NothingLeft(Exception):
-    """Optuna handed out a fresh trial: another process took the last waiting one first."""
-
-
-def take_waiting(study: optuna.Study, objective, stop=None, catch: tuple = ()):
-    """Run ``study``'s waiting trials one at a time, as Optuna hands them out, until none is left (the work of a
-    companion study: unit runs, refits); yield each finished trial, or ``None`` when another process took the
-    last one first. ``objective`` raises :class:`NothingLeft` on a trial that carries no work."""
-    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        if stop is not None:
-            stop.check()
-        done: list[optuna.trial.FrozenTrial] = []
-        study.optimize(objective, n_trials=1, gc_after_trial=True, catch=(NothingLeft, *catch),
-                       callbacks=[lambda s, t: done.append(t)])
-        yield done[-1] if done else None
-
-
-def requeue(study: optuna.Study, trial) -> None:
-    """Enqueue ``trial``'s parameters again (a live or a frozen trial), marked ``retry_of`` its number."""
-    if trial.params or trial.user_attrs.get("outside_space") or "unit" in trial.user_attrs:
-        attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRY_ATTRS}
-        study.enqueue_trial(trial.params, user_attrs=dict(attrs, retry_of=trial.number))
-
-
-def fail_abandoned_trial(url: str, study_name: str, trial_id: int, lock_timeout: float = 60.0) -> None:
-    """Mark a trial left RUNNING by an exiting process FAIL, and queue its parameters once."""
-    engine_kwargs = {"connect_args": {"timeout": lock_timeout}} if url.startswith("sqlite") else None
-    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=True)
-    trial = storage.get_trial(trial_id)
-    if trial.state != TrialState.RUNNING:
-        return
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    queued = any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(
-        deepcopy=False, states=(TrialState.WAITING,)))
-    if not queued:
-        requeue(study, trial)
-    storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted twice: the process exited at once")
-    storage.set_trial_state_values(trial_id, TrialState.FAIL)
 
 
 def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -370,24 +324,6 @@ def trial_config(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> ModelC
 def unweighted_config(study: optuna.Study) -> ModelConfig:
     """The study's model config with no class weights: what the unweighted model and its refits train with."""
     return ModelConfig.from_dict(dict(study.user_attrs["model_config"], class_weights=None))
-
-
-def abandon_trial(trial: optuna.Trial) -> None:
-    """A second Ctrl-C: fail the running trial (and re-queue it) before the process exits.
-
-    The signal may have interrupted the study's own storage calls, even inside a write, so a
-    fresh connection tries for a second; if the database is locked (by this very process), a
-    detached helper does it as soon as this process is gone and its lock released.
-    """
-    url = getattr(storage_of(trial.study), "_backend", storage_of(trial.study)).url
-    try:
-        fail_abandoned_trial(url, trial.study.study_name, trial._trial_id, lock_timeout=1.0)
-    except Exception:
-        # The URL goes through the environment: it may hold a password, and a command line is public.
-        subprocess.Popen([sys.executable, "-m", "weight_tuner.signals", trial.study.study_name,
-                          str(trial._trial_id), str(os.getpid())], start_new_session=True,
-                         env=dict(os.environ, **{STORAGE_ENV: url}),
-                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def unweighted_number(study: optuna.Study) -> int | None:

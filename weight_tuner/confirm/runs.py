@@ -20,7 +20,7 @@ from ..artifacts import save_member
 from ..errors import NonFiniteLossError, StudyError
 from ..folds import Unit, unit_data
 from ..schemes import UNWEIGHTED
-from ..storage import NothingLeft, abandon_trial, take_waiting
+from ..retries import NothingLeft, abandon_trial, fail_stale, take_waiting
 from ..unitrun import run_unit
 from .plan import missing_runs, plan_ratio, race_of
 from .racing import Race
@@ -144,5 +144,5 @@ def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, afte
         if len(pending) != said:  # once per change, not once per poll
             said = len(pending)
             logger.info(f"waiting for {said} unit run{'s' if said > 1 else ''} held by other processes")
-        optuna.storages.fail_stale_trials(companion)
+        fail_stale(companion)
         time.sleep(poll_seconds)

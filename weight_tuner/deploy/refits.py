@@ -23,7 +23,8 @@ from ..notes import publish
 from ..paths import check_bundle, models_dir
 from ..posthoc import apply_calibration, apply_multipliers
 from ..records import Recommendation
-from ..storage import NothingLeft, storage_of, stored_recommendation, take_waiting, trial_config, unweighted_config
+from ..retries import NothingLeft, fail_stale, take_waiting
+from ..storage import storage_of, stored_recommendation, trial_config, unweighted_config
 from .ensemble import stored_calibration
 
 logger = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class Refits:
             take_refits(self.companion, prepared, stop=stop, data=data)
             if not self.companion.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
                 break
-            optuna.storages.fail_stale_trials(self.companion)  # a killed worker's refit is queued again
+            fail_stale(self.companion)  # a killed worker's refit is queued again
             time.sleep(poll_seconds)
         made = {t.user_attrs.get("refit") for t in self.companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.number >= self.since or t.number in self.carried}

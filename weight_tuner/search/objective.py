@@ -23,7 +23,8 @@ from ..notes import metrics_markdown, save_live_note, stopped_markdown
 from ..paths import bundle_paths, model_path
 from ..schemes import is_unweighted
 from ..space import DEFAULT_EVALUATION, OBJECTIVES, SearchSpace
-from ..storage import FINISHED, abandon_trial, requeue, trial_score
+from ..retries import abandon_trial, requeue
+from ..storage import FINISHED, trial_score
 from ..unitrun import UNIT_KEYS, run_unit
 
 logger = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ from ..errors import NonFiniteLossError, StudyError
 from ..logs import progress_enabled
 from ..notes import PENDING_DECISION, trial_line
 from ..paths import display_url, models_dir
+from ..retries import fail_stale
 from ..schemes import group_schemes, warm_start_schemes
 from ..space import SearchSpace, StudyConfig
 from ..storage import (
@@ -230,7 +231,7 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
                 running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
                 if finished + running >= n_trials:
                     # The other workers hold the remaining trials; one may still die and be retried.
-                    optuna.storages.fail_stale_trials(study)
+                    fail_stale(study)
                     time.sleep(poll_seconds)
                     show_ended()
                     continue

@@ -1,0 +1,116 @@
+"""Retries: trials a process takes from a queue, and trials a process lost (failed and queued once more).
+
+Optuna's heartbeat fails the trial of a process that stopped beating; :func:`fail_stale` also fails the trial
+of a process that died before its first beat, which Optuna's own check never sees.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta
+
+import optuna
+import sqlalchemy
+from optuna.trial import TrialState
+
+from .paths import STORAGE_ENV
+from .storage import storage_of
+
+# What a re-queued trial keeps, so that a retried scheme is still that scheme (and a unit run that run).
+RETRY_ATTRS = ("scheme", "schemes", "weights_given", "outside_space", "candidate", "unit")
+
+
+class NothingLeft(Exception):
+    """Optuna handed out a fresh trial: another process took the last waiting one first."""
+
+
+def take_waiting(study: optuna.Study, objective, stop=None, catch: tuple = ()):
+    """Run ``study``'s waiting trials one at a time, as Optuna hands them out, until none is left (the work of a
+    companion study: unit runs, refits); yield each finished trial, or ``None`` when another process took the
+    last one first. ``objective`` raises :class:`NothingLeft` on a trial that carries no work."""
+    while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if stop is not None:
+            stop.check()
+        done: list[optuna.trial.FrozenTrial] = []
+        study.optimize(objective, n_trials=1, gc_after_trial=True, catch=(NothingLeft, *catch),
+                       callbacks=[lambda s, t: done.append(t)])
+        yield done[-1] if done else None
+
+
+def requeue(study: optuna.Study, trial) -> None:
+    """Enqueue ``trial``'s parameters again (a live or a frozen trial), marked ``retry_of`` its number."""
+    if trial.params or trial.user_attrs.get("outside_space") or "unit" in trial.user_attrs:
+        attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRY_ATTRS}
+        study.enqueue_trial(trial.params, user_attrs=dict(attrs, retry_of=trial.number))
+
+
+def fail_abandoned_trial(url: str, study_name: str, trial_id: int, lock_timeout: float = 60.0) -> None:
+    """Mark a trial left RUNNING by an exiting process FAIL, and queue its parameters once."""
+    engine_kwargs = {"connect_args": {"timeout": lock_timeout}} if url.startswith("sqlite") else None
+    storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_compatibility_check=True)
+    trial = storage.get_trial(trial_id)
+    if trial.state != TrialState.RUNNING:
+        return
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    queued = any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(
+        deepcopy=False, states=(TrialState.WAITING,)))
+    if not queued:
+        requeue(study, trial)
+    storage.set_trial_user_attr(trial_id, "fail_reason", "interrupted twice: the process exited at once")
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+
+
+def abandon_trial(trial: optuna.Trial) -> None:
+    """A second Ctrl-C: fail the running trial (and re-queue it) before the process exits.
+
+    The signal may have interrupted the study's own storage calls, even inside a write, so a
+    fresh connection tries for a second; if the database is locked (by this very process), a
+    detached helper does it as soon as this process is gone and its lock released.
+    """
+    url = getattr(storage_of(trial.study), "_backend", storage_of(trial.study)).url
+    try:
+        fail_abandoned_trial(url, trial.study.study_name, trial._trial_id, lock_timeout=1.0)
+    except Exception:
+        # The URL goes through the environment: it may hold a password, and a command line is public.
+        subprocess.Popen([sys.executable, "-m", "weight_tuner.signals", trial.study.study_name,
+                          str(trial._trial_id), str(os.getpid())], start_new_session=True,
+                         env=dict(os.environ, **{STORAGE_ENV: url}),
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+
+
+def fail_stale(study: optuna.Study) -> None:
+    """Fail ``study``'s trials whose process died, and queue each once more (the storage's heartbeat callback).
+
+    Optuna fails a RUNNING trial whose last heartbeat is older than the grace period, but skips one that has no
+    heartbeat yet. A process killed between taking a trial and its first beat leaves such a trial, and every
+    process waiting for it would wait forever; it counts as stale once it started two grace periods ago.
+    """
+    storage = storage_of(study)
+    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+    if not interval:
+        return
+    optuna.storages.fail_stale_trials(study)
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps an RDB storage in a cache
+    grace = timedelta(seconds=2 * (backend.grace_period or 2 * interval))
+    old = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+           if t.datetime_start is not None and datetime.now() - t.datetime_start > grace]
+    if not old:
+        return
+    with backend.engine.connect() as connection:
+        beating = {row[0] for row in connection.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
+    callback = storage.get_heartbeat_stale_trial_callback()
+    for trial in old:
+        if trial._trial_id in beating:
+            continue
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it first
+            continue
+        if callback is not None:
+            callback(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
