@@ -4,7 +4,9 @@
 
 Prepares DATA as ``tune`` did (from the feature cache), times ``bench.bare_fit_seconds`` (build,
 trace and fit the study's unweighted model config on its training split) and prints it beside the
-wall time of the study's completed trials (start to completion, as stored). Run one copy per process the study ran with, at the
+wall time of the study's completed trials (start to completion, as stored). Then trains the model once as
+a trial does and prints the seconds each epoch spent scoring the validation split (after training),
+the part of a trial that a bare fit does not do. Run one copy per process the study ran with, at the
 same time and with the same thread settings, so that the fit meets the same contention the
 trials did (``tune --jobs 2`` on 2 cores: two copies, ``TF_NUM_INTRAOP_THREADS=1`` etc.).
 """
@@ -24,7 +26,7 @@ def main(data: str, cache_dir: str, url: str, name: str) -> None:
     logs.import_tensorflow()
     from weight_tuner.bench import bare_fit_seconds
     from weight_tuner.config import ModelConfig
-    from weight_tuner.train import prepare
+    from weight_tuner.train import prepare, train_model
 
     study = optuna.load_study(study_name=name, storage=url)
     prepared = prepare(data, cache_dir=cache_dir)
@@ -34,7 +36,10 @@ def main(data: str, cache_dir: str, url: str, name: str) -> None:
               for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
     print(json.dumps({"bare_fit_seconds": round(bare, 1), "trials": len(trials),
                       "median_trial_seconds": round(statistics.median(trials), 1),
-                      "overhead_fraction": round(statistics.median(trials) / bare - 1, 3)}))
+                      "overhead_fraction": round(statistics.median(trials) / bare - 1, 3)}), flush=True)
+    _, history = train_model(prepared, config)  # scores validation after every epoch, as a trial does
+    print(json.dumps({"epoch_train_seconds": [round(h["train_seconds"], 2) for h in history],
+                      "epoch_scoring_seconds": [round(h["seconds"] - h["train_seconds"], 2) for h in history]}))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,15 @@ process's peak: the largest child's, not their sum).
 
     python docs/measure_tree_memory.py OUT.json -- weight-tuner tune --data ../shared/skol-corpus --trials 30
 
-Samples every process of the tree once a second (``VmRSS`` in /proc) and writes the peak of the sum,
-each process's own peak and the wall time to OUT.json; the command's exit code is passed on.
+Samples every process of the tree once a second (``VmRSS`` and CPU time in /proc) and writes the peak of
+the sum, each process's own peak, the wall time and the cores the tree kept busy in each second (where a
+machine sat idle) to OUT.json; the command's exit code is passed on.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -42,13 +44,26 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU time of one process so far."""
+    try:
+        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main(argv: list[str]) -> int:
     out, command = argv[0], argv[argv.index("--") + 1:]
     t0 = time.monotonic()
     proc = subprocess.Popen(command)
-    peak_sum, peaks = 0, {}
+    peak_sum, peaks, cpu, busy = 0, {}, {}, []
     while proc.poll() is None:
-        sizes = {pid: _rss_kib(pid) for pid in _tree(proc.pid)}
+        tree = _tree(proc.pid)
+        sizes = {pid: _rss_kib(pid) for pid in tree}
+        now = {pid: _cpu_seconds(pid) for pid in tree}  # a process first seen started after the command did
+        busy.append(round(sum(c - cpu.get(pid, 0.0) for pid, c in now.items()), 2))
+        cpu.update(now)
         peak_sum = max(peak_sum, sum(sizes.values()))
         for pid, kib in sizes.items():
             peaks[pid] = max(peaks.get(pid, 0), kib)
@@ -57,7 +72,8 @@ def main(argv: list[str]) -> int:
                                      "wall_seconds": round(time.monotonic() - t0, 1),
                                      "peak_rss_all_mib": round(peak_sum / 1024),
                                      "peak_rss_per_process_mib": {str(k): round(v / 1024) for k, v in peaks.items()
-                                                                  if v}}, indent=1))
+                                                                  if v},
+                                     "cores_busy_each_second": busy[1:]}, indent=1))
     return proc.returncode
 
 
