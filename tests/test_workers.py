@@ -320,7 +320,8 @@ def test_the_second_signal_helper_gets_the_url_from_its_environment(tmp_path, mo
     assert states == [TrialState.FAIL, TrialState.WAITING]
 
 
-def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_queued_once(tmp_path):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_queued_once(tmp_path, backend):
     """A process killed after taking a trial but before its heartbeat thread's first beat leaves a RUNNING trial
     with no heartbeat: Optuna's stale check skips it, and every process waiting for it waited forever (the kill -9
     test above hung that way). ``fail_stale`` fails it once it is old, and leaves young and beating trials alone."""
@@ -331,8 +332,11 @@ def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_que
     from weight_tuner.retries import fail_stale
     from weight_tuner.storage import open_storage, storage_of
 
-    url = f"sqlite:///{tmp_path}/b.db"
-    study = optuna.create_study(study_name="b", storage=open_storage(url, heartbeat=1))
+    if backend == "postgresql" and not pg_available():
+        pytest.skip(f"no PostgreSQL server at {PG_URL}")
+    url = PG_URL if backend == "postgresql" else f"sqlite:///{tmp_path}/b.db"
+    name = f"wt-beatless-{os.getpid()}-{int(time.time() * 1000)}"
+    study = optuna.create_study(study_name=name, storage=open_storage(url, heartbeat=1))
     dead, young, beating = study.ask(), study.ask(), study.ask()
     for trial in (dead, young, beating):
         trial.suggest_float("w_Nomenclature", 0.1, 10.0)
@@ -343,7 +347,7 @@ def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_que
                            {"t": an_hour_ago, "a": dead._trial_id, "b": beating._trial_id})
 
     def states():
-        fresh = optuna.load_study(study_name="b", storage=open_storage(url, heartbeat=1))
+        fresh = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=1))
         return [t.state for t in fresh.trials], fresh
 
     optuna.storages.fail_stale_trials(study)
@@ -353,3 +357,4 @@ def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_que
         found, fresh = states()
         assert found == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
     assert fresh.trials[3].params == dead.params
+    optuna.delete_study(study_name=name, storage=url)

@@ -81,8 +81,6 @@ def abandon_trial(trial: optuna.Trial) -> None:
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-
-
 def fail_stale(study: optuna.Study) -> None:
     """Fail ``study``'s trials whose process died, and queue each once more (the storage's heartbeat callback).
 
@@ -101,8 +99,10 @@ def fail_stale(study: optuna.Study) -> None:
            if t.datetime_start is not None and datetime.now() - t.datetime_start > grace]
     if not old:
         return
+    beats = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+        sqlalchemy.bindparam("ids", expanding=True))
     with backend.engine.connect() as connection:
-        beating = {row[0] for row in connection.execute(sqlalchemy.text("SELECT trial_id FROM trial_heartbeats"))}
+        beating = {row[0] for row in connection.execute(beats, {"ids": [t._trial_id for t in old]})}
     callback = storage.get_heartbeat_stale_trial_callback()
     for trial in old:
         if trial._trial_id in beating:
