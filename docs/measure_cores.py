@@ -24,13 +24,12 @@ def main(data: str, cache_dir: str, url: str, name: str, modes: str) -> None:
     from weight_tuner import logs
 
     logs.import_tensorflow()
-    from weight_tuner.config import ModelConfig
     from weight_tuner.model import ModelCache
+    from weight_tuner.storage import unweighted_config
     from weight_tuner.train import prepare, train_model
 
     prepared = prepare(data, cache_dir=cache_dir)
-    stored = optuna.load_study(study_name=name, storage=url).user_attrs["model_config"]
-    config = ModelConfig.from_dict(dict(stored, class_weights=None, verbosity=0))
+    config = unweighted_config(optuna.load_study(study_name=name, storage=url)).replace(verbosity=0)
     cache = ModelCache()
     for mode in modes.split(","):
         c0, t0 = os.times(), time.perf_counter()

@@ -25,12 +25,12 @@ def main(data: str, cache_dir: str, url: str, name: str) -> None:
 
     logs.import_tensorflow()
     from weight_tuner.bench import bare_fit_seconds
-    from weight_tuner.config import ModelConfig
+    from weight_tuner.storage import unweighted_config
     from weight_tuner.train import prepare, train_model
 
     study = optuna.load_study(study_name=name, storage=url)
     prepared = prepare(data, cache_dir=cache_dir)
-    config = ModelConfig.from_dict(dict(study.user_attrs["model_config"], class_weights=None))
+    config = unweighted_config(study)
     bare = bare_fit_seconds(prepared, config)
     trials = [(t.datetime_complete - t.datetime_start).total_seconds()  # the whole trial, storage calls included
               for t in study.get_trials(deepcopy=False) if t.state.name == "COMPLETE"]
