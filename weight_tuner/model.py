@@ -135,8 +135,8 @@ def predict_step(model: keras.Model) -> Callable:
 
 
 # Windows up to this many lines run their LSTMs unrolled: a step per line in the graph instead of a
-# TensorFlow while loop, whose per-iteration overhead dominates a small model's step on a CPU (15 lines:
-# trials about 15% shorter, docs/benchmarks.md). The graph grows with the window, so longer ones loop.
+# TensorFlow while loop. On SKOL (15 lines) a training run took 11% less CPU and the search 17% less time
+# (docs/benchmarks.md). The graph and its tracing time grow with the window, so longer ones loop.
 UNROLL_MAX_WINDOW = 32
 
 
