@@ -65,85 +65,21 @@ def sparse_batch(x):
     return {"ids": ids, "values": values}
 
 
-def _same_weights(n_features, cfg, *window_sizes):
-    """Models of ``cfg`` for each window size, all with the first one's weights (they do not depend on the window)."""
-    models = [build_model(n_features, cfg.replace(window_size=w)) for w in window_sizes]
-    for m in models[1:]:
-        m.set_weights(models[0].get_weights())
-    return models
-
-
 @pytest.mark.parametrize("projection", [0, 6])
 def test_padding_changes_no_prediction_of_a_real_line(projection):
     cfg = ModelConfig.from_dict({"hidden_size": 8, "num_layers": 2, "dropout": 0.0, "seed": 0,
                            "input_projection": projection})
-    short, long = _same_weights(5, cfg, 6, 15)
+    model = build_model(5, cfg)
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1, 6, 5)).astype(np.float32)
     x[..., 0] = 1.0  # the bias feature every real line has
     padded = np.concatenate([x, np.zeros((1, 9, 5), np.float32)], axis=1)  # padding: rows without non-zeros
-    a = short.predict(sparse_batch(x), verbose=0)
-    b = long.predict(sparse_batch(padded), verbose=0)[:, :6]
+    a = model.predict(sparse_batch(x), verbose=0)
+    b = model.predict(sparse_batch(padded), verbose=0)[:, :6]
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     # and a padded step is masked, not read as a zero row: an unmasked LSTM would change later steps' outputs
-    front = np.concatenate([np.zeros((1, 3, 5), np.float32), x, np.zeros((1, 6, 5), np.float32)], axis=1)
-    np.testing.assert_allclose(long.predict(sparse_batch(front), verbose=0)[:, 3:9], a, rtol=1e-5, atol=1e-6)
-
-
-def _keras_bidirectional(n_features, cfg, ours):
-    """The reference: ``cfg``'s model built with Keras's ``Bidirectional`` LSTMs (looped), with ``ours``'s weights."""
-    import keras
-
-    from weight_tuner.layers import SparseProjection
-
-    ids = keras.Input(shape=(None, None), dtype="int32", name="ids")
-    values = keras.Input(shape=(None, None), dtype="float32", name="values")
-    x = SparseProjection(cfg.input_projection, n_features, activation="relu", name="projection")([ids, values])
-    for i in range(cfg.num_layers):
-        x = keras.layers.Bidirectional(keras.layers.LSTM(cfg.hidden_size, return_sequences=True),
-                                       name=f"bilstm_{i}")(x)
-    out = keras.layers.Dense(3, activation="softmax", name="classes")(x)
-    reference = keras.Model({"ids": ids, "values": values}, out)
-    reference.get_layer("projection").set_weights(ours.get_layer("projection").get_weights())
-    reference.get_layer("classes").set_weights(ours.get_layer("classes").get_weights())
-    for i in range(cfg.num_layers):
-        layer = reference.get_layer(f"bilstm_{i}")
-        layer.forward_layer.set_weights(ours.get_layer(f"bilstm_{i}_forward").get_weights())
-        layer.backward_layer.set_weights(ours.get_layer(f"bilstm_{i}_backward").get_weights())
-    return reference
-
-
-def test_bilstm_computes_what_keras_bidirectional_computes(monkeypatch):
-    """Our bidirectional layers, unrolled (windows up to UNROLL_MAX_WINDOW) or looped, give the outputs and
-    gradients of Keras's looped ``Bidirectional`` LSTMs, on windows padded at either end. (Keras's own
-    unrolled ``Bidirectional`` does not: it changed real lines next to padding.)"""
-    from weight_tuner import model as model_module
-
-    cfg = ModelConfig.from_dict({"hidden_size": 8, "num_layers": 2, "dropout": 0.0, "input_projection": 6,
-                                 "window_size": 7})
-    unrolled = build_model(5, cfg)
-    monkeypatch.setattr(model_module, "UNROLL_MAX_WINDOW", 0)
-    looped = build_model(5, cfg)
-    looped.set_weights(unrolled.get_weights())
-    assert [unrolled.get_layer(f"bilstm_{i}_{d}").unroll for i in (0, 1) for d in ("forward", "backward")] == [True] * 4
-    assert not any(looped.get_layer(f"bilstm_{i}_{d}").unroll for i in (0, 1) for d in ("forward", "backward"))
-    reference = _keras_bidirectional(5, cfg, unrolled)
-    rng = np.random.default_rng(4)
-    x = rng.normal(size=(3, 7, 5)).astype(np.float32)
-    x[..., 0] = 1.0
-    x[0, 5:] = 0.0  # padding at the end of one window, at the front of another
-    x[1, :2] = 0.0
-    real = x.any(axis=-1)
-    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, size=(3, 7))] * real[..., None]
-    want = reference.predict(sparse_batch(x), verbose=0)
-    for model in (unrolled, looped):
-        np.testing.assert_allclose(model.predict(sparse_batch(x), verbose=0)[real], want[real], rtol=1e-5, atol=1e-6)
-    want_loss = WeightedCategoricalCrossentropy([3.0, 2.0, 1.0])(y, reference(sparse_batch(x)))
-    assert float(WeightedCategoricalCrossentropy([3.0, 2.0, 1.0])(y, unrolled(sparse_batch(x)))) == pytest.approx(
-        float(want_loss), rel=1e-5)
-    mine, theirs = _grads(unrolled, x, y, [3.0, 2.0, 1.0]), _grads(looped, x, y, [3.0, 2.0, 1.0])
-    for g_unrolled, g_looped in zip(mine, theirs):
-        np.testing.assert_allclose(g_unrolled, g_looped, rtol=1e-4, atol=1e-6)
+    front = np.concatenate([np.zeros((1, 3, 5), np.float32), x], axis=1)
+    np.testing.assert_allclose(model.predict(sparse_batch(front), verbose=0)[:, 3:], a, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("dense_batch_columns", [8192, 0], ids=["batch expanded", "sparse product"])
@@ -152,10 +88,10 @@ def test_sparse_projection_equals_the_dense_projection_on_the_same_rows(prepared
     both when it expands the batch (narrow rows) and when it multiplies sparse (wide rows)."""
     import keras
 
-    from weight_tuner import layers
-    from weight_tuner.layers import SparseProjection
+    from weight_tuner import model
+    from weight_tuner.model import SparseProjection
 
-    monkeypatch.setattr(layers, "DENSE_BATCH_COLUMNS", dense_batch_columns)
+    monkeypatch.setattr(model, "DENSE_BATCH_COLUMNS", dense_batch_columns)
 
     split = prepared.splits["val"]
     rows = split.index[:40].reshape(4, 10)
@@ -187,7 +123,7 @@ def _grads(model, x, y, weights):
 
 
 def test_class_weights_reach_the_gradient():
-    cfg = ModelConfig.from_dict({"hidden_size": 4, "num_layers": 1, "dropout": 0.0, "window_size": 5})
+    cfg = ModelConfig.from_dict({"hidden_size": 4, "num_layers": 1, "dropout": 0.0})
     model = build_model(3, cfg)
     rng = np.random.default_rng(3)
     x = rng.normal(size=(2, 5, 3)).astype(np.float32)
@@ -327,14 +263,14 @@ def test_model_cache_rebuilds_when_the_architecture_changes(prepared):
     first = cache.get(n, tiny_config())
     assert cache.get(n, tiny_config(class_weights={"Nomenclature": 2.0, "Description": 1.0, "Misc": 1.0})) is first
     for change in ({"hidden_size": 5}, {"num_layers": 2}, {"dropout": 0.1}, {"learning_rate": 0.02},
-                   {"input_projection": 4}, {"window_size": 12}):  # the input's length: the LSTMs are unrolled
+                   {"input_projection": 4}):
         other = cache.get(n, tiny_config(**change))
         assert other is not first, change
         assert cache.get(n, tiny_config()) is not other  # and back: rebuilt again
         first = cache.model
     assert cache.get(n + 1, tiny_config()) is not first  # another feature width
     first = cache.get(n, tiny_config())
-    for change in ({"epochs": 3}, {"batch_size": 4}, {"oversample": 2}, {"verbosity": 1},
+    for change in ({"epochs": 3}, {"batch_size": 4}, {"window_size": 12}, {"oversample": 2}, {"verbosity": 1},
                    {"seed": 2}):
         assert cache.get(n, tiny_config(**change)) is first, change  # how it trains or starts, not what it is
     # A key the cache was never told about is part of the build key: it rebuilds, never reuses a stale model.

@@ -81,8 +81,7 @@ DEFAULT_CONFIG: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(
 
 # Keys that never change the model a config builds (how it is trained, fed and logged). Every other
 # key is part of the build key (:func:`build_key`), so a key added later rebuilds rather than reuses.
-# window_size is not one: the model's input has the window's static length, over which its LSTMs are unrolled.
-RUN_KEYS = frozenset({"prediction_stride", "train_stride", "epochs", "batch_size", "verbosity",
+RUN_KEYS = frozenset({"window_size", "prediction_stride", "train_stride", "epochs", "batch_size", "verbosity",
                       "oversample", "class_weights"})
 
 

@@ -1,6 +1,6 @@
 """Model stage: the BiLSTM line classifier and the guide's weighted cross-entropy.
 
-The loss (here) and the layers (:mod:`.layers`) are registered as Keras-serialisable: SKOL's custom loss
+The loss and the sparse input layer are registered as Keras-serialisable: SKOL's custom loss
 could not be deserialised at prediction time and every prediction silently became Misc.
 """
 
@@ -21,7 +21,6 @@ from keras import ops  # noqa: E402
 
 from .config import CLASSES, ModelConfig  # noqa: E402
 from .errors import NonFiniteLossError  # noqa: E402
-from .layers import DenseRows, ReverseLines, SparseProjection, tensorflow  # noqa: E402
 
 EPSILON = 1e-7
 logger = logging.getLogger(__name__)
@@ -106,6 +105,103 @@ def describe_weights(class_weights: dict[str, float] | None) -> str:
     return "\n".join(lines)
 
 
+# Up to this many columns the projection expands the batch and multiplies it densely: at SKOL's
+# 2,063 columns that step took 4.2 ms against 8.0 ms for TensorFlow's sparse-dense product (training
+# step of the first layer, 32 windows of 15 lines, CPU; docs/benchmarks.md). Wider rows multiply
+# sparse, so their cost follows the non-zeros.
+DENSE_BATCH_COLUMNS = 8192
+
+
+def _nonzeros(ids, values):
+    """The batch's non-zeros as (line, column, value), lines numbered across the batch."""
+    tf = tensorflow()
+    shape = tf.shape(ids, out_type=tf.int64)
+    where = tf.where(tf.not_equal(values, 0.0))
+    line = where[:, 0] * shape[1] + where[:, 1]
+    return shape, line, tf.cast(tf.gather_nd(ids, where), tf.int64), tf.gather_nd(values, where)
+
+
+def _padding_mask(values):
+    """True for a real line: it has a non-zero (its bias feature); a padding line has none."""
+    return ops.any(ops.not_equal(values, 0.0), axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="weight_tuner")
+class SparseProjection(keras.layers.Layer):
+    """An embedding bag: each line's sparse feature row times a kernel, plus a bias, then the activation.
+
+    Inputs are ``[ids, values]``, both shaped (batch, window, k): a line's non-zero columns and their
+    values, padded with value 0. It computes exactly what ``Dense`` computes on the dense row; only one
+    batch's rows are ever expanded (see :data:`DENSE_BATCH_COLUMNS`). A line without non-zeros is
+    padding: the layer's output mask is False there, so the LSTMs skip it.
+    """
+
+    def __init__(self, units: int, n_features: int, activation=None, use_bias: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.units, self.n_features, self.use_bias = int(units), int(n_features), bool(use_bias)
+        self.activation = keras.activations.get(activation)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(shape=(self.n_features, self.units), initializer="glorot_uniform",
+                                      name="kernel")
+        self.bias = self.add_weight(shape=(self.units,), initializer="zeros", name="bias") if self.use_bias else None
+
+    def call(self, inputs):
+        tf = tensorflow()
+        shape, line, column, value = _nonzeros(*inputs)
+        lines = shape[0] * shape[1]
+        kernel = ops.convert_to_tensor(self.kernel)
+        if self.n_features <= DENSE_BATCH_COLUMNS:
+            rows = tf.scatter_nd(tf.stack([line, column], axis=1), value, tf.stack([lines, self.n_features]))
+            out = tf.matmul(rows, kernel)
+        else:
+            rows = tf.SparseTensor(tf.stack([line, column], axis=1), value, tf.stack([lines, self.n_features]))
+            out = tf.sparse.sparse_dense_matmul(rows, kernel)
+        out = tf.reshape(out, tf.stack([shape[0], shape[1], tf.constant(self.units, tf.int64)]))
+        if self.bias is not None:
+            out = out + self.bias
+        return self.activation(out)
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return _padding_mask(inputs[1])
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:2]) + (self.units,)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "n_features": self.n_features,
+                "activation": keras.activations.serialize(self.activation), "use_bias": self.use_bias}
+
+
+@keras.saving.register_keras_serializable(package="weight_tuner")
+class DenseRows(keras.layers.Layer):
+    """The batch's sparse rows ``[ids, values]`` as dense rows (batch, window, n_features), masked as padding
+    where a line has no non-zeros: for a first layer that reads the whole row (``input_projection`` 0).
+
+    Only one batch is ever dense, never the corpus.
+    """
+
+    def __init__(self, n_features: int, **kwargs):
+        super().__init__(**kwargs)
+        self.n_features = int(n_features)
+
+    def call(self, inputs):
+        tf = tensorflow()
+        shape, line, column, value = _nonzeros(*inputs)
+        rows = tf.scatter_nd(tf.stack([line, column], axis=1), value,
+                             tf.stack([shape[0] * shape[1], tf.constant(self.n_features, tf.int64)]))
+        return tf.reshape(rows, tf.stack([shape[0], shape[1], tf.constant(self.n_features, tf.int64)]))
+
+    def compute_mask(self, inputs, previous_mask=None):
+        return _padding_mask(inputs[1])
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:2]) + (self.n_features,)
+
+    def get_config(self):
+        return {**super().get_config(), "n_features": self.n_features}
+
+
 def reads_sparse_rows(model: keras.Model) -> bool:
     """Whether ``model`` takes sparse ``[ids, values]`` inputs (models saved before took dense rows)."""
     return len(model.inputs) == 2
@@ -123,54 +219,36 @@ def predict_step(model: keras.Model) -> Callable:
     step = getattr(model, "_one_trace_predict", None)
     if step is None:
         tf = tensorflow()
-        window = model.inputs[0].shape[1]  # static in models built since the LSTMs were unrolled
         if reads_sparse_rows(model):
-            spec = {"ids": tf.TensorSpec([None, window, None], tf.int32),
-                    "values": tf.TensorSpec([None, window, None], tf.float32)}
+            spec = {"ids": tf.TensorSpec([None, None, None], tf.int32),
+                    "values": tf.TensorSpec([None, None, None], tf.float32)}
         else:  # a model saved before rows were sparse reads dense rows
-            spec = tf.TensorSpec([None, window, model.inputs[0].shape[-1]], tf.float32)
+            spec = tf.TensorSpec([None, None, model.inputs[0].shape[-1]], tf.float32)
         step = tf.function(lambda x: model(x, training=False), input_signature=[spec])
         model._one_trace_predict = step
     return step
 
 
-# Windows up to this many lines run their LSTMs unrolled: a step per line in the graph instead of a
-# TensorFlow while loop. On SKOL (15 lines) a training run took 11% less CPU and the search 17% less time
-# (docs/benchmarks.md). The graph and its tracing time grow with the window, so longer ones loop.
-UNROLL_MAX_WINDOW = 32
-
-
-def bidirectional_lstm(x, config: ModelConfig, name: str):
-    """One bidirectional LSTM layer over ``x`` (batch, window, features), masked padding skipped in both
-    directions: the forward and backward outputs concatenated per line, zero on padding lines."""
-    def lstm(direction):
-        return keras.layers.LSTM(config.hidden_size, return_sequences=True, dropout=config.dropout,
-                                 zero_output_for_mask=True, unroll=config.window_size <= UNROLL_MAX_WINDOW,
-                                 name=f"{name}_{direction}")
-
-    backward = ReverseLines(name=f"{name}_unreverse")(lstm("backward")(ReverseLines(name=f"{name}_reverse")(x)))
-    return keras.layers.Concatenate(name=name)([lstm("forward")(x), backward])
-
-
 def build_model(n_features: int, config: ModelConfig) -> keras.Model:
-    """The first layer, ``num_layers`` x bidirectional LSTM (:func:`bidirectional_lstm`), then a per-line
-    softmax, with Adam.
+    """The first layer, ``num_layers`` x Bidirectional LSTM, then a per-line softmax, with Adam.
 
     The model reads each batch's sparse rows (``ids`` and ``values``). With ``input_projection`` > 0
     the first layer is an embedding bag of that width with a ReLU (:class:`SparseProjection`: a Dense
     layer on the row, computed from its non-zeros). With 0, as in the guide, the LSTMs read the row
-    itself: :class:`DenseRows` expands the batch, so the model is the guide's exactly. Its inputs have the
-    window's length (``window_size``), so it reads windows of that length only.
+    itself: :class:`DenseRows` expands the batch, so the model is the guide's exactly.
     """
-    ids = keras.Input(shape=(config.window_size, None), dtype="int32", name="ids")
-    values = keras.Input(shape=(config.window_size, None), dtype="float32", name="values")
+    ids = keras.Input(shape=(None, None), dtype="int32", name="ids")
+    values = keras.Input(shape=(None, None), dtype="float32", name="values")
     if config.input_projection:
         x = SparseProjection(config.input_projection, n_features, activation="relu",
                              name="projection")([ids, values])
     else:
         x = DenseRows(n_features, name="rows")([ids, values])
     for i in range(config.num_layers):
-        x = bidirectional_lstm(x, config, f"bilstm_{i}")
+        x = keras.layers.Bidirectional(
+            keras.layers.LSTM(config.hidden_size, return_sequences=True, dropout=config.dropout),
+            name=f"bilstm_{i}",
+        )(x)
     outputs = keras.layers.Dense(len(CLASSES), activation="softmax", name="classes")(x)
     model = keras.Model({"ids": ids, "values": values}, outputs, name="bilstm_line_classifier")
     model.compile(
@@ -301,6 +379,13 @@ def seed_run(seed: int) -> None:
     global_state.set_global_attribute(seed_generator.GLOBAL_SEED_GENERATOR, None)
     random.seed(seed)
     np.random.seed(seed)
+
+
+def tensorflow():
+    """The TensorFlow module, imported after the Keras backend is chosen (see the top of this module)."""
+    import tensorflow as tf
+
+    return tf
 
 
 def load_model(path) -> keras.Model:

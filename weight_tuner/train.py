@@ -221,10 +221,10 @@ def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labe
     the store's numpy arrays (memory-mapped from the cache, or in memory) in place, shared by every
     split and unit. A ``tf.data`` function copies every tensor it captures, so the rows stay outside
     TensorFlow. With ``sparse`` a batch is ``{"ids", "values"}`` for
-    :class:`.layers.SparseProjection`; without, dense float32 rows for models saved before features
+    :class:`.model.SparseProjection`; without, dense float32 rows for models saved before features
     were sparse.
     """
-    from .layers import tensorflow
+    from .model import tensorflow
 
     tf = tensorflow()
     table = label_table(split.y) if labels else None  # numpy too: read per batch, never captured
@@ -234,17 +234,15 @@ def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labe
         x = split.rows.gather(rows) if sparse else (split.rows.dense(rows),)
         return (*x, table[win]) if labels else x
 
-    window = windows.shape[1]  # static: the model's LSTMs are unrolled over it
-
     def gather(win):
         kinds = ((tf.int32, tf.float32) if sparse else (tf.float32,)) + ((tf.float32,) if labels else ())
         out = tf.numpy_function(rows_of, [win], kinds, stateful=False)
         if sparse:
-            x = {"ids": tf.ensure_shape(out[0], [None, window, None]),
-                 "values": tf.ensure_shape(out[1], [None, window, None])}
+            x = {"ids": tf.ensure_shape(out[0], [None, None, None]),
+                 "values": tf.ensure_shape(out[1], [None, None, None])}
         else:
-            x = tf.ensure_shape(out[0], [None, window, split.rows.n_features])
-        return (x, tf.ensure_shape(out[-1], [None, window, len(CLASSES)])) if labels else x
+            x = tf.ensure_shape(out[0], [None, None, split.rows.n_features])
+        return (x, tf.ensure_shape(out[-1], [None, None, len(CLASSES)])) if labels else x
 
     ds = tf.data.Dataset.from_tensor_slices(windows)
     if shuffle_seed is not None:
