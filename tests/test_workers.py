@@ -336,25 +336,28 @@ def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_que
         pytest.skip(f"no PostgreSQL server at {PG_URL}")
     url = PG_URL if backend == "postgresql" else f"sqlite:///{tmp_path}/b.db"
     name = f"wt-beatless-{os.getpid()}-{int(time.time() * 1000)}"
-    study = optuna.create_study(study_name=name, storage=open_storage(url, heartbeat=1))
-    dead, young, beating = study.ask(), study.ask(), study.ask()
-    for trial in (dead, young, beating):
-        trial.suggest_float("w_Nomenclature", 0.1, 10.0)
-    storage_of(study).record_heartbeat(beating._trial_id)
-    an_hour_ago = str(datetime.now() - timedelta(hours=1))
-    with sqlalchemy.create_engine(url).begin() as connection:
-        connection.execute(sqlalchemy.text("UPDATE trials SET datetime_start = :t WHERE trial_id IN (:a, :b)"),
-                           {"t": an_hour_ago, "a": dead._trial_id, "b": beating._trial_id})
+    try:
+        study = optuna.create_study(study_name=name, storage=open_storage(url, heartbeat=1))
+        dead, young, beating = study.ask(), study.ask(), study.ask()
+        for trial in (dead, young, beating):
+            trial.suggest_float("w_Nomenclature", 0.1, 10.0)
+        storage_of(study).record_heartbeat(beating._trial_id)
+        an_hour_ago = str(datetime.now() - timedelta(hours=1))
+        with sqlalchemy.create_engine(url).begin() as connection:
+            connection.execute(sqlalchemy.text("UPDATE trials SET datetime_start = :t WHERE trial_id IN (:a, :b)"),
+                               {"t": an_hour_ago, "a": dead._trial_id, "b": beating._trial_id})
 
-    def states():
-        fresh = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=1))
-        return [t.state for t in fresh.trials], fresh
+        def states():
+            fresh = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=1))
+            return [t.state for t in fresh.trials], fresh
 
-    optuna.storages.fail_stale_trials(study)
-    assert states()[0] == [TrialState.RUNNING] * 3  # Optuna's check alone: the dead process's trial waits forever
-    for _ in range(2):  # a second look queues nothing more
-        fail_stale(states()[1])
-        found, fresh = states()
-        assert found == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
-    assert fresh.trials[3].params == dead.params
-    optuna.delete_study(study_name=name, storage=url)
+        optuna.storages.fail_stale_trials(study)
+        assert states()[0] == [TrialState.RUNNING] * 3  # Optuna's check alone: the dead process's trial waits forever
+        for _ in range(2):  # a second look queues nothing more
+            fail_stale(states()[1])
+            found, fresh = states()
+            assert found == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
+        assert fresh.trials[3].params == dead.params
+    finally:
+        if backend == "postgresql":
+            drop_pg_studies(name)
