@@ -18,14 +18,19 @@ import time
 from pathlib import Path
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """The fields of /proc/PID/stat after the command name (state first), or [] for a process gone."""
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
 def _tree(root: int) -> list[int]:
     parents: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))):
+            parents[int(entry.name)] = int(fields[1])
     found, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -46,11 +51,8 @@ def _rss_kib(pid: int) -> int:
 
 def _cpu_seconds(pid: int) -> float:
     """User and system CPU time of one process so far."""
-    try:
-        fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    fields = _stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK") if fields else 0.0
 
 
 def main(argv: list[str]) -> int:
