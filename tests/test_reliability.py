@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from weight_tuner.cli import main
 from weight_tuner.errors import StudyError
+from weight_tuner.retries import create_study, requeue
 from weight_tuner.search.run import tune
 from weight_tuner.space import StudyConfig
 
@@ -20,8 +21,9 @@ from support import PG_URL, cli, pg_server_answers, running_mid_epoch, study_tom
 
 def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
     url = f"sqlite:///{tmp_path}/k.db"
-    # 4 schemes, 4 trials: the retry joins the end of the queue, so the rerun reaches it.
-    args = ["tune", "--storage", url, "--study", "k", "--trials", "4", "--config", str(study_toml(tmp_path, epochs=3)),
+    # 4 schemes queued, 3 trials: the retry takes the killed trial's place in the queue, so the rerun runs the
+    # three schemes queued first, as the run that was not killed does (queued last, it would never run).
+    args = ["tune", "--storage", url, "--study", "k", "--trials", "3", "--config", str(study_toml(tmp_path, epochs=3)),
             "--heartbeat", "1", "--no-confirm"]
     proc = cli(args, cache_dir)
     wait_for(running_mid_epoch(url, "k", after_complete=1), proc, what="a running trial after one completed")
@@ -45,7 +47,34 @@ def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
     for t in before:  # completed trials are untouched
         if t.state == TrialState.COMPLETE:
             assert by_number[t.number].value == t.value and by_number[t.number].state == TrialState.COMPLETE
-    assert sum(t.state == TrialState.COMPLETE for t in after) == 4
+    assert sum(t.state == TrialState.COMPLETE for t in after) == 3
+    queued = [t.user_attrs["scheme"] for t in sorted(before, key=lambda t: t.number)]
+    assert sorted(t.user_attrs["scheme"] for t in after if t.state == TrialState.COMPLETE) == sorted(queued[:3])
+
+
+def _scheme_trial(study, scheme, state=TrialState.FAIL):
+    """Take the next waiting trial, check it is ``scheme``'s, and end it in ``state``."""
+    trial = study.ask()
+    assert trial.user_attrs["scheme"] == scheme
+    trial.suggest_float("x", 0.0, 10.0)
+    return study.tell(trial, 1.0 if state == TrialState.COMPLETE else None, state=state)
+
+
+def test_a_retried_trial_runs_before_the_trials_queued_after_the_one_it_retries():
+    """Ours (``requeue``, a retry of a retry too) and Optuna's heartbeat retry both take the failed trial's place."""
+    study = create_study("q", optuna.storages.InMemoryStorage())
+    for i in range(4):
+        study.enqueue_trial({"x": float(i)}, user_attrs={"scheme": f"s{i}"})
+    _scheme_trial(study, "s0", TrialState.COMPLETE)
+    requeue(study, _scheme_trial(study, "s1"))  # interrupted: queued again as trial 4
+    requeue(study, _scheme_trial(study, "s1"))  # interrupted again: trial 5, still in s1's place
+    optuna.storages.RetryHeartbeatStaleTrialCallback()(study, _scheme_trial(study, "s1"))  # its process died
+    _scheme_trial(study, "s1", TrialState.COMPLETE)
+    _scheme_trial(study, "s2", TrialState.COMPLETE)
+    assert [t.user_attrs["scheme"] for t in study.trials if t.state == TrialState.WAITING] == ["s3"]
+    requeue(study, study.ask())  # stopped before it suggested x: it gives back the x it was queued with
+    retry = study.ask()
+    assert retry.user_attrs["scheme"] == "s3" and retry.suggest_float("x", 0.0, 10.0) == 3.0
 
 
 def _ignore_sigint():

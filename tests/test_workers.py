@@ -275,6 +275,50 @@ def test_ctrl_c_stops_every_process_and_no_password_is_on_a_command_line(tmp_pat
             drop_pg_studies(name)
 
 
+def test_a_local_worker_stops_when_its_tune_is_killed(tmp_path, cache_dir):
+    """kill -9 of tune passes nothing on: its worker, re-parented, notices, stops at a safe point (its trial failed
+    and queued again, nothing of its own left RUNNING) and exits; it does not run the study on alone."""
+    url, name = f"sqlite:///{tmp_path}/o.db", "o"
+    proc = cli(["tune", "--storage", url, "--study", name, "--config", str(study_toml(tmp_path, epochs=12)),
+                "--trials", "5", "--jobs", "2", "--heartbeat", "1"], cache_dir, cwd=tmp_path)
+    try:
+        def both_training():
+            try:
+                ts = optuna.load_study(study_name=name, storage=url).trials
+            except KeyError:
+                return False
+            return sum(t.state == TrialState.RUNNING for t in ts) == 2
+
+        wait_for(both_training, proc, timeout=240, what="a trial in tune and one in its worker")
+        children = _children(proc.pid)
+        assert children
+        proc.kill()
+        proc.wait(timeout=30)
+        assert _gone(children, timeout=60)
+        ts = optuna.load_study(study_name=name, storage=url).trials
+        assert sum(t.state == TrialState.RUNNING for t in ts) == 1  # tune's own, until a heartbeat check fails it
+        stopped = [t for t in ts if t.state == TrialState.FAIL]
+        assert len(stopped) == 1 and "interrupted" in stopped[0].user_attrs["fail_reason"]
+        assert any(t.user_attrs.get("retry_of") == stopped[0].number for t in ts if t.state == TrialState.WAITING), \
+            [(t.number, t.state, t.user_attrs.get("retry_of"), t.user_attrs.get("scheme")) for t in ts]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_tune_waits_for_its_workers_under_one_deadline(monkeypatch):
+    """Two children that never stop: both are killed once the one deadline passes, not one deadline each."""
+    import subprocess
+    import sys
+
+    workers = LocalWorkers(3, "sqlite:///unused.db", [])
+    workers.processes = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) for _ in range(2)]
+    t0 = time.monotonic()
+    workers.wait(2.0)
+    assert time.monotonic() - t0 < 3.5
+    assert all(p.poll() is not None for p in workers.processes)
+
+
 def test_three_tunes_started_at_once_on_a_new_sqlite_file_all_finish(tmp_path, cache_dir):
     three_tunes_at_once(f"sqlite:///{tmp_path}/new.db", "s", tmp_path, cache_dir)
 

@@ -26,7 +26,7 @@ from .paths import (
     masked_command,
     write_json,
 )
-from .workers import RUN_ENV, LocalWorkers
+from .workers import RUN_ENV, LocalWorkers, stop_with_parent
 
 
 def _data_checks(args, storage: str | None = None, folds: int | None = None):
@@ -207,6 +207,7 @@ def cmd_worker(args) -> int:
     from .space import StudyConfig
     from .storage import check_storage, finished_count
 
+    stop_with_parent()  # a local worker of tune: it stops when tune is gone
     check_storage(_storage(args), must_exist=True, connect=True)
     prepared = _prepare(args, _data_checks(args, _storage(args)))
     study = join_study(prepared, _storage(args), args.study, args.trials, seed=args.seed,

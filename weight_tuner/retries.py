@@ -2,6 +2,11 @@
 
 Optuna's heartbeat fails the trial of a process that stopped beating; :func:`fail_stale` also fails the trial
 of a process that died before its first beat, which Optuna's own check never sees.
+
+A retried trial takes the place in the queue of the trial it retries (:class:`QueueStudy`): Optuna hands out
+waiting trials in the order they were queued, so a retry queued behind the rest would run last, and a study
+that reaches its number of trials first would never run it. An interrupted and resumed study then runs the
+trials the uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -21,6 +26,44 @@ from .storage import storage_of
 
 # What a re-queued trial keeps, so that a retried scheme is still that scheme (and a unit run that run).
 RETRY_ATTRS = ("scheme", "schemes", "weights_given", "outside_space", "candidate", "unit")
+QUEUE_ATTR = "queue_position"  # a retry's place in the queue: the number of the first trial it retries
+
+
+def queue_position(trial) -> int:
+    """Where a waiting trial stands in the queue: its own number, or for a retry (ours, or Optuna's heartbeat
+    retry, which keeps the first failed trial's number in ``failed_trial``) the number of the trial it retries."""
+    return int(trial.user_attrs.get(QUEUE_ATTR, trial.system_attrs.get("failed_trial", trial.number)))
+
+
+def retry_attrs(trial) -> dict:
+    """The user attrs that mark a trial queued again in place of ``trial``."""
+    return {"retry_of": trial.number, QUEUE_ATTR: queue_position(trial)}
+
+
+class QueueStudy(optuna.Study):
+    """An Optuna study that hands out its waiting trials by :func:`queue_position`: a retry before every trial
+    queued after the one it retries. Optuna takes them in the order of their numbers (``Study.ask``)."""
+
+    def _pop_waiting_trial_id(self) -> int | None:
+        waiting = self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,))
+        for trial in sorted(waiting, key=lambda t: (queue_position(t), t.number)):
+            try:  # as Optuna's own: another process may take it (False) or finish it (raises) first
+                if self._storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                    return trial._trial_id
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+        return None
+
+
+def load_study(name: str, storage, sampler=None, pruner=None) -> QueueStudy:
+    """``optuna.load_study`` for a study whose waiting trials are taken in queue order (:class:`QueueStudy`)."""
+    return QueueStudy(study_name=name, storage=storage, sampler=sampler, pruner=pruner)
+
+
+def create_study(name: str, storage, sampler=None, pruner=None, **kwargs) -> QueueStudy:
+    """``optuna.create_study`` (raising ``DuplicatedStudyError`` as it does), as a :class:`QueueStudy`."""
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner, **kwargs)
+    return load_study(name, storage_of(study), sampler, pruner)
 
 
 class NothingLeft(Exception):
@@ -41,10 +84,16 @@ def take_waiting(study: optuna.Study, objective, stop=None, catch: tuple = ()):
 
 
 def requeue(study: optuna.Study, trial) -> None:
-    """Enqueue ``trial``'s parameters again (a live or a frozen trial), marked ``retry_of`` its number."""
-    if trial.params or trial.user_attrs.get("outside_space") or "unit" in trial.user_attrs:
-        attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRY_ATTRS}
-        study.enqueue_trial(trial.params, user_attrs=dict(attrs, retry_of=trial.number))
+    """Enqueue ``trial``'s parameters again (a live or a frozen trial), marked ``retry_of`` its number.
+
+    An enqueued trial stopped before it suggested its parameters gives back the ones it was queued with
+    (Optuna's ``fixed_params``); a sampled trial stopped then has nothing to give back.
+    """
+    frozen = storage_of(study).get_trial(trial._trial_id)
+    params = frozen.params or frozen.system_attrs.get("fixed_params") or {}
+    if params or frozen.user_attrs.get("outside_space") or "unit" in frozen.user_attrs:
+        attrs = {k: v for k, v in frozen.user_attrs.items() if k in RETRY_ATTRS}
+        study.enqueue_trial(params, user_attrs={**attrs, **retry_attrs(frozen)})
 
 
 def fail_abandoned_trial(url: str, study_name: str, trial_id: int, lock_timeout: float = 60.0) -> None:
@@ -54,7 +103,7 @@ def fail_abandoned_trial(url: str, study_name: str, trial_id: int, lock_timeout:
     trial = storage.get_trial(trial_id)
     if trial.state != TrialState.RUNNING:
         return
-    study = optuna.load_study(study_name=study_name, storage=storage)
+    study = load_study(study_name, storage)
     queued = any(t.user_attrs.get("retry_of") == trial.number for t in study.get_trials(
         deepcopy=False, states=(TrialState.WAITING,)))
     if not queued:

@@ -13,7 +13,9 @@ watch and stop.
 - **Signals**: children run in their own session, so a terminal's Ctrl-C reaches ``tune`` alone,
   which passes each signal on once: the first stops every process at a safe point, a second at once.
 - **Failures**: a child that dies (kill -9) leaves its trial RUNNING; Optuna's heartbeat fails it
-  and re-queues it once, and the other processes take it.
+  and re-queues it once, and the other processes take it. A child whose ``tune`` dies (kill -9, where
+  nothing is passed on) stops itself as at a SIGTERM (:func:`stop_with_parent`): no worker outlives its
+  ``tune`` to wait for a refit plan that will never come.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 from .paths import STORAGE_ENV
@@ -32,8 +35,10 @@ logger = logging.getLogger(__name__)
 
 JOBS_ENV = "WEIGHT_TUNER_JOBS"
 RUN_ENV = "WEIGHT_TUNER_RUN"  # the run of tune a local worker belongs to: it stays to take that run's refits
+PARENT_ENV = "WEIGHT_TUNER_PARENT"  # the pid of a local worker's tune: the worker stops when that process is gone
 THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OMP_NUM_THREADS")
 STOP_GRACE_S = 120.0  # how long a stopping child may take to reach its safe point before it is killed
+PARENT_POLL_S = 1.0
 
 
 def usable_cores() -> int:
@@ -88,7 +93,7 @@ class LocalWorkers:
     def environment(self) -> dict[str, str]:
         """A child's environment: its share of threads (unless the user set them, as for this process in
         :func:`share_threads`) and the storage URL."""
-        env = {**thread_share(self.jobs), **os.environ, STORAGE_ENV: self.storage_url}
+        env = {**thread_share(self.jobs), **os.environ, STORAGE_ENV: self.storage_url, PARENT_ENV: str(os.getpid())}
         env.pop(RUN_ENV, None)
         return env if self.run_id is None else {**env, RUN_ENV: self.run_id}
 
@@ -123,10 +128,12 @@ class LocalWorkers:
                     pass
 
     def wait(self, timeout: float | None = None) -> None:
-        """Wait for every child to end; kill those still running after ``timeout`` seconds."""
+        """Wait for every child to end; kill those still running ``timeout`` seconds from now (one deadline for
+        all of them, not ``timeout`` each)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         for proc in self.processes:
             try:
-                proc.wait(timeout=timeout)
+                proc.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 logger.warning(f"local worker {proc.pid} did not stop within {timeout:.0f}s: killed")
                 proc.kill()
@@ -144,3 +151,28 @@ class LocalWorkers:
             self.wait(STOP_GRACE_S)
         else:
             self.wait(STOP_GRACE_S)
+
+
+def stop_with_parent(grace: float = STOP_GRACE_S, poll: float = PARENT_POLL_S) -> threading.Thread | None:
+    """In a local worker (``$WEIGHT_TUNER_PARENT`` set by :class:`LocalWorkers`): stop this process when its
+    ``tune`` is gone, by signalling itself SIGTERM (a safe-point stop, as when ``tune`` passes a signal on),
+    then once more after ``grace`` seconds (the second signal exits at once). Returns the watching thread.
+
+    A parent killed with SIGKILL passes nothing on, and the worker, in a session of its own, gets no
+    signal from the terminal either; its parent id changes when it is re-parented, which it checks.
+    """
+    parent = os.environ.get(PARENT_ENV, "")
+    if not parent.isdigit():
+        return None
+
+    def watch() -> None:
+        while os.getppid() == int(parent):
+            time.sleep(poll)
+        logger.warning(f"tune (pid {parent}) is gone: this local worker stops")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    watcher = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    watcher.start()
+    return watcher

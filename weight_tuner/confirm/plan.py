@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from ..config import CLASSES, ModelConfig
 from ..folds import Unit, held_train_ratio, make_units
+from ..retries import create_study, load_study
 from ..schemes import THRESHOLDS, UNWEIGHTED
 from ..space import METRIC_NAME
 from ..storage import storage_of, trial_config, trial_score, unweighted_config, unweighted_number
@@ -114,7 +115,7 @@ def open_companion(study: optuna.Study, evaluation: dict, racing: bool = True) -
     name = companion_name(study.study_name, plan)
     storage = storage_of(study)
     try:
-        companion = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+        companion = create_study(name, storage, direction="maximize")
         # First, so that the dashboard lists it first: what a reader who opens this study is looking at.
         companion.set_user_attr("about", f"The confirmation of study {study.study_name!r}: one trial per candidate and "
                                 "unit, trained on the unit's training folds and scored on its held-out fold. Its "
@@ -126,7 +127,7 @@ def open_companion(study: optuna.Study, evaluation: dict, racing: bool = True) -
         companion.set_user_attr("enqueued", True)
         logger.info(f"planned the confirmation: {len(runs_of(plan))} unit runs in study {name!r}")
     except optuna.exceptions.DuplicatedStudyError:
-        companion = optuna.load_study(study_name=name, storage=storage)
+        companion = load_study(name, storage)
         deadline = time.monotonic() + ENQUEUE_GRACE_S
         while "enqueued" not in companion.user_attrs and time.monotonic() < deadline:
             time.sleep(1.0)

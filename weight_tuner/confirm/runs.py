@@ -20,7 +20,7 @@ from ..artifacts import save_member
 from ..errors import NonFiniteLossError, StudyError
 from ..folds import Unit, unit_data
 from ..schemes import UNWEIGHTED
-from ..retries import NothingLeft, abandon_trial, fail_stale, take_waiting
+from ..retries import NothingLeft, abandon_trial, fail_stale, retry_attrs, take_waiting
 from ..unitrun import run_unit
 from .plan import missing_runs, plan_ratio, race_of
 from .racing import Race
@@ -88,9 +88,9 @@ class UnitRun:
 
 
 def give_back(companion: optuna.Study, trial) -> None:
-    """Enqueue a unit run that will not finish again, marked ``retry_of`` its trial number."""
+    """Enqueue a unit run that will not finish again in its place in the queue, marked ``retry_of`` its number."""
     companion.enqueue_trial({}, user_attrs={"candidate": trial.user_attrs["candidate"],
-                                            "unit": trial.user_attrs["unit"], "retry_of": trial.number})
+                                            "unit": trial.user_attrs["unit"], **retry_attrs(trial)})
 
 
 def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None, members=None) -> int:

@@ -23,7 +23,7 @@ from ..notes import publish
 from ..paths import check_bundle, models_dir
 from ..posthoc import apply_calibration, apply_multipliers
 from ..records import Recommendation
-from ..retries import NothingLeft, fail_stale, take_waiting
+from ..retries import NothingLeft, create_study, fail_stale, load_study, take_waiting
 from ..storage import storage_of, stored_recommendation, trial_config, unweighted_config
 from .ensemble import stored_calibration
 
@@ -111,14 +111,14 @@ class Refits:
         name = f"{self.study.study_name}{REFIT_STUDY}{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
         storage = storage_of(self.study)
         try:
-            companion = optuna.create_study(study_name=name, storage=storage, direction="minimize")
+            companion = create_study(name, storage, direction="minimize")
             companion.set_user_attr("about", f"The refits of study {self.study.study_name!r}: one trial per deployed "
                                     "model, trained on every non-test line; its values are final training losses, "
                                     f"not scores. The decision is in study {self.study.study_name!r}.")
             companion.set_user_attr("config", self.config.as_dict())
             companion.set_user_attr("paths", [str(p) for p in self.paths])
         except optuna.exceptions.DuplicatedStudyError:
-            companion = optuna.load_study(study_name=name, storage=storage)
+            companion = load_study(name, storage)
         trials = companion.get_trials(deepcopy=False)
         # This run's refits: the trials queued from here on (and their retries), and those an earlier run left
         # waiting or running, which are taken or retried instead of queued twice.
@@ -212,7 +212,7 @@ def take_planned_refits(study: optuna.Study, prepared, run_id: str, stop=None, p
     name = study.user_attrs[REFIT_PLAN_ATTR]["study"]
     if name is None:
         return 0
-    return take_refits(optuna.load_study(study_name=name, storage=storage_of(study)), prepared, stop=stop)
+    return take_refits(load_study(name, storage_of(study)), prepared, stop=stop)
 
 
 def _intact(paths: list[Path]) -> bool:

@@ -18,7 +18,7 @@ from ..errors import NonFiniteLossError, StudyError
 from ..logs import progress_enabled
 from ..notes import PENDING_DECISION, trial_line
 from ..paths import display_url, models_dir
-from ..retries import fail_stale
+from ..retries import create_study, fail_stale, load_study
 from ..schemes import group_schemes, warm_start_schemes
 from ..space import SearchSpace, StudyConfig
 from ..storage import (
@@ -57,15 +57,13 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
     try:
         # Creation is atomic in the database: of two racing `tune` commands only one creates
         # the study, and only that one enqueues the schemes.
-        study = optuna.create_study(storage=storage, study_name=study_name,
-                                    directions=["maximize"] * len(study_config.objectives),
-                                    sampler=make_sampler(seed), pruner=pruner)
+        study = create_study(study_name, storage, make_sampler(seed), pruner,
+                             directions=["maximize"] * len(study_config.objectives))
         created = True
     except optuna.exceptions.DuplicatedStudyError:
         n_before = len(storage.get_all_trials(storage.get_study_id_from_name(study_name), deepcopy=False))
         with readable_rows(storage_url, study_name):
-            study = optuna.load_study(study_name=study_name, storage=storage, pruner=pruner,
-                                      sampler=make_sampler(seed + n_before))
+            study = load_study(study_name, storage, make_sampler(seed + n_before), pruner)
             wait_until_set_up(study)
         created = False
     if created:
@@ -169,9 +167,8 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
     pruner_cfg = attrs.get("pruner") or StudyConfig().pruner
     # Distinct per worker, so that workers started together do not sample alike.
     sampler = make_sampler(seed + len(probe.trials) + os.getpid())
-    study = optuna.load_study(study_name=study_name, storage=open_storage(storage_url, heartbeat=heartbeat),
-                              sampler=sampler,
-                              pruner=StudyConfig(pruner=pruner_cfg).make_pruner())
+    study = load_study(study_name, open_storage(storage_url, heartbeat=heartbeat), sampler,
+                       StudyConfig(pruner=pruner_cfg).make_pruner())
     run_trials(study, prepared, storage_url, n_trials, space, ModelConfig.from_dict(attrs["model_config"]), trial_timeout,
                stop=stop)
     return study
