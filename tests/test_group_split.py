@@ -3,12 +3,18 @@
 import json
 import shutil
 
+import numpy as np
+import optuna
 import pytest
 
 from weight_tuner import corpus
 from weight_tuner.cli import main
 from weight_tuner.errors import DataError
+from weight_tuner.folds import (FOLD_SEED, MAX_FOLD_RATIO, Unit, balanced_folds, check_fold_count, chunk_group,
+                                fold_of_pieces, make_units, unit_data)
 from weight_tuner.sample import generate_corpus
+
+from support import companion_of, study_toml
 
 # Sample documents laid out as journals and volumes, the way ../shared/skol-corpus is.
 LAYOUT = {"Alpha/Vol001": 3, "Alpha/Vol002": 3, "Alpha/Vol003": 2, "Beta/Vol010": 3, "Beta/Vol011": 2,
@@ -127,3 +133,74 @@ def test_the_transfer_benchmark_holds_out_each_journal_in_turn(grouped_dir, tmp_
     assert text.startswith("# Benchmarks\n\nkept\n") and "| test on Beta |" in text
     assert "Mean over the held-out directions: unweighted" in text
     assert not raw.exists()  # the main benchmark did not run
+
+
+# --------------------------------------------------------------------------- units of whole groups
+
+@pytest.fixture(scope="module")
+def grouped_prepared(grouped_dir, cache_dir):
+    from weight_tuner.train import prepare
+
+    return prepare(grouped_dir, cache_dir=cache_dir)
+
+
+@pytest.mark.parametrize("by", ["volume", "journal"])
+def test_a_group_unit_trains_on_no_line_of_the_groups_it_scores(grouped_prepared, by):
+    p = grouped_prepared
+    non_test = set(p.splits["train"].chunk_ids) | set(p.splits["val"].chunk_ids)
+    for unit in make_units(3, 2):
+        data = unit_data(p, unit, 3, by)
+        trained = {chunk_group(c, by) for c in data.train.chunk_ids}
+        scored = {chunk_group(c, by) for c in data.val.chunk_ids}
+        assert scored and not trained & scored
+        assert set(data.train.chunk_ids) | set(data.val.chunk_ids) == non_test
+        assert not set(data.train.index[:-1].tolist()) & set(data.val.index[:-1].tolist())  # rows, not only names
+    # every process, and every resume, cuts the same folds
+    assert (fold_of_pieces(p, 3, 1, by) == fold_of_pieces(p, 3, 1, by)).all()
+    # by chunk, a chunk's document or volume lands on both sides: what group units prevent
+    by_chunk = unit_data(p, Unit(0, 0), 3)
+    assert {chunk_group(c, "volume") for c in by_chunk.train.chunk_ids} & \
+        {chunk_group(c, "volume") for c in by_chunk.val.chunk_ids}
+
+
+def test_folds_of_whole_groups_are_balanced_in_lines():
+    sizes = np.array([54, 30, 21, 12, 10, 5, 3, 1, 1]) * 1000  # as uneven as SKOL's volumes (1 to 54 files)
+    partitions = set()
+    for repeat in range(4):
+        fold = balanced_folds(sizes, 3, np.random.default_rng([FOLD_SEED, repeat]))
+        totals = np.bincount(fold, weights=sizes, minlength=3)
+        assert totals.max() <= MAX_FOLD_RATIO * totals.min(), (repeat, totals)
+        partitions.add(frozenset(frozenset(np.flatnonzero(fold == k).tolist()) for k in range(3)))
+    assert len(partitions) > 1  # repeats cut differently where more than one balanced cut exists
+
+
+def test_too_few_groups_for_the_folds_is_one_line(grouped_dir, tmp_path, cache_dir, capsys):
+    with pytest.raises(DataError, match=r"2 non-test volumes \(A/v1, A/v2\) cannot be cut into 3 folds"):
+        check_fold_count(["A/v1/d.ann#0", "A/v1/e.ann#0", "A/v2/f.ann#0"], 3, "volume")
+    url = f"sqlite:///{tmp_path}/g.db"
+    assert main(["tune", "--data", str(grouped_dir), "--split-by", "journal", "--test-group", "Beta",
+                 "--units-by", "journal", "--storage", url, "--study", "g", "--cache-dir", str(cache_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "2 non-test journals (Alpha, Gamma) cannot be cut into 3 folds" in err[-1], err
+    assert err[-1].startswith("weight-tuner: error:") and not [line for line in err if "Traceback" in line]
+    assert not (tmp_path / "g.db").exists() or "g" not in optuna.get_all_study_names(url)
+
+
+def test_a_study_confirmed_on_volume_units_says_so_and_resumes_on_the_same_units(grouped_dir, tmp_path,
+                                                                                    cache_dir, capsys):
+    url = f"sqlite:///{tmp_path}/v.db"
+    args = ["tune", "--data", str(grouped_dir), "--storage", url, "--study", "v", "--trials", "2", "--config",
+            str(study_toml(tmp_path, epochs=1, schemes=("unweighted", "inverse_frequency"))), "--folds", "2",
+            "--repeats", "1", "--units-by", "volume", "--refits", "0", "--no-racing", "--cache-dir", str(cache_dir)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 folds of whole volumes x 1 repeats" in out
+    study = optuna.load_study(study_name="v", storage=url)
+    plan = companion_of(url, study).user_attrs["plan"]
+    assert plan["units_by"] == "volume" and study.user_attrs["recommendation"]["units_by"] == "volume"
+    assert study.user_attrs["evaluation"]["units_by"] == "volume"
+    assert main(args) == 0  # resumed: the same plan, nothing trained again
+    assert companion_of(url, optuna.load_study(study_name="v", storage=url)).user_attrs["plan"]["id"] == plan["id"]
+    capsys.readouterr()
+    assert main([a if a != "volume" else "chunk" for a in args]) == 2
+    assert "--units-by" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from .paths import DEFAULT_CACHE_DIR, STORAGE_ENV
 from .posthoc import ADAPT_CHOICES
 from .sample import SAMPLE_DOCS
 from .signals import StopGuard, Terminated
-from .space import DEFAULT_EVALUATION, DESIGNS
+from .space import DEFAULT_EVALUATION, DESIGNS, UNITS_BY
 from .workers import JOBS_ENV, default_jobs, share_threads
 
 EXIT_USAGE = 2
@@ -163,6 +163,10 @@ def _study_commands(command) -> None:
                    help=f"folds of the non-test chunks per repeat (default {DEFAULT_EVALUATION['folds']})")
     p.add_argument("--repeats", type=int_at_least(1), default=None,
                    help=f"repeats, each a new partition and seed (default {DEFAULT_EVALUATION['repeats']})")
+    p.add_argument("--units-by", choices=UNITS_BY, default=None,
+                   help="what one fold of the confirmation's units holds whole: chunk, volume or journal (a unit "
+                        "then scores groups its training folds have no line of; needs JOURNAL/VOLUME/FILE.ann "
+                        f"folders; default {DEFAULT_EVALUATION['units_by']})")
     p.add_argument("--confirm-top", type=int_at_least(1), default=None,
                    help=f"distinct weight vectors confirmed against no weights (default {DEFAULT_EVALUATION['top']})")
     p.add_argument("--no-confirm", action="store_true", help="run the search only; make no recommendation")

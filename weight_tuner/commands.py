@@ -29,15 +29,16 @@ from .paths import (
 from .workers import RUN_ENV, LocalWorkers, stop_with_parent
 
 
-def _data_checks(args, storage: str | None = None, folds: int | None = None):
+def _data_checks(args, storage: str | None = None, evaluation: dict | None = None):
     """What a job checks once the corpus is read and split, before features are computed or cached: the
-    study's data is this run's (where the study exists), and the non-test chunks can be cut into ``folds``."""
+    study's data is this run's (where the study exists), and the non-test chunks can be cut into the
+    ``evaluation``'s folds."""
     def check(fingerprint: str, split: dict) -> None:
         from .folds import check_fold_count
         from .storage import check_stored_data
 
-        if folds is not None:
-            check_fold_count(len(split["train"]) + len(split["val"]), folds)  # the non-test chunks
+        if evaluation is not None:
+            check_fold_count(split["train"] + split["val"], evaluation["folds"], evaluation["units_by"])
         if storage is not None:
             check_stored_data(storage, args.study, fingerprint)
     return check
@@ -148,19 +149,20 @@ def cmd_tune(args) -> int:
     from .deploy.refits import Refits
     from .deploy.testcheck import final_test_evaluation, search_models
     from .folds import check_units
-    from .notes import candidates_table, decision_sentence, deployed_sentence
+    from .notes import candidates_table, decision_sentence, deployed_sentence, units_phrase
     from .search.run import open_study, run_trials
     from .space import StudyConfig, parse_objectives
     from .storage import check_storage, finished_count, stored_recommendation
 
     study_config = StudyConfig.load(args.config)
     study_config.objectives = parse_objectives(args.objectives)
-    study_config.set_evaluation(design=args.design, folds=args.folds, repeats=args.repeats, top=args.confirm_top)
+    study_config.set_evaluation(design=args.design, folds=args.folds, repeats=args.repeats, top=args.confirm_top,
+                                units_by=args.units_by)
     if study_config.evaluation["design"] == "cv" and len(study_config.objectives) > 1:
         raise WeightTunerError("--design cv needs a single objective (Optuna prunes single-objective studies only)")
     storage = _storage(args)
     check_storage(storage, connect=True)  # before the corpus is read or the feature cache written
-    prepared = _prepare(args, _data_checks(args, storage, study_config.evaluation["folds"]))
+    prepared = _prepare(args, _data_checks(args, storage, study_config.evaluation))
     check_units(prepared, study_config.evaluation)  # --folds against the data, before the study exists
     t0 = time.perf_counter()
     study, space, base_config = open_study(prepared, storage, args.study, study_config, seed=args.seed,
@@ -187,7 +189,8 @@ def cmd_tune(args) -> int:
                                  racing=not args.no_racing)
         confirm_s = time.perf_counter() - t0 - search_s
         print(f"\nRecommendation: {decision_sentence(recommendation)}")
-        print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation.n_units} units:")
+        print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation.n_units} units "
+              f"({units_phrase(recommendation)}):")
         print(candidates_table(recommendation))
         refit_step = Refits(study, storage, args.refits, earlier, workers.run_id) if args.refits else nullcontext()
         with refit_step as refits:  # the local workers train the refits while this process runs the test check

@@ -47,7 +47,7 @@ def recommendation_export(rec: Recommendation) -> dict:
             "diff_vs_unweighted": None if no_weights else _diff(rec.diff_vs_unweighted),
             "closest_challenger": closest_challenger(rec) if no_weights else None,
             "level": rec.level, "interval": rec.interval, "n_units": rec.n_units, "folds": rec.folds,
-            "repeats": rec.repeats, "design": rec.design, "trial": rec.trial,
+            "repeats": rec.repeats, "units_by": rec.units_by, "design": rec.design, "trial": rec.trial,
             "candidates": [{"candidate": r.candidate, "kind": r.kind, "trial": r.trial,
                             "class_weights": r.class_weights, "important_f1": r.mean,
                             "diff_vs_unweighted": _diff(r.diff)}

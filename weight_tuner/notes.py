@@ -144,11 +144,21 @@ def deployed_test(recommendation: Recommendation, test: dict | None) -> dict | N
     return {"kind": kind, "model": model + calibrated, "important_f1": float(score)}
 
 
+def units_phrase(rec: Recommendation) -> str:
+    """How the units were cut, e.g. ``3 folds x 2 repeats`` or ``3 folds of whole volumes x 2 repeats``; for
+    groups, what the interval then assumes."""
+    if rec.units_by == "chunk":
+        return f"{rec.folds} folds x {rec.repeats} repeats"
+    return (f"{rec.folds} folds of whole {rec.units_by}s x {rec.repeats} repeats: each unit scores {rec.units_by}s "
+            f"its training folds hold no line of; the interval's correction was derived for random splits, so with "
+            f"few, uneven {rec.units_by}s it is an approximation")
+
+
 def study_note(recommendation: Recommendation, test: dict | None = None) -> str:
     """The study-level dashboard note: decision, candidates table with intervals, test check, snippet."""
     rec = recommendation
     lines = ["## Recommendation", "", decision_sentence(rec), "",
-             f"Paired over {rec.n_units} units ({rec.folds} folds x {rec.repeats} repeats). "
+             f"Paired over {rec.n_units} units ({units_phrase(rec)}). "
              f"Interval: {int(round(rec.level * 100))}%, {rec.interval}.", "",
              f"important_f1 is the mean over the units' held-out folds; weights are as trained (the values to "
              f"paste). {THRESHOLDS_MEANING}", "",

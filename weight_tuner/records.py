@@ -107,6 +107,7 @@ class Recommendation:
     folds: int
     repeats: int
     design: str = "confirm"
+    units_by: str = "chunk"  # what one fold held whole: chunks, or volumes or journals
     test_train_ratio: float = 1.0
     multipliers: dict[str, float] | None = None  # a thresholds decision's, Misc's = 1
     finished_trials: int | None = None  # the search's finished trials when it was decided

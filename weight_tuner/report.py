@@ -23,6 +23,7 @@ from .notes import (
     deployed_sentence,
     deployed_test,
     paste_snippet,
+    units_phrase,
 )
 from .paths import artifacts_dir, atomic_write_bytes
 from .records import Recommendation
@@ -129,7 +130,7 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
     if rec:  # the decision first; the evidence, then the trials, below it
         print(f"Recommendation: {decision_sentence(rec)}")
         print(f"\nconfirmation, paired {fmt.VS_NONE} over {rec.n_units} units "
-              f"({rec.folds} folds x {rec.repeats} repeats):")
+              f"({units_phrase(rec)}):")
         print(candidates_table(rec))
     else:
         print("no recommendation yet: run `weight-tuner tune` to the end (it confirms the top candidates)")
@@ -168,7 +169,7 @@ def page_html(study, table: pd.DataFrame | None = None) -> str:
     if rec:
         parts += ['<h2>Recommendation</h2>', f'<p id="verdict">{e(decision_sentence(rec))}</p>',
                   "<p>Paste into SKOL:</p>", f'<pre id="paste">{e(paste_snippet(rec))}</pre>',
-                  f"<p>Paired over {rec.n_units} units ({rec.folds} folds x {rec.repeats} repeats); "
+                  f"<p>Paired over {rec.n_units} units ({e(units_phrase(rec))}); "
                   f"{int(round(rec.level * 100))}% intervals: {e(rec.interval)}.</p>",
                   html_table(candidates_frame(rec), "candidates"),
                   "<h2>The deployed model (what <code>predict --study</code> uses)</h2>",

@@ -14,6 +14,7 @@ import optuna
 
 from .config import CLASSES, ModelConfig, validate_config
 from .errors import ConfigError
+from .folds import UNITS_BY
 from .paths import read_json
 from .schemes import GUIDE_SCHEMES, UNWEIGHTED, count_schemes
 
@@ -32,7 +33,13 @@ PRUNER_DEFAULTS = {"median": {"n_startup_trials": 5, "n_warmup_steps": 3}}
 # candidates on folds x repeats units ("confirm"), or score every trial on the units with
 # Wilcoxon pruning and then confirm on fresh units ("cv").
 DESIGNS = ("confirm", "cv")
-DEFAULT_EVALUATION = {"design": "confirm", "folds": 3, "repeats": 2, "top": 3}
+DEFAULT_EVALUATION = {"design": "confirm", "folds": 3, "repeats": 2, "top": 3, "units_by": "chunk"}
+
+
+def stored_evaluation(made: dict | None) -> dict | None:
+    """A study's stored evaluation settings, as this version names them: a study made before ``units_by``
+    existed was confirmed on folds of chunks."""
+    return None if made is None else {"units_by": "chunk", **made}
 
 
 # Objective names on the command line -> keys of the validation stats.
@@ -156,13 +163,15 @@ class StudyConfig:
     evaluation: dict = field(default_factory=lambda: dict(DEFAULT_EVALUATION))
 
     def set_evaluation(self, **values) -> None:
-        """Override evaluation settings (``design``, ``folds``, ``repeats``, ``top``), validating them."""
+        """Override evaluation settings (``design``, ``folds``, ``repeats``, ``top``, ``units_by``), validating them."""
         merged = dict(self.evaluation, **{k: v for k, v in values.items() if v is not None})
         for key in merged:
             if key not in DEFAULT_EVALUATION:
                 raise ConfigError(f"evaluation: unknown key {key!r}; known keys: {', '.join(DEFAULT_EVALUATION)}")
         if merged["design"] not in DESIGNS:
             raise ConfigError(f"evaluation.design: unknown {merged['design']!r}; choose from {', '.join(DESIGNS)}")
+        if merged["units_by"] not in UNITS_BY:
+            raise ConfigError(f"evaluation.units_by: unknown {merged['units_by']!r}; choose from {', '.join(UNITS_BY)}")
         for key, low in (("folds", 2), ("repeats", 1), ("top", 1)):
             value = merged[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < low:

@@ -24,6 +24,7 @@ from ..folds import Unit
 from ..notes import PENDING_DECISION, decision_attr, save_notes
 from ..records import Candidate, Difference, Recommendation
 from ..schemes import UNWEIGHTED
+from ..space import stored_evaluation
 from ..storage import FINISHED, store_recommendation, stored_recommendation
 from .deployed import deployed_models, kept_refits
 from .plan import missing_runs, open_companion, plan_ratio, race_of, results, runs_of, state_of
@@ -101,7 +102,7 @@ def confirmation_evaluation(study: optuna.Study, default: dict) -> dict:
     The cv design scored its trials on the first repeats, so its confirmation takes fresh partitions
     and seeds (``first_repeat`` = ``repeats``), not the units that chose the winner.
     """
-    evaluation = dict(study.user_attrs.get("evaluation") or default)
+    evaluation = dict(stored_evaluation(study.user_attrs.get("evaluation")) or default)
     if evaluation["design"] == "cv":
         evaluation["first_repeat"] = evaluation["repeats"]
     return evaluation
@@ -133,6 +134,7 @@ def recommendation_from(state: dict, evaluation: dict) -> Recommendation:
         class_weights=pick["class_weights"] if decision == "weights" else None,
         trial=pick.get("trial") if decision == "weights" else cands[UNWEIGHTED].get("trial"),
         n_units=result["diff_vs_unweighted"]["n_units"], folds=state["folds"], repeats=state["repeats"],
+        units_by=state.get("units_by", "chunk"),
         design=evaluation.get("design", "confirm"), test_train_ratio=ratio,
         multipliers=unit_multipliers(pick["units"]) if decision == "thresholds" else None)
 

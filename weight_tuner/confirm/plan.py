@@ -86,13 +86,21 @@ def make_plan(study: optuna.Study, evaluation: dict, racing: bool = True) -> dic
     a plan made before racing existed has no such key and trains every run."""
     candidates = select_candidates(study, evaluation["top"])
     units = make_units(evaluation["folds"], evaluation["repeats"], evaluation.get("first_repeat", 0))
+    units_by = evaluation.get("units_by", "chunk")
     plan = {"folds": evaluation["folds"], "repeats": evaluation["repeats"], "units": [u.key for u in units],
-            "racing": racing,
+            "units_by": units_by, "racing": racing,
             "candidates": {name: dict(cand, config=config_key(cand["config"])) for name, cand in candidates.items()}}
+    # Folds of chunks hash as before units_by existed, so a resumed older study meets its own plan.
     blob = json.dumps({"units": plan["units"], "folds": plan["folds"],
+                       **({} if units_by == "chunk" else {"units_by": units_by}),
                        "candidates": {n: c["config"] for n, c in plan["candidates"].items()}}, sort_keys=True)
     plan["id"] = hashlib.sha256(blob.encode()).hexdigest()[:8]
     return plan
+
+
+def units_by(plan: dict) -> str:
+    """What the plan's folds hold whole (a plan made before ``units_by`` existed: chunks)."""
+    return plan.get("units_by", "chunk")
 
 
 def runs_of(plan: dict) -> list[tuple[str, str]]:
@@ -177,7 +185,7 @@ def _enqueue_missing(companion: optuna.Study, plan: dict, earlier: dict) -> None
 
 def plan_ratio(prepared, plan: dict) -> float:
     """The plan's held-out / training lines ratio (the interval's correction), from the fold sizes."""
-    return held_train_ratio(prepared, [Unit.from_key(k) for k in plan["units"]], plan["folds"])
+    return held_train_ratio(prepared, [Unit.from_key(k) for k in plan["units"]], plan["folds"], units_by(plan))
 
 
 def unit_scores(plan: dict, finished: dict) -> dict[str, dict[str, float]]:
@@ -247,4 +255,5 @@ def state_of(plan: dict, finished: dict, counted: Race | None = None) -> dict:
         candidates[name] = dict(cand, units=units)
         if counted is not None and name in counted.stopped:
             candidates[name]["stopped_after"] = counted.stopped[name]
-    return {"folds": plan["folds"], "repeats": plan["repeats"], "units": plan["units"], "candidates": candidates}
+    return {"folds": plan["folds"], "repeats": plan["repeats"], "units": plan["units"], "units_by": units_by(plan),
+            "candidates": candidates}

@@ -22,7 +22,7 @@ from ..folds import Unit, unit_data
 from ..schemes import UNWEIGHTED
 from ..retries import NothingLeft, abandon_trial, fail_stale, retry_attrs, take_waiting
 from ..unitrun import run_unit
-from .plan import missing_runs, plan_ratio, race_of
+from .plan import missing_runs, plan_ratio, race_of, units_by
 from .racing import Race
 
 logger = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class UnitRun:
         unit = Unit.from_key(key)
         if self._data is None or self._data[0] != key:
             self._data = None  # free the previous unit's view before building the next
-            self._data = (key, unit_data(self.prepared, unit, self.plan["folds"]))
+            self._data = (key, unit_data(self.prepared, unit, self.plan["folds"], units_by(self.plan)))
         if self.stop is not None:
             self.stop.abandon = lambda: abandon_trial(trial)
 

@@ -149,7 +149,8 @@ class Objective:
         try:
             for i in order:
                 unit = units[int(i)]
-                res = run_unit(unit_data(self.prepared, unit, self.evaluation["folds"]), config, unit,
+                res = run_unit(unit_data(self.prepared, unit, self.evaluation["folds"], self.evaluation["units_by"]),
+                               config, unit,
                                should_stop=self._should_stop, cache=self.cache)
                 scores[unit.key] = res["scores"]
                 trial.set_user_attr("unit_scores", scores)

@@ -20,7 +20,7 @@ from ..notes import PENDING_DECISION, trial_line
 from ..paths import display_url, models_dir
 from ..retries import create_study, fail_stale, load_study
 from ..schemes import group_schemes, warm_start_schemes
-from ..space import SearchSpace, StudyConfig
+from ..space import SearchSpace, StudyConfig, stored_evaluation
 from ..storage import (
     FINISHED,
     SETUP_ATTR,
@@ -125,7 +125,8 @@ def _check_resume(study: optuna.Study, storage_url: str, prepared, study_config:
     attrs, name = study.user_attrs, study.study_name
     stored = {"search space": (attrs.get("search_space"), study_config.space.to_dict()),
               "objectives": (attrs.get("objectives", ["important_f1"]), study_config.objectives),
-              "evaluation (--design/--folds/--repeats/--confirm-top)": (attrs.get("evaluation"), study_config.evaluation),
+              "evaluation (--design/--folds/--repeats/--confirm-top/--units-by)":
+                  (stored_evaluation(attrs.get("evaluation")), study_config.evaluation),
               "model config": (attrs.get("model_config"), base_config.as_dict())}
     for what, (made, asked) in stored.items():
         if made is not None and made != asked:
@@ -189,7 +190,7 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
 
     objectives = study.user_attrs.get("objectives", ["important_f1"])
     objective = Objective(prepared, space, base_config, models_dir(storage_url, study.study_name), trial_timeout, n_trials, objectives,
-                          study.user_attrs.get("evaluation"), stop)
+                          stored_evaluation(study.user_attrs.get("evaluation")), stop)
     done = finished_count(study)
     if done >= n_trials:
         logger.info(f"study {study.study_name!r} already has {done} finished trials (--trials {n_trials}); nothing to run")
