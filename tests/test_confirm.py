@@ -328,7 +328,7 @@ def test_the_recommendation_is_one_typed_record_stored_and_read_back_alike(share
     a row that is not a recommendation is one error naming the study."""
     from weight_tuner.errors import StudyError
     from weight_tuner.records import Recommendation
-    from weight_tuner.storage import CHECKSUM_KEY, store_recommendation, stored_recommendation
+    from weight_tuner.storage import CHECKSUM_KEY, _checksum, store_recommendation, stored_recommendation
 
     raw = {k: v for k, v in shared_study.study().user_attrs["recommendation"].items() if k != CHECKSUM_KEY}
     rec = stored_recommendation(shared_study.study())
@@ -348,7 +348,11 @@ def test_the_recommendation_is_one_typed_record_stored_and_read_back_alike(share
     assert back.decision == "thresholds" and back.multipliers == {c: 1.0 for c in CLASSES}
     assert back.deployed == rec.deployed
     not_one = {k: v for k, v in raw.items() if k != "candidates"}
-    study.set_user_attr("recommendation", not_one)  # no checksum: a row from before checksums, but not a recommendation
+    store_recommendation(study, None)
+    study.set_user_attr("recommendation", dict(not_one, checksum=_checksum(not_one)))  # intact, but not a recommendation
     with pytest.raises(StudyError, match=r"study 'r': its stored recommendation is not one weight-tuner reads "
                                          r"\(KeyError: 'candidates'\)"):
+        stored_recommendation(study)
+    study.set_user_attr("recommendation", raw)  # no checksum: refused, whatever the row says
+    with pytest.raises(StudyError, match=r"study 'r': its stored recommendation has no checksum"):
         stored_recommendation(study)

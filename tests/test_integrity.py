@@ -175,7 +175,9 @@ def _edit_recommendation(f: Finished, edit) -> str:
 @pytest.mark.parametrize("edit", [
     lambda row: row.replace('"decision": "', '"decision": "x', 1),  # valid JSON, another meaning
     lambda row: row[: len(row) // 2],  # not JSON at all
-], ids=["edited", "truncated"])
+    lambda row: json.dumps({k: v for k, v in json.loads(row).items() if k != "checksum"}).replace(
+        '"decision": "', '"decision": "x', 1),  # the checksum deleted, then the row edited (issue 44, 5)
+], ids=["edited", "truncated", "checksum-deleted"])
 def test_an_edited_recommendation_row_is_refused_and_the_export_kept(finished, capsys, edit):
     export = finished.root / "best.json"
     assert main(["export", "--study", "s", "--storage", finished.url, "-o", str(export)]) == 0

@@ -76,3 +76,36 @@ def test_the_leak_check_finds_each_form():
     assert _leaks(b"x " + SECRET.encode()) and _leaks(b"u:Zq%407!x%259k@h") and _leaks(b"u:***7!x%9")
     assert not _leaks(b"postgresql://postgres:***@127.0.0.1:5432/test")
     assert Path(__file__).read_text().count(SECRET) == 1  # the test writes it once, here
+
+
+QUERY_SECRET = "Qy7!pass%21word"
+
+
+def test_a_password_in_the_query_or_with_a_raw_at_is_masked_in_every_form():
+    from weight_tuner.paths import display_url, scrub, url_secrets
+
+    query = "postgresql://postgres@127.0.0.1:5432/test?sslmode=prefer&password=" + QUERY_SECRET
+    assert QUERY_SECRET not in display_url(query) and "password=***" in display_url(query)
+    assert "sslmode=prefer" in display_url(query)
+    assert {QUERY_SECRET, "Qy7!pass!word"} <= set(url_secrets(query))  # as written and decoded
+    raw = "postgresql://postgres:" + SECRET + "@127.0.0.1:5999/db"
+    # a driver that stops at the first '@' repeats the rest of the password as the host
+    driver = "could not translate host name \"7!x%9k@127.0.0.1\" to address"
+    assert not _leaks(scrub(driver, url_secrets(raw)).encode()) and not _leaks(display_url(raw).encode())
+    assert url_secrets("sqlite:///studies/x.db") == [] and url_secrets("postgresql://u@h/db") == []
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://postgres@127.0.0.1:5999/db?password=" + QUERY_SECRET,  # nothing listens on 5999
+    "postgresql://postgres:" + SECRET + "@127.0.0.1:5999/db",  # a raw '@': refused before any driver sees it
+])
+@pytest.mark.parametrize("command", ["export", "tune"])
+def test_a_storage_error_says_one_line_and_no_form_of_the_password(url, command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([command, "--study", "s", "--storage", url]) == 2
+    out = capsys.readouterr()
+    err = out.err.strip().splitlines()
+    assert err[-1].startswith("weight-tuner: error: storage postgresql://postgres") and len(err) == 1, err
+    for form in (QUERY_SECRET, "Qy7!pass!word", "7!x%9"):
+        assert form not in out.out + out.err
+    assert not any(tmp_path.rglob("*"))  # nothing written

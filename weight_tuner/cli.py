@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from . import commands as cmd
@@ -10,7 +11,7 @@ from .confirm.deployed import DEPLOYED_KINDS
 from .corpus import MIN_SPLIT_DOCS, SPLIT_BY
 from .deploy.refits import DEFAULT_REFITS
 from .errors import WeightTunerError
-from .paths import DEFAULT_CACHE_DIR, STORAGE_ENV
+from .paths import DEFAULT_CACHE_DIR, STORAGE_ENV, scrub, url_secrets
 from .posthoc import ADAPT_CHOICES
 from .sample import SAMPLE_DOCS
 from .signals import StopGuard, Terminated
@@ -285,7 +286,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     args.argv = argv  # the command line, recorded with benchmark results
     verbosity = getattr(args, "verbosity", 0)
-    logs.configure(verbosity)
+    secrets = url_secrets(getattr(args, "storage", None) or os.environ.get(STORAGE_ENV))
+    logs.configure(verbosity, secrets)
     args.guard = StopGuard()
     args.guard.install()
     try:
@@ -296,7 +298,7 @@ def main(argv=None) -> int:
             logs.import_tensorflow(verbosity)
         return int(args.func(args) or 0)
     except WeightTunerError as exc:
-        print(f"weight-tuner: error: {exc}", file=sys.stderr)
+        print(scrub(f"weight-tuner: error: {exc}", secrets), file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
         from optuna.exceptions import StorageInternalError
@@ -305,8 +307,8 @@ def main(argv=None) -> int:
             raise
         # e.g. a study whose SQLite file or folder cannot be written: one line, not Optuna's traceback
         cause = exc.__cause__ or exc
-        print(f"weight-tuner: error: storage: cannot write ({type(cause).__name__}: "
-              f"{str(cause).strip().splitlines()[0]})", file=sys.stderr)
+        print(scrub(f"weight-tuner: error: storage: cannot write ({type(cause).__name__}: "
+                    f"{str(cause).strip().splitlines()[0]})", secrets), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         code = 143 if isinstance(exc, Terminated) else 130

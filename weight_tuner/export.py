@@ -8,7 +8,7 @@ from pathlib import Path
 from optuna.trial import TrialState
 
 from .errors import StudyError
-from .paths import display_url, write_json
+from .paths import write_json
 from .records import Deployed, Difference, Recommendation
 from .space import METRIC_NAME
 from .storage import (completed_trials, stored_recommendation, trial_config, trial_score, tuned_study,
@@ -128,7 +128,6 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
         "recommendation": recommendation_export(rec) if follows else None,
         "model_config": config.as_dict(),
         "study": study_name,
-        "storage": display_url(storage_url),  # a password never reaches an exported file
         "trial_number": best.number if best else None,
         "scheme": best.user_attrs.get("scheme") if best else None,
         "objectives": attrs.get("objectives", ["important_f1"]),

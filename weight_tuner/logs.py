@@ -38,8 +38,16 @@ class _TqdmHandler(logging.Handler):
 
 
 class _Formatter(logging.Formatter):
+    """One line per record; every form of the storage password in it (``secrets``) shown as ``***``."""
+
+    def __init__(self, secrets: list[str] | tuple = ()) -> None:
+        super().__init__()
+        self.secrets = list(secrets)
+
     def format(self, record: logging.LogRecord) -> str:
         text = record.getMessage()
+        for secret in self.secrets:
+            text = text.replace(secret, "***")
         return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
 
 
@@ -48,15 +56,16 @@ def level_for(verbosity: int) -> int:
     return logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
 
 
-def configure(verbosity: int = 0) -> None:
-    """Set up output for a command; calling it again replaces the previous setup."""
+def configure(verbosity: int = 0, secrets: list[str] | tuple = ()) -> None:
+    """Set up output for a command; calling it again replaces the previous setup. ``secrets``: the forms of the
+    storage password (:func:`.paths.url_secrets`), masked in every record, a driver's message included."""
     import optuna
 
     logger = logging.getLogger(ROOT)
     for handler in [h for h in logger.handlers if isinstance(h, _TqdmHandler)]:
         logger.removeHandler(handler)
     handler = _TqdmHandler()
-    handler.setFormatter(_Formatter())
+    handler.setFormatter(_Formatter(secrets))
     logger.addHandler(handler)
     logger.setLevel(level_for(verbosity))
     logger.propagate = False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -38,18 +39,50 @@ def default_export_path(study: str) -> Path:
     return STUDIES_DIR / f"{study}-best.json"
 
 
+# A password given as a query parameter (libpq and the drivers read ``?password=``).
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)([^&#\s]*)", re.IGNORECASE)
+
+
 def display_url(url: str) -> str:
-    """A storage URL as logs and messages show it: a password in it becomes ``***``.
+    """A storage URL as logs and messages show it: a password in it becomes ``***``, in the user info or in the
+    query (``?password=``).
 
     The user info ends at the *last* ``@`` (a host has none), so a password holding ``@``, ``!``, ``%``
     or ``/`` is hidden whole; a parser that stops at the first ``@`` would show half of it."""
     if "://" not in url or url.startswith("sqlite"):
         return url
+    url = _QUERY_PASSWORD.sub(r"\1***", url)
     head, rest = url.split("://", 1)
     at = rest.rfind("@")
     if at < 0 or ":" not in rest[:at]:
-        return url  # no password
+        return url  # no password in the user info
     return f"{head}://{rest[:at].split(':', 1)[0]}:***@{rest[at + 1:]}"
+
+
+def url_secrets(url: str | None) -> list[str]:
+    """Every form of the password in a storage URL that a message may repeat: as written and percent-decoded,
+    and, for a raw ``@`` in it (which a driver reads as the end of the user info), the pieces around it;
+    longest first. Empty for a URL without a password."""
+    from urllib.parse import unquote
+
+    if not url or "://" not in url or url.startswith("sqlite"):
+        return []
+    rest = url.split("://", 1)[1]
+    at = rest.rfind("@")
+    found = [m.group(2) for m in _QUERY_PASSWORD.finditer(url)]
+    if at >= 0 and ":" in rest[:at]:
+        found.append(rest[:at].split(":", 1)[1])
+    forms = {f for s in found if s for f in (s, unquote(s))}
+    forms |= {piece for f in list(forms) for piece in f.split("@") if len(piece) >= 3}
+    return sorted(forms, key=len, reverse=True)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """``text`` with every one of ``secrets`` (:func:`url_secrets`) shown as ``***``: for messages that are
+    not ours, such as a database driver's."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def masked_command(argv: list[str]) -> str:

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from .config import ModelConfig
 from .errors import StudyError
-from .paths import display_url, file_in_the_way, sqlite_path
+from .paths import display_url, file_in_the_way, scrub, sqlite_path, url_secrets
 from .records import Recommendation
 from .schemes import is_unweighted
 from .space import METRIC_NAME, SPACE_VERSION, SearchSpace
@@ -42,6 +42,11 @@ def check_storage(url: str, must_exist: bool = False, connect: bool = False) -> 
     With ``connect``, a server URL (PostgreSQL, ...) must also accept a connection: a job checks
     its storage before it reads the corpus.
     """
+    if "://" in url and not url.startswith("sqlite"):
+        userinfo = url.split("://", 1)[1].rsplit("@", 1)[0] if "@" in url.split("://", 1)[1] else ""
+        if "@" in userinfo:  # a driver would read the rest of the password as the host
+            raise StudyError(f"storage {display_url(url)}: the password holds a raw '@'; write it as %40 (or give "
+                             "the password through ~/.pgpass or PGPASSWORD, not in the URL)")
     if connect and "://" in url and not url.startswith("sqlite"):
         import sqlalchemy
 
@@ -50,7 +55,7 @@ def check_storage(url: str, must_exist: bool = False, connect: bool = False) -> 
                 pass
         except Exception as exc:  # sqlalchemy raises many types; all mean "unusable storage"
             raise StudyError(f"storage {display_url(url)}: cannot connect ({type(exc).__name__}: "
-                             f"{str(exc).strip().splitlines()[0]})") from exc
+                             f"{scrub(str(exc).strip().splitlines()[0], url_secrets(url))})") from exc
     path = sqlite_path(url)
     if path is not None:
         if path.exists():
@@ -119,7 +124,7 @@ def open_storage(url: str, *, must_exist: bool = False, heartbeat: int = 0) -> o
                 time.sleep(0.2 * (attempt + 1))
                 continue
             raise StudyError(f"storage {display_url(url)}: cannot open ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0]})") from exc
+                             f"{scrub(str(exc).splitlines()[0], url_secrets(url))})") from exc
     if url.startswith("sqlite"):
         serialise_sqlite(storage.engine)
     return storage
@@ -220,9 +225,10 @@ def stored_recommendation(study: optuna.Study) -> Recommendation | None:
     rec = study.user_attrs.get(RECOMMENDATION_ATTR)
     if rec is None:
         return None
-    if not isinstance(rec, dict) or (CHECKSUM_KEY in rec and rec[CHECKSUM_KEY] != _checksum(rec)):
-        raise StudyError(f"study {study.study_name!r}: its stored recommendation fails its checksum (the database row "
-                         "was edited or damaged); run `weight-tuner tune` with the same settings to decide again")
+    if not isinstance(rec, dict) or rec.get(CHECKSUM_KEY) != _checksum(rec):
+        what = "has no checksum" if isinstance(rec, dict) and CHECKSUM_KEY not in rec else "fails its checksum"
+        raise StudyError(f"study {study.study_name!r}: its stored recommendation {what} (the database row was edited "
+                         "or damaged); run `weight-tuner tune` with the same settings to decide again")
     try:
         return Recommendation.from_dict({k: v for k, v in rec.items() if k != CHECKSUM_KEY})
     except (KeyError, TypeError, ValueError) as exc:
