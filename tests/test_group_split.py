@@ -124,14 +124,18 @@ def test_the_transfer_benchmark_holds_out_each_journal_in_turn(grouped_dir, tmp_
     assert main(["bench", "--data", str(grouped_dir), "--config", str(config), "--seeds", "0", "--transfer-only",
                  "--cache-dir", str(cache_dir), "-o", str(md), "--json", str(raw)]) == 0
     result = json.loads((tmp_path / "bench_transfer.json").read_text())
-    assert list(result["settings"]) == ["chunk split", "test on Alpha", "test on Beta", "test on Gamma"]
+    assert list(result["settings"]) == ["chunk split", "test on Alpha", "test on Beta", "test on Gamma",
+                                        "held-out volume (one drawn per seed)"]
+    volume = result["settings"]["held-out volume (one drawn per seed)"]
+    assert len(volume["split_by"]["test_groups"]) == 1 and volume["split_by"]["test_groups"][0] in LAYOUT
+    assert set(volume["rows"]) == {"unweighted", "linear per-line (no context)"}
     for name in ("Alpha", "Beta", "Gamma"):
         setting = result["settings"][f"test on {name}"]
         assert setting["split_by"]["test_groups"] == [name] and name not in setting["split_by"]["train_groups"]
         assert set(setting["rows"]) == {"unweighted", "linear per-line (no context)"}
     text = md.read_text()
     assert text.startswith("# Benchmarks\n\nkept\n") and "| test on Beta |" in text
-    assert "Mean over the held-out directions: unweighted" in text
+    assert "Mean over the held-out directions: unweighted" in text and "| held-out volume (one drawn per seed) |" in text
     assert not raw.exists()  # the main benchmark did not run
 
 

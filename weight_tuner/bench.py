@@ -286,7 +286,19 @@ def _scaling(base_config: ModelConfig) -> list[dict]:
 
 
 def _transfer_rows(prepared, base_config: ModelConfig, seeds, recommendation: Recommendation | None, cache) -> dict:
-    """Unweighted BiLSTM, the recommended configuration and the linear baseline on one split, per seed."""
+    """Unweighted BiLSTM, the recommended configuration and the linear baseline on one split, mean ± std over
+    ``seeds``."""
+    return _summaries(_transfer_runs(prepared, base_config, seeds, recommendation, cache))
+
+
+def _summaries(runs: dict[str, list[dict]]) -> dict:
+    return {name: {k: _summary([r[k] for r in rs]) for k in ("Nomenclature_f1", "Description_f1", "important_f1")}
+            for name, rs in runs.items()}
+
+
+def _transfer_runs(prepared, base_config: ModelConfig, seeds, recommendation: Recommendation | None,
+                   cache) -> dict[str, list[dict]]:
+    """The test stats of each row's model on one split, one per seed."""
     from .train import evaluate, predict_probs, train_model
 
     runs: dict[str, list[dict]] = {"unweighted": [], "linear per-line (no context)": []}
@@ -311,8 +323,7 @@ def _transfer_rows(prepared, base_config: ModelConfig, seeds, recommendation: Re
         runs["linear per-line (no context)"].append(_linear_baseline(prepared, seed)[0])
         logger.info(f"seed {seed}: test important_f1 unweighted {unweighted['important_f1']:.4f}, linear "
                     f"{runs['linear per-line (no context)'][-1]['important_f1']:.4f}")
-    return {name: {k: _summary([r[k] for r in rs]) for k in ("Nomenclature_f1", "Description_f1", "important_f1")}
-            for name, rs in runs.items()}
+    return runs
 
 
 def run_transfer(data_dir, base_config: ModelConfig, seeds=(0, 1, 2), by: str = "journal",
@@ -343,9 +354,35 @@ def run_transfer(data_dir, base_config: ModelConfig, seeds=(0, 1, 2), by: str = 
                                  "lines": {k: prepared.splits[k].n for k in ("train", "val", "test")},
                                  "rows": _transfer_rows(prepared, base_config, seeds, recommendation, model_cache)}
         del prepared  # before the next setting's features are built
-    held = [v for k, v in out["settings"].items() if k != "chunk split"]
+    volumes = sorted({corpus.group_of(d.doc_id, "volume") for d in docs})
+    if by == "journal" and len(volumes) >= 3:
+        out["settings"][HELD_OUT_VOLUME] = _held_out_volumes(data_dir, base_config, seeds, recommendation, cache_dir,
+                                                             model_cache)
+    held = [v for k, v in out["settings"].items() if k.startswith("test on ")]
     out["mean_of_directions"] = {row: float(np.mean([h["rows"][row]["important_f1"]["mean"] for h in held]))
                                  for row in held[0]["rows"]}
     return out
+
+
+HELD_OUT_VOLUME = "held-out volume (one drawn per seed)"
+
+
+def _held_out_volumes(data_dir, base_config: ModelConfig, seeds, recommendation, cache_dir, model_cache) -> dict:
+    """New volumes of known journals: for each seed, one volume drawn as the test split (and one for validation,
+    ``--split-by volume --split-seed SEED``), the model trained on the others with that seed."""
+    from .train import prepare
+
+    runs: dict[str, list[dict]] = {}
+    tests, lines = [], []
+    for seed in seeds:
+        prepared = prepare(data_dir, split_seed=seed, cache_dir=cache_dir, split_by="volume")
+        tests += prepared.split_spec["test_groups"]
+        lines.append({k: prepared.splits[k].n for k in ("train", "val", "test")})
+        for name, rs in _transfer_runs(prepared, base_config, [seed], recommendation, model_cache).items():
+            runs.setdefault(name, []).extend(rs)
+        del prepared
+    return {"split_by": {"by": "volume", "test_groups": tests},
+            "lines": {k: int(round(np.mean([n[k] for n in lines]))) for k in ("train", "val", "test")},
+            "rows": _summaries(runs)}
 
 

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 from .config import CLASSES
+from .bench import HELD_OUT_VOLUME
 from .paths import atomic_write_bytes, write_json
 
 MARK_START = "<!-- bench:start -->"
@@ -25,7 +26,11 @@ def render_transfer(result: dict, command: str) -> str:
     lines = [TRANSFER_START, "", f"Command: `{command}`", "",
              f"Split by {result['by']}: train on the other {result['by']}(s), validate inside them, test on the "
              f"held-out one; seeds {result['seeds']}; mean ± std over seeds of test important_f1 "
-             "(Nomenclature F1 / Description F1 means in brackets).", "",
+             "(Nomenclature F1 / Description F1 means in brackets)."
+             + (f" The held-out volume row tests, for each seed, on one volume drawn with that seed "
+                f"({', '.join(result['settings'][HELD_OUT_VOLUME]['split_by']['test_groups'])}), trained on the "
+                "other volumes of every journal (mean lines per seed)." if HELD_OUT_VOLUME in result["settings"]
+                else ""), "",
              "| split | train / val / test lines | " + " | ".join(next(iter(result["settings"].values()))["rows"])
              + " |", "| --- | --- |" + " --- |" * len(next(iter(result["settings"].values()))["rows"])]
     for name, setting in result["settings"].items():
