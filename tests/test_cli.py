@@ -311,3 +311,32 @@ def test_a_decision_with_no_trial_behind_it_never_borrows_another_trials_model(c
     assert export["model_config"]["class_weights"] is None and "no unweighted trial" in export["val_stats_over"]
     with pytest.raises(StudyError, match="no single model"):
         recommended_model(url, "shared", use="single")
+
+
+def test_ctrl_c_stops_the_dashboard_as_a_server_stops(tmp_path):
+    """Ctrl-C is how a dashboard ends: exit 0 and no word of resuming a job (make would report Error 130)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/d.db"
+    optuna.create_study(study_name="d", storage=url)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "weight_tuner.cli", "dashboard", "--storage", url, "--port",
+                             str(port)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "dashboard stopped" in err and "resume" not in err

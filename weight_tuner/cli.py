@@ -262,7 +262,7 @@ def build_parser() -> argparse.ArgumentParser:
     ``--json`` adds a JSON copy of the results where there is one.
     """
     common = _output_options()
-    parser = _Parser(prog="weight-tuner", description=__doc__, parents=[common])
+    parser = _Parser(prog="weight-tuner", description=__doc__.replace("``", ""), parents=[common])
     sub = parser.add_subparsers(dest="command", required=True)
 
     def command(name: str, func, help: str, tf: bool = False) -> argparse.ArgumentParser:

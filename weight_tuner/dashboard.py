@@ -70,5 +70,7 @@ def serve(storage_url: str, host: str, port: int) -> None:
     print(f"dashboard: http://{host}:{port}/dashboard (Ctrl-C to stop)", file=sys.stderr)
     try:
         httpd.serve_forever()
+    except KeyboardInterrupt:  # how a dashboard is meant to stop: not an interrupted job, nothing to resume
+        print("dashboard stopped", file=sys.stderr)
     finally:
         httpd.server_close()
