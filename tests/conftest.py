@@ -52,7 +52,8 @@ class FileSeconds:
         self.seconds[name] = self.seconds.get(name, 0.0) + report.duration
 
     def pytest_sessionfinish(self, session):
-        if self.seconds and self.config.cache is not None and not hasattr(self.config, "workerinput"):
+        # `-p no:cacheprovider` (a read-only checkout) leaves no cache: the order is then estimated
+        if self.seconds and getattr(self.config, "cache", None) is not None and not hasattr(self.config, "workerinput"):
             kept = self.config.cache.get(DURATIONS_KEY, {})
             self.config.cache.set(DURATIONS_KEY, {**kept, **{k: round(v, 1) for k, v in self.seconds.items()}})
 
@@ -63,7 +64,8 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """Longest files first (a stable sort: the tests of a file keep their order)."""
-    measured = config.cache.get(DURATIONS_KEY, {}) if config.cache is not None else {}
+    cache = getattr(config, "cache", None)
+    measured = cache.get(DURATIONS_KEY, {}) if cache is not None else {}
     paths = {item.path.name: item.path for item in items}
     if not all(name in measured for name in paths):
         measured = {name: estimated_seconds(path) for name, path in paths.items()}
