@@ -166,13 +166,15 @@ def test_models_with_dense_rows_still_predict(prepared, tmp_path):
     ann = tmp_path / "doc.txt.ann"
     ann.write_text(next(iter(generate_corpus(3, 2).values())), encoding="utf-8")
     result = predict_files(tmp_path / "old.keras", [ann], out_dir=tmp_path / "out", probs_csv=True)
-    lines = read_input(ann).texts
+    read = read_input(ann)
+    lines = read.texts
     assert result["files"][str(ann)]["lines"] == len(lines) > 10
     with open(result["files"][str(ann)]["probs_csv"], encoding="utf-8") as fh:
         got = np.array([[float(r[f"p_{c}"]) for c in ("Nomenclature", "Description", "Misc")]
                         for r in csv.DictReader(fh)])
     # the same numbers as the model on the dense rows of the whole file (one window covers a short file)
-    dense = featurizer.transform(lines, pad_row=False).astype(np.float32)[None]
+    rows = featurizer.transform_rows(lines, None, read.line_nos, pad_row=False)  # one file, its blank lines
+    dense = rows.csr().toarray().astype(np.float32)[None]
     first = model.predict(dense[:, :10], verbose=0)[0]
     np.testing.assert_allclose(got[:3], first[:3], atol=2e-6)
 

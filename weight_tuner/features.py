@@ -1,12 +1,21 @@
 """Features stage: one vector per line, computed once per corpus and cached on disk.
 
-A line's vector is word TF-IDF, character 2-4-gram TF-IDF (within word boundaries) and a few
-cheap shape cues (capitals, digits, µm, years, "sp. nov.", length). Character n-grams carry over
-OCR errors and another journal's typography, where whole words do not: on SKOL, trained on one
-journal and tested on the other, they replaced word suffixes for +0.044 important_f1
-(docs/benchmarks.md). The vectorisers are fitted on the training split only, and their
-vocabularies are capped, so a row's width does not grow with the corpus. Every real line has a
-constant 1.0 feature, so a row without non-zeros means padding and the model can mask it.
+A line's vector is word TF-IDF, character 2-4-gram TF-IDF (within word boundaries), TF-IDF of its
+token-shape n-grams and a few cheap cues (capitals, digits, µm, years, "sp. nov.", length, and length
+relative to its document's median). What carries over to a journal the model has not seen (on
+SKOL, trained on one journal and tested on the other: docs/benchmarks.md):
+
+- character n-grams carry OCR errors and another journal's typography, where whole words do not;
+- text is compared in Unicode's compatibility form (NFKC) with dashes and quotes folded, so a
+  ligature (``ﬁ``), a micro sign or an en dash reads as another journal's plain letters;
+- token shapes (``Aa a Aa . , Aa . 0 : 0 , Y .``) describe a citation or a measurement whatever
+  its genus and author names, which are the words one journal's vocabulary holds and another's lacks;
+- a line's length against its document's median, not in characters: journals set different widths;
+- whether a blank line stands before or after it (a paragraph's edges), from the line numbers.
+
+The vectorisers are fitted on the training split only, and their vocabularies are capped, so a
+row's width does not grow with the corpus. Every real line has a constant 1.0 feature, so a row
+without non-zeros means padding and the model can mask it.
 
 Rows are stored sparse (:class:`.rows.SparseRows`, CSR): a SKOL line has about 82 non-zeros of 2,063
 columns, so memory follows the text, not lines x vocabulary. The cache keeps the CSR arrays as
@@ -21,6 +30,7 @@ import logging
 import os
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -34,7 +44,7 @@ from .rows import FEATURE_DTYPE, SparseRows, concatenate_freeing, return_freed_m
 
 logger = logging.getLogger(__name__)
 
-FEATURES_VERSION = 3  # 3: character 2-4-grams instead of word suffixes
+FEATURES_VERSION = 4  # 3: character 2-4-grams instead of word suffixes; 4: NFKC, token shapes, relative length
 CACHE_FORMAT = "csr-2"  # how rows are laid out on disk (part of the cache key); 2: JSON featurizer, manifest
 # The vocabularies and IDF weights are fitted on at most this many training lines (a fixed sample
 # beyond): fitting counts every n-gram of every line before the vocabulary is capped, which grew
@@ -50,12 +60,42 @@ _BINOMIAL = re.compile(r"^[A-Z][a-z]+ [a-z]{3,}\b")
 _MEASURE = re.compile(r"\d\s*[-–]\s*\d|\d\s*[×x]\s*\d")
 
 SHAPE_NAMES = ("bias", "upper_frac", "starts_upper", "digit_frac", "microns", "year", "nov", "binomial",
-               "measure", "length", "tokens", "ends_period", "starts_digit", "punct_frac", "equals")
+               "measure", "length", "tokens", "ends_period", "starts_digit", "punct_frac", "equals",
+               "relative_length", "relative_tokens", "blank_before", "blank_after")
+_FOLD = str.maketrans({**{c: "-" for c in "\u2010\u2011\u2012\u2013\u2014\u2015\u2212"},
+                       "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'})
+_SHAPE_TOKEN = re.compile(r"\d+|[^\W\d_]+|[^\w\s]", re.UNICODE)
+SHAPE_NGRAMS = 4  # token-shape n-grams of 1 to this many tokens, the line's start and end included
 
 
-def shape_features(text: str) -> list[float]:
-    """Cheap layout cues for one line, each roughly in [0, 1]."""
+def normalise(text: str) -> str:
+    """A line as the features read it: Unicode's compatibility form (ligatures, micro signs, full-width
+    forms as plain characters), every dash a hyphen, curly quotes straight."""
+    return unicodedata.normalize("NFKC", text).translate(_FOLD)
+
+
+def _token_shape(token: str) -> str:
+    if token.isdigit():
+        return "Y" if len(token) == 4 and token[:2] in ("17", "18", "19", "20") else "0"
+    if token[0].isalpha():
+        if token.isupper():
+            return "A" if len(token) == 1 else "AA"
+        return "Aa" if token[0].isupper() else "a"
+    return token  # punctuation stands for itself
+
+
+def shape_grams(text: str) -> list[str]:
+    """The line's token shapes (``Aa`` a capitalised word, ``a`` a lower-case one, ``AA`` capitals, ``A`` an
+    initial, ``0`` a number, ``Y`` a year, punctuation as itself) and their n-grams, from ``^`` to ``$``."""
+    tokens = ["^", *(_token_shape(t) for t in _SHAPE_TOKEN.findall(text)), "$"]
+    return [" ".join(tokens[i:i + k]) for k in range(1, SHAPE_NGRAMS + 1) for i in range(len(tokens) - k + 1)]
+
+
+def shape_features(text: str, median_length: float = 0.0, median_tokens: float = 0.0) -> list[float]:
+    """Cheap layout cues for one line, each roughly in [0, 1] (up to 2 for lengths); the last two are its
+    length and tokens over its document's medians (0 where not given)."""
     n = max(len(text), 1)
+    tokens = len(text.split())
     letters = sum(ch.isalpha() for ch in text)
     return [
         1.0,  # bias: marks a real line, so padding (all zeros) is distinguishable
@@ -68,12 +108,39 @@ def shape_features(text: str) -> list[float]:
         float(bool(_BINOMIAL.match(text))),
         float(bool(_MEASURE.search(text))),
         min(len(text) / 100.0, 2.0),
-        min(len(text.split()) / 20.0, 2.0),
+        min(tokens / 20.0, 2.0),
         float(text.rstrip().endswith(".")),
         float(text[:1].isdigit()),
         sum(not ch.isalnum() and not ch.isspace() for ch in text) / n,
         float("=" in text or "≡" in text),
+        min(len(text) / median_length, 2.0) if median_length else 0.0,
+        min(tokens / median_tokens, 2.0) if median_tokens else 0.0,
     ]
+
+
+def document_cues(texts: Sequence[str], sizes: Sequence[int] | None = None,
+                  line_nos: Sequence[int] | None = None) -> np.ndarray:
+    """:func:`shape_features` of every line, each against the medians of its document, then whether a blank
+    (or unread) line stands before and after it: ``sizes`` cut ``texts`` into consecutive documents (``None``:
+    all of it is one), ``line_nos`` are the lines' numbers in their files (``None``: no gaps but the
+    documents' edges)."""
+    sizes = [len(texts)] if sizes is None else list(sizes)
+    if sum(sizes) != len(texts) or (line_nos is not None and len(line_nos) != len(texts)):
+        raise ValueError(f"document sizes add up to {sum(sizes)} lines, not {len(texts)}"
+                         if sum(sizes) != len(texts) else f"{len(line_nos)} line numbers for {len(texts)} lines")
+    out, lo = np.zeros((len(texts), len(SHAPE_NAMES)), dtype=np.float32), 0
+    for size in sizes:
+        doc = texts[lo:lo + size]
+        if doc:
+            median_length = max(float(np.median([len(t) for t in doc])), 1.0)
+            median_tokens = max(float(np.median([len(t.split()) for t in doc])), 1.0)
+            out[lo:lo + size, :-2] = [shape_features(t, median_length, median_tokens) for t in doc]
+            nos = np.arange(size) if line_nos is None else np.asarray(line_nos[lo:lo + size])
+            apart = np.diff(nos) > 1
+            out[lo:lo + size, -2] = np.concatenate([[True], apart])
+            out[lo:lo + size, -1] = np.concatenate([apart, [True]])
+        lo += size
+    return out
 
 
 def _words(text: str) -> list[str]:
@@ -84,68 +151,88 @@ def _word_tokens(text: str) -> list[str]:
     return _words(_DIGITS.sub("0", text))
 
 
+VECTORIZERS = ("words", "char_grams", "shape_grams")  # the TF-IDF blocks of a row, in order, then the cues
+
+
 @dataclass
 class Featurizer:
     """Fitted vectorisers that turn lines of text into float16 feature rows."""
 
     max_words: int = 1024
     max_char_grams: int = 1024
+    max_shape_grams: int = 1024
     word_vectorizer: TfidfVectorizer | None = None
     char_vectorizer: TfidfVectorizer | None = None
+    shape_vectorizer: TfidfVectorizer | None = None
 
     def params(self) -> dict:
         """The parameters that define the features (part of the cache key)."""
-        return {"max_words": self.max_words, "max_char_grams": self.max_char_grams, "version": FEATURES_VERSION,
-                "fit_lines": FIT_LINES}
+        return {"max_words": self.max_words, "max_char_grams": self.max_char_grams,
+                "max_shape_grams": self.max_shape_grams, "version": FEATURES_VERSION, "fit_lines": FIT_LINES}
+
+    @property
+    def vectorizers(self) -> tuple:
+        return self.word_vectorizer, self.char_vectorizer, self.shape_vectorizer
+
+    def _new_vectorizers(self) -> tuple:
+        self.word_vectorizer = _word_vectorizer(max_features=self.max_words, min_df=2)
+        self.char_vectorizer = _char_vectorizer(max_features=self.max_char_grams, min_df=2)
+        self.shape_vectorizer = _shape_vectorizer(max_features=self.max_shape_grams, min_df=2)
+        return self.vectorizers
 
     def fit(self, texts: Sequence[str]) -> "Featurizer":
-        """Fit both TF-IDF vocabularies on ``texts`` (the training split), or on a fixed sample of
+        """Fit the TF-IDF vocabularies on ``texts`` (the training split), or on a fixed sample of
         :data:`FIT_LINES` of them when there are more."""
         if len(texts) > FIT_LINES:
             keep = np.sort(np.random.default_rng(0).choice(len(texts), FIT_LINES, replace=False))
             texts = [texts[i] for i in keep]
-        self.word_vectorizer = _word_vectorizer(max_features=self.max_words, min_df=2)
-        self.char_vectorizer = _char_vectorizer(max_features=self.max_char_grams, min_df=2)
-        self.word_vectorizer.fit(texts)
-        self.char_vectorizer.fit(texts)
+        texts = [normalise(t) for t in texts]
+        for vectorizer in self._new_vectorizers():
+            vectorizer.fit(texts)
         return self
 
     @property
     def n_features(self) -> int:
         """Width of a feature row."""
-        return (len(self.word_vectorizer.vocabulary_) + len(self.char_vectorizer.vocabulary_)
-                + len(SHAPE_NAMES))
+        return sum(len(v.vocabulary_) for v in self.vectorizers) + len(SHAPE_NAMES)
 
-    def transform_rows(self, texts: Sequence[str], pad_row: bool = True) -> SparseRows:
-        """Sparse feature rows for ``texts``; with ``pad_row`` an empty padding row is appended.
+    def transform_rows(self, texts: Sequence[str], sizes: Sequence[int] | None = None,
+                       line_nos: Sequence[int] | None = None, pad_row: bool = True) -> SparseRows:
+        """Sparse feature rows for ``texts``, consecutive documents of ``sizes`` lines (``None``: one document),
+        numbered ``line_nos`` in their files (see :func:`document_cues`); with ``pad_row`` an empty padding row
+        is appended.
 
         Each block of lines is cut to the stored types (int32 ids, float16 values) at once, so the
         corpus's rows never exist as float32 scipy matrices, only block by block.
         """
         if self.word_vectorizer is None:
             raise RuntimeError("Featurizer.transform called before fit")
-        return self._rows(texts, None, pad_row)
+        return self._rows(texts, sizes, line_nos, None, pad_row)
 
-    def fit_transform_rows(self, train: Sequence[str], rest: Sequence[str]) -> SparseRows:
-        """Fit on ``train`` (as :meth:`fit`) and return the rows of ``train`` then ``rest`` and the padding
-        row: the rows of ``fit`` then ``transform_rows``, with each training line analysed once, not twice
-        (fitting counts every n-gram of every line, which is most of a transform's work)."""
+    def fit_transform_rows(self, train: Sequence[str], rest: Sequence[str], sizes: Sequence[int] | None = None,
+                           line_nos: Sequence[int] | None = None) -> SparseRows:
+        """Fit on ``train`` (as :meth:`fit`) and return the rows of ``train`` then ``rest`` (documents of
+        ``sizes`` lines over both, numbered ``line_nos``) and the padding row: the rows of ``fit`` then
+        ``transform_rows``, with each
+        training line analysed once, not twice (fitting counts every n-gram of every line, which is most of a
+        transform's work)."""
         if len(train) > FIT_LINES:  # fitted on a sample: every line is transformed afterwards
-            return self.fit(train).transform_rows([*train, *rest])
-        self.word_vectorizer = _word_vectorizer(max_features=self.max_words, min_df=2)
-        self.char_vectorizer = _char_vectorizer(max_features=self.max_char_grams, min_df=2)
-        fitted = (self.word_vectorizer.fit_transform(train), self.char_vectorizer.fit_transform(train))
-        return self._rows([*train, *rest], fitted)
+            return self.fit(train).transform_rows([*train, *rest], sizes, line_nos)
+        normalised = [normalise(t) for t in train]
+        fitted = tuple(v.fit_transform(normalised) for v in self._new_vectorizers())
+        return self._rows([*train, *rest], sizes, line_nos, fitted)
 
-    def _rows(self, texts: Sequence[str], fitted: tuple | None, pad_row: bool = True) -> SparseRows:
-        """The rows of ``texts`` block by block; ``fitted`` holds the word and character matrices of the
-        first lines already (from fitting), which are not analysed again."""
+    def _rows(self, texts: Sequence[str], sizes: Sequence[int] | None, line_nos: Sequence[int] | None,
+              fitted: tuple | None, pad_row: bool = True) -> SparseRows:
+        """The rows of ``texts`` block by block; ``fitted`` holds the TF-IDF matrices of the first lines already
+        (from fitting), which are not analysed again."""
         from scipy import sparse
 
+        texts = [normalise(t) for t in texts]
+        cues = document_cues(texts, sizes, line_nos)
         indptr, indices, data, nnz = [np.zeros(1, dtype=np.int64)], [], [], 0
-        for part, words, chars in self._blocks(texts, fitted):
-            shape = sparse.csr_matrix(np.asarray([shape_features(t) for t in part], dtype=np.float32))
-            block = sparse.hstack([words, chars, shape], format="csr", dtype=np.float32)
+        for lo, hi, blocks in self._blocks(texts, fitted):
+            block = sparse.hstack([*blocks, sparse.csr_matrix(cues[lo:hi])], format="csr", dtype=np.float32)
             block.data = block.data.astype(FEATURE_DTYPE).astype(np.float32)
             block.eliminate_zeros()  # a value below float16's range is a zero, as it was in dense rows
             block.sort_indices()
@@ -159,40 +246,46 @@ class Featurizer:
                           concatenate_freeing(data, FEATURE_DTYPE, nnz), self.n_features)
 
     def _blocks(self, texts: Sequence[str], fitted: tuple | None, step: int = 20000):
-        """``(lines, word matrix, character matrix)`` per block of at most ``step`` lines (bounded temporary
-        memory on large corpora): sliced from ``fitted`` for its lines, transformed for the rest."""
+        """``(first line, end, TF-IDF matrices)`` per block of at most ``step`` lines (bounded temporary memory
+        on large corpora): sliced from ``fitted`` for its lines, transformed for the rest."""
         done = 0 if fitted is None else fitted[0].shape[0]
         for lo in range(0, done, step):
             hi = min(lo + step, done)
-            yield texts[lo:hi], fitted[0][lo:hi], fitted[1][lo:hi]
+            yield lo, hi, [m[lo:hi] for m in fitted]
         for lo in range(done, len(texts), step):
-            part = texts[lo : lo + step]
-            yield part, self.word_vectorizer.transform(part), self.char_vectorizer.transform(part)
+            hi = min(lo + step, len(texts))
+            yield lo, hi, [v.transform(texts[lo:hi]) for v in self.vectorizers]
 
     def transform(self, texts: Sequence[str], pad_row: bool = True) -> np.ndarray:
-        """Dense float16 rows for ``texts`` (small inputs and tests); see :meth:`transform_rows`."""
-        rows = self.transform_rows(texts, pad_row)
+        """Dense float16 rows for ``texts`` (one document; small inputs and tests); see :meth:`transform_rows`."""
+        rows = self.transform_rows(texts, pad_row=pad_row)
         return rows.csr().toarray().astype(FEATURE_DTYPE)
 
     def save(self, path: str | Path) -> None:
         """Write the fitted vocabularies and IDF weights as JSON (atomically). Never pickle: a shared models
         folder must not be able to run code in the process that loads it."""
         blocks = {}
-        for name, vec in (("words", self.word_vectorizer), ("char_grams", self.char_vectorizer)):
+        for name, vec in zip(VECTORIZERS, self.vectorizers):
             vocab = sorted(vec.vocabulary_.items(), key=lambda kv: kv[1])
             blocks[name] = {"vocabulary": [term for term, _ in vocab], "idf": [float(x) for x in vec.idf_]}
         write_json(path, {"format": "featurizer-json-1", **self.params(), **blocks})
 
     @staticmethod
     def load(path: str | Path) -> "Featurizer":
-        """A featurizer saved by :meth:`save`; anything else is a one-line :class:`.errors.DataError`."""
+        """A featurizer saved by :meth:`save`; anything else is a one-line :class:`.errors.DataError` (a bundle of
+        an older features version names its version: its rows cannot be computed by this one)."""
         saved = read_json(path, "featurizer")
+        version = saved.get("version") if isinstance(saved, dict) else None
+        if isinstance(version, int) and version != FEATURES_VERSION and saved.get("format") == "featurizer-json-1":
+            raise DataError(f"featurizer {path}: saved with features version {version}; this weight-tuner computes "
+                            f"version {FEATURES_VERSION}: train the model again (weight-tuner tune or train)")
         try:
-            if saved.get("format") != "featurizer-json-1" or saved.get("version") != FEATURES_VERSION:
-                raise ValueError(f"format {saved.get('format')!r}, features version {saved.get('version')!r}")
-            featurizer = Featurizer(int(saved["max_words"]), int(saved["max_char_grams"]))
+            if saved.get("format") != "featurizer-json-1" or version != FEATURES_VERSION:
+                raise ValueError(f"format {saved.get('format')!r}, features version {version!r}")
+            featurizer = Featurizer(int(saved["max_words"]), int(saved["max_char_grams"]),
+                                    int(saved["max_shape_grams"]))
             vectorizers = []
-            for name, make in (("words", _word_vectorizer), ("char_grams", _char_vectorizer)):
+            for name, make in zip(VECTORIZERS, (_word_vectorizer, _char_vectorizer, _shape_vectorizer)):
                 terms, idf = saved[name]["vocabulary"], np.asarray(saved[name]["idf"], dtype=np.float64)
                 if len(terms) != len(idf) or len(set(terms)) != len(terms):
                     raise ValueError(f"{name}: {len(terms)} terms, {len(idf)} IDF weights")
@@ -201,12 +294,16 @@ class Featurizer:
                 vectorizers.append(vec)
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise DataError(f"featurizer {path}: not a weight-tuner featurizer of this version ({exc})") from exc
-        featurizer.word_vectorizer, featurizer.char_vectorizer = vectorizers
+        featurizer.word_vectorizer, featurizer.char_vectorizer, featurizer.shape_vectorizer = vectorizers
         return featurizer
 
 
 def _word_vectorizer(**kw) -> TfidfVectorizer:
     return TfidfVectorizer(analyzer=_word_tokens, sublinear_tf=True, dtype=np.float32, **kw)
+
+
+def _shape_vectorizer(**kw) -> TfidfVectorizer:
+    return TfidfVectorizer(analyzer=shape_grams, sublinear_tf=True, dtype=np.float32, **kw)
 
 
 def _char_vectorizer(**kw) -> TfidfVectorizer:
@@ -222,9 +319,13 @@ def cache_key(data_fingerprint: str, split: dict, featurizer: Featurizer) -> str
 
 
 def build_features(split_texts: dict[str, list[str]], data_fingerprint: str, split: dict,
-                   cache_dir: str | Path | None, featurizer: Featurizer | None = None
+                   cache_dir: str | Path | None, featurizer: Featurizer | None = None,
+                   doc_sizes: dict[str, list[int]] | None = None, line_nos: dict[str, list[int]] | None = None
                    ) -> tuple[Featurizer, SparseRows, dict[str, tuple[int, int]], bool]:
-    """The rows of every split in one sparse store, from the cache when possible.
+    """The rows of every split in one sparse store, from the cache when possible. ``doc_sizes[name]``: the
+    lines of each document (chunk) of split ``name``, in order (a line's length is read against its
+    document's median; ``None``: each split is one document); ``line_nos[name]``: each line's number in its
+    file (where blank lines stand; ``None``: nowhere but at the documents' edges).
 
     Returns ``(featurizer, rows, ranges, cache_hit)``: split ``name``'s lines are rows
     ``ranges[name][0]`` to ``ranges[name][1]`` (the training lines first, then ``split_texts``' order), and
@@ -234,6 +335,9 @@ def build_features(split_texts: dict[str, list[str]], data_fingerprint: str, spl
     key = cache_key(data_fingerprint, split, featurizer)
     cache = Path(cache_dir) / f"features-{key}" if cache_dir else None
     split_texts = {"train": split_texts["train"], **split_texts}  # the training lines come first (fitted first)
+    sizes = [n for name, texts in split_texts.items()
+             for n in ((doc_sizes or {}).get(name) or [len(texts)])]
+    numbers = None if line_nos is None else [n for name in split_texts for n in line_nos[name]]
     ranges, lo = {}, 0
     for name, texts in split_texts.items():
         ranges[name] = (lo, lo + len(texts))
@@ -251,7 +355,8 @@ def build_features(split_texts: dict[str, list[str]], data_fingerprint: str, spl
             _discard(cache)
     logger.info(f"computing features for {lo} lines ...")
     rows = featurizer.fit_transform_rows(split_texts["train"],
-                                         [t for name, texts in split_texts.items() if name != "train" for t in texts])
+                                         [t for name, texts in split_texts.items() if name != "train" for t in texts],
+                                         sizes, numbers)
     return_freed_memory()  # the vocabulary count's temporaries (hundreds of MB on 200k lines)
     if cache is not None:
         _store(cache, rows, featurizer)

@@ -201,7 +201,9 @@ def _mean_probs(loaded: list, fl: FileLines, calibration) -> np.ndarray:
     from .posthoc import apply_calibration
 
     featurizer = loaded[0][1]
-    split = SplitData.whole(str(fl.path), featurizer.transform_rows(fl.texts), fl.y if fl.y is not None else
+    # each chunk a document, as in training (a file's chunks: the whole file, unless it is very long)
+    rows = featurizer.transform_rows(fl.texts, np.diff(fl.offsets).tolist(), fl.line_nos)
+    split = SplitData.whole(str(fl.path), rows, fl.y if fl.y is not None else
                             np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [str(fl.path)])
     return np.mean([apply_calibration(predict_probs(model, split, config), calibration)
                     for model, _, config in loaded], axis=0)

@@ -298,8 +298,14 @@ def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 
 
 def check_same_data(study: optuna.Study, prepared, who: str = "this run") -> None:
-    """A :class:`StudyError` unless ``prepared`` is the data the study was run on (its fingerprint)."""
+    """A :class:`StudyError` unless ``prepared`` is the data the study was run on (its fingerprint), with the
+    features it was run on (their version: a study made before versions were stored was made with version 3)."""
     _check_fingerprint(study.study_name, study.user_attrs, prepared.fingerprint, who)
+    made, computed = study.user_attrs.get("features_version", 3), prepared.meta()["features_version"]
+    if made != computed:
+        raise StudyError(f"study {study.study_name!r} was made with features version {made}; this weight-tuner "
+                         f"computes version {computed}, whose trials would not compare with its own. Use a new "
+                         "--study name.")
 
 
 def _check_fingerprint(name: str, attrs: dict, fingerprint: str, who: str) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 from . import corpus, sample
 from .config import CLASSES, ModelConfig
 from .errors import ConfigError, DataError
-from .features import Featurizer, build_features
+from .features import FEATURES_VERSION, Featurizer, build_features
 from .rows import SparseRows, return_freed_memory
 from .metrics import compute_stats
 from .paths import DEFAULT_CACHE_DIR, bundle_paths, check_bundle, read_json, write_json, write_manifest
@@ -127,6 +127,7 @@ class Prepared:
             "unlabelled_lines": self.unlabelled_lines,
             "reader_warnings": len(self.warnings),
             "n_features": self.featurizer.n_features,
+            "features_version": FEATURES_VERSION,
             "label_map": self.label_map,
             "split_by": self.split_spec,
         }
@@ -183,11 +184,13 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
     by_id = {c.chunk_id: c for c in chunks}
     fingerprint = corpus.fingerprint_lines(chunks, overrides, spec if split_by != "chunk" else None)
     class_index = {c: i for i, c in enumerate(CLASSES)}
-    texts, parts = {}, {}
+    texts, parts, doc_sizes, line_nos = {}, {}, {}, {}
     for name in corpus.SPLITS:
         lines = [ln for cid in split[name] for ln in by_id[cid].lines]
         sizes = [len(by_id[cid].lines) for cid in split[name]]
         texts[name] = [ln.text for ln in lines]
+        doc_sizes[name] = sizes
+        line_nos[name] = [ln.line_no for ln in lines]
         parts[name] = (
             np.array([class_index[label_map(ln.label)] for ln in lines], dtype=np.int64),
             offsets_from_sizes(sizes),
@@ -200,8 +203,9 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
     del docs, chunks, by_id, lines  # the line objects are not needed past here: free them before featurising
     if before_features is not None:
         before_features(fingerprint, split)
-    featurizer, rows, ranges, hit = build_features(texts, fingerprint, split, cache_dir, featurizer)
-    del texts
+    featurizer, rows, ranges, hit = build_features(texts, fingerprint, split, cache_dir, featurizer, doc_sizes,
+                                                   line_nos)
+    del texts, line_nos
     return_freed_memory()
     splits = {name: SplitData(name, rows, np.append(np.arange(*ranges[name], dtype=np.int64), rows.pad_row),
                               parts[name][0], parts[name][1], split[name])

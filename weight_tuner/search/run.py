@@ -86,7 +86,7 @@ def _store_provenance(study: optuna.Study, storage_url: str, prepared, study_con
     study.set_metric_names([f"val_{o}" for o in study_config.objectives])
     study.set_user_attr("objectives", study_config.objectives)
     meta = prepared.meta()
-    for key in ("source", "data_fingerprint", "class_counts", "split_by", "n_features", "label_map"):
+    for key in ("source", "data_fingerprint", "class_counts", "split_by", "n_features", "features_version", "label_map"):
         study.set_user_attr(key, meta[key])
     study.set_user_attr("split", save_split(study, prepared.chunk_ids, members_dir(storage_url, study.study_name)))
     study.set_user_attr("model_config", base_config.as_dict())
