@@ -200,7 +200,8 @@ def test_a_file_with_no_lines_is_listed_in_predicts_json(confirmed, tmp_path, ca
 def test_usage_errors_are_one_line_exit_2(capsys):
     for argv, fragment in ((["bench", "--seeds", "1,x"], "--seeds"), (["tune", "--trials", "0"], "--trials"),
                            (["tune", "--folds", "1"], "--folds"), (["sample", "-o", "x", "--docs", "-2"], "--docs"),
-                           (["tune", "--trial-timeout", "nan"], "--trial-timeout")):
+                           (["tune", "--trial-timeout", "nan"], "--trial-timeout"),
+                           (["tune", "--study", "a/../../x"], "--study"), (["export", "--study", ".."], "--study")):
         with pytest.raises(SystemExit) as exit_info:
             main(argv)
         assert exit_info.value.code == 2

@@ -148,3 +148,12 @@ def test_a_corpus_with_malformed_blocks_prints_one_summary_line_and_each_warning
     line = summary[0].getMessage()
     assert "4 warnings" in line and f"in 2 of {len(files)} files" in line
     assert f"{files[0].relative_to(tmp_path / 'c').as_posix()} (3)" in line  # the worst file first
+
+
+def test_a_utf16_file_is_read_as_utf16_and_said_so(tmp_path):
+    from weight_tuner.corpus import ReadReport, decode_bytes
+
+    text = "[@Amanita muscaria (L.) Lam.#Nomenclature*]\n"
+    report = ReadReport()
+    assert decode_bytes(text.encode("utf-16"), "f.ann", report) == text
+    assert report.warnings == ["f.ann:1: UTF-16 (byte-order mark); read as UTF-16, not UTF-8"]

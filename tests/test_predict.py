@@ -283,3 +283,13 @@ def test_an_interrupted_run_leaves_no_half_written_output(tiny_bundle, tmp_path,
     first, second = sorted(earlier)
     assert first.read_bytes().startswith(b"changed\n")  # the first file was labelled again
     assert second.read_bytes() == earlier[second]  # the earlier run's output, whole: not the new bytes
+
+
+def test_an_input_that_is_not_a_regular_file_is_named_so(tmp_path):
+    from weight_tuner.errors import DataError
+    from weight_tuner.predict import read_input
+
+    with pytest.raises(DataError, match="input file /dev/zero is not a regular file"):
+        read_input(Path("/dev/zero"))
+    with pytest.raises(DataError, match="does not exist"):
+        read_input(tmp_path / "missing.txt")

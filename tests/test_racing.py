@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from weight_tuner.confirm.racing import best_final_lower_bound, final_lower_bound, futile, race, replay
 from weight_tuner.confirm.statistics import paired_interval
 
-# Per-unit scores of full confirmations (every run trained), stored by docs/replay_racing.py.
+# Per-unit scores of full confirmations (every run trained), stored by benchmarks/replay_racing.py.
 CONFIRMATIONS = Path(__file__).parent / "data" / "confirmations.json"
 BASE = "unweighted"
 

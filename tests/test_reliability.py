@@ -334,3 +334,21 @@ def test_written_files_respect_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "x.json").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_saved_bundle_is_readable_as_the_rest_of_the_study(prepared, tmp_path):
+    """The .keras file was written 0600 beside 0644 siblings: a shared models folder could not read it."""
+    from weight_tuner.model import build_model
+    from weight_tuner.paths import bundle_paths
+    from weight_tuner.train import save_bundle
+
+    from conftest import tiny_config
+
+    cfg = tiny_config(epochs=1)
+    old = os.umask(0o022)
+    try:
+        save_bundle(build_model(prepared.featurizer.n_features, cfg), prepared.featurizer, cfg, tmp_path / "m.keras")
+    finally:
+        os.umask(old)
+    paths = bundle_paths(tmp_path / "m.keras")
+    assert {p.stat().st_mode & 0o777 for p in (paths.keras, paths.featurizer, paths.config, paths.manifest)} == {0o644}

@@ -28,6 +28,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def study_name(text: str) -> str:
+    """An argparse type: a study name, which also names files and folders under ``studies/``: no path
+    separator, no ``..``, not empty."""
+    if not text.strip() or "/" in text or "\\" in text or ".." in text or "\0" in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a study name (no '/', '\\' or '..': it names files "
+                                         "under studies/)")
+    return text
+
+
 def int_at_least(low: int):
     """An argparse type: an integer >= ``low``."""
     def parse(text: str) -> int:
@@ -85,8 +94,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _add_study_args(p: argparse.ArgumentParser, study_default: str | None = "default", required: bool | None = None,
                     study_help: str = "Optuna study name") -> None:
     """``--study`` (required where it has no default, unless ``required`` says otherwise) and ``--storage``."""
-    p.add_argument("--study", default=study_default, required=study_default is None if required is None else required,
-                   help=study_help)
+    p.add_argument("--study", type=study_name, default=study_default,
+                   required=study_default is None if required is None else required, help=study_help)
     p.add_argument("--storage", default=None,
                    help=f"Optuna RDB storage URL (default ${STORAGE_ENV} if set, else sqlite:///studies/<study>.db; "
                         "postgresql://... scales out). A URL with a password is best given through the environment")
@@ -207,7 +216,7 @@ def _model_commands(command) -> None:
     p.add_argument("--config", default=None, help="model config JSON (default: the study's, else tune's default)")
     p.add_argument("--seeds", type=seed_list, default=[0, 1, 2], help="comma-separated seeds (at least 3 for a std)")
     p.add_argument("-o", "--out", default="docs/benchmarks.md", help="Markdown file whose benchmark section is replaced")
-    p.add_argument("--json", default="docs/bench.json", help="where to write the raw numbers")
+    p.add_argument("--json", default="benchmarks/bench.json", help="where to write the raw numbers")
     p.add_argument("--no-scaling", action="store_true", help="skip the 1x/2x/4x sample-corpus timing")
     p.add_argument("--transfer-by", choices=("journal", "volume", "none"), default="journal",
                    help="also train on all but one group and test on it, for every group (needs --data)")

@@ -128,7 +128,11 @@ def parse_yedda(text: str, doc_id: str, report: ReadReport | None = None) -> Doc
 
 
 def decode_bytes(data: bytes, doc_id: str, report: ReadReport) -> str:
-    """Decode UTF-8, replacing bad bytes with U+FFFD and warning with the first bad line."""
+    """Decode UTF-8, replacing bad bytes with U+FFFD and warning with the first bad line. A file that opens with
+    a UTF-16 byte-order mark is read as UTF-16 (and said so): as UTF-8 it would be all bad bytes."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        report.warnings.append(f"{doc_id}:1: UTF-16 (byte-order mark); read as UTF-16, not UTF-8")
+        return data.decode("utf-16", errors="replace")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:

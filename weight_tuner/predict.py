@@ -86,7 +86,7 @@ def read_input(path: Path, max_chunk_lines: int = 2000, label_map=corpus.default
     """An ``.ann`` file gives its labelled lines (and labels, through ``label_map``); other files give
     every non-blank line."""
     if not path.is_file():
-        raise DataError(f"input file {path} does not exist")
+        raise DataError(f"input file {path} " + ("is not a regular file" if path.exists() else "does not exist"))
     report = corpus.ReadReport()
     # Messages name the path as given (or found below a folder given): archives repeat file names.
     text = corpus.decode_bytes(path.read_bytes(), str(path), report)

@@ -22,7 +22,7 @@ from .errors import ConfigError, DataError
 from .features import FEATURES_VERSION, Featurizer, build_features
 from .rows import SparseRows, return_freed_memory
 from .metrics import compute_stats
-from .paths import DEFAULT_CACHE_DIR, bundle_paths, check_bundle, read_json, write_json, write_manifest
+from .paths import DEFAULT_CACHE_DIR, bundle_paths, check_bundle, current_umask, read_json, write_json, write_manifest
 from .sample import SAMPLE_DOCS
 from .windows import build_windows, label_table, merge_window_probs, offsets_from_sizes, oversample_windows
 
@@ -359,6 +359,7 @@ def save_bundle(model, featurizer: Featurizer, config: ModelConfig, model_path: 
     os.close(fd)
     try:
         model.save(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # as the bundle's other files: mkstemp alone gives 0600
         os.replace(tmp, paths.keras)
     finally:
         if os.path.exists(tmp):

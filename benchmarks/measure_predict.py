@@ -1,6 +1,6 @@
 """Prediction speed of one model against an ensemble: `predict` over every file of a corpus.
 
-    python docs/measure_predict.py ../shared/skol-corpus MEMBERS [CACHE_DIR]
+    python benchmarks/measure_predict.py ../shared/skol-corpus MEMBERS [CACHE_DIR]
 
 Builds the default `tune` model (untrained: speed does not depend on the weights) with the corpus's
 fitted featurizer, saves MEMBERS bundles of it, and labels every `.ann` file with one bundle and then

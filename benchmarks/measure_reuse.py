@@ -1,6 +1,6 @@
 """What a reused model's run costs when TensorFlow's seed is set before it, against ``model.seed_run``.
 
-Usage (from the repository root): ``python docs/measure_reuse.py`` (the sample corpus, 60 documents, the
+Usage (from the repository root): ``python benchmarks/measure_reuse.py`` (the sample corpus, 60 documents, the
 tiny model of the tests, one TensorFlow thread). Trains the same cached model 3 times with each way of
 seeding and prints each run's epoch seconds (docs/benchmarks.md, "One traced model per process").
 """

@@ -1,8 +1,8 @@
 """Calibrate, then adapt priors; and the confirmation's members with refits in one average.
 
-    python docs/experiment_calibrated.py SPLIT TEST_GROUP OUT_DIR [CACHE_DIR] [SEEDS]
+    python benchmarks/experiment_calibrated.py SPLIT TEST_GROUP OUT_DIR [CACHE_DIR] [SEEDS]
 
-SPLIT and TEST_GROUP as in docs/experiment_deployed.py: the default `tune` model, unweighted, on
+SPLIT and TEST_GROUP as in benchmarks/experiment_deployed.py: the default `tune` model, unweighted, on
 SKOL. For each seed s (default 0,1,2) it trains the 6 members of the confirmation's default units
 (seeds s + repeat) and 3 refits on every non-test line (seeds s, s + 10, s + 20), and keeps every
 model's test probabilities and every member's probabilities on its own held-out fold in

@@ -4,7 +4,7 @@ Run from the repository root, as measured for docs/benchmarks.md (at commit 6b25
 features were word TF-IDF + word-suffix TF-IDF + shape cues; the `char` variant is what became the
 default in features version 3):
 
-    python docs/experiment_features.py VARIANT SPLIT TEST_GROUP [L]
+    python benchmarks/experiment_features.py VARIANT SPLIT TEST_GROUP [L]
 
 VARIANT: `char` (word TF-IDF + character 2-4-gram TF-IDF + shape cues) or `hashed` (word and character
 3-4-gram ids hashed into 2^17 buckets, L per line, averaged by an embedding inside the model, + shape

@@ -1,6 +1,6 @@
 """How many cores one training run keeps busy: wall and CPU time of ``train_model`` on a study's model.
 
-    python docs/measure_cores.py DATA CACHE_DIR STORAGE_URL STUDY unscored,scored,...
+    python benchmarks/measure_cores.py DATA CACHE_DIR STORAGE_URL STUDY unscored,scored,...
 
 Prepares DATA as ``tune`` did (from the feature cache) and trains the study's unweighted model config
 once per mode, with one reused model as a trial does: ``scored`` scores the validation split after

@@ -1,6 +1,6 @@
 """Replay candidate pruners on a study that ran without pruning (every trial's whole learning curve).
 
-    python docs/replay_pruners.py STORAGE STUDY [STORAGE STUDY ...]
+    python benchmarks/replay_pruners.py STORAGE STUDY [STORAGE STUDY ...]
 
 Each completed trial is replayed in its original order through an in-memory Optuna study with the
 candidate pruner: its per-epoch values are reported with `trial.report` and `trial.should_prune()`

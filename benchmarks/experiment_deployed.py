@@ -1,7 +1,7 @@
 """Which model to deploy: the search's single model, the confirmation's ensemble, or a refit, each with
 and without prior adaptation per test file. The default `tune` model, unweighted, on SKOL.
 
-    python docs/experiment_deployed.py SPLIT TEST_GROUP [CACHE_DIR] [SEEDS]
+    python benchmarks/experiment_deployed.py SPLIT TEST_GROUP [CACHE_DIR] [SEEDS]
 
 SPLIT: `chunk` (TEST_GROUP `-`) or `journal` (TEST_GROUP Mycotaxon or Persoonia: train on the other
 journal). For each seed s (default 0,1,2):

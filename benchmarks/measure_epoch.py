@@ -1,6 +1,6 @@
 """Epoch time and peak RSS of the default `tune` model on a corpus's chunk split.
 
-    python docs/measure_epoch.py ../shared/skol-corpus [epochs] [cache_dir]
+    python benchmarks/measure_epoch.py ../shared/skol-corpus [epochs] [cache_dir]
 
 Prints one JSON line: seconds of training per epoch (validation excluded), the final validation
 important_f1 and the process's peak RSS. It uses only `prepare` and `train_model`, so the same

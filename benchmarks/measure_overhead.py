@@ -1,6 +1,6 @@
 """A trial's wall time in a study against a bare ``model.fit`` of the same model, rows and epochs.
 
-    python docs/measure_overhead.py DATA CACHE_DIR STORAGE_URL STUDY
+    python benchmarks/measure_overhead.py DATA CACHE_DIR STORAGE_URL STUDY
 
 Prepares DATA as ``tune`` did (from the feature cache), times ``bench.bare_fit_seconds`` (build,
 trace and fit the study's unweighted model config on its training split) and prints it beside the

@@ -1,6 +1,6 @@
 """Does constant_liar change what parallel TPE workers sample? Two workers on the sample corpus.
 
-    python docs/measure_constant_liar.py [TRIALS] [REPEATS]
+    python benchmarks/measure_constant_liar.py [TRIALS] [REPEATS]
 
 For constant_liar on and off, and each repeat (sampler seeds differ), a study is created with one
 enqueued scheme, then two worker processes run TRIALS trials together (a tiny model, no pruning).

@@ -1,8 +1,8 @@
 """The storage's ceiling: finished trials per second with N processes running a no-op objective.
 
-    python docs/measure_storage.py URL [SECONDS] [PROCESSES...]
+    python benchmarks/measure_storage.py URL [SECONDS] [PROCESSES...]
 
-e.g. `python docs/measure_storage.py sqlite:////tmp/ceiling.db 20 1 2 4 8` or with
+e.g. `python benchmarks/measure_storage.py sqlite:////tmp/ceiling.db 20 1 2 4 8` or with
 `postgresql://postgres@127.0.0.1:5432/test`. Each trial does what one of ours does to the storage,
 without the training: TPE samples two weights (constant liar on), six intermediate values are
 reported, 30 user attrs are set, with heartbeats every 10 s as `tune` opens the storage. Prints

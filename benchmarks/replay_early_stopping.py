@@ -1,6 +1,6 @@
 """Replay early stopping on a finished search's per-epoch validation values.
 
-    python docs/replay_early_stopping.py sqlite:///path.db STUDY [PATIENCE ...]
+    python benchmarks/replay_early_stopping.py sqlite:///path.db STUDY [PATIENCE ...]
 
 For each completed trial, with patience P: training would stop after the first epoch that is P epochs
 past the best so far, and the best epoch's model would be kept. Prints the epochs run, the trials

@@ -1,6 +1,6 @@
 """Time spent in garbage collection and in tracing during one small `tune`, in this process.
 
-    python docs/measure_collections.py FOLDER
+    python benchmarks/measure_collections.py FOLDER
 
 Runs the test suite's shared study (tests/support.py: `SharedStudy.tune_args`) on a new storage in
 FOLDER: 40 sample documents, the tiny model, 4 trials, 2 folds x 1 repeat, top 2, 2 refits, one

@@ -1,6 +1,6 @@
 """Resident memory after each stage of a study, in one process: where the peak comes from.
 
-    python docs/measure_memory.py ../shared/skol-corpus CACHE_DIR
+    python benchmarks/measure_memory.py ../shared/skol-corpus CACHE_DIR
 
 Prints VmRSS and VmHWM (the peak so far) in MiB after importing TensorFlow, after `prepare`, after
 each of three 2-epoch trials of the default `tune` model (one ModelCache, as the study's objective

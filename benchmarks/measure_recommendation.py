@@ -10,8 +10,8 @@ studies already exist (so a long measurement can be resumed):
 * ``designs``: the confirm-only and the cross-validated design on the sample corpus, plain and
   rare, split seeds 0, 1, 2.
 
-Usage (from the repository root): ``python docs/measure_recommendation.py [skol] [power] [designs]``;
-with no part named, all three. Results: docs/recommendation.json and the section between the
+Usage (from the repository root): ``python benchmarks/measure_recommendation.py [skol] [power] [designs]``;
+with no part named, all three. Results: benchmarks/recommendation.json and the section between the
 ``recommendation`` markers of docs/benchmarks.md.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "runs"
-JSON_OUT = ROOT / "docs" / "recommendation.json"
+JSON_OUT = ROOT / "benchmarks" / "recommendation.json"
 MD = ROOT / "docs" / "benchmarks.md"
 START, END = "<!-- recommendation:start -->", "<!-- recommendation:end -->"
 SEEDS = (0, 1, 2)
@@ -164,7 +164,7 @@ def render(results: dict) -> str:
                   "Command, per split seed S: `weight-tuner tune --sample-docs 60 --sample-rare-nomenclature 10 "
                   "--config runs/power.toml --trials 3 --confirm-top 2 --split-seed S` (Nomenclature 10x rarer, "
                   "a BiLSTM of 8 units trained 3 epochs: an unweighted model learns to ignore the rare class; "
-                  "the config is in docs/measure_recommendation.py).", "",
+                  "the config is in benchmarks/measure_recommendation.py).", "",
                   "| split seed | decision | diff vs none [95% interval] | test: recommended | test: unweighted | "
                   "whole command |", "|---|---|---|---|---|---|"]
         for seed, r in sorted(results["power"].items()):

@@ -1,6 +1,6 @@
 """Wider vocabularies, now that a row's width costs little memory: the default `tune` model on SKOL.
 
-    python docs/experiment_width.py MAX_WORDS MAX_CHAR_GRAMS SPLIT TEST_GROUP [CACHE_DIR]
+    python benchmarks/experiment_width.py MAX_WORDS MAX_CHAR_GRAMS SPLIT TEST_GROUP [CACHE_DIR]
 
 SPLIT: `chunk` (TEST_GROUP `-`) or `journal` (TEST_GROUP Mycotaxon or Persoonia: train and validate
 on the other journal). Trains the default `tune` model, unweighted, with seeds 0, 1 and 2 and scores

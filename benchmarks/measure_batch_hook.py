@@ -1,6 +1,6 @@
 """``fit`` with and without a per-batch Python callback (the Ctrl-C safe point), same model and data.
 
-    python docs/measure_batch_hook.py [DATA or -]
+    python benchmarks/measure_batch_hook.py [DATA or -]
 
 Keras 3 dispatches batch callbacks asynchronously unless one defines ``on_train_batch_end``; this
 measures whether ours costs anything. Prints one JSON line: seconds per fit, twice each.

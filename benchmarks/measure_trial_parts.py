@@ -1,7 +1,7 @@
 """Where a trial's training time goes: a bare ``fit`` against ``train_model`` (which scores validation
 after every epoch), and what one validation scoring costs at each stride.
 
-    python docs/measure_trial_parts.py ../shared/skol-corpus studies/cache
+    python benchmarks/measure_trial_parts.py ../shared/skol-corpus studies/cache
 
 Prints one JSON line (seconds). Runs on one process with the default model of ``tune``.
 """

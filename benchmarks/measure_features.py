@@ -1,7 +1,7 @@
 """Fit-then-transform against fit_transform_rows on one corpus: the same rows, and how long each takes.
 
-Usage (from the repository root): ``python docs/measure_features.py DIR`` (a YEDDA corpus, split seed 0),
-or ``python docs/measure_features.py sample``. Prints the line and non-zero counts, whether the two paths
+Usage (from the repository root): ``python benchmarks/measure_features.py DIR`` (a YEDDA corpus, split seed 0),
+or ``python benchmarks/measure_features.py sample``. Prints the line and non-zero counts, whether the two paths
 gave identical rows and vocabularies, and each path's seconds (docs/benchmarks.md, "The refits taken by
 the local workers").
 """

@@ -1,7 +1,7 @@
 """Peak resident memory of a command and all its descendants together (``/usr/bin/time -v`` reports one
 process's peak: the largest child's, not their sum).
 
-    python docs/measure_tree_memory.py OUT.json -- weight-tuner tune --data ../shared/skol-corpus --trials 30
+    python benchmarks/measure_tree_memory.py OUT.json -- weight-tuner tune --data ../shared/skol-corpus --trials 30
 
 Samples every process of the tree once a second (``VmRSS`` and CPU time in /proc) and writes the peak of
 the sum, each process's own peak, the wall time and the cores the tree kept busy in each second (where a

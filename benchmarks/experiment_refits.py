@@ -1,9 +1,9 @@
 """An ensemble of refits: does averaging several refits (every non-test line, different seeds) gain on
 a journal the models never saw? The default `tune` model, unweighted, on SKOL.
 
-    python docs/experiment_refits.py SPLIT TEST_GROUP [CACHE_DIR] [SEEDS] [SIZE]
+    python benchmarks/experiment_refits.py SPLIT TEST_GROUP [CACHE_DIR] [SEEDS] [SIZE]
 
-SPLIT and TEST_GROUP as in docs/experiment_deployed.py. For each seed s (default 0,1,2) it trains
+SPLIT and TEST_GROUP as in benchmarks/experiment_deployed.py. For each seed s (default 0,1,2) it trains
 SIZE (default 3) refits with seeds s, s + 10, s + 20, ... and prints one JSON line: the test
 important_f1 of the first refit alone (the refit of experiment_deployed.py, seed s) and of the
 per-line mean of all of them. Training skips per-epoch validation, as there.

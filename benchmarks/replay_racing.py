@@ -1,6 +1,6 @@
 """Replay full confirmations through the racing rule: unit runs saved, decisions changed.
 
-    python docs/replay_racing.py OUT.json NAME=sqlite:///path.db#study [NAME=URL#study ...]
+    python benchmarks/replay_racing.py OUT.json NAME=sqlite:///path.db#study [NAME=URL#study ...]
 
 Each study must have a confirmation in which every run was trained (made with --no-racing, or by a
 weight-tuner from before racing). Its per-unit scores are fed through :func:`weight_tuner.confirm.racing.replay`

@@ -1,6 +1,6 @@
 """Peak resident memory between consecutive log lines of any `weight-tuner` command.
 
-    python docs/measure_phases.py tune --data DIR --trials 1 --no-confirm --cache-dir ''
+    python benchmarks/measure_phases.py tune --data DIR --trials 1 --no-confirm --cache-dir ''
 
 A thread samples VmRSS every 50 ms; at every log line the peak since the previous one is recorded
 against that previous line. The table goes to stderr at the end: peak MiB, then the log line that

@@ -2,7 +2,7 @@
 
 Run from the repository root with the project's environment:
 
-    .venv/bin/python docs/measure_reliability.py [--pg postgresql+psycopg2://postgres@127.0.0.1:5432/test]
+    .venv/bin/python benchmarks/measure_reliability.py [--pg postgresql+psycopg2://postgres@127.0.0.1:5432/test]
 
 It uses the sample corpus and a tiny model, writes under runs/reliability/ and prints JSON.
 """
