@@ -208,3 +208,10 @@ def test_a_study_confirmed_on_volume_units_says_so_and_resumes_on_the_same_units
     capsys.readouterr()
     assert main([a if a != "volume" else "chunk" for a in args]) == 2
     assert "--units-by" in capsys.readouterr().err
+    # The same search confirmed again on chunk units: unit r0f0 names other rows now, so no run is carried over
+    study = optuna.load_study(study_name="v", storage=url)
+    study.set_user_attr("evaluation", dict(study.user_attrs["evaluation"], units_by="chunk"))
+    assert main([a if a != "volume" else "chunk" for a in args]) == 0
+    chunk = companion_of(url, optuna.load_study(study_name="v", storage=url))
+    assert chunk.user_attrs["plan"]["units_by"] == "chunk" and chunk.user_attrs["plan"]["id"] != plan["id"]
+    assert not [t for t in chunk.trials if "reused_from" in t.user_attrs]

@@ -148,20 +148,25 @@ def open_companion(study: optuna.Study, evaluation: dict, racing: bool = True) -
     return companion, plan
 
 
+def _run_key(plan: dict, candidate: str, unit: str) -> tuple:
+    """What makes two plans' runs the same run: the candidate's config and the unit, cut the same way (a unit
+    key such as ``r0f0`` names other rows under other folds or ``units_by``)."""
+    return (json.dumps(plan["candidates"][candidate]["config"], sort_keys=True), unit, plan["folds"], units_by(plan))
+
+
 def _earlier_results(study: optuna.Study, name: str, storage) -> dict:
-    """Finished unit runs of this study's earlier plans, by (config, unit): reused when a candidate's config
-    is unchanged (an extended search keeps the unweighted candidate, say)."""
+    """Finished unit runs of this study's earlier plans, by :func:`_run_key`: reused when a candidate's config
+    and its units are unchanged (an extended search keeps the unweighted candidate, say)."""
     found = {}
     prefix = f"{study.study_name}{COMPANION}"
     for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
         if not summary.study_name.startswith(prefix) or summary.study_name == name:
             continue
         old = optuna.load_study(study_name=summary.study_name, storage=storage)
-        cands = (old.user_attrs.get("plan") or {}).get("candidates", {})
+        plan = old.user_attrs.get("plan") or {}
         for t in old.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            cand = cands.get(t.user_attrs.get("candidate"))
-            if cand is not None:
-                key = (json.dumps(cand["config"], sort_keys=True), t.user_attrs["unit"])
+            if t.user_attrs.get("candidate") in plan.get("candidates", {}):
+                key = _run_key(plan, t.user_attrs["candidate"], t.user_attrs["unit"])
                 found.setdefault(key, (summary.study_name, t))
     return found
 
@@ -173,7 +178,7 @@ def _enqueue_missing(companion: optuna.Study, plan: dict, earlier: dict) -> None
     for name, key in runs_of(plan):
         if (name, key) in present:
             continue
-        reuse = earlier.get((json.dumps(plan["candidates"][name]["config"], sort_keys=True), key))
+        reuse = earlier.get(_run_key(plan, name, key))
         if reuse is not None:
             source, old = reuse
             attrs = dict(old.user_attrs, candidate=name, reused_from=f"{source}#{old.number}")
