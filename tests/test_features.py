@@ -8,7 +8,8 @@ import pytest
 
 from weight_tuner import corpus
 from weight_tuner.errors import DataError
-from weight_tuner.features import SHAPE_NAMES, Featurizer, document_cues, normalise, shape_grams
+from weight_tuner.cues import SHAPE_NAMES, document_cues, normalise, shape_grams
+from weight_tuner.features import Featurizer
 from weight_tuner.sample import generate_corpus
 
 
