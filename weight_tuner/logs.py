@@ -22,6 +22,8 @@ import os
 import sys
 import warnings
 
+from .paths import scrub
+
 ROOT = "weight_tuner"
 
 
@@ -45,9 +47,7 @@ class _Formatter(logging.Formatter):
         self.secrets = list(secrets)
 
     def format(self, record: logging.LogRecord) -> str:
-        text = record.getMessage()
-        for secret in self.secrets:
-            text = text.replace(secret, "***")
+        text = scrub(record.getMessage(), self.secrets)
         return f"{record.levelname.lower()}: {text}" if record.levelno >= logging.WARNING else text
 
 
