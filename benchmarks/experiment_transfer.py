@@ -96,10 +96,6 @@ if "nowords" in variants:
     orig_wv = F._word_vectorizer
     F._word_vectorizer = lambda **kw: orig_wv(**{**kw, "max_features": 8})
 
-if "chars15" in variants:  # char 1-5 grams, 2048
-    orig_cv = F._char_vectorizer
-    F._char_vectorizer = lambda **kw: F.TfidfVectorizer(analyzer="char_wb", ngram_range=(3, 5), lowercase=True, sublinear_tf=True, dtype=np.float32, **kw)
-
 if "docrel" in variants or "docrel2" in variants:
     import collections
     recorded = []
@@ -155,45 +151,7 @@ if any(v.startswith("fdrop") for v in variants):
         return orig_call(self, [ids, values])
     M.SparseProjection.build, M.SparseProjection.call = build, call
 
-if "dfdoc" in variants:
-    from scipy import sparse as SP
-    rec3 = []
-    prev_ofs = T.offsets_from_sizes
-    def ofs3(sizes):
-        rec3.append(list(sizes))
-        return prev_ofs(sizes)
-    T.offsets_from_sizes = ofs3
-    prev_bf3 = T.build_features
-    state = {}
-    def bf3(split_texts, *a, **k):
-        state["train_sizes"] = rec3[-3]
-        rec3.clear()
-        return prev_bf3(split_texts, *a, **k)
-    T.build_features = bf3
-    def select(make, texts, k):
-        probe = make(max_features=None, min_df=2)
-        X = probe.fit_transform(texts)
-        X.data[:] = 1
-        sizes = state["train_sizes"]
-        owner = np.repeat(np.arange(len(sizes)), sizes)
-        M = SP.csr_matrix((np.ones(len(owner)), (owner, np.arange(len(owner)))), shape=(len(sizes), len(owner)))
-        df = np.asarray(((M @ X) > 0).sum(0)).ravel()
-        tf = np.asarray(X.sum(0)).ravel()
-        order = np.lexsort((-tf, -df))[:k]
-        inv = {i: t for t, i in probe.vocabulary_.items()}
-        vocab = {inv[i]: j for j, i in enumerate(sorted(order))}
-        return vocab
-    def fit_transform_rows(self, train, rest):
-        wv = select(F._word_vectorizer, train, self.max_words)
-        cv = select(F._char_vectorizer, train, self.max_char_grams)
-        self.word_vectorizer = F._word_vectorizer(vocabulary=wv)
-        self.char_vectorizer = F._char_vectorizer(vocabulary=cv)
-        self.word_vectorizer.fit(train)
-        self.char_vectorizer.fit(train)
-        return self.transform_rows([*train, *rest])
-    F.Featurizer.fit_transform_rows = fit_transform_rows
-
-if "gaps" in variants:
+if "gaps" in variants:  # measured on version 4 before its blank-line cues: they are these, now built in
     from weight_tuner import corpus as C
     gap_by_chunk = {}
     orig_cd = C.chunk_documents
