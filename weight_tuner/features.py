@@ -17,7 +17,7 @@ The vectorisers are fitted on the training split only, and their vocabularies ar
 row's width does not grow with the corpus. Every real line has a constant 1.0 feature, so a row
 without non-zeros means padding and the model can mask it.
 
-Rows are stored sparse (:class:`.rows.SparseRows`, CSR): a SKOL line has about 82 non-zeros of 2,063
+Rows are stored sparse (:class:`.rows.SparseRows`, CSR): a SKOL line has about 116 non-zeros of 3,091
 columns, so memory follows the text, not lines x vocabulary. The cache keeps the CSR arrays as
 ``.npy`` files that are memory-mapped when read back.
 """

@@ -256,7 +256,7 @@ def make_dataset(split: SplitData, windows: np.ndarray, batch_size: int, *, labe
 
 
 # Windows per inference batch: enough to amortise per-batch overhead (no gradients are kept), few
-# enough that a batch's expanded rows stay small (128 x 15 lines x 2,063 columns x 4 bytes = 16 MB).
+# enough that a batch's expanded rows stay small (128 x 15 lines x 3,091 columns x 4 bytes = 24 MB).
 PREDICT_BATCH = 128
 
 
