@@ -86,9 +86,10 @@ def document_cues(texts: Sequence[str], sizes: Sequence[int] | None = None,
     all of it is one), ``line_nos`` are the lines' numbers in their files (``None``: no gaps but the
     documents' edges)."""
     sizes = [len(texts)] if sizes is None else list(sizes)
-    if sum(sizes) != len(texts) or (line_nos is not None and len(line_nos) != len(texts)):
-        raise ValueError(f"document sizes add up to {sum(sizes)} lines, not {len(texts)}"
-                         if sum(sizes) != len(texts) else f"{len(line_nos)} line numbers for {len(texts)} lines")
+    if sum(sizes) != len(texts):
+        raise ValueError(f"document sizes add up to {sum(sizes)} lines, not {len(texts)}")
+    if line_nos is not None and len(line_nos) != len(texts):
+        raise ValueError(f"{len(line_nos)} line numbers for {len(texts)} lines")
     out, lo = np.zeros((len(texts), len(SHAPE_NAMES)), dtype=np.float32), 0
     for size in sizes:
         doc = texts[lo:lo + size]

@@ -117,28 +117,26 @@ class Featurizer:
         """
         if self.word_vectorizer is None:
             raise RuntimeError("Featurizer.transform called before fit")
-        return self._rows(texts, sizes, line_nos, None, pad_row)
+        return self._rows([normalise(t) for t in texts], sizes, line_nos, None, pad_row)
 
     def fit_transform_rows(self, train: Sequence[str], rest: Sequence[str], sizes: Sequence[int] | None = None,
                            line_nos: Sequence[int] | None = None) -> SparseRows:
         """Fit on ``train`` (as :meth:`fit`) and return the rows of ``train`` then ``rest`` (documents of
         ``sizes`` lines over both, numbered ``line_nos``) and the padding row: the rows of ``fit`` then
-        ``transform_rows``, with each
-        training line analysed once, not twice (fitting counts every n-gram of every line, which is most of a
-        transform's work)."""
+        ``transform_rows``, with each training line analysed once, not twice (fitting counts every n-gram of
+        every line, which is most of a transform's work)."""
         if len(train) > FIT_LINES:  # fitted on a sample: every line is transformed afterwards
             return self.fit(train).transform_rows([*train, *rest], sizes, line_nos)
-        normalised = [normalise(t) for t in train]
-        fitted = tuple(v.fit_transform(normalised) for v in self._new_vectorizers())
-        return self._rows([*train, *rest], sizes, line_nos, fitted)
+        texts = [normalise(t) for t in (*train, *rest)]
+        fitted = tuple(v.fit_transform(texts[:len(train)]) for v in self._new_vectorizers())
+        return self._rows(texts, sizes, line_nos, fitted)
 
     def _rows(self, texts: Sequence[str], sizes: Sequence[int] | None, line_nos: Sequence[int] | None,
               fitted: tuple | None, pad_row: bool = True) -> SparseRows:
-        """The rows of ``texts`` block by block; ``fitted`` holds the TF-IDF matrices of the first lines already
-        (from fitting), which are not analysed again."""
+        """The rows of ``texts`` (already :func:`.cues.normalise`\ d) block by block; ``fitted`` holds the TF-IDF
+        matrices of the first lines already (from fitting), which are not analysed again."""
         from scipy import sparse
 
-        texts = [normalise(t) for t in texts]
         cues = document_cues(texts, sizes, line_nos)
         indptr, indices, data, nnz = [np.zeros(1, dtype=np.int64)], [], [], 0
         for lo, hi, blocks in self._blocks(texts, fitted):
