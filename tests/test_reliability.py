@@ -23,11 +23,21 @@ def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
     url = f"sqlite:///{tmp_path}/k.db"
     # 4 schemes queued, 3 trials: the retry takes the killed trial's place in the queue, so the rerun runs the
     # three schemes queued first, as the run that was not killed does (queued last, it would never run).
-    args = ["tune", "--storage", url, "--study", "k", "--trials", "3", "--config", str(study_toml(tmp_path, epochs=3)),
+    args = ["tune", "--storage", url, "--study", "k", "--trials", "3", "--config", str(study_toml(tmp_path, epochs=8)),
             "--heartbeat", "1", "--no-confirm"]
     proc = cli(args, cache_dir)
-    wait_for(running_mid_epoch(url, "k", after_complete=1), proc, what="a running trial after one completed")
-    before = trials(url, "k")
+    snapshot = []
+
+    def running_after_one():
+        """One read: a trial running in its first half (so it cannot end before the kill), after one completed.
+        The trial killed is the one this read saw running, not a later read's."""
+        snapshot[:] = trials(url, "k")
+        done = sum(t.state == TrialState.COMPLETE for t in snapshot)
+        return done >= 1 and any(t.state == TrialState.RUNNING and 1 <= len(t.intermediate_values) <= 4
+                                 for t in snapshot)
+
+    wait_for(running_after_one, proc, what="a running trial after one completed")
+    before = snapshot
     complete_before = sum(t.state == TrialState.COMPLETE for t in before)
     killed = [t for t in before if t.state == TrialState.RUNNING][0]
     proc.send_signal(signal.SIGKILL)

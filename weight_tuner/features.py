@@ -133,7 +133,7 @@ class Featurizer:
 
     def _rows(self, texts: Sequence[str], sizes: Sequence[int] | None, line_nos: Sequence[int] | None,
               fitted: tuple | None, pad_row: bool = True) -> SparseRows:
-        """The rows of ``texts`` (already :func:`.cues.normalise`\ d) block by block; ``fitted`` holds the TF-IDF
+        """The rows of ``texts`` (already passed through :func:`.cues.normalise`) block by block; ``fitted`` holds the TF-IDF
         matrices of the first lines already (from fitting), which are not analysed again."""
         from scipy import sparse
 
