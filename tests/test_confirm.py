@@ -238,9 +238,17 @@ def test_a_confirmation_resumes_and_a_new_plan_reuses_the_finished_runs_of_uncha
     assert "recommendation" not in study.user_attrs
     saved = study.user_attrs["confirmation"]["candidates"]
     assert sum(len(c["units"]) for n, c in saved.items() if n != "thresholds") == 3
+    # a second planner that found no runs enqueued (the first slow, past the joiners' grace) queues them all again
+    companion = optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=storage)
+    planned = [(t.user_attrs["candidate"], t.user_attrs["unit"]) for t in companion.trials]
+    for name, unit in planned:
+        companion.enqueue_trial({}, user_attrs={"candidate": name, "unit": unit})
     again = []
     rec = confirm(study, prepared, evaluation, after_unit=lambda n, u: again.append((n, u.key)))
-    assert len(again) == 1 and again[0] not in calls
+    assert len(again) == 1 and again[0] not in calls  # each run trained once all the same
+    twins = [t for t in companion.get_trials() if t.number >= len(planned)]
+    assert len(twins) == len(planned) and all(t.state == TrialState.FAIL for t in twins)
+    assert all("a duplicate of unit run #" in t.user_attrs["fail_reason"] for t in twins)
     assert rec.n_units == 2 and study.user_attrs["recommendation"]["decision"] == rec.decision
     rerun = []
     confirm(study, prepared, evaluation, after_unit=lambda n, u: rerun.append(n))

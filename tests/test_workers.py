@@ -368,12 +368,14 @@ def test_the_second_signal_helper_gets_the_url_from_its_environment(tmp_path, mo
 def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_queued_once(tmp_path, backend):
     """A process killed after taking a trial but before its heartbeat thread's first beat leaves a RUNNING trial
     with no heartbeat: Optuna's stale check skips it, and every process waiting for it waited forever (the kill -9
-    test above hung that way). ``fail_stale`` fails it once it is old, and leaves young and beating trials alone."""
+    test above hung that way). ``StaleTrials`` fails it once it has seen it without a beat for two grace periods of
+    its own clock, and leaves new and beating trials alone. Start times written by other hosts' clocks (an hour
+    ahead, an hour behind) change nothing: the check used to compare them with this host's clock."""
     from datetime import datetime, timedelta
 
     import sqlalchemy
 
-    from weight_tuner.retries import fail_stale
+    from weight_tuner.retries import StaleTrials
     from weight_tuner.storage import open_storage, storage_of
 
     if backend == "postgresql" and not pg_available():
@@ -382,26 +384,38 @@ def test_a_trial_whose_process_died_before_its_first_heartbeat_is_failed_and_que
     name = f"wt-beatless-{os.getpid()}-{int(time.time() * 1000)}"
     try:
         study = optuna.create_study(study_name=name, storage=open_storage(url, heartbeat=1))
-        dead, young, beating = study.ask(), study.ask(), study.ask()
-        for trial in (dead, young, beating):
+        dead, behind = study.ask(), study.ask()
+        for trial in (dead, behind):
             trial.suggest_float("w_Nomenclature", 0.1, 10.0)
-        storage_of(study).record_heartbeat(beating._trial_id)
-        an_hour_ago = str(datetime.now() - timedelta(hours=1))
-        with sqlalchemy.create_engine(url).begin() as connection:
-            connection.execute(sqlalchemy.text("UPDATE trials SET datetime_start = :t WHERE trial_id IN (:a, :b)"),
-                               {"t": an_hour_ago, "a": dead._trial_id, "b": beating._trial_id})
+        with sqlalchemy.create_engine(url).begin() as connection:  # clocks of other hosts
+            for trial, hours in ((dead, 1), (behind, -1)):
+                connection.execute(sqlalchemy.text("UPDATE trials SET datetime_start = :t WHERE trial_id = :i"),
+                                   {"t": str(datetime.now() + timedelta(hours=hours)), "i": trial._trial_id})
 
         def states():
             fresh = optuna.load_study(study_name=name, storage=open_storage(url, heartbeat=1))
             return [t.state for t in fresh.trials], fresh
 
+        now, grace = [1000.0], storage_of(study)._backend.grace_period  # 3 beats
+        check = StaleTrials(states()[1], clock=lambda: now[0])
         optuna.storages.fail_stale_trials(study)
-        assert states()[0] == [TrialState.RUNNING] * 3  # Optuna's check alone: the dead process's trial waits forever
+        check.check()  # first seen without a beat: a live process may not have beaten yet
+        assert states()[0] == [TrialState.RUNNING] * 2
+        now[0] += 2 * grace - 0.1  # two graces of this clock have not passed
+        storage_of(study).record_heartbeat(behind._trial_id)  # its process is alive: it beats
+        late = study.ask()  # taken meanwhile, not beating yet
+        late.suggest_float("w_Nomenclature", 0.1, 10.0)
+        check.check()
+        assert states()[0] == [TrialState.RUNNING] * 3
+        now[0] += 0.2
         for _ in range(2):  # a second look queues nothing more
-            fail_stale(states()[1])
+            check.check()
             found, fresh = states()
             assert found == [TrialState.FAIL, TrialState.RUNNING, TrialState.RUNNING, TrialState.WAITING]
         assert fresh.trials[3].params == dead.params
+        now[0] += 2 * grace
+        check.check()  # the late one, two graces after this check first saw it
+        assert states()[0][2] == TrialState.FAIL
     finally:
         if backend == "postgresql":
             drop_pg_studies(name)

@@ -1,6 +1,6 @@
 """Retries: trials a process takes from a queue, and trials a process lost (failed and queued once more).
 
-Optuna's heartbeat fails the trial of a process that stopped beating; :func:`fail_stale` also fails the trial
+Optuna's heartbeat fails the trial of a process that stopped beating; :class:`StaleTrials` also fails the trial
 of a process that died before its first beat, which Optuna's own check never sees.
 
 A retried trial takes the place in the queue of the trial it retries (:class:`QueueStudy`): Optuna hands out
@@ -15,7 +15,7 @@ import copy
 import os
 import subprocess
 import sys
-from datetime import datetime, timedelta
+import time
 
 import optuna
 import sqlalchemy
@@ -130,36 +130,48 @@ def abandon_trial(trial: optuna.Trial) -> None:
                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def fail_stale(study: optuna.Study) -> None:
-    """Fail ``study``'s trials whose process died, and queue each once more (the storage's heartbeat callback).
+class StaleTrials:
+    """Fails a study's trials whose process died, and queues each once more (the storage's heartbeat callback).
 
-    Optuna fails a RUNNING trial whose last heartbeat is older than the grace period, but skips one that has no
-    heartbeat yet. A process killed between taking a trial and its first beat leaves such a trial, and every
-    process waiting for it would wait forever; it counts as stale once it started two grace periods ago.
+    Optuna fails a RUNNING trial whose last heartbeat is older than the grace period, by the database's clock,
+    but skips one that has no heartbeat yet. A process killed between taking a trial and its first beat leaves
+    such a trial, and every process waiting for it would wait forever; it counts as stale once *this* check has
+    seen it without a heartbeat for two grace periods of its own monotonic clock. (A trial's start time is the
+    local time of the host that started it: against this host's clock, a live trial of a host whose clock runs
+    behind would be failed, and a dead one of a host whose clock runs ahead never.)
+    One instance per wait: it remembers when it first saw each trial without a heartbeat.
     """
-    storage = storage_of(study)
-    interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
-    if not interval:
-        return
-    optuna.storages.fail_stale_trials(study)
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps an RDB storage in a cache
-    grace = timedelta(seconds=2 * (backend.grace_period or 2 * interval))
-    old = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-           if t.datetime_start is not None and datetime.now() - t.datetime_start > grace]
-    if not old:
-        return
-    beats = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
-        sqlalchemy.bindparam("ids", expanding=True))
-    with backend.engine.connect() as connection:
-        beating = {row[0] for row in connection.execute(beats, {"ids": [t._trial_id for t in old]})}
-    callback = storage.get_heartbeat_stale_trial_callback()
-    for trial in old:
-        if trial._trial_id in beating:
-            continue
-        try:
-            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+
+    def __init__(self, study: optuna.Study, clock=time.monotonic):
+        self.study, self.clock = study, clock
+        self.first_seen: dict[int, float] = {}
+
+    def check(self) -> None:
+        """Fail (and queue once more) every trial of the study that is stale now."""
+        study, storage = self.study, storage_of(self.study)
+        interval = getattr(storage, "get_heartbeat_interval", lambda: None)()
+        if not interval:
+            return
+        optuna.storages.fail_stale_trials(study)
+        backend = getattr(storage, "_backend", storage)  # Optuna wraps an RDB storage in a cache
+        grace = 2 * (backend.grace_period or 2 * interval)
+        running = [t._trial_id for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        beating = set()
+        if running:
+            beats = sqlalchemy.text("SELECT trial_id FROM trial_heartbeats WHERE trial_id IN :ids").bindparams(
+                sqlalchemy.bindparam("ids", expanding=True))
+            with backend.engine.connect() as connection:
+                beating = {row[0] for row in connection.execute(beats, {"ids": running})}
+        now = self.clock()
+        self.first_seen = {i: self.first_seen.get(i, now) for i in running if i not in beating}
+        callback = storage.get_heartbeat_stale_trial_callback()
+        for trial_id, seen in self.first_seen.items():
+            if now - seen < grace:
                 continue
-        except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it first
-            continue
-        if callback is not None:
-            callback(study, copy.deepcopy(storage.get_trial(trial._trial_id)))
+            try:
+                if not storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                    continue
+            except optuna.exceptions.UpdateFinishedTrialError:  # another process failed it first
+                continue
+            if callback is not None:
+                callback(study, copy.deepcopy(storage.get_trial(trial_id)))

@@ -20,7 +20,8 @@ from ..artifacts import save_member
 from ..errors import NonFiniteLossError, StudyError
 from ..folds import Unit, unit_data
 from ..schemes import UNWEIGHTED
-from ..retries import NothingLeft, abandon_trial, fail_stale, retry_attrs, take_waiting
+from ..storage import storage_of
+from ..retries import NothingLeft, StaleTrials, abandon_trial, retry_attrs, take_waiting
 from ..unitrun import run_unit
 from .plan import missing_runs, plan_ratio, race_of, units_by
 from .racing import Race
@@ -54,6 +55,11 @@ class UnitRun:
         if name is None or key is None:
             trial.set_user_attr("fail_reason", "no unit run was left to take (another process took the last)")
             raise NothingLeft()
+        twin = _twin(trial, name, key)
+        if twin is not None:
+            trial.set_user_attr("fail_reason", f"a duplicate of unit run #{twin.number} ({twin.state.name}): the run "
+                                               "was queued twice, and is trained once")
+            raise NothingLeft()
         self._stop_if_raced_out(trial, name, key)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -85,6 +91,21 @@ class UnitRun:
             if k in res:
                 trial.set_user_attr(k, res[k])
         return res["scores"]["important_f1"]
+
+
+def _twin(trial: optuna.Trial, name: str, key: str):
+    """Another trial of the same run that goes first: finished, or alive with a lower number. Two planners may
+    both queue a run (a joiner that waited out :data:`.plan.ENQUEUE_GRACE_S` for a slow one); of its copies
+    only the lowest-numbered live one trains, so no run is trained twice and none by nobody. The trial a retry
+    replaces is no twin: it may still read RUNNING a moment after its process queued the retry."""
+    own = storage_of(trial.study).get_trial(trial._trial_id)
+    replaced = {own.number, own.user_attrs.get("retry_of"), own.system_attrs.get("failed_trial")}
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
+                                                                 TrialState.WAITING)):
+        if other.number not in replaced and (other.user_attrs.get("candidate"), other.user_attrs.get("unit")) == (
+                name, key) and (other.state == TrialState.COMPLETE or other.number < trial.number):
+            return other
+    return None
 
 
 def give_back(companion: optuna.Study, trial) -> None:
@@ -122,7 +143,7 @@ def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, afte
     Optuna's heartbeat callback, and taken here. A run that failed for good is a :class:`StudyError`.
     """
     ratio = plan_ratio(prepared, plan)
-    said, seen_lost = None, None
+    said, seen_lost, stale = None, None, StaleTrials(companion)
     while True:
         take_runs(companion, plan, prepared, stop, after_run, members)
         counted = race_of(companion, plan, ratio)
@@ -144,5 +165,5 @@ def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, afte
         if len(pending) != said:  # once per change, not once per poll
             said = len(pending)
             logger.info(f"waiting for {said} unit run{'s' if said > 1 else ''} held by other processes")
-        fail_stale(companion)
+        stale.check()
         time.sleep(poll_seconds)

@@ -23,7 +23,7 @@ from ..notes import publish
 from ..paths import check_bundle, models_dir
 from ..posthoc import apply_calibration, apply_multipliers
 from ..records import Recommendation
-from ..retries import NothingLeft, create_study, fail_stale, load_study, take_waiting
+from ..retries import NothingLeft, StaleTrials, create_study, load_study, take_waiting
 from ..storage import storage_of, stored_recommendation, trial_config, unweighted_config
 from .ensemble import stored_calibration
 
@@ -142,11 +142,12 @@ class Refits:
         t0, count, rec = time.perf_counter(), len(self.paths), stored_recommendation(self.study)
         data = refit_data(prepared)
         logger.info(f"{count} refits of {rec.deployed.candidate} on {data.train.n} non-test lines")
+        stale = StaleTrials(self.companion)
         while True:
             take_refits(self.companion, prepared, stop=stop, data=data)
             if not self.companion.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)):
                 break
-            fail_stale(self.companion)  # a killed worker's refit is queued again
+            stale.check()  # a killed worker's refit is queued again
             time.sleep(poll_seconds)
         made = {t.user_attrs.get("refit") for t in self.companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                 if t.number >= self.since or t.number in self.carried}

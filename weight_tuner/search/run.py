@@ -18,7 +18,7 @@ from ..errors import NonFiniteLossError, StudyError
 from ..logs import progress_enabled
 from ..notes import PENDING_DECISION, trial_line
 from ..paths import display_url, models_dir
-from ..retries import create_study, fail_stale, load_study
+from ..retries import StaleTrials, create_study, load_study
 from ..schemes import group_schemes, warm_start_schemes
 from ..space import SearchSpace, StudyConfig, stored_evaluation
 from ..storage import (
@@ -218,6 +218,7 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
         show_ended()
 
     guard = stop.safe_points() if stop is not None else contextlib.nullcontext()
+    stale = StaleTrials(study)
     try:
         with guard:
             while True:
@@ -229,7 +230,7 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
                 running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
                 if finished + running >= n_trials:
                     # The other workers hold the remaining trials; one may still die and be retried.
-                    fail_stale(study)
+                    stale.check()
                     time.sleep(poll_seconds)
                     show_ended()
                     continue
