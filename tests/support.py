@@ -156,13 +156,13 @@ def companion_of(url, study):
     return optuna.load_study(study_name=study.user_attrs["confirmation_study"], storage=url)
 
 
-def three_tunes_at_once(url, name, tmp_path, cache_dir):
-    """Start 3 `tune` on one study that does not exist yet; every one must finish, on one study made once.
-    Returns each process's (stdout, stderr)."""
+def tunes_at_once(url, name, tmp_path, cache_dir, processes=3):
+    """Start ``processes`` `tune` on one study that does not exist yet; every one must finish, on one study made
+    once. Returns each process's (stdout, stderr)."""
     toml = study_toml(tmp_path, epochs=2, schemes=("unweighted", "inverse_frequency", "sqrt_inverse_frequency"))
     argv = ["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "4", "--folds", "2",
             "--repeats", "1", "--confirm-top", "1", "--refits", "1", "--jobs", "1"]
-    procs = [cli(argv, cache_dir, cwd=tmp_path) for _ in range(3)]
+    procs = [cli(argv, cache_dir, cwd=tmp_path) for _ in range(processes)]
     outs = [p.communicate(timeout=400) for p in procs]
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-4000:]
@@ -177,7 +177,7 @@ def three_tunes_at_once(url, name, tmp_path, cache_dir):
         if t.state != TrialState.COMPLETE:
             assert (t.state == TrialState.FAIL and t.user_attrs.get("surplus")) or t.state == TrialState.WAITING, t
     decisions = {out.split("Recommendation: ", 1)[1].splitlines()[0] for out, _ in outs}
-    assert len(decisions) == 1  # one decision, printed alike by the three
+    assert len(decisions) == 1  # one decision, printed alike by all
     companion = companion_of(url, study)
     pairs = [(t.user_attrs["candidate"], t.user_attrs["unit"]) for t in companion.trials
              if t.state == TrialState.COMPLETE]

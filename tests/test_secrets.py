@@ -16,7 +16,7 @@ from sqlalchemy.engine import make_url
 
 from weight_tuner.cli import main
 
-from support import PG_URL, SAMPLE_DOCS, drop_pg_studies, pg_available, three_tunes_at_once
+from support import PG_URL, SAMPLE_DOCS, drop_pg_studies, pg_available, tunes_at_once
 
 SECRET = "Zq@7!x%9k"
 
@@ -28,9 +28,9 @@ def _leaks(text: bytes) -> list[str]:
 
 
 @pytest.mark.skipif(not pg_available(), reason=f"no PostgreSQL server at {PG_URL} (a password needs a server URL)")
-def test_three_tunes_at_once_on_postgresql_then_every_command_and_no_password_anywhere(tmp_path, monkeypatch,
+def test_two_tunes_at_once_on_postgresql_then_every_command_and_no_password_anywhere(tmp_path, monkeypatch,
                                                                                        capsys):
-    """Three `tune` started at once on a new PostgreSQL study (each finishes, each scheme trained once), then
+    """Two `tune` started at once on a new PostgreSQL study (each finishes, each scheme trained once), then
     `report`, `export`, `predict` and `bench` on it: no output, file or stored attribute holds the password."""
     monkeypatch.chdir(tmp_path)  # default outputs (studies/, docs/) land here, and are scanned
     url = make_url(PG_URL).set(password=SECRET).render_as_string(hide_password=False)
@@ -41,7 +41,7 @@ def test_three_tunes_at_once_on_postgresql_then_every_command_and_no_password_an
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"hidden_size": 4, "num_layers": 1, "epochs": 1, "verbosity": 0}))
     try:
-        for out, err in three_tunes_at_once(url, name, tmp_path, tmp_path / "cache"):  # a new cache, built at once
+        for out, err in tunes_at_once(url, name, tmp_path, tmp_path / "cache", processes=2):  # a new cache, at once
             assert not _leaks((out + err).encode()), "tune"
         commands = [
             ["report", "--storage", url, "--study", name],

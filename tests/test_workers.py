@@ -23,10 +23,10 @@ from weight_tuner.paths import STORAGE_ENV, models_dir
 from weight_tuner.workers import LocalWorkers, thread_share
 
 from support import (PG_URL, SAMPLE_DOCS, cli, companion_of, drop_pg_studies, pg_available, study_toml,
-                     three_tunes_at_once, url_with_password, wait_for)
+                     tunes_at_once, url_with_password, wait_for)
 
-EVALUATION = ["--folds", "2", "--repeats", "2", "--confirm-top", "2"]  # 3 candidates x 4 units: 12 runs
-RUNS = 12  # without racing; with it, a stopped candidate's later runs are not trained
+EVALUATION = ["--folds", "2", "--repeats", "1", "--confirm-top", "2"]  # 3 candidates x 2 units: 6 runs
+RUNS = 6  # without racing; with it, a stopped candidate's later runs are not trained
 SCHEMES = ("unweighted", "inverse_frequency", "sqrt_inverse_frequency")  # 3 trials: the schemes, in any process
 
 
@@ -320,7 +320,7 @@ def test_tune_waits_for_its_workers_under_one_deadline(monkeypatch):
 
 
 def test_three_tunes_started_at_once_on_a_new_sqlite_file_all_finish(tmp_path, cache_dir):
-    three_tunes_at_once(f"sqlite:///{tmp_path}/new.db", "s", tmp_path, cache_dir)
+    tunes_at_once(f"sqlite:///{tmp_path}/new.db", "s", tmp_path, cache_dir, processes=3)
 
 
 @pytest.mark.parametrize("jobs", ["0", "x"])
