@@ -50,9 +50,15 @@ def test_threshold_tuning_picks_rules_off_when_they_hurt():
     assert t_help <= 0.35 and t_hurt > 1
 
 
-def test_to_yedda_merges_runs_into_blocks():
-    out = to_yedda(["a", "b", "c"], np.array([D, D, M]))
-    assert out == "[@a\nb#Description*]\n[@c#Misc*]\n"
+def test_to_yedda_merges_runs_into_blocks_and_writes_every_other_line_as_it_was():
+    assert to_yedda(["a", "b", "c", ""], [1, 2, 3], np.array([D, D, M])) == "[@a\nb#Description*]\n[@c#Misc*]\n"
+    # a blank line ends a block; unlabelled lines, indentation and a CR stay; the markup goes before the CR
+    source = ["  a", "", "b\r", "c", "not read", "d"]
+    out = to_yedda(source, [1, 3, 4, 6], np.array([D, D, D, M]))
+    assert out.split("\n") == ["[@  a#Description*]", "", "[@b\r", "c#Description*]", "not read", "[@d#Misc*]"]
+    from weight_tuner.corpus import parse_yedda
+
+    assert parse_yedda(out, "x").text == "\n".join(source)  # without the markup, the input again
 
 
 def test_oversampling_repeats_only_documents_with_nomenclature():
@@ -206,6 +212,34 @@ def _archive(root, names=("J1/V1/s1.txt.ann", "J1/V2/s1.txt.ann")):
     return paths
 
 
+def test_predict_writes_every_input_line_back_and_counts_the_labels(tiny_bundle, tmp_path, capsys):
+    """Plain text and .ann in, every line back out, byte for byte once the labels' markup is removed: blank
+    lines, indentation, a CRLF line and unlabelled lines of the .ann included (a 19-line file used to come back as
+    10 lines, its blank lines dropped and paragraphs of different classes merged)."""
+    from weight_tuner.corpus import parse_yedda
+
+    ann = _archive(tmp_path / "in", names=("J/V/a.txt.ann",))[0]
+    ann.write_text("A line outside every block\n\n" + ann.read_text(encoding="utf-8"), encoding="utf-8")
+    lines = parse_yedda(ann.read_text(encoding="utf-8"), "a").text.split("\n")
+    plain = tmp_path / "in" / "b.txt"
+    plain.write_bytes(("\n".join(["", "  " + lines[4], "", *lines[5:12], "windows line\r", "", ""]) + "\n").encode())
+    out = tmp_path / "out"
+    assert main(["predict", "--model", str(tiny_bundle), str(ann), str(plain), "-o", str(out),
+                 "--json", str(tmp_path / "p.json")]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((tmp_path / "p.json").read_text())
+    for source, text in ((ann, parse_yedda(ann.read_text(encoding="utf-8"), "a").text),
+                         (plain, plain.read_bytes().decode())):
+        entry = results["files"][str(source)]
+        written = Path(entry["output"]).read_bytes().decode()
+        assert parse_yedda(written, "o").text == text  # every line, in order, as it was
+        assert len(written.split("\n")) == len(text.split("\n"))
+        assert sum(entry["labels"].values()) == entry["lines"] == len(parse_yedda(written, "o").lines)
+        assert f"{entry['lines']} lines (Nomenclature {entry['labels']['Nomenclature']}, " in printed
+    assert results["labels"] == {c: sum(e["labels"][c] for e in results["files"].values()) for c in results["labels"]}
+    assert "all 2 files: " in printed
+
+
 def test_same_named_files_of_two_volumes_get_two_outputs(tiny_bundle, tmp_path, capsys):
     a, b = _archive(tmp_path / "in")
     out, js = tmp_path / "out", tmp_path / "r.json"
@@ -217,7 +251,7 @@ def test_same_named_files_of_two_volumes_get_two_outputs(tiny_bundle, tmp_path, 
     # each output holds its own input's lines (not the other volume's)
     for path, entry in result["files"].items():
         got = open(entry["output"], encoding="utf-8").read()
-        assert got.count("\n") <= entry["lines"] and got.split("\n")[0][2:12] in open(path).read()
+        assert got.count("\n") == open(path).read().count("\n") and got.split("\n")[0][2:12] in open(path).read()
     assert result["throughput"]["lines"] == sum(e["lines"] for e in result["files"].values()) > 0
     assert result["throughput"]["lines_per_second"] > 0
 
@@ -274,7 +308,7 @@ def test_an_interrupted_run_leaves_no_half_written_output(tiny_bundle, tmp_path,
             raise KeyboardInterrupt  # Ctrl-C once the second file's new bytes are written, before they are in place
         return real_fsync(fd)
 
-    monkeypatch.setattr(predict, "to_yedda", lambda texts, pred: "changed\n" + real_yedda(texts, pred))
+    monkeypatch.setattr(predict, "to_yedda", lambda *args: "changed\n" + real_yedda(*args))
     monkeypatch.setattr(paths.os, "fsync", interrupted)
     with pytest.raises(KeyboardInterrupt):
         predict.predict_files(tiny_bundle, [a, b], out_dir=out)

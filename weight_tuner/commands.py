@@ -264,12 +264,16 @@ def cmd_predict(args) -> int:
         if entry.get("skipped"):
             print(f"{path}: skipped ({entry['skipped']})")
             continue
-        print(f"{path}: {entry['lines']} lines -> {entry['output']}" +
+        counts = ", ".join(f"{c} {n}" for c, n in entry["labels"].items())
+        print(f"{path}: {entry['lines']} lines ({counts}) -> {entry['output']}" +
               (f" (probabilities: {entry['probs_csv']})" if "probs_csv" in entry else ""))
         if "stats" in entry:
             print(format_stats_table({"file": entry["stats"]}))
     if "stats" in results and len(results["files"]) > 1:
         print(format_stats_table({"all": results["stats"]}))
+    if len(results["files"]) > 1:
+        print(f"all {len(results['files'])} files: {results['throughput']['lines']} lines ("
+              + ", ".join(f"{c} {n}" for c, n in results["labels"].items()) + ")")
     if args.json:
         write_json(args.json, results)
     return 0

@@ -41,6 +41,7 @@ class Document:
     doc_id: str
     lines: list[Line]
     unlabelled_lines: int = 0
+    text: str | None = None  # the file's text without the block markup, line for line (as parsed)
 
 
 @dataclass
@@ -86,6 +87,7 @@ def parse_yedda(text: str, doc_id: str, report: ReadReport | None = None) -> Doc
         return sum(1 for t in segment.split("\n") if t.strip(" \t\r\f\v"))
 
     lines: list[Line] = []
+    plain: list[str] = []  # the text without markup: the lines keep their numbers
     unlabelled = 0
     block = 0
     i, n = 0, len(text)
@@ -93,8 +95,10 @@ def parse_yedda(text: str, doc_id: str, report: ReadReport | None = None) -> Doc
         start = text.find("[@", i)
         if start == -1:
             unlabelled += count_unlabelled(text[i:])
+            plain.append(text[i:])
             break
         unlabelled += count_unlabelled(text[i:start])
+        plain.append(text[i:start])
         body_start = start + 2
         close = text.find("*]", body_start)
         reopen = text.find("[@", body_start)
@@ -105,6 +109,7 @@ def parse_yedda(text: str, doc_id: str, report: ReadReport | None = None) -> Doc
                 f"{doc_id}:{line_at(start)}: block opened here is not closed before the {where}; its lines are unlabelled"
             )
             unlabelled += count_unlabelled(text[body_start:nxt])
+            plain.append(text[body_start:nxt])
             i = nxt
             continue
         body = text[body_start:close]
@@ -113,8 +118,10 @@ def parse_yedda(text: str, doc_id: str, report: ReadReport | None = None) -> Doc
         if hash_pos == -1 or not label or "\n" in label:
             report.warnings.append(f"{doc_id}:{line_at(start)}: block has no label; its lines are unlabelled")
             unlabelled += count_unlabelled(body)
+            plain.append(body if hash_pos == -1 or "\n" in label else body[:hash_pos])
             i = close + 2
             continue
+        plain.append(body[:hash_pos])
         first_line = line_at(start)
         for offset, raw in enumerate(body[:hash_pos].split("\n")):
             stripped = raw.strip(" \t\r\f\v")
@@ -124,7 +131,7 @@ def parse_yedda(text: str, doc_id: str, report: ReadReport | None = None) -> Doc
         block += 1
         i = close + 2
     report.unlabelled_lines += unlabelled
-    return Document(doc_id, lines, unlabelled)
+    return Document(doc_id, lines, unlabelled, "".join(plain))
 
 
 def decode_bytes(data: bytes, doc_id: str, report: ReadReport) -> str:

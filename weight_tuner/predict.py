@@ -80,6 +80,7 @@ class FileLines:
     line_nos: list[int]
     y: np.ndarray | None
     offsets: np.ndarray
+    source: list[str]  # every line of the file as read (an .ann file's without its markup), to write back
 
 
 def read_input(path: Path, max_chunk_lines: int = 2000, label_map=corpus.default_label_map) -> FileLines:
@@ -97,24 +98,38 @@ def read_input(path: Path, max_chunk_lines: int = 2000, label_map=corpus.default
         y = np.array([CLASSES.index(label_map(ln.label)) for ln in lines], dtype=np.int64)
         sizes = [len(ch.lines) for ch in chunks]
         out = FileLines(path, [ln.text for ln in lines], [ln.line_no for ln in lines], y,
-                        offsets_from_sizes(sizes))
+                        offsets_from_sizes(sizes), doc.text.split("\n"))
     else:
-        pairs = [(i + 1, t.strip(" \t\r\f\v")) for i, t in enumerate(text.split("\n")) if t.strip(" \t\r\f\v")]
+        source = text.split("\n")
+        pairs = [(i + 1, t.strip(" \t\r\f\v")) for i, t in enumerate(source) if t.strip(" \t\r\f\v")]
         out = FileLines(path, [t for _, t in pairs], [n for n, _ in pairs], None,
-                        offsets_from_sizes([len(pairs)]))
+                        offsets_from_sizes([len(pairs)]), source)
     for w in report.warnings:
         logger.warning(w)
     return out
 
 
-def to_yedda(texts: list[str], pred: np.ndarray) -> str:
-    """YEDDA text: runs of lines with the same predicted class become one block."""
-    blocks, start = [], 0
-    for i in range(1, len(texts) + 1):
-        if i == len(texts) or pred[i] != pred[start]:
-            blocks.append("[@" + "\n".join(texts[start:i]) + "#" + CLASSES[pred[start]] + "*]")
-            start = i
-    return "\n".join(blocks) + ("\n" if blocks else "")
+def to_yedda(source: list[str], line_nos: list[int], pred: np.ndarray) -> str:
+    """The input written back line for line with only the labels added: the lines numbered ``line_nos`` (from 1)
+    get ``pred``, and a run of neighbouring lines of one class becomes one YEDDA block; every other line
+    (blank, or outside the blocks of an ``.ann`` file) is written as it was. Without the markup it is
+    ``source`` again."""
+    label = dict(zip(line_nos, (int(p) for p in pred)))
+    out = []
+    for k, line in enumerate(source, start=1):
+        cls = label.get(k)
+        if cls is None:
+            out.append(line)
+            continue
+        body, eol = (line[:-1], "\r") if line.endswith("\r") else (line, "")  # the markup goes before a CR
+        opens, closes = label.get(k - 1) != cls, label.get(k + 1) != cls
+        out.append(("[@" if opens else "") + body + (f"#{CLASSES[cls]}*]" if closes else "") + eol)
+    return "\n".join(out)
+
+
+def label_counts(pred: np.ndarray) -> dict[str, int]:
+    """Lines per predicted class."""
+    return {c: int(np.sum(pred == i)) for i, c in enumerate(CLASSES)}
 
 
 PRED_SUFFIX = ".pred.txt.ann"
@@ -230,8 +245,8 @@ def _labelled(fl: FileLines, probs: np.ndarray, out_path: Path, multipliers, seq
 
     probs = apply_multipliers(probs, multipliers)
     pred = apply_sequence_rules(probs, sequence_threshold) if sequence_threshold is not None else probs.argmax(axis=1)
-    atomic_write_bytes(out_path, to_yedda(fl.texts, pred).encode("utf-8"))
-    entry = {"output": str(out_path), "lines": len(fl.texts)}
+    atomic_write_bytes(out_path, to_yedda(fl.source, fl.line_nos, pred).encode("utf-8"))
+    entry = {"output": str(out_path), "lines": len(fl.texts), "labels": label_counts(pred)}
     if probs_csv:
         csv_path = out_path.with_name(out_path.name.removesuffix(".txt.ann") + ".probs.csv")
         atomic_write_bytes(csv_path, _probs_csv(fl, probs, pred))
@@ -274,7 +289,7 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
     bundles = list(model_path) if isinstance(model_path, (list, tuple)) else [model_path]
     loaded = [load_bundle(p) for p in bundles]  # each member once per call
     label_map = load_label_map(bundles[0])
-    results: dict = {"files": {}, "models": len(loaded)}
+    results: dict = {"files": {}, "models": len(loaded), "labels": dict.fromkeys(CLASSES, 0)}
     scored: list[tuple[np.ndarray, np.ndarray]] = []
     t0, total_lines = time.perf_counter(), 0
     bar = tqdm(total=len(targets), desc="predict", unit="file", file=sys.stderr, disable=not progress)
@@ -299,13 +314,15 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
                 scored.append((fl.y, probs_scored))
             results["files"][str(fl.path)] = entry
             total_lines += len(fl.texts)
+            for c, count in entry["labels"].items():
+                results["labels"][c] += count
             bar.set_postfix(lines=total_lines)
     bar.close()
     seconds = time.perf_counter() - t0
     labelled = [e for e in results["files"].values() if not e.get("skipped")]
     results["throughput"] = {"files": len(labelled), "lines": total_lines, "seconds": round(seconds, 3),
                              "lines_per_second": round(total_lines / seconds, 1) if seconds > 0 else None}
-    logger.info(f"predicted {total_lines} lines in {len(labelled)} files in {seconds:.1f}s "
+    logger.info(f"predicted {total_lines} lines in {len(labelled)} file{'s' if len(labelled) != 1 else ''} in {seconds:.1f}s "
                 f"({total_lines / max(seconds, 1e-9):.0f} lines/s)")
     if scored:
         results["stats"] = compute_stats(np.concatenate([y for y, _ in scored]), np.concatenate([p for _, p in scored]))
