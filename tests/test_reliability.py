@@ -323,6 +323,39 @@ def test_a_storage_that_cannot_be_written_is_one_line(tmp_path, monkeypatch, cap
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize("full", ["database", "file"])
+def test_a_full_disk_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, full):
+    """Disk full (issue 44, 6; probed on a 15 MB tmpfs): SQLite's "database or disk is full" under Optuna's
+    StorageInternalError under Optuna's own "Should not reach." assertion was a 271-line double traceback, exit 1;
+    a model file that cannot be written raised OSError ENOSPC. Each is one line naming what could not be
+    written, exit 2."""
+    import errno
+    import sqlite3
+
+    import weight_tuner.search.run as run_mod
+
+    def disk_full(*args, **kwargs):
+        if full == "file":
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "f" / "trial-0.keras"))
+        try:
+            try:
+                raise sqlite3.OperationalError("database or disk is full")
+            except sqlite3.OperationalError as exc:
+                raise optuna.exceptions.StorageInternalError("An exception is raised during the commit.") from exc
+        except optuna.exceptions.StorageInternalError:
+            raise AssertionError("Should not reach.")  # as Optuna's _run_trial, failing to record the failure
+
+    monkeypatch.setattr(run_mod, "create_or_resume", disk_full)
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "--study", "f", "--sample-docs", "12", "--cache-dir", ""]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == ("weight-tuner: error: storage sqlite:///studies/f.db: cannot write: the database "
+                                    "or the disk under it is full" if full == "database" else
+                                    f"weight-tuner: error: cannot write {tmp_path}/f/trial-0.keras: no space left on "
+                                    "the device (No space left on device)")
+
+
 def test_report_that_cannot_write_its_plots_is_one_line(tmp_path, capsys):
     url = f"sqlite:///{tmp_path}/p.db"
     study = optuna.create_study(study_name="p", storage=url)

@@ -11,7 +11,7 @@ from .confirm.deployed import DEPLOYED_KINDS
 from .corpus import MIN_SPLIT_DOCS, SPLIT_BY
 from .deploy.refits import DEFAULT_REFITS
 from .errors import WeightTunerError
-from .paths import DEFAULT_CACHE_DIR, STORAGE_ENV, scrub, url_secrets
+from .paths import DEFAULT_CACHE_DIR, STORAGE_ENV, display_url, scrub, url_secrets
 from .posthoc import ADAPT_CHOICES
 from .sample import SAMPLE_DOCS
 from .signals import StopGuard, Terminated
@@ -286,6 +286,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _write_failure(exc: BaseException, storage: str | None) -> str | None:
+    """One line for a failure to write (a full disk, a study that cannot be written), found anywhere in the
+    exception's chain (Optuna may raise its own error, or an assertion, while handling it); ``None`` for
+    anything else."""
+    import errno
+
+    from optuna.exceptions import StorageInternalError
+
+    chain, seen = [], exc
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for err in chain:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"cannot write {err.filename or 'a file'}: no space left on the device ({err.strerror})"
+        if "database or disk is full" in str(err):
+            where = f" {display_url(storage)}" if storage else ""
+            return f"storage{where}: cannot write: the database or the disk under it is full"
+    for err in chain:
+        if isinstance(err, StorageInternalError):  # e.g. a study whose SQLite file or folder cannot be written
+            cause = err.__cause__ or err
+            return f"storage: cannot write ({type(cause).__name__}: {str(cause).strip().splitlines()[0]})"
+    return None
+
+
 def main(argv=None) -> int:
     """Entry point of the ``weight-tuner`` console script."""
     from . import logs
@@ -310,14 +335,10 @@ def main(argv=None) -> int:
         print(scrub(f"weight-tuner: error: {exc}", secrets), file=sys.stderr)
         return EXIT_USAGE
     except Exception as exc:
-        from optuna.exceptions import StorageInternalError
-
-        if not isinstance(exc, StorageInternalError):
+        message = _write_failure(exc, cmd._storage(args) if getattr(args, "study", None) else None)
+        if message is None:
             raise
-        # e.g. a study whose SQLite file or folder cannot be written: one line, not Optuna's traceback
-        cause = exc.__cause__ or exc
-        print(scrub(f"weight-tuner: error: storage: cannot write ({type(cause).__name__}: "
-                    f"{str(cause).strip().splitlines()[0]})", secrets), file=sys.stderr)
+        print(scrub(f"weight-tuner: error: {message}", secrets), file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt as exc:
         code = 143 if isinstance(exc, Terminated) else 130
