@@ -141,7 +141,7 @@ def test_missing_member_models_fail_with_one_line(shared_study, tmp_path, capsys
                  str(shared_study.corpus), "-o", str(tmp_path / "o")]) == 0
 
 
-def test_a_rerun_keeps_the_refits_of_the_same_configuration(shared_study, tmp_path):
+def test_a_rerun_keeps_the_refits_of_the_same_configuration(shared_study, tmp_path, capsys):
     copy = shared_study.copy(tmp_path / "copy")
     models = copy.folder / "models"
 
@@ -150,8 +150,13 @@ def test_a_rerun_keeps_the_refits_of_the_same_configuration(shared_study, tmp_pa
         return entry["default"], entry["refit"], {p.name: p.stat().st_mtime_ns for p in models.glob("refit*.keras")}
 
     before = refits()
+    capsys.readouterr()
     assert main(copy.tune_args()) == 0
     assert refits() == before  # the finished study: nothing trained again, the entry kept
+    # the rerun still says what the deployed model scored on the test split (issue 45, 3)
+    n = before[1]["models"]
+    assert (f"Deployed model's test important_f1: {before[1]['test_important_f1']:.4f} ({n} refit models of "
+            in capsys.readouterr().out)
     assert main(copy.tune_args(refits="1")) == 0
     default, entry, stamps = refits()
     assert default == "refit" and entry["models"] == 1

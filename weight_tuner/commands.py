@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .config import ModelConfig, load_config
 from .errors import ConfigError, DataError, WeightTunerError
-from .formats import VS_NONE
+from .formats import VS_NONE, score
 from .paths import (
     STORAGE_ENV,
     check_can_write,
@@ -149,7 +149,7 @@ def cmd_tune(args) -> int:
     from .deploy.refits import Refits
     from .deploy.testcheck import final_test_evaluation, search_models
     from .folds import check_units
-    from .notes import candidates_table, decision_sentence, deployed_sentence, units_phrase
+    from .notes import candidates_table, decision_sentence, deployed_sentence, deployed_test, units_phrase
     from .search.run import open_study, run_trials
     from .space import StudyConfig, parse_objectives
     from .storage import check_storage, finished_count, stored_recommendation
@@ -198,7 +198,12 @@ def cmd_tune(args) -> int:
             final_test_evaluation(study, prepared, storage, members)
             if refits is not None:
                 refits.finish(prepared, stop=args.guard)
-    print(f"Deployed model (predict --study): {deployed_sentence(stored_recommendation(study))}")
+    final = stored_recommendation(study)
+    print(f"Deployed model (predict --study): {deployed_sentence(final)}")
+    scored = deployed_test(final, study.user_attrs.get("test_stats")) if final else None
+    if scored:  # on every run, a resumed one too: the score is stored with the study
+        print(f"Deployed model's test important_f1: {score(scored['important_f1'])} ({scored['model']}; test split, "
+              "scored once, after the decision)")
     print(f"Next: weight-tuner export --study {args.study} --storage {display_url(storage)}")
     return 0
 
