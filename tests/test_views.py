@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from optuna.trial import TrialState
 
 from weight_tuner.storage import stored_recommendation
 
@@ -345,6 +346,21 @@ def test_every_view_prints_each_difference_interval_and_weight_alike(view_study,
     score = export["deployed_test"]["important_f1"] if export["deployed_test"] else None
     if score is not None:
         assert fmt.score(score) in views["report.html"] and fmt.score(score) in views["notebook"]
+    # the trials table too (issue 45, 4: it printed 0.96, 1 and 0.931 in one column): every trial's score and
+    # weights as formats.py prints them, in the terminal, the page and the notebook
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        weights = t.user_attrs.get("class_weights_trained") or t.user_attrs.get("class_weights")
+        for name in ("report (terminal)", "report.html", "notebook"):
+            assert fmt.score(t.user_attrs["val_important_f1"]) in views[name], (name, t.number)
+            assert not weights or all(fmt.weight(weights[c]) in views[name] for c in weights), (name, t.number)
+    table = views["report (terminal)"].split("first:\n", 1)[1].splitlines()
+    for row in table[1:len(study.trials) + 1]:
+        if " COMPLETE " not in row:
+            assert "NaN" not in row, row  # a trial without scores has blank cells
+            continue
+        for column in ("val_important_f1", "val_Nomenclature_f1", "val_Description_f1"):
+            end = table[0].index(column) + len(column)  # right-aligned: a cell ends where its header ends
+            assert re.fullmatch(r"\d\.\d{4}", row[:end].split()[-1]), (column, row)  # never 0.96 or 1
 
 
 def test_the_readme_glossary_is_the_reports():

@@ -93,6 +93,25 @@ def number(value) -> str:
     return str(value)
 
 
+def cell_format(column: str):
+    """How a table column's cells print: scores and weights as :mod:`.formats` prints them in every view
+    (``0.9600``, never ``0.96`` beside ``0.931``), seconds to a tenth, the rest as :func:`number`."""
+    def blank_or(show):  # missing cells blank; text (a frame of strings already formatted) as it is
+        return lambda v: number(v) if v is None or isinstance(v, str) or v != v else show(float(v))
+    if column == SCORE or column.endswith("_f1"):
+        return blank_or(fmt.score)
+    if column.endswith("weight (as trained)"):
+        return blank_or(fmt.weight)
+    if column == "seconds":
+        return blank_or(lambda v: f"{v:.1f}")
+    return number
+
+
+def formatters(df: pd.DataFrame) -> dict:
+    """:func:`cell_format` of each column of ``df``."""
+    return {c: cell_format(c) for c in df.columns}
+
+
 def candidates_frame(rec: Recommendation) -> pd.DataFrame:
     """The confirmation's candidates: weights as trained, mean important_f1 over the units, the paired
     difference to no weights with its interval, printed as every view prints them (:mod:`.formats`)."""
@@ -140,7 +159,7 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
         print("\ntest split (scored once, after the decision):")
         print(test_split_frame(test, rec).to_string(index=False))
     print(f"\ntrials, best validation {SCORE} first:")
-    print(table.to_string(index=False, formatters={c: number for c in table.columns})
+    print(table.to_string(index=False, formatters=formatters(table), na_rep="")
           if not table.empty else f"study {study_name!r} has no trials")
     if plots and not table.empty:
         path = Path(out_dir) if out_dir else artifacts_dir(storage_url, study_name)
@@ -151,7 +170,7 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
 def html_table(df: pd.DataFrame, name: str) -> str:
     """A table as HTML without the index column; a wide one scrolls inside its box instead of being cut
     (the report and the notebook both show tables this way)."""
-    return TABLE_STYLE + '<div class="scroll">' + df.to_html(index=False, table_id=name, formatters={c: number for c in df.columns},
+    return TABLE_STYLE + '<div class="scroll">' + df.to_html(index=False, table_id=name, formatters=formatters(df),
                                                na_rep="", border=0, classes="data") + "</div>"
 
 

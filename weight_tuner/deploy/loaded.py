@@ -50,7 +50,7 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
         raise StudyError(f"study {study_name!r} has no deployed {kind} (its confirmation has not run, or ran "
                          "before models were kept); use --use single")
     calibration = stored_calibration(deployed)
-    note = f"; calibrated (temperature {calibration.temperature:.2f})" if calibration else ""
+    note = f"; calibrated (temperature {calibration.temperature:.3f})" if calibration else ""
     if kind == "ensemble":
         found = deployed.members
         if not found:
