@@ -14,7 +14,12 @@ features version 4 (this code), as docs/benchmarks.md's table of rejected ideas 
   dropout), ``dropout=0.5``, ``epochs=3``; ``nfkc``, ``docrel2`` and ``shapes`` became features version 4,
   with ``gaps`` (a blank line before or after, now ``blank_before``/``blank_after``);
 - on version 4: ``base``, ``dfdoc4`` (vocabularies chosen by the number of documents a term is in),
-  ``nowords`` (8 words), ``window_size=31``.
+  ``nowords`` (8 words), ``window_size=31``; then (2026-12-07, second sitting) ``noidf`` (TF without IDF in
+  all three blocks), ``shape4k`` (4,096 token-shape n-grams), ``hidden_size=64``, ``input_projection=128``,
+  ``num_layers=2``, ``train_stride=5 epochs=2``, ``train_stride=7 epochs=3`` and ``prediction_stride=1``.
+
+``EVAL_STRIDES=5,1`` scores each trained model at each of those prediction strides (one training, several
+test scores): how the ``prediction_stride=1`` row was measured.
 
 Patching internals is the point here: these are experiments, not the product.
 """
@@ -218,8 +223,25 @@ if "dfdoc4" in variants:
         return self._rows([*train, *rest], sizes, line_nos, fitted)
     F.Featurizer.fit_transform_rows = fit_transform_rows4
 
+def _patch_vectorizer(name, **extra):
+    orig = getattr(F, name)
+    setattr(F, name, lambda **kw: orig(**{**kw, **extra}))
+
+
+if "noidf" in variants:  # an IDF fitted on the training journal weighs up its own rare terms
+    for name in ("_word_vectorizer", "_char_vectorizer", "_shape_vectorizer"):
+        _patch_vectorizer(name, use_idf=False)
+
+if "shape4k" in variants:
+    orig_init = F.Featurizer.__init__
+    def init4k(self, *a, **k):
+        orig_init(self, *a, **k)
+        self.max_shape_grams = 4096
+    F.Featurizer.__init__ = init4k
+
+strides = [int(x) for x in os.environ.get("EVAL_STRIDES", "0").split(",")]  # 0: the config's prediction_stride
 cache = ModelCache()
-out = {}
+out, extra = {}, {}
 for setting in settings:
     kw = {} if setting == "chunk" else {"split_by": "journal", "test_groups": [setting]}
     prepared = T.prepare(DATA, cache_dir=None, **kw)
@@ -228,13 +250,20 @@ for setting in settings:
         cfg = ModelConfig.from_dict(QUICK_MODEL).replace(seed=seed, class_weights=None, verbosity=0, **overrides)
         t0 = time.time()
         model, hist = T.train_model(prepared, cfg, cache=cache)
-        st = T.evaluate(model, prepared.splits["test"], cfg)
-        scores.append(st["important_f1"])
-        print(f"{'+'.join(variants)} {overrides} {setting} seed {seed}: {st['important_f1']:.4f} (N {st['Nomenclature_f1']:.3f} R {st['Nomenclature_recall']:.3f} / D {st['Description_f1']:.3f} R {st['Description_recall']:.3f}) {time.time()-t0:.0f}s", flush=True)
+        for k, stride in enumerate(strides):
+            st = T.evaluate(model, prepared.splits["test"], cfg, stride=stride or None)
+            if k == 0:
+                scores.append(st["important_f1"])
+            else:
+                extra.setdefault((setting, stride), []).append(st["important_f1"])
+            print(f"{'+'.join(variants)} {overrides} {setting} seed {seed} stride {stride or cfg.prediction_stride}: {st['important_f1']:.4f} (N {st['Nomenclature_f1']:.3f} R {st['Nomenclature_recall']:.3f} / D {st['Description_f1']:.3f} R {st['Description_recall']:.3f}) {time.time()-t0:.0f}s", flush=True)
     out[setting] = scores
     if "docrel" in variants or "docrel2" in variants:
         assert not queue, len(queue)
     print(f"== {'+'.join(variants)} {overrides} {setting}: {np.mean(scores):.4f} ± {np.std(scores, ddof=1):.4f}", flush=True)
+for (setting, stride), scores in extra.items():
+    print(f"== {'+'.join(variants)} {overrides} {setting} at stride {stride}: {np.mean(scores):.4f} ± "
+          f"{np.std(scores, ddof=1):.4f}", flush=True)
 del_s = [s for s in settings if s != "chunk"]
 if del_s:
     print(f"== {'+'.join(variants)} {overrides} journal mean: {np.mean([np.mean(out[s]) for s in del_s]):.4f}", flush=True)

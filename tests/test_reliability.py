@@ -254,7 +254,9 @@ BAD_TOML = {"model-not-a-table": "model = 5\n",
             "bound-not-a-number": '[space]\nnomenclature = [1, "a"]\n',
             "window-size-not-a-list": "[space]\nwindow_size = 10\n",
             "negative-startup-trials": "[pruner]\nn_startup_trials = -3\n",
-            "fractional-epochs": "[space]\nepochs = [1.5, 3]\n"}
+            "fractional-epochs": "[space]\nepochs = [1.5, 3]\n",
+            # was replaced by the cv design's Wilcoxon pruner without a word (issue 47, 3)
+            "cv-with-another-pruner": '[evaluation]\ndesign = "cv"\n[pruner]\ntype = "median"\n'}
 
 
 @pytest.mark.parametrize("case", ["model-config-null", *BAD_TOML, "unreachable-postgres", "export-onto-directory",

@@ -176,10 +176,13 @@ class StudyConfig:
             value = merged[key]
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(f"evaluation.{key}: expected an integer >= {low}, got {value!r}")
-        self.evaluation = merged
         if merged["design"] == "cv":
             # Per-unit reports are compared paired against the best trial; per-epoch pruning cannot mix with it.
+            if self.pruner.get("type", "median") not in ("none", "wilcoxon"):
+                raise ConfigError(f"pruner: the cv design prunes with its own Wilcoxon test on the units; "
+                                  f"remove [pruner] type {self.pruner.get('type', 'median')!r} or use design 'confirm'")
             self.pruner = {"type": "wilcoxon", "p_threshold": 0.1, "n_startup_steps": 2}
+        self.evaluation = merged
 
     @classmethod
     def load(cls, path: str | Path | None) -> "StudyConfig":
@@ -234,7 +237,8 @@ class StudyConfig:
                               "weights); got " + ", ".join(map(repr, self.schemes)))
 
     def make_pruner(self) -> optuna.pruners.BasePruner:
-        """The configured Optuna pruner (MedianPruner by default)."""
+        """The configured Optuna pruner: none by default (a NopPruner), WilcoxonPruner under the cv design, a
+        MedianPruner for a ``[pruner]`` table without a type."""
         kind = self.pruner.get("type", "median")
         kwargs = {k: v for k, v in self.pruner.items() if k != "type"}
         pruners = {"median": optuna.pruners.MedianPruner, "percentile": optuna.pruners.PercentilePruner,
