@@ -92,3 +92,38 @@ def test_no_module_or_sub_package_is_too_big():
     for sub in (d for d in PACKAGE.iterdir() if (d / "__init__.py").exists()):
         share = sum(n for p, n in lines.items() if sub in p.parents) / total
         assert share <= MAX_SHARE, f"{sub.name}/ holds {share:.0%} of the package's lines"
+
+
+def test_light_commands_never_import_tensorflow(tmp_path):
+    """`--help`, `corpus` and `export` stay quick (TensorFlow and Keras take
+    seconds to import) only because their heavy imports sit inside functions: run them in one fresh process
+    and look at what it imported."""
+    import json
+    import subprocess
+    import sys
+
+    import optuna
+
+    url = f"sqlite:///{tmp_path}/e.db"
+    study = optuna.create_study(study_name="e", storage=url)  # a finished trial export can read
+    trial = study.ask()
+    for c in ("Nomenclature", "Description"):
+        trial.suggest_float(f"w_{c}", 0.1, 1000.0, log=True)
+    trial.set_user_attr("class_weights", {"Nomenclature": 2.0, "Description": 1.0, "Misc": 1.0})
+    study.tell(trial, 0.5)
+    study.set_user_attr("search_space", {"nomenclature": [0.1, 1000.0], "description": [0.1, 1000.0]})
+    study.set_user_attr("model_config", {})
+    script = (
+        "import contextlib, io, json, sys\n"
+        "from weight_tuner.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "    for argv in (['--help'], ['corpus', '--help'], ['corpus', '--sample-docs', '12'],\n"
+        f"                 ['export', '--study', 'e', '--storage', {url!r}, '-o', {str(tmp_path / 'e.json')!r}]):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [], out.stdout[-2000:]
+    assert (tmp_path / "e.json").exists()  # export did run
