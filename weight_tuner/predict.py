@@ -322,7 +322,8 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
     labelled = [e for e in results["files"].values() if not e.get("skipped")]
     results["throughput"] = {"files": len(labelled), "lines": total_lines, "seconds": round(seconds, 3),
                              "lines_per_second": round(total_lines / seconds, 1) if seconds > 0 else None}
-    logger.info(f"predicted {total_lines} lines in {len(labelled)} file{'s' if len(labelled) != 1 else ''} in {seconds:.1f}s "
+    files = f"{len(labelled)} file{'s' if len(labelled) != 1 else ''}"
+    logger.info(f"predicted {total_lines} lines in {files} in {seconds:.1f}s "
                 f"({total_lines / max(seconds, 1e-9):.0f} lines/s)")
     if scored:
         results["stats"] = compute_stats(np.concatenate([y for y, _ in scored]), np.concatenate([p for _, p in scored]))

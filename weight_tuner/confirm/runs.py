@@ -20,8 +20,8 @@ from ..artifacts import save_member
 from ..errors import NonFiniteLossError, StudyError
 from ..folds import Unit, unit_data
 from ..schemes import UNWEIGHTED
-from ..storage import storage_of
 from ..retries import NothingLeft, StaleTrials, abandon_trial, retry_attrs, take_waiting
+from ..storage import storage_of
 from ..unitrun import run_unit
 from .plan import missing_runs, plan_ratio, race_of, units_by
 from .racing import Race
