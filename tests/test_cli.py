@@ -128,6 +128,7 @@ def test_sample_corpus_and_train_commands_on_written_files(tmp_path, capsys):
     assert main(["sample", "-o", str(out), "--docs", "5", "--seed", "3"]) == 0
     files = sorted(out.rglob("*.ann"))
     assert len(files) == 5 and f"wrote 5 documents under {out}" in capsys.readouterr().out
+    assert {f.parent for f in files} == {out}  # into the folder given (they went to out/sample/)
     assert main(["corpus", "--data", str(out)]) == 0
     printed = capsys.readouterr().out
     lines = sum(1 for f in files for line in f.read_text().splitlines() if line.strip())

@@ -156,11 +156,11 @@ def generate_corpus(n_docs: int = 60, seed: int = 0, rare_nomenclature: int = 1)
 
 
 def write_corpus(out_dir: str | Path, n_docs: int = 60, seed: int = 0) -> list[Path]:
-    """Write the sample corpus under ``out_dir`` as ``.ann`` files and return their paths."""
+    """Write the sample corpus into ``out_dir`` as ``.ann`` files and return their paths."""
     out = Path(out_dir)
     paths = []
     for doc_id, text in generate_corpus(n_docs, seed).items():
-        path = out / doc_id
+        path = out / Path(doc_id).name  # the folder asked for, not a sample/ folder inside it
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         paths.append(path)
