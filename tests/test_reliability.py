@@ -8,6 +8,7 @@ import time
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from weight_tuner.cli import main
@@ -42,7 +43,8 @@ def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
     killed = [t for t in before if t.state == TrialState.RUNNING][0]
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    time.sleep(3.5)  # three missed heartbeats
+    with sqlalchemy.create_engine(url).begin() as connection:  # its last beat long ago: stale at once, no waiting
+        connection.execute(sqlalchemy.text("UPDATE trial_heartbeats SET heartbeat = '2000-01-01 00:00:00'"))
     rerun = cli(args, cache_dir)
     out, err = rerun.communicate(timeout=400)
     assert rerun.returncode == 0, err[-8000:]
