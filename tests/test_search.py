@@ -121,7 +121,7 @@ def test_report_prints_table_best_first_and_writes_plots(tiny_study, capsys):
     assert "vs no weights" in out and "test split (scored once" in out and "95% interval [" in out
     assert "e+0" not in out  # plain decimals: 10000, not 1e+04
     page = (Path(storage[len("sqlite:///"):]).parent / "shared" / "report.html").read_text()
-    for figure in ("paired_differences", "history", "importances", "weight_map", "tradeoff", "confusion_recommended"):
+    for figure in ("paired_differences", "history", "importances", "weight_map", "tradeoff", "confusion_deployed"):
         assert f'id="figure-{figure}"' in page and "data:image/png;base64," in page
     assert 'id="verdict"' in page and 'model_config["class_weights"] = ' in page and 'id="test"' in page
 

@@ -193,7 +193,7 @@ def test_report_page_renders_in_a_real_browser(view_study, tmp_path):
     rec = study.user_attrs["recommendation"]
     assert 'id="verdict"' in dom and ("Use no class weights" in dom or "Use class weights" in dom), proc.stderr[-1500:]
     widths = dict(re.findall(r'<img id="figure-([a-z_]+)"[^>]*data-w="(\d+)"', dom))
-    expected = {"paired_differences", "history", "weight_map", "tradeoff", "confusion_recommended"}
+    expected = {"paired_differences", "history", "weight_map", "tradeoff", "confusion_deployed"}
     assert expected <= set(widths), widths
     assert all(int(w) > 100 for w in widths.values()), widths  # each image decoded, not a broken icon
     assert f"{rec['n_units']} units" in dom
@@ -353,6 +353,19 @@ def test_every_view_prints_each_difference_interval_and_weight_alike(view_study,
         for name in ("report (terminal)", "report.html", "notebook"):
             assert fmt.score(t.user_attrs["val_important_f1"]) in views[name], (name, t.number)
             assert not weights or all(fmt.weight(weights[c]) in views[name] for c in weights), (name, t.number)
+    # the deployed model's per-class F1 and confusion matrix (issue 45, 2: the matrix was the search's single
+    # model's, and the deployed row had no per-class columns), in the note, the report and the notebook
+    from weight_tuner.notes import deployed_test
+
+    deployed = deployed_test(rec, study.user_attrs["test_stats"])
+    s = deployed["stats"]
+    assert s is not None and s["important_f1"] == deployed["important_f1"]
+    for name in ("report (terminal)", "report.html", "dashboard note", "notebook"):
+        row = (re.findall(r"<tr>(?:(?!</tr>).)*?deployed: .*?</tr>", views[name], re.S) if "<tr" in views[name] else
+               [line for line in views[name].splitlines() if "deployed: " in line])
+        assert row and fmt.score(s["Nomenclature_f1"]) in row[0] and fmt.score(s["Description_f1"]) in row[0], name
+    for page in (views["report.html"], body):
+        assert f"Deployed model ({deployed['kind']}), test split (rows: true class)" in page
     table = views["report (terminal)"].split("first:\n", 1)[1].splitlines()
     for row in table[1:len(study.trials) + 1]:
         if " COMPLETE " not in row:

@@ -19,6 +19,7 @@ import numpy as np
 from optuna.trial import TrialState
 
 from .config import CLASSES
+from .notes import deployed_test
 from .records import Recommendation
 from .storage import stored_recommendation, trial_score
 
@@ -178,15 +179,29 @@ def confusion(matrix, title: str):
     return fig
 
 
+def confusion_of(rec, test: dict) -> tuple[list | None, str]:
+    """The test split's confusion matrix of the model ``predict --study`` uses, with its title; for refits made
+    before their matrix was kept, the search's single model's, titled as that."""
+    deployed = deployed_test(rec, test) if rec else None
+    if deployed and deployed["stats"] and "confusion_matrix" in deployed["stats"]:
+        return (deployed["stats"]["confusion_matrix"],
+                f"Deployed model ({deployed['kind']}), test split\n(rows: true class)")
+    single = (test.get("recommended") or {}).get("stats") or {}
+    if "confusion_matrix" in single:
+        return single["confusion_matrix"], ("The search's single model (not the deployed one),\n"
+                                            "test split (rows: true class)")
+    return None, ""
+
+
 def study_figures(study) -> dict:
     """Every figure of a study that can be drawn now, by name."""
     rec = stored_recommendation(study)
     test = study.user_attrs.get("test_stats") or {}
     made = {"paired_differences": paired_differences(rec), "history": history(study),
             "importances": importances(study), "weight_map": weight_map(study), "tradeoff": tradeoff(study)}
-    if "recommended" in test and "confusion_matrix" in test["recommended"]["stats"]:
-        made["confusion_recommended"] = confusion(test["recommended"]["stats"]["confusion_matrix"],
-                                                  "Recommended model, test split\n(rows: true class)")
+    matrix, title = confusion_of(rec, test)
+    if matrix is not None:
+        made["confusion_deployed"] = confusion(matrix, title)
     return {name: fig for name, fig in made.items() if fig is not None}
 
 

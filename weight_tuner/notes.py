@@ -127,13 +127,14 @@ def deployed_sentence(recommendation: Recommendation) -> str:
 
 def deployed_test(recommendation: Recommendation, test: dict | None) -> dict | None:
     """The test score of the model ``predict --study`` uses by default, one record for every view:
-    ``{"kind", "model", "important_f1"}`` (``None`` before the test check)."""
+    ``{"kind", "model", "important_f1", "stats"}`` (``None`` before the test check; ``stats``, per class with the
+    confusion matrix, ``None`` for refits made before they were kept)."""
     deployed, test = recommendation.deployed, test or {}
     kind = recommendation.default_model
     refit = (deployed.refit if deployed else None) or {}
-    score = {"refit": refit.get("test_important_f1"),
-             "ensemble": (test.get("ensemble") or {}).get("stats", {}).get("important_f1"),
-             "single": (test.get("recommended") or {}).get("stats", {}).get("important_f1")}.get(kind)
+    stats = {"refit": refit.get("test_stats"), "ensemble": (test.get("ensemble") or {}).get("stats"),
+             "single": (test.get("recommended") or {}).get("stats")}.get(kind)
+    score = refit.get("test_important_f1") if kind == "refit" else (stats or {}).get("important_f1")
     if score is None:
         return None
     n, candidate = refit.get("models", 1), deployed.candidate if deployed else None
@@ -141,7 +142,7 @@ def deployed_test(recommendation: Recommendation, test: dict | None) -> dict | N
              "ensemble": f"the {len(deployed.members) if deployed else 0} confirmation models of {candidate}, averaged",
              "single": f"the search's model of trial {recommendation.trial}"}[kind]
     calibrated = " (calibrated)" if deployed and deployed.calibration else ""
-    return {"kind": kind, "model": model + calibrated, "important_f1": float(score)}
+    return {"kind": kind, "model": model + calibrated, "important_f1": float(score), "stats": stats}
 
 
 def units_phrase(rec: Recommendation) -> str:
@@ -173,7 +174,10 @@ def study_note(recommendation: Recommendation, test: dict | None = None) -> str:
         lines += ["", "### Test split (scored once, after the decision)", "",
                   "| model | important_f1 | Nomenclature F1 (support) | Description F1 (support) |", "|---|---|---|---|"]
         if deployed:
-            lines.append(f"| deployed: {deployed['model']} | {fmt.score(deployed['important_f1'])} | | |")
+            s = deployed["stats"]
+            per_class = (f"{fmt.score(s['Nomenclature_f1'])} ({s['Nomenclature_support']}) | "
+                         f"{fmt.score(s['Description_f1'])} ({s['Description_support']})") if s else " | "
+            lines.append(f"| deployed: {deployed['model']} | {fmt.score(deployed['important_f1'])} | {per_class} |")
         for name, label in TEST_ROWS.items():
             if name in test:
                 s = test[name]["stats"]

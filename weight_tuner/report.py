@@ -127,15 +127,17 @@ def test_split_frame(test: dict, rec: Recommendation | None = None) -> pd.DataFr
     per class, each F1 with its support (lines of that class in the test split)."""
     rows = []
     deployed = deployed_test(rec, test) if rec else None
+    def row(model: str, score: float, s: dict | None) -> dict:
+        out = {"model": model, "important_f1": fmt.score(score)}
+        for c in CLASSES if s else ():  # each F1 beside the number of test lines it rests on
+            out.update({f"{c} F1": fmt.score(s[f"{c}_f1"]), f"{c} lines": str(int(s[f"{c}_support"]))})
+        return out
+
     if deployed:
-        rows.append({"model": f"deployed: {deployed['model']}", "important_f1": fmt.score(deployed["important_f1"])})
+        rows.append(row(f"deployed: {deployed['model']}", deployed["important_f1"], deployed["stats"]))
     for name, label in TEST_ROWS.items():
         if name in test:
-            s = test[name]["stats"]
-            row = {"model": label, "important_f1": fmt.score(s["important_f1"])}
-            for c in CLASSES:  # each F1 beside the number of test lines it rests on
-                row.update({f"{c} F1": fmt.score(s[f"{c}_f1"]), f"{c} lines": str(int(s[f"{c}_support"]))})
-            rows.append(row)
+            rows.append(row(label, test[name]["stats"]["important_f1"], test[name]["stats"]))
     return pd.DataFrame(rows).fillna("")
 
 

@@ -162,10 +162,11 @@ class Refits:
             model, _, cfg = load_bundle(path)
             probs.append(apply_calibration(predict_probs(model, test, cfg), calibration))
         mean = apply_multipliers(np.mean(probs, axis=0), rec.multipliers)
+        stats = compute_stats(test.y, mean)  # per class and the confusion matrix: every view shows these
         entry = {"models": count, "config": self.config.as_dict(), "train_lines": int(data.train.n),
                  "train_class_counts": data.train.class_counts(),
                  "trained_on": f"every non-test line (train and validation splits), {count} seeds",
-                 "test_important_f1": float(compute_stats(test.y, mean)["important_f1"])}
+                 "test_important_f1": float(stats["important_f1"]), "test_stats": stats}
         publish(self.study, rec.replace(deployed=rec.deployed.with_refit(entry)))
         logger.info(f"{count} refit models saved in {self.paths[0].parent} ({time.perf_counter() - t0:.0f}s); test "
                     f"important_f1 of their mean {entry['test_important_f1']:.4f} (scored once)")
