@@ -76,6 +76,7 @@ def _check_exactly_once(url, name, trials=3):
     schemes = Counter(t.user_attrs.get("scheme") for t in finished if t.user_attrs.get("scheme") != "search")
     assert all(n == 1 for n in schemes.values()), schemes  # no enqueued trial taken twice (Optuna #4002)
     companion = companion_of(url, study)
+    assert companion.metric_names == ["held_out_important_f1"]  # the dashboard's axis names what it plots
     done = companion.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     pairs = Counter((t.user_attrs["candidate"], t.user_attrs["unit"]) for t in done)
     assert all(n == 1 for n in pairs.values()), pairs
@@ -193,6 +194,7 @@ def test_two_jobs_on_sqlite_share_each_trial_and_unit_run_once_and_decide_as_one
     # The refits: each trained once, the worker taking its share while tune ran the test check.
     refits = optuna.load_study(study_name=study.user_attrs["refit_plan"]["study"], storage=url)
     made = refits.get_trials(states=(TrialState.COMPLETE,))
+    assert refits.metric_names == ["final_training_loss"]
     assert sorted(t.user_attrs["refit"] for t in made) == [0, 1, 2] and len(refits.trials) == 3
     assert {t.user_attrs["pid"] for t in made} - {proc.pid}, "the local worker trained no refit"
     entry = study.user_attrs["recommendation"]["deployed"]["refit"]

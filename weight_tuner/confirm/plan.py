@@ -131,6 +131,7 @@ def open_companion(study: optuna.Study, evaluation: dict, racing: bool = True) -
                                 f"{study.study_name!r}.")
         companion.set_user_attr("plan", plan)
         companion.set_user_attr("parent_study", study.study_name)
+        companion.set_metric_names(["held_out_important_f1"])  # the dashboard's axis, not "Objective 0"
         _enqueue_missing(companion, plan, _earlier_results(study, name, storage))
         companion.set_user_attr("enqueued", True)
         logger.info(f"planned the confirmation: {len(runs_of(plan))} unit runs in study {name!r}")

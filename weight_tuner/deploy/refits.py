@@ -116,6 +116,7 @@ class Refits:
                                     "model, trained on every non-test line; its values are final training losses, "
                                     f"not scores. The decision is in study {self.study.study_name!r}.")
             companion.set_user_attr("config", self.config.as_dict())
+            companion.set_metric_names(["final_training_loss"])  # the dashboard's axis, not "Objective 0"
             companion.set_user_attr("paths", [str(p) for p in self.paths])
         except optuna.exceptions.DuplicatedStudyError:
             companion = load_study(name, storage)
