@@ -15,8 +15,9 @@ features version 4 (this code), as docs/benchmarks.md's table of rejected ideas 
   with ``gaps`` (a blank line before or after, now ``blank_before``/``blank_after``);
 - on version 4: ``base``, ``dfdoc4`` (vocabularies chosen by the number of documents a term is in),
   ``nowords`` (8 words), ``window_size=31``; then (2026-12-07, second sitting) ``noidf`` (TF without IDF in
-  all three blocks), ``noidf_words`` (in the words only), ``shape4k`` (4,096 token-shape n-grams), ``hidden_size=64``, ``input_projection=128``,
-  ``num_layers=2``, ``train_stride=5 epochs=2``, ``train_stride=7 epochs=3`` and ``prediction_stride=1``.
+  all three blocks), ``noidf_words`` (in the words only), ``shape4k`` (4,096 token-shape n-grams),
+  ``hidden_size=64``, ``input_projection=128``, ``num_layers=2``, ``train_stride=5 epochs=2``,
+  ``train_stride=7 epochs=3`` and prediction stride 1.
 
 ``EVAL_STRIDES=5,1`` scores each trained model at each of those prediction strides (one training, several
 test scores): how the ``prediction_stride=1`` row was measured.

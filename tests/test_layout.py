@@ -95,9 +95,8 @@ def test_no_module_or_sub_package_is_too_big():
 
 
 def test_light_commands_never_import_tensorflow(tmp_path):
-    """`--help`, `corpus` and `export` stay quick (TensorFlow and Keras take
-    seconds to import) only because their heavy imports sit inside functions: run them in one fresh process
-    and look at what it imported."""
+    """`--help`, `corpus` and `export` stay quick (TensorFlow and Keras take seconds to import) only because
+    their heavy imports sit inside functions: run them in one fresh process and look at what it imported."""
     import json
     import subprocess
     import sys
