@@ -53,6 +53,16 @@ def _cmdline(pid):
     return (Path("/proc") / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode()
 
 
+def _workers_running(pid):
+    """Whether ``pid`` has children and each runs the worker command already: between fork and exec a child
+    still shows its parent's command line and environment (the check failed once in a fresh clone that way)."""
+    children = _children(pid)
+    try:
+        return bool(children) and all(" worker " in f"{_cmdline(c)} " for c in children)
+    except OSError:  # one exited meanwhile
+        return False
+
+
 def _gone(children, timeout=60):
     """Whether every one of ``children`` has exited (waiting up to ``timeout`` seconds)."""
     deadline = time.time() + timeout
@@ -173,7 +183,7 @@ def test_two_jobs_on_sqlite_share_each_trial_and_unit_run_once_and_decide_as_one
     proc = cli(["tune", *_args(url, name, toml, cache_dir)[:-4], "--refits", "3", "--jobs", "2"], cache_dir,
                cwd=tmp_path)  # cli() adds the data
     try:
-        wait_for(lambda: bool(_children(proc.pid)), proc, timeout=120, what="a local worker")
+        wait_for(lambda: _workers_running(proc.pid), proc, timeout=120, what="a local worker")
         children = _children(proc.pid)
         for pid in children:  # tune's own command line is the user's; its workers get the URL by environment
             assert secret not in _cmdline(pid) and url not in _cmdline(pid)
@@ -250,7 +260,7 @@ def test_ctrl_c_stops_every_process_and_no_password_is_on_a_command_line(tmp_pat
     proc = cli(["tune", "--storage", url, "--study", name, "--config", str(toml), "--trials", "5", "--jobs", "2"],
                cache_dir, cwd=tmp_path)
     try:
-        wait_for(lambda: bool(_children(proc.pid)), proc, timeout=120, what="a local worker")
+        wait_for(lambda: _workers_running(proc.pid), proc, timeout=120, what="a local worker")
         children = _children(proc.pid)
         for pid in [proc.pid, *children]:
             assert secret not in _cmdline(pid)
