@@ -46,6 +46,19 @@ def trials(url, name):
         return []
 
 
+def exportable_study(url, name="e"):
+    """A study with one completed trial with weights: as much as `export` needs to get as far as writing."""
+    study = optuna.create_study(study_name=name, storage=url)
+    trial = study.ask()
+    for c in ("Nomenclature", "Description"):
+        trial.suggest_float(f"w_{c}", 0.1, 1000.0, log=True)
+    trial.set_user_attr("class_weights", {"Nomenclature": 2.0, "Description": 1.0, "Misc": 1.0})
+    study.tell(trial, 0.5)
+    study.set_user_attr("search_space", {"nomenclature": [0.1, 1000.0], "description": [0.1, 1000.0]})
+    study.set_user_attr("model_config", {})
+    return study
+
+
 def wait_for(predicate, proc, timeout=180, what="condition"):
     """Poll ``predicate`` until it holds; fail if ``proc`` exits first or ``timeout`` passes."""
     t0 = time.time()

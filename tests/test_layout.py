@@ -101,17 +101,10 @@ def test_light_commands_never_import_tensorflow(tmp_path):
     import subprocess
     import sys
 
-    import optuna
+    from support import exportable_study
 
     url = f"sqlite:///{tmp_path}/e.db"
-    study = optuna.create_study(study_name="e", storage=url)  # a finished trial export can read
-    trial = study.ask()
-    for c in ("Nomenclature", "Description"):
-        trial.suggest_float(f"w_{c}", 0.1, 1000.0, log=True)
-    trial.set_user_attr("class_weights", {"Nomenclature": 2.0, "Description": 1.0, "Misc": 1.0})
-    study.tell(trial, 0.5)
-    study.set_user_attr("search_space", {"nomenclature": [0.1, 1000.0], "description": [0.1, 1000.0]})
-    study.set_user_attr("model_config", {})
+    exportable_study(url)
     script = (
         "import contextlib, io, json, sys\n"
         "from weight_tuner.cli import main\n"

@@ -17,7 +17,7 @@ from weight_tuner.retries import create_study, requeue
 from weight_tuner.search.run import tune
 from weight_tuner.space import StudyConfig
 
-from support import PG_URL, cli, pg_server_answers, running_mid_epoch, study_toml, trials, wait_for
+from support import PG_URL, cli, exportable_study, pg_server_answers, running_mid_epoch, study_toml, trials, wait_for
 
 
 def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
@@ -292,14 +292,7 @@ def test_each_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, mo
         argv = ["train", "--weights", "[1,2,3]", "--out", "o.json"]
     if case.startswith("export"):
         (work / "studies").mkdir()
-        study = optuna.create_study(study_name="e", storage=storage)
-        trial = study.ask()  # a completed trial with weights, so that export gets as far as writing
-        for c in ("Nomenclature", "Description"):
-            trial.suggest_float(f"w_{c}", 0.1, 1000.0, log=True)
-        trial.set_user_attr("class_weights", {"Nomenclature": 2.0, "Description": 1.0, "Misc": 1.0})
-        study.tell(trial, 0.5)
-        study.set_user_attr("search_space", {"nomenclature": [0.1, 1000.0], "description": [0.1, 1000.0]})
-        study.set_user_attr("model_config", {})
+        exportable_study(storage)
     before = _tree(work)
     capsys.readouterr()
     assert main(argv) == 2
