@@ -12,6 +12,7 @@ import optuna
 
 from . import formats as fmt
 from .config import CLASSES
+from .metrics import IMPORTANT
 from .records import Recommendation
 from .schemes import THRESHOLDS, UNWEIGHTED
 from .space import METRIC_NAME
@@ -173,17 +174,16 @@ def study_note(recommendation: Recommendation, test: dict | None = None) -> str:
         deployed = deployed_test(rec, test)
         lines += ["", "### Test split (scored once, after the decision)", "",
                   "| model | important_f1 | Nomenclature F1 (support) | Description F1 (support) |", "|---|---|---|---|"]
+        def row(model: str, score: float, s: dict | None) -> str:  # each F1 beside the test lines it rests on
+            per_class = (" | ".join(f"{fmt.score(s[f'{c}_f1'])} ({s[f'{c}_support']})" for c in IMPORTANT)
+                         if s else " | ")
+            return f"| {model} | {fmt.score(score)} | {per_class} |"
+
         if deployed:
-            s = deployed["stats"]
-            per_class = (f"{fmt.score(s['Nomenclature_f1'])} ({s['Nomenclature_support']}) | "
-                         f"{fmt.score(s['Description_f1'])} ({s['Description_support']})") if s else " | "
-            lines.append(f"| deployed: {deployed['model']} | {fmt.score(deployed['important_f1'])} | {per_class} |")
+            lines.append(row(f"deployed: {deployed['model']}", deployed["important_f1"], deployed["stats"]))
         for name, label in TEST_ROWS.items():
             if name in test:
-                s = test[name]["stats"]
-                lines.append(f"| {label} | {fmt.score(s['important_f1'])} | {fmt.score(s['Nomenclature_f1'])} "
-                             f"({s['Nomenclature_support']}) | {fmt.score(s['Description_f1'])} "
-                             f"({s['Description_support']}) |")
+                lines.append(row(label, test[name]["stats"]["important_f1"], test[name]["stats"]))
         lines += ["", SMALL_TEST_CAUTION]
     lines += ["", "### Deployed model (`predict --study`)", "", deployed_sentence(rec)]
     lines += ["", "Paste into SKOL:", "", "```python", paste_snippet(rec), "```"]
