@@ -243,6 +243,9 @@ def cmd_predict(args) -> int:
     from .metrics import format_stats_table
     from .predict import collect_inputs, output_paths, predict_files
 
+    def per_label(counts: dict[str, int]) -> str:
+        return ", ".join(f"{c} {n}" for c, n in counts.items())
+
     if bool(args.model) == bool(args.study):
         raise WeightTunerError("predict: give exactly one of --model PATH or --study NAME")
     # Every input, and where its output goes, is checked before the model loads or anything is written.
@@ -269,16 +272,15 @@ def cmd_predict(args) -> int:
         if entry.get("skipped"):
             print(f"{path}: skipped ({entry['skipped']})")
             continue
-        counts = ", ".join(f"{c} {n}" for c, n in entry["labels"].items())
-        print(f"{path}: {entry['lines']} lines ({counts}) -> {entry['output']}" +
+        print(f"{path}: {entry['lines']} lines ({per_label(entry['labels'])}) -> {entry['output']}" +
               (f" (probabilities: {entry['probs_csv']})" if "probs_csv" in entry else ""))
         if "stats" in entry:
             print(format_stats_table({"file": entry["stats"]}))
     if "stats" in results and len(results["files"]) > 1:
         print(format_stats_table({"all": results["stats"]}))
     if len(results["files"]) > 1:
-        print(f"all {len(results['files'])} files: {results['throughput']['lines']} lines ("
-              + ", ".join(f"{c} {n}" for c, n in results["labels"].items()) + ")")
+        print(f"all {len(results['files'])} files: {results['throughput']['lines']} lines "
+              f"({per_label(results['labels'])})")
     if args.json:
         write_json(args.json, results)
     return 0
