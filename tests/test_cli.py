@@ -7,6 +7,7 @@ import sqlite3
 import optuna
 import pytest
 
+from weight_tuner.artifacts import members_dir
 from weight_tuner.cli import main
 from weight_tuner.deploy.testcheck import final_test_evaluation, search_models
 from weight_tuner.errors import ConfigError, StudyError
@@ -283,7 +284,8 @@ def test_the_test_check_reads_models_and_the_step_before_it_trains_a_missing_one
     search_models(study, prepared, url)
     number = kept["unweighted"]["trial"]
     assert model_path(models_dir(url, "shared"), number).exists()  # trained, and saved for predict --study
-    result = final_test_evaluation(study, prepared, url)
+    # the members are read from the folder given (the shared one), never from a path another machine recorded
+    result = final_test_evaluation(study, prepared, url, members_dir(confirmed, "shared"))
     # the same config, seed and data: the retrained model scores as the original did
     assert result["unweighted"]["stats"]["important_f1"] == pytest.approx(
         kept["unweighted"]["stats"]["important_f1"], abs=1e-6)

@@ -151,6 +151,54 @@ def test_a_noise_winner_is_not_recommended():
     assert result["decision"] == "no_weights"
 
 
+def test_the_detectable_gain_is_found_as_often_as_it_says():
+    """The gain the views print (found 80% of the time at the measured noise) against simulated confirmations:
+    normal unit differences with that sd and a true mean of that gain clear 0 about 80% of the time; half the
+    gain, far less often."""
+    from weight_tuner.confirm.statistics import detectable_gain, unit_noise
+
+    sd, n, ratio = 0.02, 6, 0.5
+    gain = detectable_gain(sd, n, ratio)
+    assert gain == pytest.approx((2.5706 + 0.9195) * np.sqrt(1 / 6 + 0.5) * sd, rel=1e-3)
+    rng = np.random.default_rng(1)
+
+    def found(mean):
+        return np.mean([paired_interval(rng.normal(mean, sd, n), ratio)["ci_low"] > 0 for _ in range(4000)])
+
+    assert 0.72 < found(gain) < 0.88 and found(gain / 2) < 0.35
+    assert detectable_gain(sd, 1, ratio) == np.inf and detectable_gain(sd, 12, ratio) < gain
+    # the noise is pooled over candidates with 2 or more units, each around its own mean
+    cands = {"unweighted": {"scores": _scores(BASE, [0] * 6)},
+             "a": {"scores": _scores(BASE, [0.01, 0.03, 0.01, 0.03, 0.01, 0.03])},
+             "b": {"scores": {"r0f0": BASE[0] + 0.5}}}  # one unit: no noise to measure
+    assert unit_noise(cands)["sd"] == pytest.approx(np.std([0.01, 0.03] * 3, ddof=1)) and unit_noise(cands)["df"] == 5
+    assert unit_noise({"unweighted": cands["unweighted"], "b": cands["b"]}) is None
+
+
+def test_a_no_weights_decision_says_what_it_could_have_shown():
+    """Issue 45, 9: "not shown" must not read as "no effect": the sentence gives the gain the confirmation finds
+    80% of the time at its noise, and what more repeats would find."""
+    from weight_tuner.confirm.decide import recommendation_from
+    from weight_tuner.notes import decision_sentence
+
+    diffs = [0.07, 0.12, 0.09, -0.02]  # the sample study's shape: +0.06 ahead, one unit behind
+    units = ["r0f0", "r0f1", "r1f0", "r1f1"]
+    state = {"folds": 2, "repeats": 2, "units": units, "candidates": {
+        name: {"kind": kind, "class_weights": None, "trial": 0, "units": {
+            u: {"scores": {"important_f1": 0.8 + d, "Nomenclature_f1": 0.8, "Description_f1": 0.8},
+                "lines": 100, "train_lines": 100} for u, d in zip(units, ds)}}
+        for name, kind, ds in (("unweighted", "unweighted", [0] * 4), ("trial 3", "weights", diffs))}}
+    rec = recommendation_from(state, {"design": "confirm"})
+    assert rec.decision == "no_weights" and rec.detectable["n_units"] == 4
+    sd = np.std(diffs, ddof=1)
+    assert rec.detectable["sd"] == pytest.approx(sd)
+    sentence = decision_sentence(rec)
+    assert '"not shown", not "no effect"' in sentence and f"sd {sd:.4f}" in sentence
+    assert f"4 units find a true gain of +{rec.detectable['gain']:.4f} 80% of the time" in sentence
+    assert "--repeats 4 (8 units) would find +" in sentence
+    assert "not shown" not in decision_sentence(rec.replace(detectable=None))
+
+
 # --------------------------------------------------------------------------- the pipeline
 
 def test_weights_are_recommended_where_weighting_truly_helps(tmp_path, capsys):

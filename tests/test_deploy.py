@@ -128,7 +128,15 @@ def test_refit_single_and_export_name_the_deployed_model(deployed_study, tmp_pat
 def test_missing_member_models_fail_with_one_line(shared_study, tmp_path, capsys):
     copy = shared_study.copy(tmp_path / "copy")
     shutil.rmtree(copy.folder / "models" / "members", ignore_errors=True)  # the unpacked copies
+    shutil.rmtree(copy.folder / "members")
     capsys.readouterr()
+    # Issue 44, 7: the folder recorded when the members were saved (the original's, still there) is another
+    # machine's in general: predict reads its own members folder, or the one it is given, never that one.
+    assert main(["predict", "--study", "shared", "--storage", copy.url, "--use", "ensemble", str(shared_study.corpus),
+                 "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"is not in {copy.folder / 'members'}" in err[0], err
+    assert str(shared_study.folder / "members") in err[0] and "--members" in err[0]  # where it was saved, said
     assert main(["predict", "--study", "shared", "--storage", copy.url, "--use", "ensemble", "--members",
                  str(tmp_path / "gone"), str(shared_study.corpus), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -139,6 +147,52 @@ def test_missing_member_models_fail_with_one_line(shared_study, tmp_path, capsys
     shutil.copytree(shared_study.folder / "members", moved)
     assert main(["predict", "--study", "shared", "--storage", copy.url, "--use", "ensemble", "--members", str(moved),
                  str(shared_study.corpus), "-o", str(tmp_path / "o")]) == 0
+
+
+def test_a_process_whose_members_folder_is_not_the_studys_stops_before_any_work(shared_study, tmp_path, capsys):
+    """Issue 44, 7: a worker (or a second tune) in another directory or on another machine kept its confirmation
+    models where tune could not find them, and tune failed after its decision, on every rerun."""
+    copy = shared_study.copy(tmp_path / "copy")
+    elsewhere, cache = tmp_path / "elsewhere", tmp_path / "new-cache"
+    args = copy.tune_args()
+    args[args.index("--cache-dir") + 1] = str(cache)
+    worker = ["worker", *args[args.index("--sample-docs"):args.index("--sample-docs") + 2], "--cache-dir", str(cache),
+              "--study", "shared", "--storage", copy.url, "--trials", "4"]
+    capsys.readouterr()
+    for command in (args, worker):
+        assert main([*command, "--members", str(elsewhere)]) == 2, command[0]
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and (f"weight-tuner: error: --members {elsewhere}: not the folder study 'shared' "
+                                  "keeps its confirmation models in") in err[0], err
+    assert not cache.exists()  # refused before the corpus was read and its features cached
+    assert not list(elsewhere.glob("*"))
+    # The study's own folder, moved whole (its marker with it), is the study's wherever it is.
+    shutil.copytree(copy.folder / "members", elsewhere, dirs_exist_ok=True)
+    from weight_tuner.artifacts import check_members_folder
+
+    check_members_folder(copy.study().user_attrs, "shared", elsewhere)
+
+
+def test_the_refits_study_is_named_for_the_folder_it_saves_to(tmp_path, monkeypatch):
+    """Issue 44, 7: hashed from relative paths, two tune of one PostgreSQL study in two directories (or on two
+    machines) shared one refits study, and each waited for refits saved in the other's folder."""
+    from weight_tuner.config import ModelConfig
+    from weight_tuner.deploy.refits import refit_paths, refit_study
+    from weight_tuner.paths import models_dir
+
+    config = ModelConfig()
+    relative = refit_paths(models_dir("postgresql://u@h/db", "s"), 2)
+    names = {}
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        monkeypatch.chdir(tmp_path / folder)
+        names[folder], where = refit_study("s", config, relative)
+        assert where["paths"][0] == str(tmp_path / folder / "studies" / "s" / "models" / "refit.keras")
+    assert names["a"] != names["b"] and all(n.startswith("s.refit-") for n in names.values())
+    # The same folder, however it is written, is the same study; another configuration is another.
+    absolute = [tmp_path / "b" / p for p in relative]
+    assert refit_study("s", config, absolute)[0] == names["b"]
+    assert refit_study("s", config.replace(seed=1), absolute)[0] != names["b"]
 
 
 def test_a_rerun_keeps_the_refits_of_the_same_configuration(shared_study, tmp_path, capsys):
@@ -161,6 +215,33 @@ def test_a_rerun_keeps_the_refits_of_the_same_configuration(shared_study, tmp_pa
     default, entry, stamps = refits()
     assert default == "refit" and entry["models"] == 1
     assert stamps["refit.keras"] != before[2]["refit.keras"]  # another count: trained again
+
+
+def test_refits_finished_before_a_kill_are_kept_by_the_rerun(shared_study, tmp_path, capsys):
+    """Issue 44, 8: after kill -9 during the refits, the rerun trained again the refits that had finished."""
+    copy = shared_study.copy(tmp_path / "copy")
+    models = copy.folder / "models"
+
+    def killed_during_refits():  # the refit step never published: the recommendation has no refit entry
+        study = load_existing_study(copy.url, "shared")
+        rec = stored_recommendation(study)
+        store_recommendation(study, rec.replace(deployed=dataclasses.replace(rec.deployed, refit=None,
+                                                                             default="ensemble")))
+
+    def stamps():
+        return {p.name: p.stat().st_mtime_ns for p in models.glob("refit*.keras")}
+
+    killed_during_refits()
+    assert main(copy.tune_args()) == 0  # this copy's refits study is new (another folder): both trained here
+    trained = stamps()
+    killed_during_refits()
+    (models / "refit-1.keras").write_bytes(b"cut")  # one refit's file damaged: that one alone is trained again
+    capsys.readouterr()
+    assert main(copy.tune_args()) == 0
+    again = stamps()
+    assert again["refit.keras"] == trained["refit.keras"] and again["refit-1.keras"] != trained["refit-1.keras"]
+    entry = load_existing_study(copy.url, "shared").user_attrs["recommendation"]["deployed"]["refit"]
+    assert entry["models"] == 2 and "refit 1/2" not in capsys.readouterr().err
 
 
 def test_a_missing_refit_fails_with_one_line(shared_study, tmp_path, capsys):

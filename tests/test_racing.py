@@ -58,6 +58,11 @@ def test_race_stops_losers_after_their_prefix_and_then_the_reference():
     assert result.units_of("loser") == ("r0f0", "r0f1")
     assert result.units_of(BASE) == ("r0f0", "r0f1")  # every challenger stopped: no weights decided
     assert not result.needed("loser", "r0f2") and result.needed("loser", "r0f1")
+    # a plan that deploys every unit: the same stops and decision, but no weights trains on every unit
+    deploying = race(units, scores, 0.5, BASE, base_all=True)
+    assert deploying.stopped == result.stopped and deploying.base_units == 2
+    assert deploying.units_of(BASE) == tuple(units) and deploying.needed(BASE, "r1f2")
+    assert deploying.units_of("loser") == ("r0f0", "r0f1")
 
 
 def test_race_looks_only_at_complete_prefixes_and_keeps_a_live_candidate():
@@ -123,11 +128,20 @@ def test_the_views_say_which_candidates_were_stopped_and_why():
             "diff_vs_unweighted": rows[0]["diff"], "interval": "t", "class_weights": None, "trial": 0, "folds": 2,
             "repeats": 1})
 
+    def table():  # its notes are wrapped at 100 columns, as every line of it fits them
+        text = candidates_table(record())
+        assert max(len(line) for line in text.splitlines()) <= 100
+        return " ".join(text.split())
+
     sentence = decision_sentence(record())
     assert "stopped early (racing)" in sentence and "thresholds" in sentence and "inf" not in sentence
-    assert "Stopped early (racing): thresholds after 1 unit, trial 3 after 2 units" in candidates_table(record())
+    assert "Stopped early (racing): thresholds after 1 unit, trial 3 after 2 units" in table()
+    assert "No weights ran all" not in table()
+    rows[0]["diff"] = dict(rows[0]["diff"], n_units=6)  # no weights ran on for the deployed model
+    assert ("No weights ran all 6 units even so: the decision needed 2, and the deployed model (its members and "
+            "calibration) rests on all 6.") in table()
     rows[2].pop("stopped_after")  # one candidate ran every unit: the usual sentence, no racing line for it
-    assert "racing" not in decision_sentence(record()) and "trial 3 after" not in candidates_table(record())
+    assert "racing" not in decision_sentence(record()) and "trial 3 after" not in table()
 
 
 def test_a_run_in_training_is_pruned_once_another_process_stops_its_candidate(tmp_path):

@@ -5,6 +5,7 @@ decision are those of one process alone; a killed process loses nothing; Ctrl-C 
 storage password reaches a command line.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -199,6 +200,12 @@ def test_two_jobs_on_sqlite_share_each_trial_and_unit_run_once_and_decide_as_one
     assert len({(t.user_attrs["host"], t.user_attrs["pid"]) for t in done}) == 2  # both took unit runs
     assert all(t.user_attrs["seconds"] > 0 for t in done)
     _same_as_one_process(study, reference)
+    # Issue 44, 3: no weights runs every unit, however early the race ends: the deployed model rests on all.
+    rec, units = study.user_attrs["recommendation"], companion_of(url, study).user_attrs["plan"]["units"]
+    assert sorted(study.user_attrs["confirmation"]["candidates"]["unweighted"]["units"]) == sorted(units)
+    deployed = rec["deployed"]["candidate"]
+    assert sorted(m["unit"] for m in rec["deployed"]["ensemble"]["members"]) == sorted(
+        study.user_attrs["confirmation"]["candidates"][deployed]["units"]) == sorted(units)
     test = study.user_attrs["test_stats"]  # scored once, by tune, after the decision it reports
     assert test["decision"] == study.user_attrs["recommendation"]["decision"] and test["unweighted"]["stats"]["lines"] > 0
     # The refits: each trained once, the worker taking its share while tune ran the test check.
@@ -247,6 +254,136 @@ def test_a_local_worker_killed_in_a_unit_run_loses_nothing(searched, tmp_path, c
     assert len(done) == RUNS
     _same_as_one_process(study, reference)
     assert _unit_scores(study) == reference["scores"]  # every run trained, each as one process trains it
+
+
+def _study_names(url):
+    """The studies in a SQLite file, or none while the file or its tables are still being made (reading it then
+    would race the creating process's schema set-up)."""
+    import sqlalchemy
+
+    try:
+        return optuna.get_all_study_names(storage=url) if Path(url.removeprefix("sqlite:///")).exists() else []
+    except sqlalchemy.exc.SQLAlchemyError:
+        return []
+
+
+def _study_runs(url, name):
+    """``(finished, running)``: trials, unit runs and refits of the study and its companions finished (complete or
+    pruned) and running now."""
+    finished = running = 0
+    for other in _study_names(url):
+        if other == name or other.startswith(f"{name}."):
+            for t in optuna.load_study(study_name=other, storage=url).get_trials(deepcopy=False):
+                finished += t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+                running += t.state == TrialState.RUNNING
+    return finished, running
+
+
+def test_tune_jobs_2_interrupted_at_random_points_resumes_to_one_processs_decision(tmp_path, cache_dir, reference):
+    """Issue 44: `tune --jobs 2` stopped at random points (Ctrl-C, SIGTERM, kill -9 of tune, then kill -9 of its
+    worker), run again after each: no process of the study outlives a stop by 60 s, and the study ends with
+    every trial and run trained once and the decision and unit scores of one process that was never stopped.
+    The points are drawn by $WT_FAULT_SEED (default 44): the number of trials and runs finished before each."""
+    import random
+
+    seed = int(os.environ.get("WT_FAULT_SEED", "44"))
+    rng = random.Random(seed)
+    url, name = f"sqlite:///{tmp_path}/r.db", "r"
+    argv = ["tune", *_args(url, name, study_toml(tmp_path, epochs=3, schemes=SCHEMES), cache_dir)[:-4],
+            "--refits", "2", "--jobs", "2", "--heartbeat", "1"]
+    # The worker's kill comes last: tune carries on after it and finishes the study.
+    faults = [*rng.sample(["SIGINT", "SIGTERM", "kill -9 tune"], 3), "kill -9 worker"]
+    points = sorted(rng.sample(range(7), len(faults)))  # of at least 9: 3 trials, 4 unit runs, 2 refits
+    for fault, point in zip(faults, points):
+        proc = cli(argv, cache_dir, cwd=tmp_path)
+        try:
+            def at_point():
+                finished, running = _study_runs(url, name)
+                return finished >= point and running > 0 and _workers_running(proc.pid)
+
+            wait_for(at_point, proc, timeout=300, what=f"{point} finished runs and one running ({fault}, seed {seed})")
+            time.sleep(rng.uniform(0.0, 0.5))
+            children = _children(proc.pid)
+            if fault == "kill -9 worker":
+                os.kill(children[0], signal.SIGKILL)
+            else:
+                proc.send_signal({"SIGINT": signal.SIGINT, "SIGTERM": signal.SIGTERM}.get(fault, signal.SIGKILL))
+            out, err = proc.communicate(timeout=300)
+            expected = {"SIGINT": 130, "SIGTERM": 143, "kill -9 tune": -9, "kill -9 worker": 0}[fault]
+            assert proc.returncode == expected, (fault, point, seed, err[-8000:])
+            assert _gone(children, timeout=60), (fault, point, seed)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    # The finished study once more: nothing to redo, the same decision.
+    assert main([*argv[:-4], "--jobs", "1", "--sample-docs", SAMPLE_DOCS, "--cache-dir", str(cache_dir)]) == 0
+    study, _ = _check_exactly_once(url, name)
+    # A retried trial has a number of its own, so a candidate's name ("trial N") may differ: compare by weights.
+    def by_weights(rec, scores):
+        weights = {r["candidate"]: json.dumps(r["class_weights"], sort_keys=True) for r in rec["candidates"]}
+        return ((rec["decision"], weights[rec["candidate"]]), sorted(weights.values()),
+                {weights[n]: units for n, units in scores.items()})
+
+    got, full = by_weights(study.user_attrs["recommendation"], _unit_scores(study)), by_weights(
+        reference["recommendation"], reference["scores"])
+    assert got[:2] == full[:2]
+    for candidate, units in got[2].items():  # each counted unit run scored as one process's did
+        assert units and units == {k: full[2][candidate][k] for k in units}, candidate
+    entry = study.user_attrs["recommendation"]["deployed"]["refit"]
+    assert entry["models"] == 2 and all((models_dir(url, name) / f).exists() for f in ("refit.keras", "refit-1.keras"))
+
+
+def test_a_time_budget_is_kept_by_tune_its_worker_and_a_remote_worker(tmp_path, cache_dir):
+    """Issue 46, 2: `tune --timeout` with --jobs 2 and a remote worker: no trial, unit run or refit starts once the
+    budget is spent, every process ends on its own with nothing left RUNNING, and the decision says what the
+    limit cut short."""
+    url, name = f"sqlite:///{tmp_path}/t.db", "t"
+    argv = ["tune", "--storage", url, "--study", name, "--config", str(study_toml(tmp_path, epochs=3)), "--trials",
+            "500", "--jobs", "2", "--timeout", "40s", "--refits", "1", *EVALUATION]
+    proc, remote = cli(argv, cache_dir, cwd=tmp_path), None
+    try:
+        wait_for(lambda: name in _study_names(url) and "time_budget" in optuna.load_study(
+            study_name=name, storage=url).user_attrs, proc, timeout=120, what="the study's budget")
+        remote = cli(["worker", "--storage", url, "--study", name, "--trials", "500"], cache_dir, cwd=tmp_path)
+        out, err = proc.communicate(timeout=400)
+        remote_out, remote_err = remote.communicate(timeout=120)
+    finally:
+        for p in (proc, remote):
+            if p is not None and p.poll() is None:
+                p.kill()
+    assert proc.returncode == 0, err[-8000:]
+    assert remote.returncode == 0, remote_err[-8000:]
+    study = optuna.load_study(study_name=name, storage=url)
+    budget = study.user_attrs["time_budget"]
+    assert budget["timeout"] == "40s" and budget["search_over"]
+    started = []
+    for other in optuna.get_all_study_names(url):
+        for t in optuna.load_study(study_name=other, storage=url).trials:
+            assert t.state != TrialState.RUNNING, (other, t.number)
+            if t.datetime_start is not None:
+                started.append(t.datetime_start.timestamp())
+    assert started and max(started) <= budget["until"] + 1.0  # nothing started once the budget was spent
+    finished = len(study.get_trials(states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    assert 0 < finished < 500
+    if "recommendation" in study.user_attrs:  # decided on what finished, and saying so in every view
+        cut = study.user_attrs["recommendation"]["time_limited"]
+        assert cut["timeout"] == "40s" and cut["trials"] == finished and cut["trials_asked"] == 500
+        assert f"Decided under a time limit (--timeout 40s): the search stopped at {finished} of 500 trials" in out
+        assert "Decided under a time limit" in study.user_attrs["decision"]
+    else:
+        assert "No decision: the time budget (--timeout 40s) ended" in out
+
+
+def test_a_timeout_is_a_duration(capsys):
+    from weight_tuner.budget import parse_duration
+
+    assert [parse_duration(t) for t in ("90", "90s", "30m", "2h", "1h30m", "1.5m")] == [90, 90, 1800, 7200, 5400, 90]
+    for bad in ("", "0", "soon", "30x", "5m5h"):
+        with pytest.raises(SystemExit) as stop:
+            main(["tune", "--timeout", bad])
+        assert stop.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--timeout" in err[0] and repr(bad) in err[0], err
 
 
 def test_ctrl_c_stops_every_process_and_no_password_is_on_a_command_line(tmp_path, cache_dir):

@@ -35,6 +35,37 @@ def members_dir(storage_url: str, study_name: str, override: str | Path | None =
     return Path(override) if override else artifacts_dir(storage_url, study_name) / "members"
 
 
+MEMBERS_ID_ATTR = "members_folder"  # a study's user attr: the id of the one folder its members are kept in
+
+
+def _marker(folder: Path, token: str) -> Path:
+    return folder / f".weight-tuner-study-{token}"
+
+
+def mark_members_folder(study: optuna.Study, folder: Path) -> None:
+    """Make ``folder`` the members folder of a new ``study``: a marker file in it, named by an id the study
+    keeps. Every other process of the study must find the marker in its own members folder
+    (:func:`check_members_folder`), so that all the confirmation's models land in one place."""
+    import uuid
+
+    token = uuid.uuid4().hex
+    _store(folder)
+    atomic_write_bytes(_marker(folder, token), f"members folder of study {study.study_name!r}\n".encode())
+    study.set_user_attr(MEMBERS_ID_ATTR, token)
+
+
+def check_members_folder(attrs: dict, study_name: str, folder: Path) -> None:
+    """A :class:`StudyError` unless ``folder`` is the members folder the study was created with (it holds the
+    study's marker); a study made before markers is not checked. Called before any work, so that a process on
+    another machine, or in another working directory, never trains models that ``tune`` cannot find."""
+    token = attrs.get(MEMBERS_ID_ATTR)
+    if token and not _marker(folder, token).is_file():
+        raise StudyError(f"--members {folder}: not the folder study {study_name!r} keeps its confirmation models "
+                         f"in (it lacks the marker {_marker(folder, token).name}); every process of a study shares "
+                         "one members folder: on another machine or in another directory, pass --members with "
+                         "that folder (a shared mount)")
+
+
 def _store(folder: Path) -> FileSystemArtifactStore:
     """The study's artifact store in ``folder`` (created on first use)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,8 +124,10 @@ def save_member(trial: optuna.Trial, model, featurizer, config: dict, label_map:
     return artifact_id
 
 
-def fetch_member(member: dict, cache: Path, store_override: str | Path | None = None) -> Path:
-    """The local bundle path of a member (downloaded and unpacked into ``cache`` once).
+def fetch_member(member: dict, cache: Path, folder: str | Path) -> Path:
+    """The local bundle path of a member (downloaded from the members folder ``folder`` and unpacked into
+    ``cache`` once). Only ``folder`` is read: the folder recorded when the member was saved may be another
+    machine's.
 
     An unpacked copy that fails its manifest is unpacked again from the artifact. The artifact is checked
     against the size and SHA-256 recorded when it was uploaded: a corrupt one is an :class:`IntegrityError`,
@@ -108,10 +141,11 @@ def fetch_member(member: dict, cache: Path, store_override: str | Path | None = 
             return bundle
         except DataError as exc:
             logger.warning(f"{exc}; unpacking member {member['artifact_id']} again from its artifact")
-    folder = Path(store_override) if store_override else Path(member["store"])
+    folder = Path(folder)
     where = f"member model {member['artifact_id']} of unit {member.get('unit', '?')}"
     if not (folder / member["artifact_id"]).exists():
-        raise StudyError(f"{where} is not in {folder} (the members' folder must be reachable here; pass --members DIR)")
+        raise StudyError(f"{where} is not in {folder} (it was saved in {member.get('store', '?')}; pass --members "
+                         "with the folder that holds it)")
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache, prefix=f".{member['artifact_id']}.") as tmp:
         packed = Path(tmp) / "member.zip"
@@ -141,8 +175,8 @@ def fetch_member(member: dict, cache: Path, store_override: str | Path | None = 
     return bundle
 
 
-def fetch_members(members: list[dict], cache: Path, store_override: str | Path | None = None) -> list[Path]:
+def fetch_members(members: list[dict], cache: Path, folder: str | Path) -> list[Path]:
     """The local bundle paths of an ensemble's members (:func:`fetch_member` for each)."""
-    return [fetch_member(m, cache, store_override) for m in members]
+    return [fetch_member(m, cache, folder) for m in members]
 
 

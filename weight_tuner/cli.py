@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from . import commands as cmd
 from .confirm.deployed import DEPLOYED_KINDS
@@ -59,6 +60,18 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
     return value
+
+
+def duration(text: str) -> str:
+    """An argparse type: a duration (``90s``, ``30m``, ``2h``, ``1h30m``), kept as written."""
+    from .budget import parse_duration
+    from .errors import ConfigError
+
+    try:
+        parse_duration(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("--timeout: ")) from None
+    return text
 
 
 def seed_list(text: str) -> list[int]:
@@ -179,6 +192,11 @@ def _study_commands(command) -> None:
                         f"folders; default {DEFAULT_EVALUATION['units_by']})")
     p.add_argument("--confirm-top", type=int_at_least(1), default=None,
                    help=f"distinct weight vectors confirmed against no weights (default {DEFAULT_EVALUATION['top']})")
+    p.add_argument("--timeout", type=duration, default=None, metavar="DURATION",
+                   help="one wall-clock budget for the whole tune (search, confirmation, refits), e.g. 90s, 30m, "
+                        "2h: shared through the study by every worker; no trial, unit run or refit starts once it "
+                        "is spent, the search leaves the time the rest is expected to need, and a decision made on "
+                        "what finished says so")
     p.add_argument("--no-confirm", action="store_true", help="run the search only; make no recommendation")
     p.add_argument("--no-racing", action="store_true",
                    help="train every confirmation run, also those of a candidate that can no longer win (a new "
@@ -326,6 +344,7 @@ def main(argv=None) -> int:
     args.guard.install()
     try:
         if args.command == "tune":
+            args.started = time.time()  # the start of a --timeout budget
             args.jobs = args.jobs or default_jobs()
             share_threads(args.jobs)  # before TensorFlow starts: its thread pools are sized once
         if args.needs_tf:

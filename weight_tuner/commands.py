@@ -44,6 +44,19 @@ def _data_checks(args, storage: str | None = None, evaluation: dict | None = Non
     return check
 
 
+def _check_members_first(args, storage: str) -> Path:
+    """This process's members folder, checked before the corpus is read: where the study exists, it must be the
+    folder the study keeps its confirmation models in (:func:`.artifacts.check_members_folder`)."""
+    from .artifacts import check_members_folder, members_dir
+    from .storage import stored_study_attrs
+
+    folder = members_dir(storage, args.study, args.members)
+    attrs = stored_study_attrs(storage, args.study)
+    if attrs is not None:
+        check_members_folder(attrs, args.study, folder)
+    return folder
+
+
 def _prepare(args, before_features=None):
     from .train import SAMPLE_DOCS, prepare
 
@@ -144,9 +157,9 @@ def _worker_args(args) -> list[str]:
 def cmd_tune(args) -> int:
     """Run (or resume) the study, confirm its top candidates against no weights, decide, then score the
     recommendation and no weights once on the test split."""
-    from .artifacts import members_dir
+    from .budget import refits_fit, set_budget
     from .confirm.decide import confirm, confirmation_evaluation, withdraw_stale_recommendation
-    from .deploy.refits import Refits
+    from .deploy.refits import Refits, no_refits
     from .deploy.testcheck import final_test_evaluation, search_models
     from .folds import check_units
     from .notes import candidates_table, decision_sentence, deployed_sentence, deployed_test, units_phrase
@@ -162,11 +175,14 @@ def cmd_tune(args) -> int:
         raise WeightTunerError("--design cv needs a single objective (Optuna prunes single-objective studies only)")
     storage = _storage(args)
     check_storage(storage, connect=True)  # before the corpus is read or the feature cache written
+    members = _check_members_first(args, storage)
     prepared = _prepare(args, _data_checks(args, storage, study_config.evaluation))
     check_units(prepared, study_config.evaluation)  # --folds against the data, before the study exists
     t0 = time.perf_counter()
     study, space, base_config = open_study(prepared, storage, args.study, study_config, seed=args.seed,
-                                           heartbeat=args.heartbeat)
+                                           heartbeat=args.heartbeat, members=members)
+    # The budget counts from the command's start; every process of the study reads it there (None clears it).
+    set_budget(study, args.timeout, 0 if args.no_confirm else args.refits, args.trials, started=args.started)
     # The other jobs join once the study exists (created once, schemes enqueued once) and leave once no
     # trial, unit run or refit is left to take; the test check runs here while they train refits.
     workers = LocalWorkers(args.jobs, storage, _worker_args(args), refits=bool(args.refits) and not args.no_confirm)
@@ -183,16 +199,26 @@ def cmd_tune(args) -> int:
                   "to confirm and decide.")
             return 0
         evaluation = confirmation_evaluation(study, study_config.evaluation)
-        members = members_dir(storage, args.study, args.members)
         earlier = stored_recommendation(study)  # its refits are kept if the configuration is the same
         recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members,
                                  racing=not args.no_racing)
+        if recommendation is None:  # the time budget ended first
+            no_refits(study, workers.run_id)
+            print(f"No decision: the time budget (--timeout {args.timeout}) ended before the confirmation could "
+                  "decide. Run the same command again to go on; nothing finished is redone.")
+            return 0
         confirm_s = time.perf_counter() - t0 - search_s
         print(f"\nRecommendation: {decision_sentence(recommendation)}")
         print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation.n_units} units "
               f"({units_phrase(recommendation)}):")
         print(candidates_table(recommendation))
-        refit_step = Refits(study, storage, args.refits, earlier, workers.run_id) if args.refits else nullcontext()
+        refit_step = nullcontext()
+        if args.refits and refits_fit(study):
+            refit_step = Refits(study, storage, args.refits, earlier, workers.run_id)
+        elif args.refits:
+            no_refits(study, workers.run_id)
+            print(f"The refits are not trained: the time budget (--timeout {args.timeout}) has too little left for "
+                  f"{args.refits}; predict --study uses the confirmation's models. Run tune again to train them.")
         with refit_step as refits:  # the local workers train the refits while this process runs the test check
             search_models(study, prepared, storage)  # the test check's models, trained here where a worker ran them
             final_test_evaluation(study, prepared, storage, members)
@@ -217,17 +243,16 @@ def cmd_worker(args) -> int:
 
     stop_with_parent()  # a local worker of tune: it stops when tune is gone
     check_storage(_storage(args), must_exist=True, connect=True)
+    members = _check_members_first(args, _storage(args))
     prepared = _prepare(args, _data_checks(args, _storage(args)))
     study = join_study(prepared, _storage(args), args.study, args.trials, seed=args.seed,
-                       trial_timeout=args.trial_timeout, heartbeat=args.heartbeat, stop=args.guard)
+                       trial_timeout=args.trial_timeout, heartbeat=args.heartbeat, stop=args.guard, members=members)
     print(f"worker: study {args.study!r} holds {finished_count(study)} finished trials")
     if args.no_confirm:
         return 0
     # The search is done: take the confirmation's unit runs alongside every other process of the study.
-    from .artifacts import members_dir
-
     confirm(study, prepared, confirmation_evaluation(study, StudyConfig().evaluation), stop=args.guard, wait=False,
-            members=members_dir(_storage(args), args.study, args.members), racing=not args.no_racing)
+            members=members, racing=not args.no_racing)
     if os.environ.get(RUN_ENV):  # a local worker of tune: its refits too
         from .deploy.refits import take_planned_refits
 

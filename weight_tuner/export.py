@@ -48,6 +48,7 @@ def recommendation_export(rec: Recommendation) -> dict:
             "closest_challenger": closest_challenger(rec) if no_weights else None,
             "level": rec.level, "interval": rec.interval, "n_units": rec.n_units, "folds": rec.folds,
             "repeats": rec.repeats, "units_by": rec.units_by, "design": rec.design, "trial": rec.trial,
+            "detectable": rec.detectable,
             "candidates": [{"candidate": r.candidate, "kind": r.kind, "trial": r.trial,
                             "class_weights": r.class_weights, "important_f1": r.mean,
                             "diff_vs_unweighted": _diff(r.diff)}

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import textwrap
 
 import optuna
 
@@ -42,14 +43,16 @@ def trial_line(trial: optuna.trial.FrozenTrial) -> str:
 
 def candidates_table(recommendation: Recommendation) -> str:
     """The candidates with their mean important_f1 and paired difference to no weights, as text."""
-    rows = [f"{'candidate':<14}{'weights N / D / M, as trained':<31}{'important_f1':>13}{fmt.VS_NONE:>15}  "
+    # 100 columns at most: the widest interval is 31 characters
+    rows = [f"{'candidate':<11}{'weights N / D / M':<23}{'units':>6}{'important_f1':>13}{fmt.VS_NONE:>14}  "
             "with its interval"]
     for r in recommendation.candidates:
-        rows.append(f"{r.candidate:<14}{fmt.weights(r.class_weights):<31}{fmt.score(r.mean):>13}"
-                    f"{fmt.diff(r.diff.mean):>15}  {fmt.diff_interval(r.diff, recommendation.level)}")
-    rows.append(f"important_f1: mean over the {recommendation.n_units} units' held-out folds. {THRESHOLDS_MEANING}")
-    if stopped_sentence(recommendation):
-        rows.append(stopped_sentence(recommendation))
+        rows.append(f"{r.candidate:<11}{fmt.weights(r.class_weights):<23}{r.diff.n_units:>6}{fmt.score(r.mean):>13}"
+                    f"{fmt.diff(r.diff.mean):>14}  {fmt.diff_interval(r.diff, recommendation.level)}")
+    notes = [f"important_f1: mean over the units' held-out folds (units: how many of the {recommendation.n_units} "
+             f"each candidate ran; {fmt.VS_NONE} is paired on those); weights as trained. {THRESHOLDS_MEANING}",
+             stopped_sentence(recommendation)]
+    rows += [textwrap.fill(note, 100) for note in notes if note]
     return "\n".join(rows)
 
 
@@ -63,12 +66,33 @@ def stopped_sentence(recommendation: Recommendation) -> str:
     if not stopped:
         return ""
     which = ", ".join(f"{r.candidate} after {_units(r.stopped_after)}" for r in stopped)
-    return (f"Stopped early (racing): {which}. No scores of their remaining units could have put their interval "
-            f"above 0, so those runs were not trained; their rows cover the units they ran.")
+    sentence = (f"Stopped early (racing): {which}. No scores of their remaining units could have put their interval "
+                f"above 0, so those runs were not trained; their rows cover the units they ran.")
+    base, needed = recommendation.candidates[0], max(r.stopped_after for r in stopped)
+    if len(stopped) == len(recommendation.challengers) and base.diff.n_units > needed:
+        sentence += (f" No weights ran all {_units(base.diff.n_units)} even so: the decision needed {needed}, and the "
+                     f"deployed model (its members and calibration) rests on all {base.diff.n_units}.")
+    return sentence
 
 
 def decision_sentence(recommendation: Recommendation) -> str:
-    """One sentence: what to use and why."""
+    """One sentence: what to use and why (and, where a time budget cut the work short, what it rests on)."""
+    return _decision(recommendation) + time_limited_sentence(recommendation)
+
+
+def time_limited_sentence(recommendation: Recommendation) -> str:
+    """What a spent ``--timeout`` cut short ('' where it cut nothing)."""
+    cut = recommendation.time_limited
+    if not cut:
+        return ""
+    search = (f"the search stopped at {cut['trials']} of {cut['trials_asked']} trials and "
+              if cut.get("trials_asked") and cut["trials"] < cut["trials_asked"] else "")
+    return (f" Decided under a time limit (--timeout {cut['timeout']}): {search}{cut['runs_done']} of "
+            f"{cut['runs_planned']} unit runs were done or not needed; run tune again to finish the rest and decide "
+            "again.")
+
+
+def _decision(recommendation: Recommendation) -> str:
     d, n, level = recommendation.diff_vs_unweighted, recommendation.n_units, recommendation.level
     if recommendation.decision == "weights":
         return (f"Use class weights N / D / M = {fmt.weights(recommendation.class_weights)} "
@@ -85,7 +109,24 @@ def decision_sentence(recommendation: Recommendation) -> str:
         why = (f" Every candidate was stopped early (racing): after the units it ran, no scores of its remaining "
                f"units could have put its interval above 0. The closest, {best.candidate}, stood at "
                f"{fmt.diff(best.diff.mean)} {fmt.VS_NONE} over {_units(best.stopped_after)}.")
-    return f"Use no class weights: no candidate beat the unweighted model with an interval clear of 0.{why}"
+    return (f"Use no class weights: no candidate beat the unweighted model with an interval clear of 0.{why}"
+            f"{detectable_sentence(recommendation)}")
+
+
+def detectable_sentence(recommendation: Recommendation) -> str:
+    """For a no-weights decision: the smallest gain this confirmation finds 80% of the time at the noise it
+    measured, and what more repeats would find ('' where the noise was not measured)."""
+    from .confirm.statistics import detectable_gain
+
+    found, rec = recommendation.detectable, recommendation
+    if not found or recommendation.decision != "no_weights":
+        return ""
+    more = 2 * rec.repeats
+    wider = detectable_gain(found["sd"], rec.folds * more, rec.test_train_ratio, rec.level, found["power"])
+    return (f" That says \"not shown\", not \"no effect\": at the noise measured (sd {fmt.score(found['sd'])} of the "
+            f"paired unit differences), {found['n_units']} units find a true gain of {fmt.diff(found['gain'])} "
+            f"{int(round(found['power'] * 100))}% of the time, and smaller gains less often; a new study with "
+            f"--repeats {more} ({rec.folds * more} units) would find {fmt.diff(wider)}.")
 
 
 def paste_snippet(recommendation: Recommendation) -> str:

@@ -70,13 +70,16 @@ class NothingLeft(Exception):
     """Optuna handed out a fresh trial: another process took the last waiting one first."""
 
 
-def take_waiting(study: optuna.Study, objective, stop=None, catch: tuple = ()):
+def take_waiting(study: optuna.Study, objective, stop=None, catch: tuple = (), may_start=None):
     """Run ``study``'s waiting trials one at a time, as Optuna hands them out, until none is left (the work of a
-    companion study: unit runs, refits); yield each finished trial, or ``None`` when another process took the
-    last one first. ``objective`` raises :class:`NothingLeft` on a trial that carries no work."""
+    companion study: unit runs, refits) or ``may_start()`` says no more may start (a spent time budget); yield
+    each finished trial, or ``None`` when another process took the last one first. ``objective`` raises
+    :class:`NothingLeft` on a trial that carries no work."""
     while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
         if stop is not None:
             stop.check()
+        if may_start is not None and not may_start():
+            return
         done: list[optuna.trial.FrozenTrial] = []
         study.optimize(objective, n_trials=1, gc_after_trial=True, catch=(NothingLeft, *catch),
                        callbacks=[lambda s, t: done.append(t)])

@@ -237,16 +237,23 @@ def stored_recommendation(study: optuna.Study) -> Recommendation | None:
                          "again") from exc
 
 
-def check_stored_data(storage_url: str, name: str, fingerprint: str, who: str = "this run") -> None:
-    """:func:`check_same_data` by fingerprint alone, for a study that may not exist yet (then nothing to check):
-    a job calls it before its features are computed."""
+def stored_study_attrs(storage_url: str, name: str) -> dict | None:
+    """The user attrs of study ``name``, or ``None`` where it does not exist yet (a SQLite file is not created)."""
     if sqlite_path(storage_url) is not None and not sqlite_path(storage_url).exists():
-        return
+        return None
     storage = open_storage(storage_url)
     with readable_rows(storage_url, name):
         if name in study_names(storage):
-            _check_fingerprint(name, storage.get_study_user_attrs(storage.get_study_id_from_name(name)),
-                               fingerprint, who)
+            return storage.get_study_user_attrs(storage.get_study_id_from_name(name))
+    return None
+
+
+def check_stored_data(storage_url: str, name: str, fingerprint: str, who: str = "this run") -> None:
+    """:func:`check_same_data` by fingerprint alone, for a study that may not exist yet (then nothing to check):
+    a job calls it before its features are computed."""
+    attrs = stored_study_attrs(storage_url, name)
+    if attrs is not None:
+        _check_fingerprint(name, attrs, fingerprint, who)
 
 
 def check_made_by_tune(study: optuna.Study) -> None:

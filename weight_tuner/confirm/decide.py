@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 
+from ..budget import Budget, minutes, time_left
+from ..budget import spent as budget_spent
 from ..config import CLASSES
 from ..folds import Unit
 from ..notes import PENDING_DECISION, decision_attr, save_notes
@@ -64,25 +66,54 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
     def after_run(trial) -> None:
         counted = race_of(companion, plan, ratio)
         study.set_user_attr("confirmation", state_of(plan, results(companion, counted), counted))
+        left, _ = missing_runs(companion, plan, counted)
+        seconds = time_left(study, evaluation, len(study.get_trials(deepcopy=False, states=FINISHED)), len(left))
+        if seconds is not None and wait:
+            logger.info(f"confirmation: {len(left)} unit runs left; whole tune: {minutes(seconds)} left")
         if after_unit is not None:
             after_unit(trial.user_attrs["candidate"], Unit.from_key(trial.user_attrs["unit"]))
 
+    def may_start() -> bool:
+        return not budget_spent(study)
+
     with stop.safe_points() if stop is not None else nullcontext():
         if not wait:
-            take_runs(companion, plan, prepared, stop, after_run, members)
+            take_runs(companion, plan, prepared, stop, after_run, members, may_start)
             return None
-        counted = wait_for_runs(companion, plan, prepared, stop, after_run, members=members)
+        counted = wait_for_runs(companion, plan, prepared, stop, after_run, members=members, may_start=may_start)
     finished = results(companion, counted)
     state = state_of(plan, finished, counted)
     study.set_user_attr("confirmation", state)
+    limited = time_limited(study, companion, plan, counted)
+    if not state["candidates"][UNWEIGHTED]["units"]:  # only a spent budget ends a confirmation this early
+        logger.warning(f"no decision: the time budget (--timeout {limited['timeout']}) ended before a unit run of "
+                       "no weights finished; run the same command again to go on")
+        return None
     recommendation = recommendation_from(state, evaluation)
     recommendation = recommendation.replace(
         finished_trials=len(study.get_trials(deepcopy=False, states=FINISHED)), confirmation_study=companion.study_name,
+        time_limited=limited,
         deployed=kept_refits(deployed_models(study, companion, finished, recommendation), stored_recommendation(study)))
     store_recommendation(study, recommendation)
     study.set_user_attr("decision", decision_attr(recommendation))
     save_notes(study, state, recommendation)
     return recommendation
+
+
+def time_limited(study: optuna.Study, companion: optuna.Study, plan: dict, counted) -> dict | None:
+    """What a spent time budget cut short, for the views: ``None`` where the search ran every trial asked for and
+    the confirmation every run it needed (or there is no budget)."""
+    budget = Budget.of(study)
+    if budget is None:
+        return None
+    done, total = len(runs_of(plan)), len(runs_of(plan))
+    pending, lost = missing_runs(companion, plan, counted)
+    done -= len(pending) + len(lost)
+    trials = len(study.get_trials(deepcopy=False, states=FINISHED))
+    if done == total and (budget.trials is None or trials >= budget.trials):
+        return None
+    return {"timeout": budget.timeout, "trials": trials, "trials_asked": budget.trials, "runs_done": done,
+            "runs_planned": total}
 
 
 def withdraw_stale_recommendation(study: optuna.Study) -> bool:
@@ -135,7 +166,7 @@ def recommendation_from(state: dict, evaluation: dict) -> Recommendation:
         trial=pick.get("trial") if decision == "weights" else cands[UNWEIGHTED].get("trial"),
         n_units=result["diff_vs_unweighted"]["n_units"], folds=state["folds"], repeats=state["repeats"],
         units_by=state.get("units_by", "chunk"),
-        design=evaluation.get("design", "confirm"), test_train_ratio=ratio,
+        design=evaluation.get("design", "confirm"), test_train_ratio=ratio, detectable=result["detectable"],
         multipliers=unit_multipliers(pick["units"]) if decision == "thresholds" else None)
 
 

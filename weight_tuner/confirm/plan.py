@@ -83,12 +83,14 @@ def make_plan(study: optuna.Study, evaluation: dict, racing: bool = True) -> dic
     """The confirmation's plan from the finished search: candidates (with configs), units, and its id.
 
     ``racing`` (kept in the plan, not in its id) stops a candidate's runs once it cannot win (:mod:`.racing`);
-    a plan made before racing existed has no such key and trains every run."""
+    a plan made before racing existed has no such key and trains every run. ``deploy_every_unit`` (also
+    outside the id) trains the unweighted candidate on every unit even when the race needs fewer, so that a
+    no-weights decision deploys all its units' models; a plan made before it keeps the raced prefix."""
     candidates = select_candidates(study, evaluation["top"])
     units = make_units(evaluation["folds"], evaluation["repeats"], evaluation.get("first_repeat", 0))
     units_by = evaluation.get("units_by", "chunk")
     plan = {"folds": evaluation["folds"], "repeats": evaluation["repeats"], "units": [u.key for u in units],
-            "units_by": units_by, "racing": racing,
+            "units_by": units_by, "racing": racing, "deploy_every_unit": True,
             "candidates": {name: dict(cand, config=config_key(cand["config"])) for name, cand in candidates.items()}}
     # Folds of chunks hash as before units_by existed, so a resumed older study meets its own plan.
     blob = json.dumps({"units": plan["units"], "folds": plan["folds"],
@@ -124,14 +126,7 @@ def open_companion(study: optuna.Study, evaluation: dict, racing: bool = True) -
     storage = storage_of(study)
     try:
         companion = create_study(name, storage, direction="maximize")
-        # First, so that the dashboard lists it first: what a reader who opens this study is looking at.
-        companion.set_user_attr("about", f"The confirmation of study {study.study_name!r}: one trial per candidate and "
-                                "unit, trained on the unit's training folds and scored on its held-out fold. Its "
-                                f"'Best Trial' is one such run, not a recommendation: the decision is in study "
-                                f"{study.study_name!r}.")
-        companion.set_user_attr("plan", plan)
-        companion.set_user_attr("parent_study", study.study_name)
-        companion.set_metric_names(["held_out_important_f1"])  # the dashboard's axis, not "Objective 0"
+        _describe(companion, study.study_name, plan)
         _enqueue_missing(companion, plan, _earlier_results(study, name, storage))
         companion.set_user_attr("enqueued", True)
         logger.info(f"planned the confirmation: {len(runs_of(plan))} unit runs in study {name!r}")
@@ -140,13 +135,30 @@ def open_companion(study: optuna.Study, evaluation: dict, racing: bool = True) -
         deadline = time.monotonic() + ENQUEUE_GRACE_S
         while "enqueued" not in companion.user_attrs and time.monotonic() < deadline:
             time.sleep(1.0)
-        plan = companion.user_attrs.get("plan", plan)  # the planner's own (the same search gives the same)
-        if "enqueued" not in companion.user_attrs:  # the planner died while enqueuing: finish its work
+        if "enqueued" not in companion.user_attrs:  # the planner died while planning: finish its work
+            plan = companion.user_attrs.get("plan", plan)  # its own, where it stored it (the same search gives the same)
+            _describe(companion, study.study_name, plan)
             _enqueue_missing(companion, plan, {})
             companion.set_user_attr("enqueued", True)
+        plan = companion.user_attrs["plan"]
     if study.user_attrs.get("confirmation_study") != name:
         study.set_user_attr("confirmation_study", name)
     return companion, plan
+
+
+def _describe(companion: optuna.Study, study_name: str, plan: dict) -> None:
+    """The companion's attributes (each set where missing: a planner killed half way leaves some to set)."""
+    attrs = companion.user_attrs
+    if "about" not in attrs:  # first, so that the dashboard lists it first: what a reader is looking at
+        companion.set_user_attr("about", f"The confirmation of study {study_name!r}: one trial per candidate and unit, "
+                                "trained on the unit's training folds and scored on its held-out fold. Its 'Best "
+                                f"Trial' is one such run, not a recommendation: the decision is in study {study_name!r}.")
+    if "plan" not in attrs:
+        companion.set_user_attr("plan", plan)
+    if "parent_study" not in attrs:
+        companion.set_user_attr("parent_study", study_name)
+    if not companion.metric_names:
+        companion.set_metric_names(["held_out_important_f1"])  # the dashboard's axis, not "Objective 0"
 
 
 def _run_key(plan: dict, candidate: str, unit: str) -> tuple:
@@ -208,7 +220,8 @@ def race_of(companion: optuna.Study, plan: dict, ratio: float) -> Race:
     """Which runs still count, from the runs finished so far; nothing is stopped in a plan without racing."""
     if not plan.get("racing"):
         return Race(tuple(plan["units"]), UNWEIGHTED)
-    return race(plan["units"], unit_scores(plan, results(companion)), ratio, UNWEIGHTED)
+    return race(plan["units"], unit_scores(plan, results(companion)), ratio, UNWEIGHTED,
+                base_all=bool(plan.get("deploy_every_unit")))
 
 
 def results(companion: optuna.Study, counted: Race | None = None,

@@ -7,7 +7,9 @@ corrected resampled t interval over all ``n`` units is above 0. After each compl
 candidate is stopped: its remaining runs are not trained. This is curtailment with certainty, not a
 probability: a stopped candidate could not have been recommended, so the decision is the one the full
 confirmation would make, and the recommended candidate's interval is still computed on all its units.
-When every candidate other than no weights is stopped, the unweighted runs stop too.
+When every candidate other than no weights is stopped, the decision is no weights and needs no more
+unweighted runs; a plan that deploys every unit (``deploy_every_unit``) still trains them, for the deployed
+model's members and calibration, not for the decision.
 
 The race is a function of the per-unit scores alone (never of timing), so every process computes
 the same stops, and the report is the same whichever process ran what.
@@ -75,19 +77,23 @@ class Race:
     """Which unit runs of a confirmation still matter.
 
     ``stopped`` maps a stopped candidate to the number of units (a prefix of the plan's) it ran before
-    the stop; ``base_units`` is how many units the unweighted candidate needs (all, unless every
-    other candidate is stopped). ``units`` is the plan's unit keys in order.
+    the stop; ``base_units`` is how many units of the unweighted candidate the decision needs (all,
+    unless every other candidate is stopped). With ``base_all`` the unweighted candidate runs every unit
+    whatever the decision needs: its models are the deployed ones when no weights win.
+    ``units`` is the plan's unit keys in order.
     """
 
     units: tuple[str, ...]
     base: str
     stopped: dict[str, int] = field(default_factory=dict)
     base_units: int | None = None
+    base_all: bool = False
 
     def units_of(self, candidate: str) -> tuple[str, ...]:
         """The units whose runs count for ``candidate`` (its prefix if stopped, else every unit)."""
         if candidate == self.base:
-            return self.units[:self.base_units if self.base_units is not None else len(self.units)]
+            short = self.base_units is not None and not self.base_all
+            return self.units[:self.base_units] if short else self.units
         return self.units[:self.stopped.get(candidate, len(self.units))]
 
     def needed(self, candidate: str, unit: str) -> bool:
@@ -96,8 +102,9 @@ class Race:
 
 
 def race(units, scores: dict[str, dict[str, float]], test_train_ratio: float, base: str,
-         level: float = LEVEL) -> Race:
-    """The race over per-unit scores: ``scores[candidate][unit] = important_f1``, ``base`` the unweighted one.
+         level: float = LEVEL, base_all: bool = False) -> Race:
+    """The race over per-unit scores: ``scores[candidate][unit] = important_f1``, ``base`` the unweighted one
+    (with ``base_all``, run on every unit: see :class:`Race`).
 
     A candidate is looked at after each prefix of ``units`` on which it and ``base`` have both
     finished, and stopped at the first prefix where it is :func:`futile`. The last unit is no look:
@@ -116,22 +123,23 @@ def race(units, scores: dict[str, dict[str, float]], test_train_ratio: float, ba
                 stopped[name] = k
                 break
     everyone_stopped = bool(others) and all(c in stopped for c in others)
-    return Race(units, base, stopped, max(stopped.values()) if everyone_stopped else None)
+    return Race(units, base, stopped, max(stopped.values()) if everyone_stopped else None, base_all)
 
 
 def replay(units, candidates: dict[str, dict], test_train_ratio: float, base: str, runs_of_candidate=None,
-           level: float = LEVEL) -> dict:
+           level: float = LEVEL, base_all: bool = False) -> dict:
     """Feed a full confirmation's per-unit scores through the race, as if the runs had come in plan order.
 
     ``candidates[name] = {"kind", "scores": {unit: important_f1}}`` (every unit present);
     ``runs_of_candidate(name)`` says whether a candidate trains runs of its own (the thresholds
-    competitor rides on the unweighted runs; default: every candidate does). Returns the runs planned
-    and trained, the decision of the full confirmation and of the raced one.
+    competitor rides on the unweighted runs; default: every candidate does); ``base_all`` counts every
+    unweighted run as trained (the deployed model's). Returns the runs planned and trained, the decision
+    of the full confirmation and of the raced one.
     """
     units = tuple(units)
     trains = runs_of_candidate or (lambda name: True)
     scores = {name: dict(c["scores"]) for name, c in candidates.items()}
-    result = race(units, scores, test_train_ratio, base, level)
+    result = race(units, scores, test_train_ratio, base, level, base_all)
     raced = {name: dict(c, scores={u: c["scores"][u] for u in result.units_of(name)})
              for name, c in candidates.items()}
     planned = sum(len(units) for name in candidates if trains(name))

@@ -114,14 +114,16 @@ def give_back(companion: optuna.Study, trial) -> None:
                                             "unit": trial.user_attrs["unit"], **retry_attrs(trial)})
 
 
-def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None, members=None) -> int:
-    """Take waiting unit runs of ``companion`` one at a time until none is left; return how many this
-    process ran. ``after_run(trial)`` is called after each finished run; with ``members`` (a folder)
-    each run's model is kept there as an artifact of its trial (:func:`..artifacts.save_member`)."""
+def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None, members=None,
+              may_start=None) -> int:
+    """Take waiting unit runs of ``companion`` one at a time until none is left (or ``may_start()`` is false: the
+    study's time budget is spent); return how many this process ran. ``after_run(trial)`` is called after each
+    finished run; with ``members`` (a folder) each run's model is kept there as an artifact of its trial
+    (:func:`..artifacts.save_member`)."""
 
     objective = UnitRun(prepared, plan, stop, members)
     ran = 0
-    for trial in take_waiting(companion, objective, stop, catch=(NonFiniteLossError,)):
+    for trial in take_waiting(companion, objective, stop, catch=(NonFiniteLossError,), may_start=may_start):
         if stop is not None:
             stop.abandon = None
         if trial is None or trial.state != TrialState.COMPLETE:
@@ -135,9 +137,10 @@ def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_ru
 
 
 def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None,
-                  poll_seconds: float = 1.0, members=None) -> Race:
+                  poll_seconds: float = 1.0, members=None, may_start=None) -> Race:
     """Take runs until every run of the plan that the race still needs has finished, here or in other
-    processes; return the final :class:`.racing.Race`.
+    processes, or until ``may_start()`` is false (the time budget is spent: what finished is decided on);
+    return the final :class:`.racing.Race`.
 
     While others hold the last runs, stale ones (a killed worker's) are failed and queued again by
     Optuna's heartbeat callback, and taken here. A run that failed for good is a :class:`StudyError`.
@@ -145,8 +148,10 @@ def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, afte
     ratio = plan_ratio(prepared, plan)
     said, seen_lost, stale = None, None, StaleTrials(companion)
     while True:
-        take_runs(companion, plan, prepared, stop, after_run, members)
+        take_runs(companion, plan, prepared, stop, after_run, members, may_start)
         counted = race_of(companion, plan, ratio)
+        if may_start is not None and not may_start():
+            return counted
         pending, lost = missing_runs(companion, plan, counted)
         if lost and lost != seen_lost:  # look once more: a failed run's retry is queued a moment after its failure
             seen_lost = lost

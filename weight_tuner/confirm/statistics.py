@@ -10,6 +10,7 @@ import numpy as np
 from ..schemes import UNWEIGHTED
 
 LEVEL = 0.95
+POWER = 0.8  # the detectable gain is the one found this often
 INTERVAL_METHOD = ("corrected resampled t (Nadeau & Bengio 2003): the variance of the mean difference is "
                    "inflated by held-out/training lines, because units share training data; one interval per "
                    "candidate, no multiplicity correction")
@@ -39,7 +40,8 @@ def decide(candidates: dict[str, dict], test_train_ratio: float, level: float = 
     ``kind`` is ``"unweighted"``, ``"weights"`` or ``"thresholds"``. Each other candidate is compared
     with the unweighted one on the units both have. Weights (or thresholds) are recommended only
     when their interval's lower bound is above 0; among those, the largest mean difference wins.
-    Otherwise the decision is ``"no_weights"``.
+    Otherwise the decision is ``"no_weights"``. ``detectable`` is the gain this design finds 80% of the time
+    at the measured noise (:func:`detectable_gain` over all of no weights' units), or ``None``.
     """
     base = candidates[UNWEIGHTED]["scores"]
     others = [n for n in candidates if n != UNWEIGHTED]
@@ -54,8 +56,43 @@ def decide(candidates: dict[str, dict], test_train_ratio: float, level: float = 
     clear = [r for r in rows[1:] if r["diff"]["ci_low"] > 0]
     pick = max(clear, key=lambda r: r["diff"]["mean"]) if clear else rows[0]
     decision = {"weights": "weights", "thresholds": "thresholds"}.get(pick["kind"], "no_weights")
+    noise = unit_noise(candidates)
+    detectable = None if noise is None else {
+        "gain": detectable_gain(noise["sd"], len(base), test_train_ratio, level), "power": POWER,
+        "sd": noise["sd"], "df": noise["df"], "n_units": len(base)}
     return {"decision": decision, "candidate": pick["candidate"], "diff_vs_unweighted": pick["diff"],
-            "level": level, "interval": INTERVAL_METHOD, "candidates": rows}
+            "level": level, "interval": INTERVAL_METHOD, "candidates": rows, "detectable": detectable}
+
+
+def detectable_gain(sd: float, n_units: int, test_train_ratio: float, level: float = LEVEL,
+                    power: float = POWER) -> float:
+    """The smallest true mean gain the decision finds with probability ``power``, where the paired unit differences
+    have standard deviation ``sd`` over ``n_units`` units: ``(t_(1+level)/2 + t_power) * sqrt(1/n + ratio) * sd``,
+    both t with n - 1 degrees of freedom (the usual normal-theory formula with the corrected variance; the
+    benchmark of planted gains in docs/benchmarks.md checks it)."""
+    from scipy.stats import t as student_t
+
+    if n_units < 2 or not math.isfinite(sd):
+        return math.inf
+    df = n_units - 1
+    return float((student_t.ppf(0.5 + level / 2.0, df) + student_t.ppf(power, df))
+                 * math.sqrt(1.0 / n_units + test_train_ratio) * sd)
+
+
+def unit_noise(candidates: dict[str, dict]) -> dict | None:
+    """The noise of the paired unit differences: their standard deviation pooled over every candidate with 2 or
+    more units (each candidate's own mean removed), with its degrees of freedom; ``None`` where no candidate ran 2
+    units (a race that stopped everyone after one)."""
+    base = candidates[UNWEIGHTED]["scores"]
+    squares, df = 0.0, 0
+    for name, cand in candidates.items():
+        if name == UNWEIGHTED:
+            continue
+        d = np.asarray([cand["scores"][u] - base[u] for u in sorted(set(cand["scores"]) & set(base))])
+        if len(d) >= 2:
+            squares += float(((d - d.mean()) ** 2).sum())
+            df += len(d) - 1
+    return {"sd": math.sqrt(squares / df), "df": df} if df else None
 
 
 def mean_or_nan(values) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifacts import fetch_members
+from ..artifacts import fetch_members, members_dir
 from ..errors import StudyError
 from ..paths import model_path, models_dir
 from ..posthoc import Calibration
@@ -34,7 +34,8 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
     default the recommendation's own default (:data:`..confirm.deployed.DEFAULT_DEPLOYED`).
 
     The ensemble is the recommended candidate's confirmation models (unpacked once into the study's
-    models folder; ``members`` overrides where their store is); ``refit`` is ``tune --refits``' models;
+    models folder from ``members``, by default the study's own members folder: never a folder another machine
+    recorded); ``refit`` is ``tune --refits``' models;
     ``single`` is the search's model of the recommended trial (the unweighted one for no weights and
     thresholds). Each carries the recommendation's calibration, where it has one. A study without a
     recommendation falls back to its best trial's model; a recommendation never does. Anything missing is a
@@ -56,7 +57,7 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
         if not found:
             raise StudyError(f"study {study_name!r} kept no ensemble members (confirmed before models were kept); "
                              "use --use single")
-        bundles = fetch_members(found, models / "members", members)
+        bundles = fetch_members(found, models / "members", members_dir(storage_url, study_name, members))
         prior = mean_fractions([m["train_class_counts"] for m in found if m.get("train_class_counts")] or
                                [study.user_attrs["class_counts"]["train"]])
         return LoadedModel("ensemble", bundles, multipliers, prior,

@@ -52,6 +52,17 @@ def recommended_config(study: optuna.Study, recommendation: Recommendation) -> M
     return unweighted_config(study)
 
 
+def refit_study(study_name: str, config: ModelConfig, paths: list[Path]) -> tuple[str, dict]:
+    """The name of the refits' companion study, and where they are saved (``host``, absolute ``paths``).
+
+    The name is hashed from the configuration and that place, this machine and folder: two ``tune`` of one
+    study in two directories, or on two machines, each plan and train their own refits, never each other's
+    (a relative path such as ``studies/s/models`` names a different folder in every working directory)."""
+    where = {"host": socket.gethostname(), "paths": [str(Path(p).resolve()) for p in paths]}
+    blob = json.dumps({"config": config.as_dict(), **where}, sort_keys=True)
+    return f"{study_name}{REFIT_STUDY}{hashlib.sha256(blob.encode()).hexdigest()[:12]}", where
+
+
 class Refits:
     """The refit step of one ``tune``: the recommended configuration trained ``count`` times on every non-test
     line (seeds ``seed``, ``seed + 10``, ...), saved beside the study's models, made the default of
@@ -106,30 +117,48 @@ class Refits:
         return None
 
     def _plan(self) -> optuna.Study:
-        """The companion study of these refits, with one waiting trial per refit not waiting or running already."""
-        blob = json.dumps({"config": self.config.as_dict(), "paths": [str(p) for p in self.paths]}, sort_keys=True)
-        name = f"{self.study.study_name}{REFIT_STUDY}{hashlib.sha256(blob.encode()).hexdigest()[:12]}"
+        """The companion study of these refits (:func:`refit_study`), with one waiting trial per refit not waiting
+        or running already."""
+        name, where = refit_study(self.study.study_name, self.config, self.paths)
         storage = storage_of(self.study)
         try:
             companion = create_study(name, storage, direction="minimize")
-            companion.set_user_attr("about", f"The refits of study {self.study.study_name!r}: one trial per deployed "
-                                    "model, trained on every non-test line; its values are final training losses, "
-                                    f"not scores. The decision is in study {self.study.study_name!r}.")
-            companion.set_user_attr("config", self.config.as_dict())
-            companion.set_metric_names(["final_training_loss"])  # the dashboard's axis, not "Objective 0"
-            companion.set_user_attr("paths", [str(p) for p in self.paths])
         except optuna.exceptions.DuplicatedStudyError:
             companion = load_study(name, storage)
+        # Each set where missing: a run killed between creating the study and describing it left some unset.
+        attrs, study_name = companion.user_attrs, self.study.study_name
+        if "about" not in attrs:
+            companion.set_user_attr("about", f"The refits of study {study_name!r}: one trial per deployed model, "
+                                    "trained on every non-test line; its values are final training losses, not "
+                                    f"scores. The decision is in study {study_name!r}.")
+        for key, value in (("config", self.config.as_dict()), ("host", where["host"]),
+                           ("paths", where["paths"])):  # absolute paths: a local worker may start elsewhere
+            if key not in attrs:
+                companion.set_user_attr(key, value)
+        if not companion.metric_names:
+            companion.set_metric_names(["final_training_loss"])  # the dashboard's axis, not "Objective 0"
         trials = companion.get_trials(deepcopy=False)
-        # This run's refits: the trials queued from here on (and their retries), and those an earlier run left
-        # waiting or running, which are taken or retried instead of queued twice.
+        # This run's refits: the trials queued from here on (and their retries), those an earlier run left
+        # waiting or running, which are taken or retried instead of queued twice, and those it finished whose
+        # files are still its models (a run killed during its refits): kept, not trained again.
         self.since = len(trials)
-        self.carried = {t.number for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)}
+        self.carried = {t.number for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)
+                        or (t.state == TrialState.COMPLETE and self._saved(t.user_attrs.get("refit")))}
         queued = {t.user_attrs.get("refit") for t in trials if t.number in self.carried}
         for k in range(len(self.paths)):
             if k not in queued:
                 companion.enqueue_trial({}, user_attrs={"refit": k})
         return companion
+
+    def _saved(self, k: int | None) -> bool:
+        """Whether refit ``k``'s file is intact and holds this configuration with that refit's seed (the path is
+        shared by every configuration's refit ``k``)."""
+        if k is None or not 0 <= k < len(self.paths) or not _intact([self.paths[k]]):
+            return False
+        from ..paths import bundle_paths, read_json
+
+        saved = read_json(bundle_paths(self.paths[k]).config, "refit config")
+        return saved == self.config.replace(seed=self.config.seed + REFIT_SEED_STEP * k).as_dict()
 
     def finish(self, prepared, stop=None, poll_seconds: float = 1.0) -> dict:
         """Train the refits left to take, wait for those other processes hold, then score their calibrated mean
@@ -172,6 +201,12 @@ class Refits:
         logger.info(f"{count} refit models saved in {self.paths[0].parent} ({time.perf_counter() - t0:.0f}s); test "
                     f"important_f1 of their mean {entry['test_important_f1']:.4f} (scored once)")
         return entry
+
+
+def no_refits(study: optuna.Study, run_id: str | None) -> None:
+    """Tell ``tune``'s local workers (run ``run_id``) that this run trains no refits, so that they leave."""
+    if run_id is not None:
+        study.set_user_attr(REFIT_PLAN_ATTR, {"run": run_id, "study": None})
 
 
 def take_refits(companion: optuna.Study, prepared, stop=None, data=None) -> int:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 
-from ..artifacts import fetch_members
+from ..artifacts import fetch_members, members_dir
 from ..config import CLASSES
 from ..errors import StudyError
 from ..metrics import compute_stats
@@ -83,7 +83,8 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
 
     Runs after the decision and :func:`search_models`, and changes neither: it reads the models (a missing
     one is a :class:`StudyError`) and stores only its scores, as the ``test_stats`` user attr, shown in the
-    study's note. The deployed ensemble (when models were kept) is scored too.
+    study's note. The deployed ensemble (when models were kept) is scored too, read from ``members_folder``
+    (default: the study's own members folder).
     """
     from ..predict import one_hot_probs
     from ..train import evaluate, load_bundle, predict_probs
@@ -119,7 +120,8 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
         result["recommended"] = result["unweighted"]
     members = rec.deployed.members if rec.deployed else ()
     if members:
-        bundles = fetch_members(list(members), models / "members", members_folder)
+        bundles = fetch_members(list(members), models / "members",
+                                members_dir(storage_url, study.study_name, members_folder))
         probs = ensemble_probs(bundles, test, rec.multipliers, stored_calibration(rec.deployed))
         result["ensemble"] = {"members": len(bundles), "stats": compute_stats(test.y, probs)}
     check_rescore(study, study.user_attrs.get("test_stats"), result)

@@ -8,11 +8,12 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
-from ..artifacts import check_split, members_dir, save_split
+from ..artifacts import check_members_folder, check_split, mark_members_folder, members_dir, save_split
 from ..config import ModelConfig
 from ..errors import NonFiniteLossError, StudyError
 from ..logs import progress_enabled
@@ -20,7 +21,7 @@ from ..notes import PENDING_DECISION, trial_line
 from ..paths import display_url, models_dir
 from ..retries import StaleTrials, create_study, load_study
 from ..schemes import group_schemes, warm_start_schemes
-from ..space import SearchSpace, StudyConfig, stored_evaluation
+from ..space import DEFAULT_EVALUATION, SearchSpace, StudyConfig, stored_evaluation
 from ..storage import (
     FINISHED,
     SETUP_ATTR,
@@ -33,6 +34,7 @@ from ..storage import (
     readable_rows,
     wait_until_set_up,
 )
+from ..budget import Budget, minutes, search_may_go_on, time_left
 from .objective import Objective, SurplusTrial, TrialTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -46,11 +48,13 @@ def make_sampler(seed: int) -> optuna.samplers.TPESampler:
 
 
 def create_or_resume(storage_url: str, study_name: str, prepared, study_config: StudyConfig,
-                     base_config: ModelConfig | dict, seed: int = 0, heartbeat: int = 10) -> tuple[optuna.Study, bool]:
+                     base_config: ModelConfig | dict, seed: int = 0, heartbeat: int = 10,
+                     members: Path | None = None) -> tuple[optuna.Study, bool]:
     """Create the study (storing provenance and enqueuing every scheme once) or resume it.
 
     The sampler is re-seeded with the number of trials already in the study, so a
-    resumed run never replays the parameters of the first run.
+    resumed run never replays the parameters of the first run. ``members`` (the confirmation's models
+    folder) is marked as the study's when it is created, and checked when it is resumed.
     """
     storage = open_storage(storage_url, heartbeat=heartbeat)
     pruner = study_config.make_pruner()
@@ -69,10 +73,14 @@ def create_or_resume(storage_url: str, study_name: str, prepared, study_config: 
     if created:
         _store_provenance(study, storage_url, prepared, study_config, ModelConfig.of(base_config), seed)
         _enqueue_schemes(study, prepared, study_config)
+        if members is not None:
+            mark_members_folder(study, members)
         study.set_user_attr(SETUP_ATTR, True)
         logger.info(f"created study {study_name!r} in {display_url(storage_url)}")
     else:
         _check_resume(study, storage_url, prepared, study_config, ModelConfig.of(base_config))
+        if members is not None:
+            check_members_folder(study.user_attrs, study_name, members)
         logger.info(f"resuming study {study_name!r}: {len(study.trials)} trials so far")
     return study, created
 
@@ -135,10 +143,11 @@ def _check_resume(study: optuna.Study, storage_url: str, prepared, study_config:
 
 
 def open_study(prepared, storage_url: str, study_name: str, study_config: StudyConfig, seed: int = 0,
-               heartbeat: int = 10) -> tuple[optuna.Study, SearchSpace, dict]:
+               heartbeat: int = 10, members: Path | None = None) -> tuple[optuna.Study, SearchSpace, dict]:
     """Create or resume the study; returns it with the search space and model config its trials use."""
     base_config = ModelConfig.from_dict(study_config.model)
-    study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, heartbeat)
+    study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, heartbeat,
+                                members)
     return study, study_config.space, base_config
 
 
@@ -154,8 +163,10 @@ def tune(prepared, storage_url: str, study_name: str, n_trials: int, study_confi
 
 
 def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed: int = 0,
-               trial_timeout: float | None = None, heartbeat: int = 10, stop=None) -> optuna.Study:
-    """A worker: join a study that ``tune`` created, with the study's own space and model config.
+               trial_timeout: float | None = None, heartbeat: int = 10, stop=None,
+               members: Path | None = None) -> optuna.Study:
+    """A worker: join a study that ``tune`` created, with the study's own space and model config
+    (``members``, its confirmation models folder, checked to be the study's).
 
     Workers never enqueue anything; the study's creator did that once.
     """
@@ -163,6 +174,8 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
     wait_until_set_up(probe)  # a worker started with `tune` may find the study half made
     check_made_by_tune(probe)
     attrs = probe.user_attrs
+    if members is not None:
+        check_members_folder(attrs, study_name, members)
     check_same_data(probe, prepared, "this worker")
     space = SearchSpace.from_dict(attrs["search_space"])
     pruner_cfg = attrs.get("pruner") or StudyConfig().pruner
@@ -189,8 +202,9 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
 
 
     objectives = study.user_attrs.get("objectives", ["important_f1"])
+    evaluation = stored_evaluation(study.user_attrs.get("evaluation"))
     objective = Objective(prepared, space, base_config, models_dir(storage_url, study.study_name), trial_timeout, n_trials, objectives,
-                          stored_evaluation(study.user_attrs.get("evaluation")), stop)
+                          evaluation, stop)
     done = finished_count(study)
     if done >= n_trials:
         logger.info(f"study {study.study_name!r} already has {done} finished trials (--trials {n_trials}); nothing to run")
@@ -203,8 +217,12 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
     shown = {t.number for t in study.get_trials(deepcopy=False, states=ended_states)}
 
     def show_ended() -> None:
-        """Every worker's trials that ended since the last call, each once, and the bar."""
+        """Every worker's trials that ended since the last call, each once, and the bar (with the time the
+        whole tune is expected to take still)."""
         bar.n = min(finished_count(study), n_trials)
+        left = time_left(study, evaluation or DEFAULT_EVALUATION, bar.n)
+        if left is not None:
+            bar.set_postfix_str(f"whole tune: {minutes(left)} left", refresh=False)
         bar.refresh()
         for t in sorted(study.get_trials(deepcopy=False, states=ended_states), key=lambda t: t.number):
             if t.number not in shown:
@@ -228,7 +246,12 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
                 if finished >= n_trials:
                     break
                 running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-                if finished + running >= n_trials:
+                over = not search_may_go_on(study, evaluation or DEFAULT_EVALUATION)  # the time budget's say
+                if over and not running:
+                    logger.info(f"time budget (--timeout {Budget.of(study).timeout}): the search stops at {finished} of "
+                                f"{n_trials} trials, leaving the confirmation and the refits their time")
+                    break
+                if over or finished + running >= n_trials:
                     # The other workers hold the remaining trials; one may still die and be retried.
                     stale.check()
                     time.sleep(poll_seconds)
