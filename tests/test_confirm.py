@@ -412,3 +412,20 @@ def test_the_recommendation_is_one_typed_record_stored_and_read_back_alike(share
     study.set_user_attr("recommendation", raw)  # no checksum: refused, whatever the row says
     with pytest.raises(StudyError, match=r"study 'r': its stored recommendation has no checksum"):
         stored_recommendation(study)
+
+
+def test_a_unit_run_given_back_is_queued_in_its_place():
+    """Ctrl-C or SIGTERM in a unit run gives it back: queued again, marked as the retry of the live trial (this
+    failed with an AttributeError on a live trial's system attrs, so the command exited 1, not 130 or 143)."""
+    from weight_tuner.confirm.runs import give_back
+    from weight_tuner.retries import QUEUE_ATTR
+
+    companion = optuna.create_study()
+    companion.enqueue_trial({}, user_attrs={"candidate": "unweighted", "unit": "r0f0"})
+    companion.enqueue_trial({}, user_attrs={"candidate": "trial 3", "unit": "r0f0"})
+    live = companion.ask()
+    give_back(companion, live)
+    waiting = companion.get_trials(states=(TrialState.WAITING,))
+    retry = next(t for t in waiting if t.user_attrs.get("retry_of") == live.number)
+    assert (retry.user_attrs["candidate"], retry.user_attrs["unit"], retry.user_attrs[QUEUE_ATTR]) == (
+        "unweighted", "r0f0", live.number)  # before the run queued after it

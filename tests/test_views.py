@@ -283,8 +283,14 @@ def test_the_decision_is_on_the_dashboards_first_screen_unclipped(probed_dashboa
     assert attrs["clipped"] == "false" and attrs["on-top"] == "true"  # all of it shown, nothing drawn over it
     best = study.best_trial.number
     assert int(attrs["bottom"]) <= int(attrs["best-top"])  # above the Best Trial card
-    if not (rec.decision == "weights" and rec.trial == best):
-        assert f"Best Trial card below (trial {best}) is the search's highest validation score" in text
+    # issue 45, 1: the bar names the recommended trial as the trial notes and the export do
+    if rec.trial == best:
+        assert f"Best Trial card below (trial {best}) is the recommended trial" in text
+    else:
+        assert (f"Best Trial card below (trial {best}) is the search's highest validation score, from one split and "
+                f"one seed; it is not the recommendation (trial {rec.trial})") in text
+    note_page = _dom(f"{base}/dashboard/studies/{ids['shared']}/note", tmp_path)
+    assert "wt-decision-bar" in note_page and "Best Trial card below" not in note_page  # no such card there
     # the companion study says what it is and where the decision lives
     companion = study.user_attrs["confirmation_study"]
     dom = _dom(f"{base}/dashboard/studies/{ids[companion]}", tmp_path)

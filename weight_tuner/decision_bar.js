@@ -13,18 +13,30 @@
     return out;
   }
 
-  function lines(detail) {
+  // The sentence on the Best Trial card agrees with the trial notes and the export: the recommended trial is
+  // rec.trial (the unweighted one for no weights and thresholds). Only the study's first page has the card.
+  // (optuna-dashboard cuts attributes at 1,024 characters: the trial is read from its own short attribute.)
+  function bestTrialLine(decision, trial, best) {
+    const card = "The Best Trial card below (trial " + best.number + ") ";
+    if (trial !== best.number) {
+      return card + "is the search's highest validation score, from one split and one seed; it is not the " +
+        "recommendation (" + (trial === null ? "no trial" : "trial " + trial) + "), which rests on the paired " +
+        "confirmation.";
+    }
+    if (decision === "thresholds") return card + "is the recommended trial, used with post-hoc per-class thresholds.";
+    return card + "is the recommended trial" + (decision === "weights" ? "." : ": no weights.");
+  }
+
+  function lines(detail, firstPage) {
     const attrs = attrsOf(detail);
     if (attrs.about) return [attrs.about];
     if (!attrs.decision) return [];
     const out = ["Decision: " + attrs.decision];
-    const rec = attrs.recommendation;
     const best = (detail.best_trials || [])[0];
-    if (rec && best) {
-      out.push(rec.decision === "weights" && rec.trial === best.number
-        ? "The Best Trial card below (trial " + best.number + ") is the recommended trial."
-        : "The Best Trial card below (trial " + best.number + ") is the search's highest validation score, " +
-          "from one split and one seed; it is not the recommendation, which rests on the paired confirmation.");
+    const decision = String(attrs.decision).split(":")[0];
+    if (["weights", "thresholds", "no_weights"].includes(decision) && "recommended_trial" in attrs && best &&
+        firstPage) {
+      out.push(bestTrialLine(decision, attrs.recommended_trial, best));
     }
     return out;
   }
@@ -48,14 +60,14 @@
   }
 
   async function update() {
-    const m = location.pathname.match(/\/dashboard\/studies\/(\d+)/);
-    const key = m ? m[1] : null;
+    const m = location.pathname.match(/\/dashboard\/studies\/(\d+)(\/?[^/]*)/);
+    const key = m ? location.pathname : null;  // per page: the Note and Trials pages have no Best Trial card
     if (key === shownFor) return;
     shownFor = key;
     if (!key) { const el = document.getElementById("wt-decision-bar"); if (el) el.remove(); return; }
     try {
-      const r = await fetch("/api/studies/" + key + "?after=0");
-      const text = lines(await r.json());
+      const r = await fetch("/api/studies/" + m[1] + "?after=0");
+      const text = lines(await r.json(), m[2] === "" || m[2] === "/");
       const el = bar();
       el.replaceChildren(...text.map((t, i) => {
         const p = document.createElement("div");

@@ -213,10 +213,16 @@ def _checksum(rec: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
+RECOMMENDED_TRIAL_ATTR = "recommended_trial"
+
+
 def store_recommendation(study: optuna.Study, rec: Recommendation | None) -> None:
-    """Store the study's recommendation (or withdraw it with ``None``) with its checksum."""
+    """Store the study's recommendation (or withdraw it with ``None``) with its checksum, and the recommended
+    trial on its own (``recommended_trial``: optuna-dashboard cuts an attribute at 1,024 characters, so its
+    decision bar cannot read the trial from the recommendation)."""
     body = None if rec is None else rec.to_dict()
     study.set_user_attr(RECOMMENDATION_ATTR, None if body is None else dict(body, **{CHECKSUM_KEY: _checksum(body)}))
+    study.set_user_attr(RECOMMENDED_TRIAL_ATTR, None if rec is None else rec.trial)
 
 
 def stored_recommendation(study: optuna.Study) -> Recommendation | None:

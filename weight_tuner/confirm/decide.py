@@ -85,9 +85,9 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
     state = state_of(plan, finished, counted)
     study.set_user_attr("confirmation", state)
     limited = time_limited(study, companion, plan, counted)
-    if not state["candidates"][UNWEIGHTED]["units"]:  # only a spent budget ends a confirmation this early
-        logger.warning(f"no decision: the time budget (--timeout {limited['timeout']}) ended before a unit run of "
-                       "no weights finished; run the same command again to go on")
+    if not state["candidates"][UNWEIGHTED]["units"]:  # only a spent time budget ends a confirmation this early
+        logger.warning("no decision: the time budget ended before a unit run of no weights finished; run the same "
+                       "command again to go on")
         return None
     recommendation = recommendation_from(state, evaluation)
     recommendation = recommendation.replace(
@@ -106,9 +106,9 @@ def time_limited(study: optuna.Study, companion: optuna.Study, plan: dict, count
     budget = Budget.of(study)
     if budget is None:
         return None
-    done, total = len(runs_of(plan)), len(runs_of(plan))
+    total = len(runs_of(plan))
     pending, lost = missing_runs(companion, plan, counted)
-    done -= len(pending) + len(lost)
+    done = total - len(pending) - len(lost)
     trials = len(study.get_trials(deepcopy=False, states=FINISHED))
     if done == total and (budget.trials is None or trials >= budget.trials):
         return None

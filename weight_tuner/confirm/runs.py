@@ -110,8 +110,9 @@ def _twin(trial: optuna.Trial, name: str, key: str):
 
 def give_back(companion: optuna.Study, trial) -> None:
     """Enqueue a unit run that will not finish again in its place in the queue, marked ``retry_of`` its number."""
-    companion.enqueue_trial({}, user_attrs={"candidate": trial.user_attrs["candidate"],
-                                            "unit": trial.user_attrs["unit"], **retry_attrs(trial)})
+    frozen = storage_of(companion).get_trial(trial._trial_id)  # a live Trial has no system attrs to read
+    companion.enqueue_trial({}, user_attrs={"candidate": frozen.user_attrs["candidate"],
+                                            "unit": frozen.user_attrs["unit"], **retry_attrs(frozen)})
 
 
 def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None, members=None,
