@@ -45,7 +45,9 @@ def test_predict_study_averages_the_deployed_models_calibrated(deployed_study, t
     out = tmp_path / "shared"
     assert main(["predict", "--study", "shared", "--storage", storage, str(corpus), "-o", str(out), "--probs",
                  "--json", str(tmp_path / "r.json")] + (["--use", use] if use else [])) == 0
-    assert fragment in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert fragment in out_text
+    assert "trained on the generated sample corpus (synthetic text, a demonstration)" in out_text  # issue 45, 12
     assert json.loads((tmp_path / "r.json").read_text())["models"] == 2
     averaged = _csv_probs(out)
     # Each model alone, through the same command, then calibrated: the deployed rows are their mean.

@@ -126,6 +126,12 @@ def test_dashboard_api_shows_study_trials_attrs_and_best_note(dashboard):
     assert attrs[0]["key"] == "decision" and rec["decision"] in attrs[0]["value"]
     split = json.loads(next(a["value"] for a in attrs if a["key"] == "split"))
     assert split["test"].endswith("chunks") and "artifact" in split["chunk_lists"]
+    # issue 45, 7: the confirmation's runs show their candidate and unit as parameters (the Best Trial card showed
+    # "Params = []"), and the importance card has something to rank (it raised "division by zero" with none)
+    companion = [s for s in summaries if s["study_name"] == study.user_attrs["confirmation_study"]][0]
+    runs = [t for t in _get(f"{base}/api/studies/{companion['study_id']}")["trials"] if t["state"] == "Complete"]
+    assert runs and all({p["name"] for p in t["params"]} == {"candidate", "unit"} for t in runs)
+    assert _get(f"{base}/api/studies/{companion['study_id']}/param_importances")["param_importances"]
 
 
 def _chromium():

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 SAMPLE_DOCS = 60  # documents of the embedded sample corpus that commands read by default
+SAMPLE_SOURCE = "sample corpus"  # how a study's ``source`` names it
 
 GENERA = ["Galerina", "Russula", "Cortinarius", "Inocybe", "Marasmius", "Mycena", "Entoloma",
           "Lactarius", "Amanita", "Boletus", "Xylaria", "Hypoxylon", "Phellinus", "Ganoderma",

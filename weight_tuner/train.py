@@ -139,7 +139,7 @@ def load_documents(data_dir: str | Path | None, sample_docs: int = SAMPLE_DOCS, 
     if data_dir is None:
         docs, report = corpus.read_texts(sample.generate_corpus(sample_docs, sample_seed, rare_nomenclature))
         rare = f", Nomenclature {rare_nomenclature}x rarer" if rare_nomenclature > 1 else ""
-        return docs, report, f"sample corpus ({sample_docs} documents, seed {sample_seed}{rare})"
+        return docs, report, f"{sample.SAMPLE_SOURCE} ({sample_docs} documents, seed {sample_seed}{rare})"
     docs, report = corpus.read_corpus(data_dir)
     return docs, report, str(Path(data_dir))
 

@@ -184,6 +184,15 @@ def _earlier_results(study: optuna.Study, name: str, storage) -> dict:
     return found
 
 
+def run_params(plan: dict, candidate: str, unit: str) -> tuple[dict, dict]:
+    """A unit run's candidate and unit as the trial's parameters, with their distributions: the dashboard shows
+    them on each run (its Best Trial card, its parameter importance) instead of an empty list."""
+    names = [n for n in plan["candidates"] if n != THRESHOLDS]
+    return ({"candidate": candidate, "unit": unit},
+            {"candidate": optuna.distributions.CategoricalDistribution(names),
+             "unit": optuna.distributions.CategoricalDistribution(list(plan["units"]))})
+
+
 def _enqueue_missing(companion: optuna.Study, plan: dict, earlier: dict) -> None:
     """One waiting trial for every run that has none yet (or a copy of an earlier finished run)."""
     present = {(t.user_attrs.get("candidate"), t.user_attrs.get("unit")) for t in companion.get_trials(
@@ -195,10 +204,11 @@ def _enqueue_missing(companion: optuna.Study, plan: dict, earlier: dict) -> None
         if reuse is not None:
             source, old = reuse
             attrs = dict(old.user_attrs, candidate=name, reused_from=f"{source}#{old.number}")
-            companion.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=old.value,
-                                                          user_attrs=attrs))
+            params, distributions = run_params(plan, name, key)
+            companion.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=old.value, params=params,
+                                                          distributions=distributions, user_attrs=attrs))
         else:
-            companion.enqueue_trial({}, user_attrs={"candidate": name, "unit": key})
+            companion.enqueue_trial(run_params(plan, name, key)[0], user_attrs={"candidate": name, "unit": key})
 
 
 def plan_ratio(prepared, plan: dict) -> float:

@@ -23,7 +23,7 @@ from ..schemes import UNWEIGHTED
 from ..retries import NothingLeft, StaleTrials, abandon_trial, retry_attrs, take_waiting
 from ..storage import storage_of
 from ..unitrun import run_unit
-from .plan import missing_runs, plan_ratio, race_of, units_by
+from .plan import missing_runs, plan_ratio, race_of, run_params, units_by
 from .racing import Race
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,10 @@ class UnitRun:
             trial.set_user_attr("fail_reason", f"a duplicate of unit run #{twin.number} ({twin.state.name}): the run "
                                                "was queued twice, and is trained once")
             raise NothingLeft()
+        if storage_of(trial.study).get_trial(trial._trial_id).system_attrs.get("fixed_params"):
+            # the values it was queued with, recorded as its parameters (runs queued before they had none)
+            for param, distribution in run_params(self.plan, name, key)[1].items():
+                trial.suggest_categorical(param, distribution.choices)
         self._stop_if_raced_out(trial, name, key)
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
@@ -111,8 +115,9 @@ def _twin(trial: optuna.Trial, name: str, key: str):
 def give_back(companion: optuna.Study, trial) -> None:
     """Enqueue a unit run that will not finish again in its place in the queue, marked ``retry_of`` its number."""
     frozen = storage_of(companion).get_trial(trial._trial_id)  # a live Trial has no system attrs to read
-    companion.enqueue_trial({}, user_attrs={"candidate": frozen.user_attrs["candidate"],
-                                            "unit": frozen.user_attrs["unit"], **retry_attrs(frozen)})
+    companion.enqueue_trial(frozen.system_attrs.get("fixed_params") or {},
+                            user_attrs={"candidate": frozen.user_attrs["candidate"], "unit": frozen.user_attrs["unit"],
+                                        **retry_attrs(frozen)})
 
 
 def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None, members=None,

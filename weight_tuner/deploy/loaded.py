@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ from ..artifacts import fetch_members, members_dir
 from ..errors import StudyError
 from ..paths import model_path, models_dir
 from ..posthoc import Calibration
+from ..sample import SAMPLE_SOURCE
 from ..storage import completed_trials, stored_recommendation, trial_score, tuned_study
 from .ensemble import class_fractions, mean_fractions, stored_calibration
 from .refits import REFIT_NAME, refit_paths
@@ -42,6 +44,15 @@ def recommended_model(storage_url: str, study_name: str, use: str | None = None,
     :class:`StudyError`.
     """
     study = tuned_study(storage_url, study_name)
+    loaded = _recommended(study, storage_url, study_name, use, members)
+    if str(study.user_attrs.get("source", "")).startswith(SAMPLE_SOURCE):  # issue 45, 12: say so where it is used
+        loaded = dataclasses.replace(loaded, description=f"{loaded.description}; trained on the generated sample "
+                                     "corpus (synthetic text, a demonstration): tune --data on your own annotated "
+                                     "files before labelling real text")
+    return loaded
+
+
+def _recommended(study, storage_url: str, study_name: str, use: str | None, members) -> LoadedModel:
     rec = stored_recommendation(study)
     multipliers = rec.multipliers if rec and rec.decision == "thresholds" else None
     deployed = rec.deployed if rec else None
