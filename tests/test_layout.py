@@ -84,6 +84,39 @@ def test_every_relative_import_names_a_module_of_the_package():
     assert not unresolved
 
 
+def stated_layers() -> dict[str, int]:
+    """Each module (or sub-package) of docs/architecture.md's stage table and its row: a module may import only
+    its own row and the rows above it."""
+    import re
+
+    table = (PACKAGE.parent / "docs" / "architecture.md").read_text().split("## Where state lives")[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| stage", "| ---"))]
+    layers = {}
+    for row, line in enumerate(rows):
+        for name in re.findall(r"`([^`]+)`", line.split("|")[2]):
+            if name.endswith((".py", "/")):
+                layers["weight_tuner." + name.removesuffix(".py").removesuffix("/").replace("/", ".")] = row
+    return layers
+
+
+def test_every_import_keeps_the_layer_order_the_architecture_states():
+    """Issue 47, 6: the order was stated, not checked (formats.py imported config, a row below it)."""
+    layers = stated_layers()
+
+    def layer(module):
+        while module not in layers and "." in module:
+            module = module.rsplit(".", 1)[0]
+        return layers.get(module)
+
+    graph = import_graph()
+    unplaced = sorted(m for m in graph if m != "weight_tuner" and layer(m) is None)
+    assert not unplaced, f"modules the stage table does not place: {unplaced}"
+    upward = [f"{m} -> {d}" for m, deps in sorted(graph.items()) for d in sorted(deps)
+              if m != "weight_tuner" and layer(d) > layer(m)]
+    assert not upward, f"imports of a later stage: {upward}"
+    assert layer("weight_tuner.errors") == 0 and layer("weight_tuner.cli") == max(layers.values())
+
+
 def test_no_module_or_sub_package_is_too_big():
     lines = {p: len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")}
     total = sum(lines.values())

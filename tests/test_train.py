@@ -51,6 +51,23 @@ def test_weights_keys_are_validated_directly():
         "Nomenclature": 2.0, "Description": 3.0, "Misc": 1.0}
 
 
+def test_a_model_config_is_made_by_keyword_and_validated_however_it_is_made():
+    """Issue 47, 5: ModelConfig(...) took positional arguments and validated nothing; only from_dict checked."""
+    from weight_tuner.config import ModelConfig
+
+    with pytest.raises(TypeError):
+        ModelConfig("rnn", 15)  # noqa: the point: positional arguments are refused
+    for bad, message in (({"hidden_size": 0}, "hidden_size: expected an integer >= 1"),
+                         ({"dropout": 1.5}, "dropout: expected a number in"),
+                         ({"window_size": 4, "prediction_stride": 5}, "must not exceed window_size"),
+                         ({"class_weights": {"Misc": 1}}, "class_weights")):
+        with pytest.raises(ConfigError, match=message):
+            ModelConfig(**bad)
+    made = ModelConfig(class_weights={"Misc": 1, "Description": 3, "Nomenclature": 2}, dropout=0)
+    assert list(made.class_weights) == ["Nomenclature", "Description", "Misc"] and made.dropout == 0.0
+    assert made == ModelConfig.from_dict(made.as_dict())
+
+
 def test_console_script_exit_code_and_message(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "weight_tuner.cli", "train", "--weights", '{"Misc": 1}'],
                           capture_output=True, text=True, cwd=tmp_path, timeout=120)

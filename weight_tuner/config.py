@@ -21,12 +21,13 @@ CLASSES: tuple[str, ...] = ("Nomenclature", "Description", "Misc")
 
 # The guide's keys, plus learning_rate, seed and our own train_stride, input_projection and
 # oversample (all documented in README.md).
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """A validated model config: the guide's keys (plus ours, see :data:`DEFAULT_CONFIG`), fixed once made.
 
-    Build one with :meth:`from_dict` (or :meth:`of`), which validates every key; :meth:`replace` validates
-    the changed copy. :meth:`as_dict` is the pasteable SKOL ``model_config`` and what studies, bundles and
+    Keyword arguments only, each validated however the config is made (the constructor too, as Optuna's
+    pruners validate theirs); :meth:`from_dict` (or :meth:`of`) also names an unknown key; :meth:`replace`
+    validates the changed copy. :meth:`as_dict` is the pasteable SKOL ``model_config`` and what studies, bundles and
     exports store.
     """
 
@@ -45,6 +46,11 @@ class ModelConfig:
     seed: int = 0
     oversample: int = 1  # >1: repeat the training windows of documents with Nomenclature this many times
     class_weights: Mapping[str, float] | None = None  # None: plain (unweighted) cross-entropy
+
+    def __post_init__(self) -> None:
+        own = {k: v for k, v in self.as_dict().items() if k in DEFAULT_CONFIG}  # a subclass's keys are its own
+        for key, value in validate_config(own).items():  # normalised: floats, weights in class order
+            object.__setattr__(self, key, value)
 
     @classmethod
     def from_dict(cls, config: Mapping[str, Any] | None = None) -> "ModelConfig":

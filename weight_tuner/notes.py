@@ -116,13 +116,10 @@ def _decision(recommendation: Recommendation) -> str:
 def detectable_sentence(recommendation: Recommendation) -> str:
     """For a no-weights decision: the smallest gain this confirmation finds 80% of the time at the noise it
     measured, and what more repeats would find ('' where the noise was not measured)."""
-    from .confirm.statistics import detectable_gain
-
     found, rec = recommendation.detectable, recommendation
     if not found or recommendation.decision != "no_weights":
         return ""
-    more = 2 * rec.repeats
-    wider = detectable_gain(found["sd"], rec.folds * more, rec.test_train_ratio, rec.level, found["power"])
+    more, wider = found["more_repeats"], found["gain_with_more_repeats"]
     return (f" That says \"not shown\", not \"no effect\": at the noise measured (sd {fmt.score(found['sd'])} of the "
             f"paired unit differences), {found['n_units']} units find a true gain of {fmt.diff(found['gain'])} "
             f"{int(round(found['power'] * 100))}% of the time, and smaller gains less often; a new study with "

@@ -31,7 +31,7 @@ from ..storage import FINISHED, store_recommendation, stored_recommendation
 from .deployed import deployed_models, kept_refits
 from .plan import missing_runs, open_companion, plan_ratio, race_of, results, runs_of, state_of
 from .runs import take_runs, wait_for_runs
-from .statistics import decide, mean_or_nan
+from .statistics import decide, detectable, mean_or_nan
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +166,8 @@ def recommendation_from(state: dict, evaluation: dict) -> Recommendation:
         trial=pick.get("trial") if decision == "weights" else cands[UNWEIGHTED].get("trial"),
         n_units=result["diff_vs_unweighted"]["n_units"], folds=state["folds"], repeats=state["repeats"],
         units_by=state.get("units_by", "chunk"),
-        design=evaluation.get("design", "confirm"), test_train_ratio=ratio, detectable=result["detectable"],
+        design=evaluation.get("design", "confirm"), test_train_ratio=ratio,
+        detectable=detectable(scores, ratio, state["folds"], state["repeats"]),
         multipliers=unit_multipliers(pick["units"]) if decision == "thresholds" else None)
 
 

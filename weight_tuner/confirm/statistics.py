@@ -40,8 +40,7 @@ def decide(candidates: dict[str, dict], test_train_ratio: float, level: float = 
     ``kind`` is ``"unweighted"``, ``"weights"`` or ``"thresholds"``. Each other candidate is compared
     with the unweighted one on the units both have. Weights (or thresholds) are recommended only
     when their interval's lower bound is above 0; among those, the largest mean difference wins.
-    Otherwise the decision is ``"no_weights"``. ``detectable`` is the gain this design finds 80% of the time
-    at the measured noise (:func:`detectable_gain` over all of no weights' units), or ``None``.
+    Otherwise the decision is ``"no_weights"``.
     """
     base = candidates[UNWEIGHTED]["scores"]
     others = [n for n in candidates if n != UNWEIGHTED]
@@ -56,12 +55,23 @@ def decide(candidates: dict[str, dict], test_train_ratio: float, level: float = 
     clear = [r for r in rows[1:] if r["diff"]["ci_low"] > 0]
     pick = max(clear, key=lambda r: r["diff"]["mean"]) if clear else rows[0]
     decision = {"weights": "weights", "thresholds": "thresholds"}.get(pick["kind"], "no_weights")
-    noise = unit_noise(candidates)
-    detectable = None if noise is None else {
-        "gain": detectable_gain(noise["sd"], len(base), test_train_ratio, level), "power": POWER,
-        "sd": noise["sd"], "df": noise["df"], "n_units": len(base)}
     return {"decision": decision, "candidate": pick["candidate"], "diff_vs_unweighted": pick["diff"],
-            "level": level, "interval": INTERVAL_METHOD, "candidates": rows, "detectable": detectable}
+            "level": level, "interval": INTERVAL_METHOD, "candidates": rows}
+
+
+def detectable(candidates: dict[str, dict], test_train_ratio: float, folds: int, repeats: int,
+               level: float = LEVEL) -> dict | None:
+    """The gain this design finds 80% of the time at the noise measured (:func:`detectable_gain` over all of no
+    weights' units, :func:`unit_noise`), and what twice the repeats would find at that noise (a unit's held-out
+    size, and so its noise, does not change with repeats); ``None`` where the noise was not measured."""
+    noise = unit_noise(candidates)
+    if noise is None:
+        return None
+    n = len(candidates[UNWEIGHTED]["scores"])
+    return {"gain": detectable_gain(noise["sd"], n, test_train_ratio, level), "power": POWER, "sd": noise["sd"],
+            "df": noise["df"], "n_units": n, "more_repeats": 2 * repeats,
+            "gain_with_more_repeats": detectable_gain(noise["sd"], 2 * repeats * folds, test_train_ratio, level)}
+
 
 
 def detectable_gain(sd: float, n_units: int, test_train_ratio: float, level: float = LEVEL,
