@@ -55,12 +55,13 @@ class UnitRun:
         if name is None or key is None:
             trial.set_user_attr("fail_reason", "no unit run was left to take (another process took the last)")
             raise NothingLeft()
-        twin = _twin(trial, name, key)
+        own = storage_of(trial.study).get_trial(trial._trial_id)
+        twin = _twin(trial, own, name, key)
         if twin is not None:
             trial.set_user_attr("fail_reason", f"a duplicate of unit run #{twin.number} ({twin.state.name}): the run "
                                                "was queued twice, and is trained once")
             raise NothingLeft()
-        if storage_of(trial.study).get_trial(trial._trial_id).system_attrs.get("fixed_params"):
+        if own.system_attrs.get("fixed_params"):
             # the values it was queued with, recorded as its parameters (runs queued before they had none)
             for param, distribution in run_params(self.plan, name, key)[1].items():
                 trial.suggest_categorical(param, distribution.choices)
@@ -97,12 +98,12 @@ class UnitRun:
         return res["scores"]["important_f1"]
 
 
-def _twin(trial: optuna.Trial, name: str, key: str):
-    """Another trial of the same run that goes first: finished, or alive with a lower number. Two planners may
-    both queue a run (a joiner that waited out :data:`.plan.ENQUEUE_GRACE_S` for a slow one); of its copies
-    only the lowest-numbered live one trains, so no run is trained twice and none by nobody. The trial a retry
-    replaces is no twin: it may still read RUNNING a moment after its process queued the retry."""
-    own = storage_of(trial.study).get_trial(trial._trial_id)
+def _twin(trial: optuna.Trial, own, name: str, key: str):
+    """Another trial of the same run that goes first: finished, or alive with a lower number (``own`` is the
+    trial as stored). Two planners may both queue a run (a joiner that waited out :data:`.plan.ENQUEUE_GRACE_S`
+    for a slow one); of its copies only the lowest-numbered live one trains, so no run is trained twice and none
+    by nobody. The trial a retry replaces is no twin: it may still read RUNNING a moment after its process queued
+    the retry."""
     replaced = {own.number, own.user_attrs.get("retry_of"), own.system_attrs.get("failed_trial")}
     for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING,
                                                                  TrialState.WAITING)):
