@@ -117,9 +117,16 @@ def test_report_prints_table_best_first_and_writes_plots(tiny_study, capsys):
     assert main(["report", "--study", "shared", "--storage", storage]) == 0
     out = capsys.readouterr().out
     assert "unweighted" in out and "val_important_f1" in out
-    assert out.startswith("Recommendation: Use")  # the decision first, the 210-column trials table last
+    assert out.startswith("Recommendation: Use")  # the decision first, the trials table last
     assert "vs no weights" in out and "test split (scored once" in out and "95% interval [" in out
     assert "e+0" not in out  # plain decimals: 10000, not 1e+04
+    # issue 45, 5: the terminal's tables fit 100 columns (they were 162 and 235); -v prints every column
+    tables = out.split("test split (scored once, after the decision):")[1]
+    assert max(len(line) for line in tables.splitlines() if not line.startswith("wrote ")) <= 100
+    assert "weights N / D / M" in tables and "Nomenclature weight (as trained)" not in tables
+    assert main(["report", "--study", "shared", "--storage", storage, "--no-plots", "-v"]) == 0
+    wide = capsys.readouterr().out
+    assert "Nomenclature weight (as trained)" in wide and "Nomenclature lines" in wide
     page = (Path(storage[len("sqlite:///"):]).parent / "shared" / "report.html").read_text()
     for figure in ("paired_differences", "history", "importances", "weight_map", "tradeoff", "confusion_deployed"):
         assert f'id="figure-{figure}"' in page and "data:image/png;base64," in page

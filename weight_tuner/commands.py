@@ -388,7 +388,8 @@ def cmd_report(args) -> int:
     """Print the trials table (best first) and the recommendation; write the study's HTML page."""
     from .report import report
 
-    report(_storage(args), args.study, plots=not args.no_plots, out_dir=args.out)
+    report(_storage(args), args.study, plots=not args.no_plots, out_dir=args.out,
+           wide=getattr(args, "verbosity", 0) >= 1)
     return 0
 
 

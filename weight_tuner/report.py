@@ -141,9 +141,43 @@ def test_split_frame(test: dict, rec: Recommendation | None = None) -> pd.DataFr
     return pd.DataFrame(rows).fillna("")
 
 
-def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str | Path | None = None) -> pd.DataFrame:
+TERMINAL_COLUMNS = 100  # a terminal table's width by default; -v prints every column, as report.html does
+SHORT_TEST_ROWS = {"recommended": "recommended, search model", "unweighted": "unweighted, search model",
+                   "ensemble": "confirmation models"}
+
+
+def terminal_trials(table: pd.DataFrame) -> pd.DataFrame:
+    """The trials table cut to the terminal: number, state, score, scheme, the weights as trained in one column
+    (as every view prints them), epochs and seconds; every column is in report.html and behind -v."""
+    def scheme(name: str) -> str:
+        return name if len(name) <= 24 else name[:23] + "…"
+
+    weights = table[[f"{c} weight (as trained)" for c in CLASSES]].to_dict("records")
+    return pd.DataFrame({"number": table["number"], "state": table["state"],
+                         SCORE: table[SCORE].map(cell_format(SCORE)), "scheme": table["scheme"].map(scheme),
+                         "weights N / D / M": [fmt.weights({c: w[f"{c} weight (as trained)"] for c in CLASSES})
+                                               if all(v == v and v is not None for v in w.values()) else "-"
+                                               for w in weights],
+                         "epochs": table["epochs_run"].map(number), "seconds": table["seconds"].map(
+                             cell_format("seconds"))})
+
+
+def terminal_test(test: dict, rec: Recommendation | None) -> pd.DataFrame:
+    """The test check cut to the terminal: each model's important_f1 and per-class F1 (the lines each F1 rests
+    on, and the full names of the models, are in report.html and behind -v)."""
+    frame, deployed = test_split_frame(test, rec), deployed_test(rec, test) if rec else None
+    short = {label: SHORT_TEST_ROWS[name] for name, label in TEST_ROWS.items()}
+    model = frame["model"].map(lambda m: short.get(m) or (f"deployed: {deployed['kind']}" if deployed and
+                                                          m.startswith("deployed") else m))
+    return pd.DataFrame({"model": model, **{c: frame[c] for c in ["important_f1", *(f"{k} F1" for k in CLASSES)]
+                                            if c in frame}})
+
+
+def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str | Path | None = None,
+           wide: bool = False) -> pd.DataFrame:
     """Print the trials table, the recommendation and the test check; write the HTML page (into
-    ``out_dir``, by default the study's artifacts folder)."""
+    ``out_dir``, by default the study's artifacts folder). The terminal tables fit
+    :data:`TERMINAL_COLUMNS` unless ``wide`` (``-v``): then every column, as in the page."""
     study = tuned_study(storage_url, study_name)
     table = trials_table(study)
     rec = stored_recommendation(study)
@@ -159,10 +193,14 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
         print(f"\nDeployed model (predict --study): {deployed_sentence(rec)}")
     if test and "recommended" in test:
         print("\ntest split (scored once, after the decision):")
-        print(test_split_frame(test, rec).to_string(index=False))
-    print(f"\ntrials, best validation {SCORE} first:")
-    print(table.to_string(index=False, formatters=formatters(table), na_rep="")
-          if not table.empty else f"study {study_name!r} has no trials")
+        print((test_split_frame(test, rec) if wide else terminal_test(test, rec)).to_string(index=False))
+    print(f"\ntrials, best validation {SCORE} first{'' if wide else ' (every column: -v, or report.html)'}:")
+    if table.empty:
+        print(f"study {study_name!r} has no trials")
+    elif wide:
+        print(table.to_string(index=False, formatters=formatters(table), na_rep=""))
+    else:
+        print(terminal_trials(table).to_string(index=False))
     if plots and not table.empty:
         path = Path(out_dir) if out_dir else artifacts_dir(storage_url, study_name)
         print(f"wrote {write_page(study, path / PAGE, table)}")
