@@ -388,8 +388,7 @@ def cmd_report(args) -> int:
     """Print the trials table (best first) and the recommendation; write the study's HTML page."""
     from .report import report
 
-    report(_storage(args), args.study, plots=not args.no_plots, out_dir=args.out,
-           wide=getattr(args, "verbosity", 0) >= 1)
+    report(_storage(args), args.study, plots=not args.no_plots, out_dir=args.out, wide=getattr(args, "verbosity", 0) > 0)
     return 0
 
 
