@@ -141,7 +141,6 @@ def test_split_frame(test: dict, rec: Recommendation | None = None) -> pd.DataFr
     return pd.DataFrame(rows).fillna("")
 
 
-TERMINAL_COLUMNS = 100  # a terminal table's width by default; -v prints every column, as report.html does
 SHORT_TEST_ROWS = {"recommended": "recommended, search model", "unweighted": "unweighted, search model",
                    "ensemble": "confirmation models"}
 
@@ -176,8 +175,8 @@ def terminal_test(test: dict, rec: Recommendation | None) -> pd.DataFrame:
 def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str | Path | None = None,
            wide: bool = False) -> pd.DataFrame:
     """Print the trials table, the recommendation and the test check; write the HTML page (into
-    ``out_dir``, by default the study's artifacts folder). The terminal tables fit
-    :data:`TERMINAL_COLUMNS` unless ``wide`` (``-v``): then every column, as in the page."""
+    ``out_dir``, by default the study's artifacts folder). The terminal tables fit 100 columns unless ``wide``
+    (``-v``): then every column, as in the page."""
     study = tuned_study(storage_url, study_name)
     table = trials_table(study)
     rec = stored_recommendation(study)
