@@ -290,6 +290,18 @@ def wait_until_set_up(study: optuna.Study, timeout: float = SETUP_TIMEOUT, poll:
         time.sleep(poll)
 
 
+def describe(study: optuna.Study, metric: str, attrs: dict) -> None:
+    """Set each of ``attrs`` (the dashboard lists them in the order first set) and the metric name, where missing:
+    a process killed between creating a companion study and describing it leaves some unset, and whoever
+    finishes its work sets them."""
+    have = study.user_attrs
+    for key, value in attrs.items():
+        if key not in have:
+            study.set_user_attr(key, value)
+    if not study.metric_names:
+        study.set_metric_names([metric])  # the dashboard's axis, not "Objective 0"
+
+
 def finished_count(study: optuna.Study) -> int:
     """Trials that are complete or pruned, from every worker."""
     return len(study.get_trials(deepcopy=False, states=FINISHED))

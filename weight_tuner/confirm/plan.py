@@ -31,7 +31,7 @@ from ..folds import Unit, held_train_ratio, make_units
 from ..retries import create_study, load_study
 from ..schemes import THRESHOLDS, UNWEIGHTED
 from ..space import METRIC_NAME
-from ..storage import storage_of, trial_config, trial_score, unweighted_config, unweighted_number
+from ..storage import describe, storage_of, trial_config, trial_score, unweighted_config, unweighted_number
 from ..unitrun import UNIT_KEYS
 from .racing import Race, race
 
@@ -147,18 +147,12 @@ def open_companion(study: optuna.Study, evaluation: dict, racing: bool = True) -
 
 
 def _describe(companion: optuna.Study, study_name: str, plan: dict) -> None:
-    """The companion's attributes (each set where missing: a planner killed half way leaves some to set)."""
-    attrs = companion.user_attrs
-    if "about" not in attrs:  # first, so that the dashboard lists it first: what a reader is looking at
-        companion.set_user_attr("about", f"The confirmation of study {study_name!r}: one trial per candidate and unit, "
-                                "trained on the unit's training folds and scored on its held-out fold. Its 'Best "
-                                f"Trial' is one such run, not a recommendation: the decision is in study {study_name!r}.")
-    if "plan" not in attrs:
-        companion.set_user_attr("plan", plan)
-    if "parent_study" not in attrs:
-        companion.set_user_attr("parent_study", study_name)
-    if not companion.metric_names:
-        companion.set_metric_names(["held_out_important_f1"])  # the dashboard's axis, not "Objective 0"
+    """The companion's attributes, "about" first: what a reader who opens it is looking at."""
+    describe(companion, "held_out_important_f1", {
+        "about": f"The confirmation of study {study_name!r}: one trial per candidate and unit, trained on the unit's "
+                 "training folds and scored on its held-out fold. Its 'Best Trial' is one such run, not a "
+                 f"recommendation: the decision is in study {study_name!r}.",
+        "plan": plan, "parent_study": study_name})
 
 
 def _run_key(plan: dict, candidate: str, unit: str) -> tuple:

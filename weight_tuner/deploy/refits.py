@@ -24,7 +24,7 @@ from ..paths import check_bundle, models_dir
 from ..posthoc import apply_calibration, apply_multipliers
 from ..records import Recommendation
 from ..retries import NothingLeft, StaleTrials, create_study, load_study, take_waiting
-from ..storage import storage_of, stored_recommendation, trial_config, unweighted_config
+from ..storage import describe, storage_of, stored_recommendation, trial_config, unweighted_config
 from .ensemble import stored_calibration
 
 logger = logging.getLogger(__name__)
@@ -125,18 +125,11 @@ class Refits:
             companion = create_study(name, storage, direction="minimize")
         except optuna.exceptions.DuplicatedStudyError:
             companion = load_study(name, storage)
-        # Each set where missing: a run killed between creating the study and describing it left some unset.
-        attrs, study_name = companion.user_attrs, self.study.study_name
-        if "about" not in attrs:
-            companion.set_user_attr("about", f"The refits of study {study_name!r}: one trial per deployed model, "
-                                    "trained on every non-test line; its values are final training losses, not "
-                                    f"scores. The decision is in study {study_name!r}.")
-        for key, value in (("config", self.config.as_dict()), ("host", where["host"]),
-                           ("paths", where["paths"])):  # absolute paths: a local worker may start elsewhere
-            if key not in attrs:
-                companion.set_user_attr(key, value)
-        if not companion.metric_names:
-            companion.set_metric_names(["final_training_loss"])  # the dashboard's axis, not "Objective 0"
+        study_name = self.study.study_name
+        describe(companion, "final_training_loss", {  # absolute paths: a local worker may start elsewhere
+            "about": f"The refits of study {study_name!r}: one trial per deployed model, trained on every non-test "
+                     f"line; its values are final training losses, not scores. The decision is in study {study_name!r}.",
+            "config": self.config.as_dict(), **where})
         trials = companion.get_trials(deepcopy=False)
         # This run's refits: the trials queued from here on (and their retries), those an earlier run left
         # waiting or running, which are taken or retried instead of queued twice, and those it finished whose
