@@ -216,13 +216,16 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
     ended_states = FINISHED + (TrialState.FAIL,)
     shown = {t.number for t in study.get_trials(deepcopy=False, states=ended_states)}
 
+    estimated: list[int | None] = [None]  # the finished count the bar's time left was estimated at
+
     def show_ended() -> None:
         """Every worker's trials that ended since the last call, each once, and the bar (with the time the
         whole tune is expected to take still)."""
         bar.n = min(finished_count(study), n_trials)
-        left = time_left(study, evaluation or DEFAULT_EVALUATION, bar.n)
-        if left is not None:
-            bar.set_postfix_str(f"whole tune: {minutes(left)} left", refresh=False)
+        if estimated[0] != bar.n:  # the estimate rests on finished trials alone: not read again on every poll
+            estimated[0], left = bar.n, time_left(study, evaluation or DEFAULT_EVALUATION, bar.n)
+            if left is not None:
+                bar.set_postfix_str(f"whole tune: {minutes(left)} left", refresh=False)
         bar.refresh()
         for t in sorted(study.get_trials(deepcopy=False, states=ended_states), key=lambda t: t.number):
             if t.number not in shown:
