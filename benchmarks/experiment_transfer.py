@@ -17,7 +17,8 @@ features version 4 (this code), as docs/benchmarks.md's table of rejected ideas 
   ``nowords`` (8 words), ``window_size=31``; then (2026-12-07, second sitting) ``noidf`` (TF without IDF in
   all three blocks), ``noidf_words`` (in the words only), ``shape4k`` (4,096 token-shape n-grams),
   ``hidden_size=64``, ``input_projection=128``, ``num_layers=2``, ``train_stride=5 epochs=2``,
-  ``train_stride=7 epochs=3`` and prediction stride 1.
+  ``train_stride=7 epochs=3`` and prediction stride 1; then (third sitting) ``chars`` (a learned encoder of
+  each line's first ``CHAR_LEN`` characters, ``CHAR_FILTERS`` filters, beside the projection).
 
 ``EVAL_STRIDES=5,1`` scores each trained model at each of those prediction strides (one training, several
 test scores): how the ``prediction_stride=1`` row was measured.
@@ -241,6 +242,80 @@ if "shape4k" in variants:
         orig_init(self, *a, **k)
         self.max_shape_grams = 4096
     F.Featurizer.__init__ = init4k
+
+if "chars" in variants:  # a learned encoder of each line's first CHAR_LEN characters beside the projection
+    import keras
+    from keras import ops
+    from weight_tuner import model as M
+    from weight_tuner.rows import SparseRows, FEATURE_DTYPE
+    CHAR_LEN = int(os.environ.get("CHAR_LEN", "64"))
+    CHAR_FILTERS = int(os.environ.get("CHAR_FILTERS", "64"))
+    def char_code(c):  # ASCII as itself, letters beyond it by case, anything else one code
+        o = ord(c)
+        return o if 0 < o < 128 else (128 if c.isupper() else 129 if c.isalpha() else 130)
+    orig_rows = F.Featurizer._rows
+    def rows_with_chars(self, texts, sizes, line_nos, fitted, pad_row=True):
+        base = orig_rows(self, texts, sizes, line_nos, fitted, pad_row)
+        nf = base.n_features
+        counts = np.diff(base.indptr)
+        codes = [[char_code(c) for c in t.strip()[:CHAR_LEN]] for t in texts] + ([[]] if pad_row else [])
+        extra = np.array([len(c) for c in codes], dtype=np.int64)
+        indptr = np.concatenate([[0], np.cumsum(counts + extra)]).astype(np.int64)
+        indices = np.empty(indptr[-1], np.int32); data = np.empty(indptr[-1], FEATURE_DTYPE)
+        for i, c in enumerate(codes):
+            lo, n = indptr[i], counts[i]
+            indices[lo:lo + n] = base.indices[base.indptr[i]:base.indptr[i + 1]]
+            data[lo:lo + n] = base.data[base.indptr[i]:base.indptr[i + 1]]
+            indices[lo + n:indptr[i + 1]] = nf + np.arange(len(c))
+            data[lo + n:indptr[i + 1]] = c
+        return SparseRows(indptr, indices, data, nf)
+    F.Featurizer._rows = rows_with_chars
+
+    class CharEncoder(keras.layers.Layer):
+        def __init__(self, n_features, **kw):
+            super().__init__(**kw)
+            self.n_features = n_features
+            self.embed = keras.layers.Embedding(131, 16)
+            self.conv = keras.layers.Conv1D(CHAR_FILTERS, 5, padding="same", activation="relu")
+        def call(self, inputs):
+            tf = M.tensorflow()
+            ids, values = inputs
+            pos = ids - self.n_features
+            where = tf.where(pos >= 0)
+            shape = tf.shape(ids, out_type=tf.int64)
+            p = tf.cast(tf.gather_nd(pos, where), tf.int64)
+            c = tf.cast(tf.gather_nd(values, where), tf.int32)
+            chars = tf.scatter_nd(tf.stack([where[:, 0], where[:, 1], p], axis=1), c,
+                                  tf.stack([shape[0], shape[1], tf.constant(CHAR_LEN, tf.int64)]))
+            e = self.embed(tf.reshape(chars, [-1, CHAR_LEN]))
+            h = tf.reduce_max(self.conv(e), axis=1)
+            return tf.reshape(h, tf.stack([shape[0], shape[1], tf.constant(CHAR_FILTERS, tf.int64)]))
+
+    class FeaturesOnly(keras.layers.Layer):
+        def __init__(self, n_features, **kw):
+            super().__init__(**kw)
+            self.n_features = n_features
+        def call(self, inputs):
+            ids, values = inputs
+            char = ids >= self.n_features
+            return ops.where(char, 0, ids), ops.where(char, 0.0, values)
+
+    def build_char_model(n_features, config):
+        ids = keras.Input(shape=(None, None), dtype="int32", name="ids")
+        values = keras.Input(shape=(None, None), dtype="float32", name="values")
+        fids, fvals = FeaturesOnly(n_features)([ids, values])
+        x = M.SparseProjection(config.input_projection, n_features, activation="relu", name="projection")([fids, fvals])
+        ch = CharEncoder(n_features, name="chars")([ids, values])
+        x = keras.layers.Concatenate()([x, ch])
+        for i in range(config.num_layers):
+            x = keras.layers.Bidirectional(keras.layers.LSTM(config.hidden_size, return_sequences=True,
+                                                             dropout=config.dropout), name=f"bilstm_{i}")(x)
+        out = keras.layers.Dense(len(M.CLASSES), activation="softmax", name="classes")(x)
+        model = keras.Model({"ids": ids, "values": values}, out)
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
+                      loss=M.WeightedCategoricalCrossentropy(M.weights_vector(config.class_weights)))
+        return model
+    M.build_model = build_char_model
 
 strides = [int(x) for x in os.environ.get("EVAL_STRIDES", "0").split(",")]  # 0: the config's prediction_stride
 cache = ModelCache()

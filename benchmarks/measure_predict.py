@@ -23,7 +23,8 @@ from weight_tuner.model import build_model  # noqa: E402
 from weight_tuner.posthoc import Calibration  # noqa: E402
 from weight_tuner.predict import predict_files  # noqa: E402
 from weight_tuner.space import QUICK_MODEL  # noqa: E402
-from weight_tuner.train import prepare, save_bundle  # noqa: E402
+from weight_tuner.train import prepare
+from weight_tuner.bundles import save_bundle  # noqa: E402
 
 data, members = sys.argv[1], int(sys.argv[2])
 cache = sys.argv[3] if len(sys.argv) > 3 else None

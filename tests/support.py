@@ -21,6 +21,20 @@ def url_with_password(password: str, where: str = "127.0.0.1:5432/test", scheme:
     return "".join([scheme, "://", user, ":", password, "@", where])
 
 
+def one_line_error(capsys, argv) -> str:
+    """Run ``weight-tuner ARGV`` in this process and check the contract for bad input: exit code 2 and one line on
+    stderr after any progress lines, ``weight-tuner: error: ...``, with no traceback. Returns that line."""
+    from weight_tuner.cli import main
+
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    last = err.splitlines()[-1] if err else ""
+    assert last.startswith("weight-tuner: error: ") and "Traceback" not in err, err[-2000:]
+    assert [line for line in err.splitlines() if line.startswith("weight-tuner: error")] == [last], err[-2000:]
+    return last
+
+
 def study_toml(tmp_path, epochs=12, schemes=("unweighted", "inverse_frequency", "sqrt_inverse_frequency",
                                              "guide_iteration1_10_5_1")):
     """A study config file: a tiny model, ``epochs`` long, no pruner, the given schemes first."""

@@ -17,6 +17,7 @@ from weight_tuner.space import StudyConfig
 from weight_tuner.storage import check_storage
 
 from conftest import TINY_DOCS, TINY_MODEL
+from support import one_line_error
 
 
 def data_args(cache_dir):
@@ -136,8 +137,7 @@ def test_sample_corpus_and_train_commands_on_written_files(tmp_path, capsys):
     assert printed.startswith("read 5 files:")
     counts = {parts[0]: int(parts[1]) for parts in (line.split() for line in printed.splitlines()[1:])}
     assert set(counts) == {"Nomenclature", "Description", "Misc"} and 0 < sum(counts.values()) <= lines
-    assert main(["corpus", "--data", str(tmp_path / "nowhere")]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "does not exist" in one_line_error(capsys, ["corpus", "--data", str(tmp_path / "nowhere")])
 
 
 @pytest.mark.parametrize("extra", [[], ["--no-confirm"]])

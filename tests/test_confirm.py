@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 
 from weight_tuner.cli import main
 from weight_tuner.config import CLASSES
-from weight_tuner.confirm.decide import confirm
+from weight_tuner.confirm.confirmation import confirm
 from weight_tuner.confirm.statistics import decide, paired_interval
 from weight_tuner.folds import fold_of_pieces, make_units, unit_data
 from weight_tuner.model import normalise_weights
@@ -178,7 +178,7 @@ def test_the_detectable_gain_is_found_as_often_as_it_says():
 def test_a_no_weights_decision_says_what_it_could_have_shown():
     """Issue 45, 9: "not shown" must not read as "no effect": the sentence gives the gain the confirmation finds
     80% of the time at its noise, and what more repeats would find."""
-    from weight_tuner.confirm.decide import recommendation_from
+    from weight_tuner.confirm.confirmation import recommendation_from
     from weight_tuner.notes import decision_sentence
 
     diffs = [0.07, 0.12, 0.09, -0.02]  # the sample study's shape: +0.06 ahead, one unit behind
@@ -359,7 +359,7 @@ def test_trial_config_refuses_a_search_space_version_it_does_not_know(tmp_path, 
 
 
 def test_a_recommendation_older_than_the_finished_trials_is_withdrawn(tmp_path):
-    from weight_tuner.confirm.decide import withdraw_stale_recommendation
+    from weight_tuner.confirm.confirmation import withdraw_stale_recommendation
     from weight_tuner.notes import PENDING_DECISION
     from weight_tuner.records import Candidate, Difference, Recommendation
     from weight_tuner.storage import store_recommendation

@@ -298,7 +298,7 @@ def test_adapt_priors_in_predict_reports_the_estimate_and_needs_a_balance(deploy
 def test_a_thresholds_decision_carries_its_multipliers_before_the_test_step(deployed_study, shared_study, tmp_path):
     """A study stopped after a thresholds decision, before the test step: export and predict --study
     still have the multipliers, because the decision fixed them from the units' held-out folds."""
-    from weight_tuner.confirm.decide import recommendation_from
+    from weight_tuner.confirm.confirmation import recommendation_from
 
     d, _, corpus = deployed_study
     copy = tmp_path / "copy"

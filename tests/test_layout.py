@@ -7,6 +7,8 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "weight_tuner"
 MAX_MODULE_LINES = 400
 MAX_SHARE = 0.25  # of the package's lines, for any one sub-package
+MAX_FUNCTION_LINES = 60
+MAX_POSITIONAL = 7  # parameters a caller may pass by position (self and cls not counted)
 
 
 def _module_name(path: Path) -> str:
@@ -74,7 +76,7 @@ def test_the_cycle_finder_finds_a_planted_circle():
 
 def test_no_import_circle_among_the_package_modules():
     graph = import_graph()
-    assert graph["weight_tuner.confirm.decide"] >= {"weight_tuner.confirm.plan", "weight_tuner.storage"}
+    assert graph["weight_tuner.confirm.confirmation"] >= {"weight_tuner.confirm.plan", "weight_tuner.storage"}
     assert find_cycle(graph) is None, " -> ".join(find_cycle(graph))
 
 
@@ -125,6 +127,27 @@ def test_no_module_or_sub_package_is_too_big():
     for sub in (d for d in PACKAGE.iterdir() if (d / "__init__.py").exists()):
         share = sum(n for p, n in lines.items() if sub in p.parents) / total
         assert share <= MAX_SHARE, f"{sub.name}/ holds {share:.0%} of the package's lines"
+
+
+def long_or_wide_functions(source: str) -> list[str]:
+    """Functions of ``source`` over :data:`MAX_FUNCTION_LINES` lines or with more than :data:`MAX_POSITIONAL`
+    positional parameters."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines = node.end_lineno - node.lineno + 1
+            positional = [a.arg for a in node.args.posonlyargs + node.args.args if a.arg not in ("self", "cls")]
+            if lines > MAX_FUNCTION_LINES or len(positional) > MAX_POSITIONAL:
+                out.append(f"{node.name} ({lines} lines, {len(positional)} positional)")
+    return out
+
+
+def test_no_function_is_too_long_or_takes_too_many_positional_parameters():
+    """Issue 47, 4: a reader holds a function on one screen, and a caller names what it passes beyond a few."""
+    planted = "def f(a, b, c, d, e, f, g, h):\n    pass\n\ndef g(a, *, b, c, d, e, f, g, h):\n" + "    x = 1\n" * 60
+    assert long_or_wide_functions(planted) == ["f (2 lines, 8 positional)", "g (61 lines, 1 positional)"]
+    found = {str(p.relative_to(PACKAGE)): long_or_wide_functions(p.read_text()) for p in PACKAGE.rglob("*.py")}
+    assert not {k: v for k, v in found.items() if v}
 
 
 def test_light_commands_never_import_tensorflow(tmp_path):

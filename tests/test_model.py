@@ -187,7 +187,8 @@ def test_prediction_is_traced_once_and_equals_keras_predict(prepared):
 
 def test_saved_model_predicts_identically_in_a_new_process(prepared, tmp_path):
     from weight_tuner.model import weights_vector
-    from weight_tuner.train import predict_probs, save_bundle, train_model, trained_weights
+    from weight_tuner.train import predict_probs, train_model, trained_weights
+    from weight_tuner.bundles import save_bundle
 
     cfg = tiny_config(epochs=1, class_weights={"Nomenclature": 20.0, "Description": 4.0, "Misc": 1.0})
     model, _ = train_model(prepared, cfg)
@@ -204,7 +205,8 @@ def test_saved_model_predicts_identically_in_a_new_process(prepared, tmp_path):
 import json, numpy as np
 from scipy import sparse
 from weight_tuner.rows import SparseRows
-from weight_tuner.train import load_bundle, SplitData, predict_probs
+from weight_tuner.train import SplitData, predict_probs
+from weight_tuner.bundles import load_bundle
 model, feat, cfg = load_bundle({str(path)!r})
 assert np.allclose(model.loss.class_weights, {trained!r}), model.loss.class_weights
 rows = SparseRows.from_csr(sparse.load_npz({str(tmp_path / 'rows.npz')!r}))

@@ -16,6 +16,7 @@ from weight_tuner.space import StudyConfig
 from weight_tuner.windows import build_windows, oversample_windows
 
 from conftest import TINY_DOCS
+from support import one_line_error
 
 N, D, M = 0, 1, 2
 
@@ -138,7 +139,7 @@ def test_multi_objective_study_and_export_picks_best_important_f1(prepared, tmp_
 
 def test_a_bundles_label_map_is_checked_and_defaults_when_absent(tmp_path):
     from weight_tuner.corpus import DataError
-    from weight_tuner.train import load_label_map
+    from weight_tuner.bundles import load_label_map
 
     model = tmp_path / "m.keras"
     assert load_label_map(model)("Diagnosis") == "Misc"  # a bundle saved before mappings were recorded
@@ -157,7 +158,7 @@ def test_models_with_dense_rows_still_predict(prepared, tmp_path):
     from weight_tuner.model import WeightedCategoricalCrossentropy
     from weight_tuner.predict import predict_files, read_input
     from weight_tuner.config import ModelConfig
-    from weight_tuner.train import save_bundle
+    from weight_tuner.bundles import save_bundle
 
     featurizer = prepared.featurizer
     n = featurizer.n_features
@@ -189,7 +190,8 @@ def test_models_with_dense_rows_still_predict(prepared, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_bundle(prepared, tmp_path_factory):
-    from weight_tuner.train import save_bundle, train_model
+    from weight_tuner.train import train_model
+    from weight_tuner.bundles import save_bundle
 
     from conftest import tiny_config
 
@@ -276,9 +278,8 @@ def test_two_inputs_for_one_output_are_refused_before_anything_is_written(tiny_b
     text = next(iter(generate_corpus(1, 5).values()))
     (folder / "x.txt.ann").write_text(text)
     (folder / "x.txt").write_text("Agaricus campestris L.\n")
-    assert main(["predict", "--model", str(tiny_bundle), str(folder), "-o", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "x.txt and" in err and "would both write" in err
+    err = one_line_error(capsys, ["predict", "--model", str(tiny_bundle), str(folder), "-o", str(tmp_path / "out")])
+    assert "x.txt and" in err and "would both write" in err
     assert not (tmp_path / "out").exists()
 
 

@@ -17,7 +17,8 @@ from weight_tuner.retries import create_study, requeue
 from weight_tuner.search.run import tune
 from weight_tuner.space import StudyConfig
 
-from support import PG_URL, cli, exportable_study, pg_server_answers, running_mid_epoch, study_toml, trials, wait_for
+from support import (PG_URL, cli, exportable_study, one_line_error, pg_server_answers, running_mid_epoch, study_toml,
+                     trials, wait_for)
 
 
 def test_kill_9_mid_trial_then_rerun_retries_it(tmp_path, cache_dir):
@@ -214,17 +215,15 @@ def test_bad_input_one_line_exit_2_nothing_written(tmp_path, cache_dir, capsys):
     for argv in (["tune", "--storage", f"sqlite:///{junk}", "--cache-dir", str(cache_dir), "--sample-docs", "12"],
                  ["export", "--study", "x", "--storage", f"sqlite:///{junk}"],
                  ["report", "--study", "x", "--storage", f"sqlite:///{junk}"]):
-        assert main(argv) == 2
-        err = capsys.readouterr().err.strip()
-        assert "is not a SQLite database" in err and len(err.splitlines()) == 1
+        assert "is not a SQLite database" in one_line_error(capsys, argv)
     assert _digest(junk) == digest
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["tune", "--data", str(empty), "--storage", f"sqlite:///{tmp_path}/d.db"]) == 2
-    assert "holds no .ann files" in capsys.readouterr().err
+    assert "holds no .ann files" in one_line_error(capsys, ["tune", "--data", str(empty), "--storage",
+                                                            f"sqlite:///{tmp_path}/d.db"])
     assert not (tmp_path / "d.db").exists()
-    assert main(["train", "--weights", "{not json", "--out", str(tmp_path / "o.json")]) == 2
-    assert "invalid JSON" in capsys.readouterr().err
+    assert "invalid JSON" in one_line_error(capsys, ["train", "--weights", "{not json", "--out",
+                                                     str(tmp_path / "o.json")])
     assert not (tmp_path / "o.json").exists()
 
 
@@ -294,10 +293,7 @@ def test_each_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, mo
         (work / "studies").mkdir()
         exportable_study(storage)
     before = _tree(work)
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and err.startswith("weight-tuner: error: "), err
+    one_line_error(capsys, argv)
     assert _tree(work) == before
 
 
@@ -360,9 +356,8 @@ def test_report_that_cannot_write_its_plots_is_one_line(tmp_path, capsys):
     study.set_user_attr("model_config", {})
     study.optimize(lambda t: t.suggest_float("w_Nomenclature", 0.1, 10), n_trials=2)
     (tmp_path / "p").write_text("a file where the plots folder should be\n")
-    assert main(["report", "--study", "p", "--storage", url]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"cannot write {tmp_path / 'p' / 'report.html'}" in err
+    assert f"cannot write {tmp_path / 'p' / 'report.html'}" in one_line_error(capsys, ["report", "--study", "p",
+                                                                                       "--storage", url])
 
 
 def test_written_files_respect_the_umask(tmp_path):
@@ -380,7 +375,7 @@ def test_a_saved_bundle_is_readable_as_the_rest_of_the_study(prepared, tmp_path)
     """The .keras file was written 0600 beside 0644 siblings: a shared models folder could not read it."""
     from weight_tuner.model import build_model
     from weight_tuner.paths import bundle_paths
-    from weight_tuner.train import save_bundle
+    from weight_tuner.bundles import save_bundle
 
     from conftest import tiny_config
 

@@ -14,6 +14,7 @@ from weight_tuner.space import SearchSpace, StudyConfig
 from weight_tuner.storage import load_existing_study
 
 from conftest import TINY_DOCS, TINY_MODEL
+from support import one_line_error
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,8 @@ def test_guide_scheme_trains_with_its_weights_as_given(tiny_study):
 
 def test_test_split_scores_the_recommended_and_the_unweighted_models(tiny_study, prepared):
     from weight_tuner.paths import model_path, models_dir
-    from weight_tuner.train import evaluate, load_bundle
+    from weight_tuner.train import evaluate
+    from weight_tuner.bundles import load_bundle
 
     storage, study = tiny_study
     attrs = load_existing_study(storage, "shared").user_attrs
@@ -202,13 +204,12 @@ def test_export_errors_name_the_problem(prepared, tmp_path, capsys):
     empty.set_user_attr("search_space", SearchSpace().to_dict())  # as tune leaves it before any trial ends
     empty.set_user_attr("model_config", {})
     out = tmp_path / "x.json"
-    assert main(["export", "--study", "empty", "--storage", storage, "-o", str(out)]) == 2
-    assert "has no completed trial" in capsys.readouterr().err
-    assert main(["export", "--study", "nope", "--storage", storage, "-o", str(out)]) == 2
-    err = capsys.readouterr().err
+    assert "has no completed trial" in one_line_error(capsys, ["export", "--study", "empty", "--storage", storage,
+                                                               "-o", str(out)])
+    err = one_line_error(capsys, ["export", "--study", "nope", "--storage", storage, "-o", str(out)])
     assert "study 'nope' not found" in err and "existing studies: empty" in err
-    assert main(["export", "--study", "x", "--storage", f"sqlite:///{tmp_path}/missing.db"]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "does not exist" in one_line_error(capsys, ["export", "--study", "x", "--storage",
+                                                       f"sqlite:///{tmp_path}/missing.db"])
     assert not out.exists() and not (tmp_path / "missing.db").exists()
 
 

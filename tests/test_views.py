@@ -51,8 +51,12 @@ def test_notebook_runs_headless_against_a_tiny_study(executed_notebook):
     assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
     text = "\n".join(json.dumps(o) for c in code for o in c.outputs)
     assert "unweighted" in text and "Use " in text and "95% interval [" in text  # the recommendation section
-    first = next(o for c in code for o in c.outputs if o.get("output_type") == "stream")
-    assert first["text"].startswith("Recommendation: ")  # the decision is the notebook's first output
+    first = next(o for c in code for o in c.outputs)
+    assert "<p" in first["data"]["text/html"] and "Recommendation: " in first["data"]["text/html"]  # first output
+    # Printed text wraps anywhere in a notebook ("racin g"): a sentence is HTML, a printed line fits 100 columns.
+    printed = [line for c in code for o in c.outputs if o.get("output_type") == "stream" for line in
+               o["text"].splitlines()]
+    assert printed and max(len(line) for line in printed) <= 100, max(printed, key=len)
     assert 'model_config[\\"class_weights\\"] = ' in text  # what to paste
     figures = [c for c in code if "figure" in c.metadata.get("tags", [])]
     assert len(figures) == 6
@@ -189,12 +193,17 @@ def test_report_page_renders_in_a_real_browser(view_study, tmp_path):
                                               " const box = t.parentElement;"
                                               " const cut = t.scrollWidth > box.clientWidth + 1 &&"
                                               "  getComputedStyle(box).overflowX !== 'auto';"
-                                              " t.setAttribute('data-cut', cut) }"
+                                              " t.setAttribute('data-cut', cut);"
+                                              " t.setAttribute('data-whole', t.scrollWidth <= box.clientWidth + 1) }"
                                               "});</script></body>"))
-    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                           "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000",
-                           "--allow-file-access-from-files", "--dump-dom", probe.as_uri()],
-                          capture_output=True, text=True, timeout=180)
+
+    def dom_at(size):
+        return subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                               "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", f"--window-size={size}",
+                               "--virtual-time-budget=10000", "--allow-file-access-from-files", "--dump-dom",
+                               probe.as_uri()], capture_output=True, text=True, timeout=180)
+
+    proc = dom_at("1280,800")
     dom = proc.stdout
     rec = study.user_attrs["recommendation"]
     assert 'id="verdict"' in dom and ("Use no class weights" in dom or "Use class weights" in dom), proc.stderr[-1500:]
@@ -207,6 +216,10 @@ def test_report_page_renders_in_a_real_browser(view_study, tmp_path):
     assert len(tables) >= 3 and set(tables) == {"false"}, tables  # every table whole, or scrolling in its box
     body = dom.split("<body>", 1)[1]
     assert body.index('id="verdict"') < min(body.index("<table"), body.index("<img"))  # the decision first
+    # at 1920 px no table hides columns behind a scroll (the page once capped its width at 1100 px)
+    wide = dom_at("1920,1080").stdout
+    whole = dict(re.findall(r'<table[^>]*id="([a-z]+)"[^>]*data-whole="(true|false)"', wide))
+    assert whole.get("trials") == "true" and set(whole.values()) == {"true"}, whole
 
 
 

@@ -161,12 +161,12 @@ def test_thread_share_divides_the_cores(monkeypatch):
 
 def test_a_local_worker_repeats_the_data_and_planning_options_but_not_the_storage():
     from weight_tuner.cli import build_parser
-    from weight_tuner.commands import _worker_args
+    from weight_tuner.workers import worker_command_line
 
     args = build_parser().parse_args(["tune", "--storage", url_with_password("secret", "h/db"), "--study", "s", "--trials", "7",
                                       "--sample-docs", "30", "--split-seed", "3", "--test-group", "J1",
                                       "--no-racing", "--members", "/m"])
-    line = _worker_args(args)
+    line = worker_command_line(args)
     assert "secret" not in " ".join(line) and "--storage" not in line
     for pair in (["--trials", "7"], ["--sample-docs", "30"], ["--split-seed", "3"], ["--test-group", "J1"],
                  ["--members", "/m"]):

@@ -108,7 +108,7 @@ def check_split(study: optuna.Study, split: dict[str, list[str]], folder: Path) 
 
 def save_member(trial: optuna.Trial, model, featurizer, config: dict, label_map: dict, folder: Path) -> str:
     """Upload ``model`` as one zipped bundle, an artifact of the unit ``trial``; return the artifact id."""
-    from .train import save_bundle
+    from .bundles import save_bundle
 
     store = _store(folder)
     with tempfile.TemporaryDirectory() as tmp:

@@ -15,6 +15,7 @@ from .errors import WeightTunerError
 from .paths import DEFAULT_CACHE_DIR, STORAGE_ENV, display_url, scrub, url_secrets
 from .posthoc import ADAPT_CHOICES
 from .sample import SAMPLE_DOCS
+from .search.stopping import StoppingRule
 from .signals import StopGuard, Terminated
 from .space import DEFAULT_EVALUATION, DESIGNS, UNITS_BY
 from .workers import JOBS_ENV, default_jobs, share_threads
@@ -60,6 +61,16 @@ def positive_float(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number > 0, got {text}")
     return value
+
+
+def trials_or_auto(text: str) -> int | str:
+    """An argparse type: ``auto`` or an integer >= 1."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int_at_least(1)(text)
+    except argparse.ArgumentTypeError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} or 'auto'") from None
 
 
 def duration(text: str) -> str:
@@ -163,12 +174,16 @@ def _data_commands(command) -> None:
 
 
 def _study_commands(command) -> None:
-    """Tune, worker and screen: the commands that add trials or unit runs to a study."""
+    """Tune, then the commands that add trials or unit runs to its study."""
     p = command("tune", cmd.cmd_tune, "run or resume the Optuna study over class weights", tf=True)
     _add_data_args(p)
     _add_study_args(p)
-    p.add_argument("--trials", type=int_at_least(1), default=16,
-                   help="finished (complete or pruned) trials the study should hold in total")
+    p.add_argument("--trials", type=trials_or_auto, default=16,
+                   help="finished (complete or pruned) trials the study should hold in total; auto: stop once "
+                        f"{StoppingRule.patience} trials in a row have not moved the top candidates by more than the "
+                        f"validation noise (from {StoppingRule.min_trials} trials on, at most --max-trials)")
+    p.add_argument("--max-trials", type=int_at_least(1), default=StoppingRule.max_trials, metavar="N",
+                   help=f"with --trials auto: the most trials the study holds (default {StoppingRule.max_trials})")
     p.add_argument("--config", default=None,
                    help="study config (.toml with [space], [model], [pruner]) or a model config (.json)")
     _add_worker_args(p)
@@ -206,6 +221,11 @@ def _study_commands(command) -> None:
                         f"(seeds seed, seed + 10, ...): the default model of predict --study (default "
                         f"{DEFAULT_REFITS}; 0: none, predict --study then uses the confirmation's models)")
 
+    _helper_commands(command)
+
+
+def _helper_commands(command) -> None:
+    """Worker and screen: the commands that add to a study ``tune`` made."""
     p = command("worker", cmd.cmd_worker, "join an existing study (created by tune) as one more worker", tf=True)
     _add_data_args(p)
     _add_study_args(p, study_default=None)

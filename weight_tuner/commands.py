@@ -17,16 +17,9 @@ from pathlib import Path
 from .config import ModelConfig, load_config
 from .errors import ConfigError, DataError, WeightTunerError
 from .formats import VS_NONE, score
-from .paths import (
-    STORAGE_ENV,
-    check_can_write,
-    default_export_path,
-    default_storage_url,
-    display_url,
-    masked_command,
-    write_json,
-)
-from .workers import RUN_ENV, LocalWorkers, stop_with_parent
+from .paths import (STORAGE_ENV, check_can_write, default_export_path, default_storage_url, display_url,
+                    masked_command, write_json)
+from .workers import RUN_ENV, LocalWorkers, stop_with_parent, worker_command_line
 
 
 def _data_checks(args, storage: str | None = None, evaluation: dict | None = None):
@@ -116,7 +109,7 @@ def cmd_train(args) -> int:
     write_json(args.out, payload)
     print(f"wrote {args.out}")
     if args.save_model:
-        from .train import save_bundle
+        from .bundles import save_bundle
 
         save_bundle(model, prepared.featurizer, config, args.save_model, prepared.label_map)
         print(f"saved model to {args.save_model}")
@@ -128,42 +121,52 @@ def _storage(args) -> str:
     return args.storage or os.environ.get(STORAGE_ENV) or default_storage_url(args.study)
 
 
-# The data options a local worker repeats, so that it prepares the same data (from the feature cache).
-_DATA_OPTIONS = ("data", "sample_docs", "sample_rare_nomenclature", "split_seed", "split_by", "cache_dir",
-                 "max_chunk_lines", "label_map")
+def _decide_and_deploy(args, study, prepared, evaluation: dict, storage: str, members: Path,
+                       workers: LocalWorkers) -> bool:
+    """``tune`` after its search: confirm and decide (printing the decision and the candidates), then the refits
+    (trained by the local workers) beside the test check. ``False`` where the time budget ended first."""
+    from .budget import refits_fit
+    from .confirm.confirmation import confirm
+    from .deploy.refits import Refits, no_refits
+    from .deploy.testcheck import final_test_evaluation, search_models
+    from .notes import candidates_table, decision_sentence, units_phrase
+    from .storage import stored_recommendation
 
-
-def _worker_args(args) -> list[str]:
-    """The ``worker`` command line of ``tune``'s local workers (after ``worker``), without the storage URL."""
-    out = ["--study", args.study, "--trials", str(args.trials), "--seed", str(args.seed),
-           "--heartbeat", str(args.heartbeat)]
-    for name in _DATA_OPTIONS:
-        value = getattr(args, name)
-        if value is not None:
-            out += [f"--{name.replace('_', '-')}", str(value)]
-    for group in args.test_group or []:
-        out += ["--test-group", group]
-    if args.trial_timeout is not None:
-        out += ["--trial-timeout", str(args.trial_timeout)]
-    if args.members:
-        out += ["--members", args.members]
-    if args.no_confirm:
-        out.append("--no-confirm")
-    if args.no_racing:  # whichever process reaches the end of the search first plans the confirmation
-        out.append("--no-racing")
-    return out
+    t0, earlier = time.perf_counter(), stored_recommendation(study)  # earlier: its refits are kept if the same
+    recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members, racing=not args.no_racing)
+    if recommendation is None:  # the time budget ended first
+        no_refits(study, workers.run_id)
+        print(f"No decision: the time budget (--timeout {args.timeout}) ended before the confirmation could "
+              "decide. Run the same command again to go on; nothing finished is redone.")
+        return False
+    print(f"\nRecommendation: {decision_sentence(recommendation)}")
+    print(f"\nconfirmation ({time.perf_counter() - t0:.0f}s), paired {VS_NONE} over {recommendation.n_units} units "
+          f"({units_phrase(recommendation)}):")
+    print(candidates_table(recommendation))
+    refit_step = nullcontext()
+    if args.refits and refits_fit(study):
+        refit_step = Refits(study, storage, args.refits, earlier, workers.run_id)
+    elif args.refits:
+        no_refits(study, workers.run_id)
+        print(f"The refits are not trained: the time budget (--timeout {args.timeout}) has too little left for "
+              f"{args.refits}; predict --study uses the confirmation's models. Run tune again to train them.")
+    with refit_step as refits:  # the local workers train the refits while this process runs the test check
+        search_models(study, prepared, storage)  # the test check's models, trained here where a worker ran them
+        final_test_evaluation(study, prepared, storage, members)
+        if refits is not None:
+            refits.finish(prepared, stop=args.guard)
+    return True
 
 
 def cmd_tune(args) -> int:
     """Run (or resume) the study, confirm its top candidates against no weights, decide, then score the
     recommendation and no weights once on the test split."""
-    from .budget import refits_fit, set_budget
-    from .confirm.decide import confirm, confirmation_evaluation, withdraw_stale_recommendation
-    from .deploy.refits import Refits, no_refits
-    from .deploy.testcheck import final_test_evaluation, search_models
+    from .budget import set_budget
+    from .confirm.confirmation import confirmation_evaluation, withdraw_stale_recommendation
     from .folds import check_units
-    from .notes import candidates_table, decision_sentence, deployed_sentence, deployed_test, units_phrase
+    from .notes import deployed_sentence, deployed_test
     from .search.run import open_study, run_trials
+    from .search.stopping import set_rule, stop_line, trials_asked
     from .space import StudyConfig, parse_objectives
     from .storage import check_storage, finished_count, stored_recommendation
 
@@ -171,6 +174,7 @@ def cmd_tune(args) -> int:
     study_config.objectives = parse_objectives(args.objectives)
     study_config.set_evaluation(design=args.design, folds=args.folds, repeats=args.repeats, top=args.confirm_top,
                                 units_by=args.units_by)
+    args.n_trials, rule = trials_asked(args.trials, args.max_trials, study_config.evaluation)
     if study_config.evaluation["design"] == "cv" and len(study_config.objectives) > 1:
         raise WeightTunerError("--design cv needs a single objective (Optuna prunes single-objective studies only)")
     storage = _storage(args)
@@ -182,48 +186,27 @@ def cmd_tune(args) -> int:
     study, space, base_config = open_study(prepared, storage, args.study, study_config, seed=args.seed,
                                            heartbeat=args.heartbeat, members=members)
     # The budget counts from the command's start; every process of the study reads it there (None clears it).
-    set_budget(study, args.timeout, 0 if args.no_confirm else args.refits, args.trials, started=args.started)
+    set_budget(study, args.timeout, 0 if args.no_confirm else args.refits, args.n_trials, started=args.started)
+    set_rule(study, rule)  # None clears an earlier run's
     # The other jobs join once the study exists (created once, schemes enqueued once) and leave once no
     # trial, unit run or refit is left to take; the test check runs here while they train refits.
-    workers = LocalWorkers(args.jobs, storage, _worker_args(args), refits=bool(args.refits) and not args.no_confirm)
+    workers = LocalWorkers(args.jobs, storage, worker_command_line(args, args.n_trials),
+                           refits=bool(args.refits) and not args.no_confirm)
     args.guard.forward.append(workers.forward)
     with workers:
-        run_trials(study, prepared, storage, args.trials, space, base_config, args.trial_timeout, stop=args.guard)
-        search_s = time.perf_counter() - t0
+        run_trials(study, prepared, storage, args.n_trials, space, base_config, trial_timeout=args.trial_timeout,
+                   stop=args.guard)
         print(f"study {args.study!r} in {display_url(storage)}: {finished_count(study)} finished trials "
-              f"({search_s:.0f}s)")
+              f"({time.perf_counter() - t0:.0f}s){stop_line(study)}")
         if args.no_confirm:
             if withdraw_stale_recommendation(study):
                 print("the study's earlier recommendation predates these trials and was withdrawn.")
             print("confirmation skipped (--no-confirm): no recommendation is made. Run the same command without it "
                   "to confirm and decide.")
             return 0
-        evaluation = confirmation_evaluation(study, study_config.evaluation)
-        earlier = stored_recommendation(study)  # its refits are kept if the configuration is the same
-        recommendation = confirm(study, prepared, evaluation, stop=args.guard, members=members,
-                                 racing=not args.no_racing)
-        if recommendation is None:  # the time budget ended first
-            no_refits(study, workers.run_id)
-            print(f"No decision: the time budget (--timeout {args.timeout}) ended before the confirmation could "
-                  "decide. Run the same command again to go on; nothing finished is redone.")
+        if not _decide_and_deploy(args, study, prepared, confirmation_evaluation(study, study_config.evaluation),
+                                  storage, members, workers):
             return 0
-        confirm_s = time.perf_counter() - t0 - search_s
-        print(f"\nRecommendation: {decision_sentence(recommendation)}")
-        print(f"\nconfirmation ({confirm_s:.0f}s), paired {VS_NONE} over {recommendation.n_units} units "
-              f"({units_phrase(recommendation)}):")
-        print(candidates_table(recommendation))
-        refit_step = nullcontext()
-        if args.refits and refits_fit(study):
-            refit_step = Refits(study, storage, args.refits, earlier, workers.run_id)
-        elif args.refits:
-            no_refits(study, workers.run_id)
-            print(f"The refits are not trained: the time budget (--timeout {args.timeout}) has too little left for "
-                  f"{args.refits}; predict --study uses the confirmation's models. Run tune again to train them.")
-        with refit_step as refits:  # the local workers train the refits while this process runs the test check
-            search_models(study, prepared, storage)  # the test check's models, trained here where a worker ran them
-            final_test_evaluation(study, prepared, storage, members)
-            if refits is not None:
-                refits.finish(prepared, stop=args.guard)
     final = stored_recommendation(study)
     print(f"Deployed model (predict --study): {deployed_sentence(final)}")
     scored = deployed_test(final, study.user_attrs.get("test_stats")) if final else None
@@ -236,7 +219,7 @@ def cmd_tune(args) -> int:
 
 def cmd_worker(args) -> int:
     """Join an existing study as one more worker."""
-    from .confirm.decide import confirm, confirmation_evaluation
+    from .confirm.confirmation import confirm, confirmation_evaluation
     from .search.run import join_study
     from .space import StudyConfig
     from .storage import check_storage, finished_count

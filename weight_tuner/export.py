@@ -72,6 +72,36 @@ def deployed_export(deployed: Deployed | None) -> dict | None:
             "calibration": deployed.calibration}
 
 
+def exported_trial(study, rec: Recommendation | None, trial_number: int | None):
+    """The trial an export describes: ``trial_number`` (a :class:`StudyError` naming the completed ones if it is not
+    one), else the recommended trial (``None`` where no weights were decided and no unweighted trial ran), else the
+    best trial (no decision yet)."""
+    complete = completed_trials(study)
+    if trial_number is None and rec is not None:
+        return next((t for t in study.trials if t.number == rec.trial), None)
+    if trial_number is None:
+        return max(complete, key=trial_score)
+    chosen = [t for t in complete if t.number == trial_number]
+    if not chosen:
+        raise StudyError(f"study {study.study_name!r} has no completed trial number {trial_number}; completed: "
+                         f"{', '.join(str(t.number) for t in complete)}")
+    return chosen[0]
+
+
+def scheme_baselines(study) -> dict:
+    """Each named scheme's trial, state, weights (trained and given) and validation score."""
+    baselines: dict = {}
+    for t in study.trials:
+        scheme = t.user_attrs.get("scheme")
+        # A scheme retried after a fault has several trials: the completed one speaks for it.
+        if scheme and scheme != "search" and baselines.get(scheme, {}).get("state") != "COMPLETE":
+            baselines[scheme] = {"trial": t.number, "state": t.state.name,
+                                 "class_weights": t.user_attrs.get("class_weights_trained"),
+                                 "weights_given": t.user_attrs.get("class_weights"),
+                                 METRIC_NAME: trial_score(t) if t.state == TrialState.COMPLETE else None}
+    return baselines
+
+
 def build_export(storage_url: str, study_name: str, trial_number: int | None = None) -> dict:
     """The export payload: the study's recommendation, or ``trial_number``'s weights when given.
 
@@ -84,30 +114,12 @@ def build_export(storage_url: str, study_name: str, trial_number: int | None = N
     null and the model config is the study's, never another trial's.
     """
     study = tuned_study(storage_url, study_name)
-    complete = completed_trials(study)
     rec = stored_recommendation(study)
-    if trial_number is None and rec is not None:
-        best = next((t for t in study.trials if t.number == rec.trial), None)  # None: no unweighted trial
-    elif trial_number is None:
-        best = max(complete, key=trial_score)
-    else:
-        chosen = [t for t in complete if t.number == trial_number]
-        if not chosen:
-            raise StudyError(f"study {study_name!r} has no completed trial number {trial_number}; completed: "
-                             f"{', '.join(str(t.number) for t in complete)}")
-        best = chosen[0]
+    best = exported_trial(study, rec, trial_number)
     attrs = study.user_attrs
     config = trial_config(study, best) if best else unweighted_config(study)
     val_stats = {k[len("val_"):]: v for k, v in best.user_attrs.items() if k.startswith("val_")} if best else {}
-    baselines: dict = {}
-    for t in study.trials:
-        scheme = t.user_attrs.get("scheme")
-        # A scheme retried after a fault has several trials: the completed one speaks for it.
-        if scheme and scheme != "search" and baselines.get(scheme, {}).get("state") != "COMPLETE":
-            baselines[scheme] = {"trial": t.number, "state": t.state.name,
-                                 "class_weights": t.user_attrs.get("class_weights_trained"),
-                                 "weights_given": t.user_attrs.get("class_weights"),
-                                 METRIC_NAME: trial_score(t) if t.state == TrialState.COMPLETE else None}
+    baselines = scheme_baselines(study)
     test = attrs.get("test_stats")
     follows = trial_number is None and rec is not None
     if follows:

@@ -22,7 +22,8 @@ from .config import CLASSES
 from .errors import DataError
 from .metrics import compute_stats
 from .paths import atomic_write_bytes
-from .train import SplitData, load_bundle, load_label_map, predict_probs
+from .train import SplitData, predict_probs
+from .bundles import load_bundle, load_label_map
 from .windows import offsets_from_sizes
 
 logger = logging.getLogger(__name__)
@@ -257,7 +258,32 @@ def _labelled(fl: FileLines, probs: np.ndarray, out_path: Path, multipliers, seq
     return entry, scored
 
 
-def predict_files(model_path: str | Path | list[Path], files: list[str | Path], out_dir: str | Path | None = None,
+def _read_group(group: list[Path], loaded: list, label_map, calibration, results: dict, bar) -> list[tuple]:
+    """``(path, file, mean probabilities)`` for each file of ``group`` with lines; one without is recorded as
+    skipped in ``results``."""
+    items = []
+    for path in group:
+        fl = read_input(path, label_map=label_map)
+        bar.update(1)
+        if not fl.texts:
+            logger.warning(f"{fl.path}: no lines to label")
+            results["files"][str(fl.path)] = {"output": None, "lines": 0, "skipped": "no lines to label"}
+            continue
+        items.append((path, fl, _mean_probs(loaded, fl, calibration)))
+    return items
+
+
+def _throughput(results: dict, total_lines: int, seconds: float) -> dict:
+    """Files, lines and lines per second of a run (logged too)."""
+    labelled = [e for e in results["files"].values() if not e.get("skipped")]
+    files = f"{len(labelled)} file{'s' if len(labelled) != 1 else ''}"
+    logger.info(f"predicted {total_lines} lines in {files} in {seconds:.1f}s "
+                f"({total_lines / max(seconds, 1e-9):.0f} lines/s)")
+    return {"files": len(labelled), "lines": total_lines, "seconds": round(seconds, 3),
+            "lines_per_second": round(total_lines / seconds, 1) if seconds > 0 else None}
+
+
+def predict_files(model_path: str | Path | list[Path], files: list[str | Path], *, out_dir: str | Path | None = None,
                   probs_csv: bool = False, sequence_threshold: float | None = None,
                   multipliers: dict[str, float] | None = None, progress: bool = False,
                   adapt: str | None = None, train_prior: dict[str, float] | None = None,
@@ -294,15 +320,7 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
     t0, total_lines = time.perf_counter(), 0
     bar = tqdm(total=len(targets), desc="predict", unit="file", file=sys.stderr, disable=not progress)
     for group in group_inputs(list(targets), adapt):
-        items = []
-        for path in group:
-            fl = read_input(path, label_map=label_map)
-            bar.update(1)
-            if not fl.texts:
-                logger.warning(f"{fl.path}: no lines to label")
-                results["files"][str(fl.path)] = {"output": None, "lines": 0, "skipped": "no lines to label"}
-                continue
-            items.append((path, fl, _mean_probs(loaded, fl, calibration)))
+        items = _read_group(group, loaded, label_map, calibration, results, bar)
         estimated = None
         if adapt is not None and items:
             items, estimated = _adapted(items, train_prior, group[0].parent if adapt == "folder" else group[0])
@@ -318,13 +336,7 @@ def predict_files(model_path: str | Path | list[Path], files: list[str | Path], 
                 results["labels"][c] += count
             bar.set_postfix(lines=total_lines)
     bar.close()
-    seconds = time.perf_counter() - t0
-    labelled = [e for e in results["files"].values() if not e.get("skipped")]
-    results["throughput"] = {"files": len(labelled), "lines": total_lines, "seconds": round(seconds, 3),
-                             "lines_per_second": round(total_lines / seconds, 1) if seconds > 0 else None}
-    files = f"{len(labelled)} file{'s' if len(labelled) != 1 else ''}"
-    logger.info(f"predicted {total_lines} lines in {files} in {seconds:.1f}s "
-                f"({total_lines / max(seconds, 1e-9):.0f} lines/s)")
+    results["throughput"] = _throughput(results, total_lines, time.perf_counter() - t0)
     if scored:
         results["stats"] = compute_stats(np.concatenate([y for y, _ in scored]), np.concatenate([p for _, p in scored]))
     return results

@@ -206,6 +206,12 @@ def report(storage_url: str, study_name: str, plots: bool = True, out_dir: str |
     return table
 
 
+def paragraph(text: str) -> str:
+    """A sentence as an HTML paragraph of a readable width, wrapped between words (a notebook wraps printed
+    text anywhere, mid-word included)."""
+    return f'<p style="max-width:1100px">{html.escape(text)}</p>'
+
+
 def html_table(df: pd.DataFrame, name: str) -> str:
     """A table as HTML without the index column; a wide one scrolls inside its box instead of being cut
     (the report and the notebook both show tables this way)."""
@@ -244,7 +250,10 @@ def page_html(study, table: pd.DataFrame | None = None) -> str:
               html_table(table, "trials"), "<h2>Figures</h2>"]
     parts += [f"<figure>{figures.img_tag(fig, name)}</figure>" for name, fig in figures.study_figures(study).items()]
     parts += ["<h2>Words used here</h2>", GLOSSARY]
-    style = "body{font-family:sans-serif;max-width:1100px;margin:2em auto}img{max-width:100%}pre{background:#f4f4f4;padding:.5em}"
+    # Prose keeps a readable measure; tables and figures may use the whole window (a 1920 px screen shows the
+    # trials table whole; a narrower one scrolls it in its box).
+    style = ("body{font-family:sans-serif;margin:2em 3vw}p,pre,h1,h2,ul,dl{max-width:1100px}img{max-width:100%}"
+             "pre{background:#f4f4f4;padding:.5em}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>weight-tuner: {e(study.study_name)}</title>"
             f"<style>{style}</style></head><body>{''.join(parts)}</body></html>")
 

@@ -14,6 +14,12 @@ from .config import CLASSES
 UNWEIGHTED = "unweighted"
 THRESHOLDS = "thresholds"
 
+
+def weights_key(weights: dict | None) -> tuple:
+    """One candidate's identity: its trained (normalised) weights' logarithms, rounded, in class order (``None``,
+    no weights, is all zeros), so that two trials with the same ratios are one candidate."""
+    return tuple(round(math.log(weights[c]), 6) for c in CLASSES) if weights else (0.0,) * len(CLASSES)
+
 GUIDE_SCHEMES: dict[str, dict[str, float]] = {
     "unweighted": {"Nomenclature": 1.0, "Description": 1.0, "Misc": 1.0},
     "guide_recommended_100_10_0.1": {"Nomenclature": 100.0, "Description": 10.0, "Misc": 0.1},

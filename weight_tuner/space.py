@@ -29,7 +29,7 @@ QUICK_MODEL = {"input_projection": 64, "hidden_size": 32, "num_layers": 1, "epoc
 # Arguments a [pruner] table's type starts from (Optuna's own defaults otherwise).
 PRUNER_DEFAULTS = {"median": {"n_startup_trials": 5, "n_warmup_steps": 3}}
 
-# How candidates are evaluated (see confirm/statistics.py and confirm/decide.py): search on one split, then confirm the top
+# How candidates are evaluated (see confirm/statistics.py and confirm/confirmation.py): search on one split, then confirm the top
 # candidates on folds x repeats units ("confirm"), or score every trial on the units with
 # Wilcoxon pruning and then confirm on fresh units ("cv").
 DESIGNS = ("confirm", "cv")

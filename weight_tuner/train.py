@@ -18,11 +18,11 @@ import numpy as np
 
 from . import corpus, sample
 from .config import CLASSES, ModelConfig
-from .errors import ConfigError, DataError
+from .errors import DataError
 from .features import FEATURES_VERSION, Featurizer, build_features
 from .rows import SparseRows, return_freed_memory
 from .metrics import compute_stats
-from .paths import DEFAULT_CACHE_DIR, bundle_paths, check_bundle, current_umask, read_json, write_json, write_manifest
+from .paths import DEFAULT_CACHE_DIR
 from .sample import SAMPLE_DOCS
 from .windows import build_windows, label_table, merge_window_probs, offsets_from_sizes, oversample_windows
 
@@ -144,6 +144,28 @@ def load_documents(data_dir: str | Path | None, sample_docs: int = SAMPLE_DOCS, 
     return docs, report, str(Path(data_dir))
 
 
+def _log_reading(docs, report, label_map) -> None:
+    """What reading the corpus found: each warning (at debug level), their summary, the lines per class."""
+    for w in report.warnings:
+        logger.debug(w)
+    summary = corpus.warning_summary(report)
+    if summary:
+        logger.warning(summary)
+    for line in corpus.report_lines(docs, report, label_map):
+        logger.info(line)
+
+
+def _split(chunks, split_by: str, split_seed: int, test_groups: list[str] | None) -> tuple[dict, dict]:
+    """The chunk ids of each split and the split's record (``{"by": "chunk"}``, or the groups held out)."""
+    if split_by == "chunk":
+        return corpus.split_chunks(chunks, seed=split_seed), {"by": "chunk"}
+    split, spec = corpus.split_groups(chunks, split_by, seed=split_seed, test_groups=test_groups)
+    logger.info(f"split by {split_by}: test {', '.join(spec['test_groups'])}; train "
+                f"{', '.join(spec['train_groups'])}" + (f"; val {', '.join(spec['val_groups'])}"
+                                                        if spec["val_groups"] else " (val: chunks of these)"))
+    return split, spec
+
+
 def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_docs: int = SAMPLE_DOCS,
             cache_dir: str | Path | None = DEFAULT_CACHE_DIR, max_chunk_lines: int = 2000,
             label_map: dict[str, str] | None = None, sample_rare_nomenclature: int = 1,
@@ -166,21 +188,9 @@ def prepare(data_dir: str | Path | None = None, *, split_seed: int = 0, sample_d
     overrides = dict(label_map or {})
     label_map = corpus.make_label_map(overrides)
     docs, report, source = load_documents(data_dir, sample_docs, rare_nomenclature=sample_rare_nomenclature)
-    for w in report.warnings:
-        logger.debug(w)
-    summary = corpus.warning_summary(report)
-    if summary:
-        logger.warning(summary)
-    for line in corpus.report_lines(docs, report, label_map):
-        logger.info(line)
+    _log_reading(docs, report, label_map)
     chunks = corpus.chunk_documents(docs, max_chunk_lines)
-    if split_by == "chunk":
-        split, spec = corpus.split_chunks(chunks, seed=split_seed), {"by": "chunk"}
-    else:
-        split, spec = corpus.split_groups(chunks, split_by, seed=split_seed, test_groups=test_groups)
-        logger.info(f"split by {split_by}: test {', '.join(spec['test_groups'])}; train "
-                    f"{', '.join(spec['train_groups'])}" + (f"; val {', '.join(spec['val_groups'])}"
-                                                            if spec["val_groups"] else " (val: chunks of these)"))
+    split, spec = _split(chunks, split_by, split_seed, test_groups)
     by_id = {c.chunk_id: c for c in chunks}
     fingerprint = corpus.fingerprint_lines(chunks, overrides, spec if split_by != "chunk" else None)
     class_index = {c: i for i, c in enumerate(CLASSES)}
@@ -343,52 +353,3 @@ def train_model(data: Prepared | TrainingData, config: ModelConfig, epoch_hook: 
         callbacks.append(keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: should_stop()))
     model.fit(ds, epochs=config.epochs, verbose=0, shuffle=False, callbacks=callbacks)
     return model, epochs.history
-
-
-def save_bundle(model, featurizer: Featurizer, config: ModelConfig, model_path: str | Path,
-                label_map: dict[str, str] | None = None) -> None:
-    """Save model, featurizer, config and label mapping, each atomically, then their manifest (sizes and
-    SHA-256), which :func:`load_bundle` checks: a bundle is whole, or refused."""
-    import os
-    import tempfile
-
-    paths = bundle_paths(model_path)
-    paths.keras.parent.mkdir(parents=True, exist_ok=True)
-    paths.manifest.unlink(missing_ok=True)  # a crash below leaves no manifest vouching for a mix of files
-    fd, tmp = tempfile.mkstemp(dir=paths.keras.parent, prefix=f".{paths.keras.stem}.", suffix=".tmp.keras")
-    os.close(fd)
-    try:
-        model.save(tmp)
-        os.chmod(tmp, 0o666 & ~current_umask())  # as the bundle's other files: mkstemp alone gives 0600
-        os.replace(tmp, paths.keras)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    featurizer.save(paths.featurizer)
-    write_json(paths.config, config.as_dict())
-    write_json(paths.labels, label_map or {})
-    write_manifest(paths.manifest, [paths.keras, paths.featurizer, paths.config, paths.labels])
-
-
-def load_bundle(model_path: str | Path):
-    """Load ``(model, featurizer, config)`` saved by :func:`save_bundle`, after :func:`check_bundle`."""
-    from .model import load_model
-
-    check_bundle(model_path)
-    paths = bundle_paths(model_path)
-    saved = read_json(paths.config, "model config")
-    try:
-        config = ModelConfig.from_dict(saved if isinstance(saved, dict) else {"model_config": saved})
-    except ConfigError as exc:
-        raise ConfigError(f"model config {paths.config}: {exc}") from exc
-    return load_model(paths.keras), Featurizer.load(paths.featurizer), config
-
-
-def load_label_map(model_path: str | Path):
-    """The raw-label -> class function a bundle was trained with (the default mapping where the bundle
-    records none, as bundles saved before mappings were recorded)."""
-    labels_path = bundle_paths(model_path).labels
-    mapping = read_json(labels_path, "label map") if labels_path.exists() else {}
-    if not isinstance(mapping, dict):
-        raise DataError(f"label map {labels_path}: expected a JSON object of raw label -> class")
-    return corpus.make_label_map(mapping, where=f"label map {labels_path}")

@@ -24,7 +24,7 @@ def _scores(stats: dict) -> dict:
     return {k: float(stats[k]) for k in UNIT_KEYS}
 
 
-def run_unit(data, config: ModelConfig | dict, unit: Unit, thresholds: bool = False, seed: int = 0, should_stop=None,
+def run_unit(data, config: ModelConfig | dict, unit: Unit, *, thresholds: bool = False, seed: int = 0, should_stop=None,
              cache=None, keep=None, epoch_hook=None) -> dict:
     """Train ``config`` on the unit's training folds and score its held-out fold.
 

@@ -176,3 +176,31 @@ def stop_with_parent(grace: float = STOP_GRACE_S, poll: float = PARENT_POLL_S) -
     watcher = threading.Thread(target=watch, name="parent-watch", daemon=True)
     watcher.start()
     return watcher
+
+
+# The data options a local worker repeats, so that it prepares the same data (from the feature cache).
+_DATA_OPTIONS = ("data", "sample_docs", "sample_rare_nomenclature", "split_seed", "split_by", "cache_dir",
+                 "max_chunk_lines", "label_map")
+
+
+def worker_command_line(args, n_trials: int | None = None) -> list[str]:
+    """The ``worker`` command line of ``tune``'s local workers (after ``worker``), without the storage URL: ``tune``'s
+    data and planning options, and ``n_trials`` (default ``--trials``; with ``--trials auto``, the cap, while the rule
+    in the study stops every process alike)."""
+    out = ["--study", args.study, "--trials", str(n_trials or args.trials), "--seed", str(args.seed),
+           "--heartbeat", str(args.heartbeat)]
+    for name in _DATA_OPTIONS:
+        value = getattr(args, name)
+        if value is not None:
+            out += [f"--{name.replace('_', '-')}", str(value)]
+    for group in args.test_group or []:
+        out += ["--test-group", group]
+    if args.trial_timeout is not None:
+        out += ["--trial-timeout", str(args.trial_timeout)]
+    if args.members:
+        out += ["--members", args.members]
+    if args.no_confirm:
+        out.append("--no-confirm")
+    if args.no_racing:  # whichever process reaches the end of the search first plans the confirmation
+        out.append("--no-racing")
+    return out

@@ -20,16 +20,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import time
 
 import optuna
 from optuna.trial import TrialState
 
-from ..config import CLASSES, ModelConfig
+from ..config import ModelConfig
 from ..folds import Unit, held_train_ratio, make_units
 from ..retries import create_study, load_study
-from ..schemes import THRESHOLDS, UNWEIGHTED
+from ..schemes import THRESHOLDS, UNWEIGHTED, weights_key
 from ..space import METRIC_NAME
 from ..storage import describe, storage_of, trial_config, trial_score, unweighted_config, unweighted_number
 from ..unitrun import UNIT_KEYS
@@ -47,10 +46,6 @@ def config_key(config: ModelConfig) -> dict:
     return {k: v for k, v in config.as_dict().items() if k != "verbosity"}
 
 
-def _weights_key(weights: dict | None) -> tuple:
-    return tuple(round(math.log(weights[c]), 6) for c in CLASSES) if weights else (0.0,) * len(CLASSES)
-
-
 def select_candidates(study: optuna.Study, top: int) -> dict[str, dict]:
     """The unweighted model, the ``top`` best distinct weight vectors and the threshold competitor.
 
@@ -63,12 +58,12 @@ def select_candidates(study: optuna.Study, top: int) -> dict[str, dict]:
     unweighted_trial = unweighted_number(study)
     out = {UNWEIGHTED: {"kind": "unweighted", "trial": unweighted_trial, "config": base, "class_weights": None},
            THRESHOLDS: {"kind": "thresholds", "trial": unweighted_trial, "config": base, "class_weights": None}}
-    seen = {_weights_key(None)}
+    seen = {weights_key(None)}
     for t in complete:
         if len(out) - 2 >= top:
             break
         trained = t.user_attrs.get("class_weights_trained", t.user_attrs.get("class_weights"))
-        key = _weights_key(trained)
+        key = weights_key(trained)
         if key in seen:
             continue
         seen.add(key)

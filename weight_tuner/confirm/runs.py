@@ -143,7 +143,7 @@ def take_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_ru
     return ran
 
 
-def wait_for_runs(companion: optuna.Study, plan: dict, prepared, stop=None, after_run=None,
+def wait_for_runs(companion: optuna.Study, plan: dict, prepared, *, stop=None, after_run=None,
                   poll_seconds: float = 1.0, members=None, may_start=None) -> Race:
     """Take runs until every run of the plan that the race still needs has finished, here or in other
     processes, or until ``may_start()`` is false (the time budget is spent: what finished is decided on);

@@ -31,7 +31,8 @@ def ensemble_probs(bundles: list[Path], split, multipliers: dict | None = None,
                    calibration: Calibration | None = None) -> np.ndarray:
     """The mean of the bundles' per-line probabilities on ``split``, each calibrated first (with
     ``calibration``), the mean re-weighted by ``multipliers``."""
-    from ..train import load_bundle, predict_probs
+    from ..train import predict_probs
+    from ..bundles import load_bundle
 
     probs = []
     for path in bundles:

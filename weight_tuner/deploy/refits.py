@@ -159,7 +159,8 @@ class Refits:
         entry."""
         if self.kept is not None:
             return self.kept
-        from ..train import load_bundle, predict_probs
+        from ..train import predict_probs
+        from ..bundles import load_bundle
 
         # Read again: the test check may have completed the recommendation (an old thresholds decision's multipliers).
         t0, count, rec = time.perf_counter(), len(self.paths), stored_recommendation(self.study)
@@ -206,7 +207,8 @@ def take_refits(companion: optuna.Study, prepared, stop=None, data=None) -> int:
     """Train the waiting refit trials of ``companion`` one at a time, each saved where the companion says;
     return how many this process trained. ``data`` is :func:`.folds.refit_data` of ``prepared`` where the
     caller has it already (built here at the first refit otherwise)."""
-    from ..train import save_bundle, train_model
+    from ..train import train_model
+    from ..bundles import save_bundle
 
     config = ModelConfig.from_dict(companion.user_attrs["config"])
     paths = [Path(p) for p in companion.user_attrs["paths"]]

@@ -54,7 +54,8 @@ def search_models(study: optuna.Study, prepared, storage_url: str) -> None:
     split; and complete a thresholds recommendation made before the units stored their multipliers (fitted
     on validation). A study without an unweighted trial is a :class:`StudyError`: the test check compares
     every decision with no weights' own search model."""
-    from ..train import predict_probs, save_bundle, train_model
+    from ..train import predict_probs, train_model
+    from ..bundles import save_bundle
 
     rec = stored_recommendation(study)
     if rec is None:
@@ -70,7 +71,7 @@ def search_models(study: optuna.Study, prepared, storage_url: str) -> None:
             logger.info(f"model of trial {number} not on this machine; training it on the search's training split")
             save_bundle(train_model(prepared, config)[0], prepared.featurizer, config, path, prepared.label_map)
     if rec.decision == "thresholds" and rec.multipliers is None:
-        from ..train import load_bundle
+        from ..bundles import load_bundle
 
         model, _, cfg = load_bundle(model_path(models, trials[0][0]))  # the unweighted model
         fitted, _ = fit_adjustment(predict_probs(model, prepared.splits["val"], cfg), prepared.splits["val"].y)
@@ -87,7 +88,8 @@ def final_test_evaluation(study: optuna.Study, prepared, storage_url: str,
     (default: the study's own members folder).
     """
     from ..predict import one_hot_probs
-    from ..train import evaluate, load_bundle, predict_probs
+    from ..train import evaluate, predict_probs
+    from ..bundles import load_bundle
 
     rec = stored_recommendation(study)
     if rec is None:

@@ -41,7 +41,7 @@ class SurplusTrial(Exception):
 class Objective:
     """One trial: sample weights, train, report each epoch, store every metric on the trial."""
 
-    def __init__(self, prepared, space: SearchSpace, base_config: ModelConfig, models_dir: Path | None,
+    def __init__(self, prepared, space: SearchSpace, base_config: ModelConfig, models_dir: Path | None, *,
                  trial_timeout: float | None = None, n_trials: int | None = None,
                  objectives: list[str] | None = None, evaluation: dict | None = None, stop=None):
         self.objectives = objectives or ["important_f1"]
@@ -202,7 +202,7 @@ class Objective:
         """Save this trial's model if it is the best so far or the unweighted baseline; drop superseded ones."""
         if self.models_dir is None:
             return
-        from ..train import save_bundle
+        from ..bundles import save_bundle
 
         done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         # Strictly better: on a tie the earlier trial stays best, as max() over trials in order picks it.

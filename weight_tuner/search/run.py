@@ -36,6 +36,7 @@ from ..storage import (
 )
 from ..budget import Budget, minutes, search_may_go_on, time_left
 from .objective import Objective, SurplusTrial, TrialTimeoutError
+from .stopping import search_done, stop_line
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def make_sampler(seed: int) -> optuna.samplers.TPESampler:
 
 
 def create_or_resume(storage_url: str, study_name: str, prepared, study_config: StudyConfig,
-                     base_config: ModelConfig | dict, seed: int = 0, heartbeat: int = 10,
+                     base_config: ModelConfig | dict, *, seed: int = 0, heartbeat: int = 10,
                      members: Path | None = None) -> tuple[optuna.Study, bool]:
     """Create the study (storing provenance and enqueuing every scheme once) or resume it.
 
@@ -142,27 +143,28 @@ def _check_resume(study: optuna.Study, storage_url: str, prepared, study_config:
                              "Use a new --study name.")
 
 
-def open_study(prepared, storage_url: str, study_name: str, study_config: StudyConfig, seed: int = 0,
+def open_study(prepared, storage_url: str, study_name: str, study_config: StudyConfig, *, seed: int = 0,
                heartbeat: int = 10, members: Path | None = None) -> tuple[optuna.Study, SearchSpace, dict]:
     """Create or resume the study; returns it with the search space and model config its trials use."""
     base_config = ModelConfig.from_dict(study_config.model)
-    study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed, heartbeat,
-                                members)
+    study, _ = create_or_resume(storage_url, study_name, prepared, study_config, base_config, seed=seed,
+                                heartbeat=heartbeat, members=members)
     return study, study_config.space, base_config
 
 
-def tune(prepared, storage_url: str, study_name: str, n_trials: int, study_config: StudyConfig,
+def tune(prepared, storage_url: str, study_name: str, n_trials: int, study_config: StudyConfig, *,
          seed: int = 0, trial_timeout: float | None = None, heartbeat: int = 10, stop=None) -> optuna.Study:
     """Create or resume the study, then run it to ``n_trials`` finished (complete or pruned) trials in total.
 
     ``stop``: the command's :class:`.signals.StopGuard`, so that Ctrl-C stops a trial between batches.
     """
-    study, space, base_config = open_study(prepared, storage_url, study_name, study_config, seed, heartbeat)
-    run_trials(study, prepared, storage_url, n_trials, space, base_config, trial_timeout, stop=stop)
+    study, space, base_config = open_study(prepared, storage_url, study_name, study_config, seed=seed,
+                                           heartbeat=heartbeat)
+    run_trials(study, prepared, storage_url, n_trials, space, base_config, trial_timeout=trial_timeout, stop=stop)
     return study
 
 
-def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed: int = 0,
+def join_study(prepared, storage_url: str, study_name: str, n_trials: int, *, seed: int = 0,
                trial_timeout: float | None = None, heartbeat: int = 10, stop=None,
                members: Path | None = None) -> optuna.Study:
     """A worker: join a study that ``tune`` created, with the study's own space and model config
@@ -183,60 +185,90 @@ def join_study(prepared, storage_url: str, study_name: str, n_trials: int, seed:
     sampler = make_sampler(seed + len(probe.trials) + os.getpid())
     study = load_study(study_name, open_storage(storage_url, heartbeat=heartbeat), sampler,
                        StudyConfig(pruner=pruner_cfg).make_pruner())
-    run_trials(study, prepared, storage_url, n_trials, space, ModelConfig.from_dict(attrs["model_config"]), trial_timeout,
-               stop=stop)
+    run_trials(study, prepared, storage_url, n_trials, space, ModelConfig.from_dict(attrs["model_config"]),
+               trial_timeout=trial_timeout, stop=stop)
     return study
 
 
+class Progress:
+    """The search's bar and log: every worker's trials that ended, each once, and the time the whole ``tune`` is
+    expected to take still (estimated again only when a trial has finished, not on every poll)."""
+
+    ENDED = FINISHED + (TrialState.FAIL,)
+
+    def __init__(self, study: optuna.Study, n_trials: int, evaluation: dict, done: int) -> None:
+        from tqdm import tqdm
+
+        self.study, self.n_trials, self.evaluation = study, n_trials, evaluation
+        self.bar = tqdm(total=n_trials, initial=done, desc=f"study {study.study_name}", unit="trial", file=sys.stderr,
+                        disable=not progress_enabled())
+        self.shown = {t.number for t in study.get_trials(deepcopy=False, states=self.ENDED)}
+        self.estimated: int | None = None  # the finished count the time left was estimated at
+
+    def show_ended(self) -> None:
+        """Log the trials that ended since the last call and move the bar."""
+        bar = self.bar
+        bar.n = min(finished_count(self.study), self.n_trials)
+        if self.estimated != bar.n:
+            self.estimated, left = bar.n, time_left(self.study, self.evaluation, bar.n)
+            if left is not None:
+                bar.set_postfix_str(f"whole tune: {minutes(left)} left", refresh=False)
+        bar.refresh()
+        for t in sorted(self.study.get_trials(deepcopy=False, states=self.ENDED), key=lambda t: t.number):
+            if t.number not in self.shown:
+                self.shown.add(t.number)
+                logger.info(trial_line(t))
+
+
+def next_step(study: optuna.Study, n_trials: int, evaluation: dict) -> str:
+    """What a process's search does next: ``run`` one more trial; ``wait`` while other workers hold the last trials
+    (one may still die and be retried) or finish theirs; ``stop``. The time budget and ``--trials auto`` each
+    stop the search for every process once its running trials have ended."""
+    finished = finished_count(study)
+    auto_done = search_done(study) is not None  # asked first: it is stored at the cap too
+    if finished >= n_trials:
+        return "stop"
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    budget_over = not search_may_go_on(study, evaluation)
+    if (budget_over or auto_done) and not running:
+        if budget_over:
+            logger.info(f"time budget (--timeout {Budget.of(study).timeout}): the search stops at {finished} of "
+                        f"{n_trials} trials, leaving the confirmation and the refits their time")
+        else:
+            logger.info(f"the search stops at {finished} trials{stop_line(study)}")
+        return "stop"
+    return "wait" if budget_over or auto_done or finished + running >= n_trials else "run"
+
+
 def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, space: SearchSpace,
-               base_config: ModelConfig, trial_timeout: float | None = None, poll_seconds: float = 1.0,
+               base_config: ModelConfig, *, trial_timeout: float | None = None, poll_seconds: float = 1.0,
                max_failures: int = 5, stop=None) -> None:
-    """Run trials one at a time until the study holds exactly ``n_trials`` finished trials.
+    """Run trials one at a time until the study holds exactly ``n_trials`` finished trials (or the time budget or
+    ``--trials auto`` ends the search: :func:`next_step`).
 
     Before each trial the finished and running trials of every worker are counted,
     so several workers together stop at the total; a trial that finds itself
     beyond the total (a race between workers) gives its parameters back. The bar and the log show
     every worker's finished trials, each once.
     """
-    from tqdm import tqdm
-
-
-    objectives = study.user_attrs.get("objectives", ["important_f1"])
     evaluation = stored_evaluation(study.user_attrs.get("evaluation"))
-    objective = Objective(prepared, space, base_config, models_dir(storage_url, study.study_name), trial_timeout, n_trials, objectives,
-                          evaluation, stop)
+    objective = Objective(prepared, space, base_config, models_dir(storage_url, study.study_name),
+                          trial_timeout=trial_timeout, n_trials=n_trials,
+                          objectives=study.user_attrs.get("objectives", ["important_f1"]), evaluation=evaluation,
+                          stop=stop)
     done = finished_count(study)
     if done >= n_trials:
         logger.info(f"study {study.study_name!r} already has {done} finished trials (--trials {n_trials}); nothing to run")
         return
-    bar = tqdm(total=n_trials, initial=done, desc=f"study {study.study_name}", unit="trial", file=sys.stderr,
-               disable=not progress_enabled())
+    progress = Progress(study, n_trials, evaluation or DEFAULT_EVALUATION, done)
     failures = 0
     ran: list[optuna.trial.FrozenTrial] = []  # this process's trials, in order
-    ended_states = FINISHED + (TrialState.FAIL,)
-    shown = {t.number for t in study.get_trials(deepcopy=False, states=ended_states)}
-
-    estimated: list[int | None] = [None]  # the finished count the bar's time left was estimated at
-
-    def show_ended() -> None:
-        """Every worker's trials that ended since the last call, each once, and the bar (with the time the
-        whole tune is expected to take still)."""
-        bar.n = min(finished_count(study), n_trials)
-        if estimated[0] != bar.n:  # the estimate rests on finished trials alone: not read again on every poll
-            estimated[0], left = bar.n, time_left(study, evaluation or DEFAULT_EVALUATION, bar.n)
-            if left is not None:
-                bar.set_postfix_str(f"whole tune: {minutes(left)} left", refresh=False)
-        bar.refresh()
-        for t in sorted(study.get_trials(deepcopy=False, states=ended_states), key=lambda t: t.number):
-            if t.number not in shown:
-                shown.add(t.number)
-                logger.info(trial_line(t))
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         ran.append(trial)
         if stop is not None:
             stop.abandon = None  # the trial is told: nothing is left RUNNING
-        show_ended()
+        progress.show_ended()
 
     guard = stop.safe_points() if stop is not None else contextlib.nullcontext()
     stale = StaleTrials(study)
@@ -245,20 +277,13 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
             while True:
                 if stop is not None:
                     stop.check()
-                finished = finished_count(study)
-                if finished >= n_trials:
+                step = next_step(study, n_trials, evaluation or DEFAULT_EVALUATION)
+                if step == "stop":
                     break
-                running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-                over = not search_may_go_on(study, evaluation or DEFAULT_EVALUATION)  # the time budget's say
-                if over and not running:
-                    logger.info(f"time budget (--timeout {Budget.of(study).timeout}): the search stops at {finished} of "
-                                f"{n_trials} trials, leaving the confirmation and the refits their time")
-                    break
-                if over or finished + running >= n_trials:
-                    # The other workers hold the remaining trials; one may still die and be retried.
+                if step == "wait":
                     stale.check()
                     time.sleep(poll_seconds)
-                    show_ended()
+                    progress.show_ended()
                     continue
                 study.optimize(objective, n_trials=1, gc_after_trial=True, callbacks=[after_trial],
                                catch=(NonFiniteLossError, TrialTimeoutError, SurplusTrial))
@@ -270,6 +295,6 @@ def run_trials(study: optuna.Study, prepared, storage_url: str, n_trials: int, s
                                          f"{last.user_attrs.get('fail_reason', 'see the log')}")
                 else:
                     failures = 0
-        show_ended()
+        progress.show_ended()
     finally:
-        bar.close()
+        progress.bar.close()

@@ -27,7 +27,8 @@ def screen_into_study(prepared, storage_url: str, study_name: str, samples: int 
     Uses the study's saved unweighted model when there is one, else trains it with
     the study's model config. The enqueued trials confirm the screen by real training.
     """
-    from ..train import load_bundle, predict_probs, train_model
+    from ..train import predict_probs, train_model
+    from ..bundles import load_bundle
 
     study = tuned_study(storage_url, study_name)
     attrs = study.user_attrs

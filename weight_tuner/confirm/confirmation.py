@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- confirmation
 
-def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, stop=None,
+def confirm(study: optuna.Study, prepared, evaluation: dict, *, after_unit=None, stop=None,
             wait: bool = True, members: Path | None = None, racing: bool = True) -> Recommendation | None:
     """Take the confirmation's unit runs (through the storage, with every other process of the study),
     then decide.
@@ -80,11 +80,11 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
         if not wait:
             take_runs(companion, plan, prepared, stop, after_run, members, may_start)
             return None
-        counted = wait_for_runs(companion, plan, prepared, stop, after_run, members=members, may_start=may_start)
+        counted = wait_for_runs(companion, plan, prepared, stop=stop, after_run=after_run, members=members,
+                                may_start=may_start)
     finished = results(companion, counted)
     state = state_of(plan, finished, counted)
     study.set_user_attr("confirmation", state)
-    limited = time_limited(study, companion, plan, counted)
     if not state["candidates"][UNWEIGHTED]["units"]:  # only a spent time budget ends a confirmation this early
         logger.warning("no decision: the time budget ended before a unit run of no weights finished; run the same "
                        "command again to go on")
@@ -92,7 +92,7 @@ def confirm(study: optuna.Study, prepared, evaluation: dict, after_unit=None, st
     recommendation = recommendation_from(state, evaluation)
     recommendation = recommendation.replace(
         finished_trials=len(study.get_trials(deepcopy=False, states=FINISHED)), confirmation_study=companion.study_name,
-        time_limited=limited,
+        time_limited=time_limited(study, companion, plan, counted),
         deployed=kept_refits(deployed_models(study, companion, finished, recommendation), stored_recommendation(study)))
     store_recommendation(study, recommendation)
     study.set_user_attr("decision", decision_attr(recommendation))

@@ -1,0 +1,79 @@
+"""Replay ``tune --trials auto``'s stopping rule over stored studies: trials saved, candidates changed.
+
+    python benchmarks/replay_stopping.py OUT.json NAME=sqlite:///path.db#study [NAME=URL#study ...]
+
+Each study ran a fixed number of trials (``--trials N``). Its finished trials, in number order, are fed through
+:func:`weight_tuner.search.stopping.stop_after` as if the search had asked the rule after each; the candidates
+the confirmation would have read at that point (:func:`weight_tuner.confirm.plan.select_candidates` over the
+trials so far) are compared with those of all N. The per-trial steps are written to OUT.json (the replay test
+reads tests/data/searches.json) and a Markdown table is printed. Where the candidates differ, the decision
+must be measured by confirming both (the table says which).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import optuna
+
+from weight_tuner.confirm.plan import select_candidates
+from weight_tuner.search.stopping import StoppingRule, finished_prefix, moves, steps_of, stop_after, study_noise
+from weight_tuner.space import stored_evaluation
+
+
+def truncated(study: optuna.Study, numbers: set[int]) -> optuna.Study:
+    """An in-memory copy of ``study`` holding only the trials numbered ``numbers`` (and its user attrs)."""
+    copy = optuna.create_study(directions=study.directions)
+    for key, value in study.user_attrs.items():
+        copy.set_user_attr(key, value)
+    copy.add_trials([t for t in study.get_trials(deepcopy=True) if t.number in numbers])
+    return copy
+
+
+def numbers(candidates: dict, trials: list) -> list[int]:
+    """The weight candidates' trial numbers in the stored study, best first (a copy numbers its trials 0, 1, ...
+    in the order added: ``trials``' order)."""
+    return [trials[c["trial"]].number for c in candidates.values() if c["kind"] == "weights"]
+
+
+def case(name: str, url: str, study_name: str, rule: StoppingRule) -> dict:
+    """One study replayed: where the rule stops, and the candidates there and at the end."""
+    study = optuna.load_study(study_name=study_name, storage=url)
+    trials = finished_prefix(study)
+    steps = steps_of(trials)
+    delta = study_noise(study, trials)
+    top = stored_evaluation(study.user_attrs.get("evaluation"))["top"]
+    rule = StoppingRule(max_trials=rule.max_trials, patience=rule.patience, min_trials=rule.min_trials, top=top)
+    at = stop_after(steps, rule, delta) or len(trials)
+    moved = [trials[i].number for i in moves(steps, top, delta)]
+    early = numbers(select_candidates(truncated(study, {t.number for t in trials[:at]}), top), trials)
+    full = numbers(select_candidates(truncated(study, {t.number for t in trials}), top), trials)
+    return {"name": name, "trials": len(trials), "stop_at": at, "delta": delta, "moves": moved,
+            "candidates_at_stop": early, "candidates_at_end": full, "same_candidates": early == full,
+            "steps": [{"score": s.score, "key": list(s.key)} for s in steps], "top": top}
+
+
+def main(argv: list[str]) -> None:
+    out, specs = argv[0], argv[1:]
+    rule = StoppingRule()
+    cases = []
+    for spec in specs:
+        name, rest = spec.split("=", 1)
+        url, study_name = rest.rsplit("#", 1)
+        cases.append(case(name, url, study_name, rule))
+    with open(out, "w") as fh:
+        json.dump({"rule": rule.as_dict(), "cases": cases}, fh, indent=1)
+    print(f"Rule: {rule.as_dict()}\n")
+    print("| study | trials run | rule stops at | saved | noise (delta) | trials that moved the candidates | "
+          "candidates at the stop | at the end | same |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for c in cases:
+        saved = 1 - c["stop_at"] / c["trials"]
+        print(f"| {c['name']} | {c['trials']} | {c['stop_at']} | {saved:.0%} | {c['delta']:.4f} | "
+              f"{', '.join(map(str, c['moves']))} | {', '.join(map(str, c['candidates_at_stop']))} | "
+              f"{', '.join(map(str, c['candidates_at_end']))} | {'yes' if c['same_candidates'] else 'no'} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
