@@ -1,6 +1,11 @@
 """Replay ``tune --trials auto``'s stopping rule over stored studies: trials saved, candidates changed.
 
     python benchmarks/replay_stopping.py OUT.json NAME=sqlite:///path.db#study [NAME=URL#study ...]
+    python benchmarks/replay_stopping.py copy sqlite:///path.db#study N FOLDER
+
+``copy`` makes a study of the first N finished trials in FOLDER (the same study name, its user attrs, its members
+folder with the split's artifact), on which ``weight-tuner tune --trials N`` confirms and decides what the rule's
+stop would have decided.
 
 Each study ran a fixed number of trials (``--trials N``). Its finished trials, in number order, are fed through
 :func:`weight_tuner.search.stopping.stop_after` as if the search had asked the rule after each; the candidates
@@ -13,7 +18,9 @@ must be measured by confirming both (the table says which).
 from __future__ import annotations
 
 import json
+import shutil
 import sys
+from pathlib import Path
 
 import optuna
 
@@ -54,7 +61,26 @@ def case(name: str, url: str, study_name: str, rule: StoppingRule) -> dict:
             "steps": [{"score": s.score, "key": list(s.key)} for s in steps], "top": top}
 
 
+def copy_prefix(url: str, study_name: str, n: int, folder: Path) -> str:
+    """The study of the first ``n`` finished trials of a SQLite study, in ``folder``; returns its storage URL."""
+    study = optuna.load_study(study_name=study_name, storage=url)
+    keep = finished_prefix(study)[:n]
+    source = Path(url.removeprefix("sqlite:///")).parent / study_name
+    folder.mkdir(parents=True, exist_ok=True)
+    target = f"sqlite:///{folder.resolve() / Path(url).name}"
+    copy = optuna.create_study(study_name=study_name, storage=target, directions=study.directions)
+    for key, value in study.user_attrs.items():
+        copy.set_user_attr(key, value)
+    copy.add_trials(keep)
+    shutil.copytree(source / "members", folder / study_name / "members", dirs_exist_ok=True)
+    return target
+
+
 def main(argv: list[str]) -> None:
+    if argv[0] == "copy":
+        url, study_name = argv[1].rsplit("#", 1)
+        print(copy_prefix(url, study_name, int(argv[2]), Path(argv[3])))
+        return
     out, specs = argv[0], argv[1:]
     rule = StoppingRule()
     cases = []

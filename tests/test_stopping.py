@@ -42,16 +42,25 @@ def test_the_cap_stops_a_search_that_never_settles():
 def test_pruned_trials_and_the_same_weights_again_do_not_move_the_candidates():
     same = [Step(0.80, (1.0,)), Step(0.81, (2.0,)), Step(0.82, (3.0,)), Step(0.95, (1.0,)), Step(None, (4.0,)),
             Step(0.83, (5.0,)), Step(0.90, (6.0,))]
-    # trial 3 repeats a candidate already in the top; 4 is pruned; 5 enters by less than the noise; 6 by more
-    assert moves(same, 3, 0.02) == [0, 1, 2, 6]
+    # trial 3 repeats a candidate already in the top; 4 is pruned; 5 enters by 0.01 over the last place at the last
+    # move (0.80), less than the noise; 6 by more
+    assert moves(same[:5] + [Step(0.81, (5.0,))] + same[6:], 3, 0.02) == [0, 1, 2, 6]
     # no weights is compared with every candidate, never one of them
-    assert moves([Step(0.99, (0.0, 0.0, 0.0))] + same, 3, 0.02) == [1, 2, 3, 7]
+    assert moves([Step(0.99, (0.0, 0.0, 0.0))] + same, 3, 0.02) == [1, 2, 3, 6, 7]
+
+
+def test_entries_within_the_noise_count_once_they_add_up_to_more():
+    creeping = _steps([0.80, 0.80, 0.80, 0.803, 0.806])  # each beats the last place then by 0.003 < 0.005
+    assert moves(creeping, 3, DELTA) == [0, 1, 2, 4]  # the last is 0.006 above where the last move left it
 
 
 def test_the_noise_is_the_binomial_sd_of_the_mean_of_the_important_f1s():
     counts = {"Nomenclature": 1000, "Description": 4000, "Misc": 20000}
     noise = validation_noise({"Nomenclature": 0.9, "Description": 0.95}, counts)
-    assert noise == pytest.approx(((0.09 / 1000 + 0.0475 / 4000) ** 0.5) / 2)
+    n, d = 901 / 1002, 3801 / 4002  # one success and one failure added to each
+    assert noise == pytest.approx(((n * (1 - n) / 1000 + d * (1 - d) / 4000) ** 0.5) / 2)
+    # a perfect score on 4 lines is not certainty: it still reads as noise of about 0.09
+    assert validation_noise({"Nomenclature": 1.0, "Description": 1.0}, {"Nomenclature": 4, "Description": 146}) > 0.09
     # fewer validation lines, more noise: a small corpus needs a larger move to count
     assert validation_noise({"Nomenclature": 0.9, "Description": 0.95}, {k: v // 10 for k, v in counts.items()}) > noise
 

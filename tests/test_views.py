@@ -106,6 +106,8 @@ def _get(url):
 
 
 def test_dashboard_api_shows_study_trials_attrs_and_best_note(dashboard):
+    from weight_tuner.notes import decision_sentence
+
     base, study = dashboard
     summaries = _get(f"{base}/api/studies")["study_summaries"]
     summary = [s for s in summaries if s["study_name"] == "shared"][0]
@@ -127,7 +129,7 @@ def test_dashboard_api_shows_study_trials_attrs_and_best_note(dashboard):
             assert f"{row['diff']['mean']:+.4f} vs no weights" in body
     # the study page's attributes: the decision first, the split as a summary (its lists are an artifact)
     attrs = detail["user_attrs"]
-    assert attrs[0]["key"] == "decision" and rec["decision"] in attrs[0]["value"]
+    assert attrs[0]["key"] == "decision" and attrs[0]["value"].startswith(decision_sentence(stored_recommendation(study)))
     split = json.loads(next(a["value"] for a in attrs if a["key"] == "split"))
     assert split["test"].endswith("chunks") and "artifact" in split["chunk_lists"]
     # issue 45, 7: the confirmation's runs show their candidate and unit as parameters (the Best Trial card showed
@@ -237,6 +239,10 @@ PROBE = b"""(function () {
     bar.setAttribute("data-clipped", bar.scrollWidth > bar.clientWidth || bar.scrollHeight > bar.clientHeight);
     bar.setAttribute("data-on-top", !!(top && top.closest("#wt-decision-bar")));
     bar.setAttribute("data-best-top", best ? Math.round(best.getBoundingClientRect().top) : -1);
+    // the page's first control under the bar: no empty band between them (issue 45, 6)
+    var toggle = Array.prototype.find.call(document.querySelectorAll("span,p,label"), function (e) {
+      return e.textContent === "Log y scale"; });
+    bar.setAttribute("data-next-top", toggle ? Math.round(toggle.getBoundingClientRect().top) : -1);
   }, 250);
 })();"""
 
@@ -302,6 +308,7 @@ def test_the_decision_is_on_the_dashboards_first_screen_unclipped(probed_dashboa
     assert attrs["clipped"] == "false" and attrs["on-top"] == "true"  # all of it shown, nothing drawn over it
     best = study.best_trial.number
     assert int(attrs["bottom"]) <= int(attrs["best-top"])  # above the Best Trial card
+    assert 0 <= int(attrs["next-top"]) - int(attrs["bottom"]) <= 48  # no empty band under the bar (it was 65 px more)
     # issue 45, 1: the bar names the recommended trial as the trial notes and the export do
     if rec.trial == best:
         assert f"Best Trial card below (trial {best}) is the recommended trial" in text
@@ -317,12 +324,14 @@ def test_the_decision_is_on_the_dashboards_first_screen_unclipped(probed_dashboa
 
 
 def _notebook_text(nb) -> str:
+    import html
+
     out = []
     for cell in nb.cells:
         for o in getattr(cell, "outputs", []):
             out.append(o.get("text", ""))
-            for kind in ("text/plain", "text/html"):
-                out.append(o.get("data", {}).get(kind, ""))
+            out.append(o.get("data", {}).get("text/plain", ""))
+            out.append(html.unescape(o.get("data", {}).get("text/html", "")))  # as a reader sees it
     return "\n".join(out)
 
 
@@ -409,3 +418,52 @@ def test_the_readme_glossary_is_the_reports():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for term, meaning in GLOSSARY_TERMS.items():
         assert f"- **{term}**: {meaning}" in readme, term
+
+
+def _crowded_study(n=30):
+    """An in-memory study of ``n`` trials whose weights crowd one corner and whose F1s tie in places."""
+    import numpy as np
+    import optuna
+
+    rng = np.random.default_rng(0)
+    study = optuna.create_study(direction="maximize")
+    study.set_user_attr("search_space", {})
+    for i in range(n):
+        nom, desc = float(rng.uniform(1, 1.3)), float(rng.uniform(1, 1.3))
+        f1n, f1d = (1.0, 0.96) if i % 4 == 0 else (float(rng.uniform(0.7, 1)), float(rng.uniform(0.9, 0.96)))
+        study.add_trial(optuna.trial.create_trial(value=(f1n + f1d) / 2, params={}, distributions={}, user_attrs={
+            "class_weights_trained": {"Nomenclature": nom, "Description": desc, "Misc": 1.0},
+            "val_Nomenclature_f1": f1n, "val_Description_f1": f1d, "important_f1": (f1n + f1d) / 2,
+            "scheme": "search"}))
+    return study
+
+
+@pytest.mark.parametrize("name", ["weight_map", "tradeoff", "importances"])
+def test_figure_text_is_whole_and_labels_do_not_overlap(name):
+    """Issue 45, 5: the importance title was cut ("...with parame"), weight-map labels printed on top of each other."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Annotation
+
+    from weight_tuner import figures
+
+    study = _crowded_study()
+    if name == "importances":  # PED-ANOVA needs sampled parameters
+        import optuna
+
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+        study.optimize(lambda t: t.suggest_float("w_Nomenclature", 0.1, 10) + t.suggest_float("w_Description", 0.1, 9),
+                       n_trials=12)
+    fig = getattr(figures, name)(study)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    whole = fig.bbox
+    ax = fig.axes[0]
+    texts = [t for t in [ax.title, ax.xaxis.label, ax.yaxis.label, *fig.texts, *fig.findobj(Annotation)]
+             if t.get_visible() and t.get_text().strip()]
+    for t in texts:
+        box = t.get_window_extent(renderer)
+        assert whole.x0 - 1 <= box.x0 and box.x1 <= whole.x1 + 1 and box.y1 <= whole.y1 + 1, t.get_text()
+    labels = [t.get_window_extent(renderer) for t in fig.findobj(Annotation) if t.get_text().startswith("#")]
+    assert name == "importances" or labels
+    for i, a in enumerate(labels):
+        assert not any(a.overlaps(b) for b in labels[i + 1:]), "labels overlap"

@@ -27,13 +27,21 @@
     return card + "is the recommended trial" + (decision === "weights" ? "." : ": no weights.");
   }
 
+  // The decision attr begins with the decision in words (studies decided before, with its kind and a colon).
+  function kindOf(text) {
+    if (text.startsWith("Use class weights")) return "weights";
+    if (text.startsWith("Use no class weights, with post-hoc")) return "thresholds";
+    if (text.startsWith("Use no class weights")) return "no_weights";
+    return text.split(":")[0];
+  }
+
   function lines(detail, firstPage) {
     const attrs = attrsOf(detail);
     if (attrs.about) return [attrs.about];
     if (!attrs.decision) return [];
     const out = ["Decision: " + attrs.decision];
     const best = (detail.best_trials || [])[0];
-    const decision = String(attrs.decision).split(":")[0];
+    const decision = kindOf(String(attrs.decision));
     if (["weights", "thresholds", "no_weights"].includes(decision) && "recommended_trial" in attrs && best &&
         firstPage) {
       out.push(bestTrialLine(decision, attrs.recommended_trial, best));
@@ -53,7 +61,7 @@
         "background:#fff8e1;border-bottom:2px solid #f9a825;font:15px/1.45 Roboto,Helvetica,Arial,sans-serif;" +
         "color:#222;white-space:normal;overflow-wrap:anywhere";
       document.body.insertBefore(el, document.body.firstChild);
-      const root = document.getElementById("root");
+      const root = document.getElementById("dashboard") || document.getElementById("root");
       if (root) root.style.marginTop = "-64px";
     }
     return el;

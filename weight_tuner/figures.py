@@ -84,7 +84,7 @@ def importances(study):
     n = len([t for t in done if t.params])  # a scheme outside the search space has no parameters to rank
     caveat = "" if n >= IMPORTANCE_MIN_TRIALS else f"\n(under {IMPORTANCE_MIN_TRIALS} trials: indicative only)"
     ax.set(xlabel="importance (PED-ANOVA, as in optuna-dashboard)",
-           title=f"Parameter importances from the {n} completed trials with parameters{caveat}")
+           title=textwrap.fill(f"Parameter importances from the {n} completed trials with parameters", 50) + caveat)
     return fig
 
 
@@ -112,10 +112,10 @@ def weight_map(study):
     for t, xi, yi, wi in zip(done, x, y, w):
         groups.setdefault(tuple(f"{wi[c]:.6g}" for c in CLASSES), []).append((t, xi, yi))
     key = []
+    labels = []
     for members in groups.values():
         t0, xi, yi = members[0]
-        ax.annotate(" = ".join(f"#{t.number}" for t, _, _ in members), (xi, yi), fontsize=7, xytext=(4, 2),
-                    textcoords="offset points")
+        labels.append((" = ".join(f"#{t.number}" for t, _, _ in members), xi, yi))
         key += [f"#{t.number} {_names(t)}" for t, _, _ in members if t.user_attrs.get("scheme", "search") != "search"]
     ax.set(xscale="log", yscale="log", xlabel="Nomenclature / Misc", ylabel="Description / Misc",
            title="Weights as ratios to Misc (the dashboard's w_ parameters), by trial number")
@@ -123,7 +123,37 @@ def weight_map(study):
     if key:
         fig.text(0.01, 0.0, textwrap.fill("Named schemes: " + "; ".join(key), 120), fontsize=7, va="bottom")
         fig.get_layout_engine().set(rect=(0, 0.08, 1, 0.92))
+    _place_labels(fig, ax, labels)  # last: the colorbar and the key move the axes
     return fig
+
+
+# Where a point's label may go, in points from the point: right, left, above, below, then further out.
+LABEL_OFFSETS = [(5, 3, "left"), (-5, 3, "right"), (5, -9, "left"), (-5, -9, "right"), (0, 8, "center"),
+                 (0, -14, "center"), (12, 10, "left"), (-12, 10, "right"), (12, -16, "left"), (-12, -16, "right")]
+
+
+def _place_labels(fig, ax, labels: list[tuple[str, float, float]]) -> None:
+    """Label each point where the label stays inside the axes and overlaps no earlier label, no marker and no legend
+    (the first free place of :data:`LABEL_OFFSETS`; the last one where none is free): labels printed on top of each
+    other were unreadable."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw_without_rendering()  # the layout first: the points' places are final
+    markers = [ax.transData.transform((x, y)) for _, x, y in labels]
+    inside = ax.get_window_extent(renderer)
+    taken: list = [ax.get_legend().get_window_extent(renderer)] if ax.get_legend() else []
+    for text, x, y in labels:
+        for dx, dy, ha in LABEL_OFFSETS:
+            label = ax.annotate(text, (x, y), fontsize=7, xytext=(dx, dy), textcoords="offset points", ha=ha)
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            free = not any(box.overlaps(other) for other in taken) and not any(
+                box.x0 - 3 <= mx <= box.x1 + 3 and box.y0 - 3 <= my <= box.y1 + 3 for mx, my in markers) and (
+                inside.x0 <= box.x0 and box.x1 <= inside.x1 and inside.y0 <= box.y0 and box.y1 <= inside.y1)
+            if free or (dx, dy, ha) == LABEL_OFFSETS[-1]:
+                taken.append(box)
+                break
+            label.remove()
 
 
 def tradeoff(study):
@@ -137,9 +167,20 @@ def tradeoff(study):
     fig, ax = _figure()
     ax.plot(pts[:, 0], pts[:, 1], "o", alpha=0.6, label="trial")
     ax.plot(pts[front, 0], pts[front, 1], "-o", label="Pareto front")
+    rec = stored_recommendation(study)
+    chosen = [i for i, t in enumerate(done) if rec is not None and t.number == rec.trial]
+    if chosen:  # the recommended trial (with no weights recommended: the unweighted trial)
+        ax.plot(pts[chosen, 0], pts[chosen, 1], "*", markersize=16, color="crimson", zorder=3,
+                label=f"recommended (trial {done[chosen[0]].number})")
     ax.set(xlabel="Nomenclature F1 (validation)", ylabel="Description F1 (validation)",
-           title="Per-class trade-off")
+           title="Per-class trade-off (front trials numbered)")
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside the axes: it hid points
+    at: dict[tuple, list[int]] = {}  # tied trials share a point, and one label
+    for i in front:
+        at.setdefault(tuple(pts[i]), []).append(done[i].number)
+    _place_labels(fig, ax, [(", ".join(f"#{n}" for n in numbers[:3]) + (f" +{len(numbers) - 3}" if len(numbers) > 3
+                                                                         else ""), x, y)
+                            for (x, y), numbers in at.items()])
     return fig
 
 
@@ -170,7 +211,7 @@ def confusion(matrix, title: str):
     image = ax.imshow(share, vmin=0, vmax=1, cmap="Blues")
     for i in range(len(CLASSES)):
         for j in range(len(CLASSES)):
-            ax.text(j, i, f"{share[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center", fontsize=8,
+            ax.text(j, i, f"{share[i, j]:.2f}\n({int(cm[i, j])})", ha="center", va="center", fontsize=11,
                     color="white" if share[i, j] > 0.6 else "black")
     ax.set_xticks(range(len(CLASSES)), [f"predicted\n{c}" for c in CLASSES])
     ax.set_yticks(range(len(CLASSES)), CLASSES)

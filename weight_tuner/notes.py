@@ -25,7 +25,7 @@ CONFIRMATION_MARK = "### Confirmation"
 # The test split's rows in every view, and what each model is.
 TEST_ROWS = {"recommended": "recommended, the search's single model", "unweighted": "unweighted, the search's single model",
              "ensemble": "the confirmation's models of the recommendation, averaged"}
-SMALL_TEST_CAUTION = ("The test split is small (see the support): a test score some points above or below the "
+SMALL_TEST_CAUTION = ("The test split is small (see its lines per class): a test score some points above or below the "
                       "confirmation's mean is within its noise; the decision rests on the paired confirmation.")
 PENDING_DECISION = "not made yet: the search runs, then the confirmation decides (see the Note page)"
 THRESHOLDS_MEANING = ("thresholds: the unweighted model with per-class probability multipliers (argmax of m_c p_c), "
@@ -95,7 +95,7 @@ def time_limited_sentence(recommendation: Recommendation) -> str:
 def _decision(recommendation: Recommendation) -> str:
     d, n, level = recommendation.diff_vs_unweighted, recommendation.n_units, recommendation.level
     if recommendation.decision == "weights":
-        return (f"Use class weights N / D / M = {fmt.weights(recommendation.class_weights)} "
+        return (f"Use class weights Nomenclature / Description / Misc = {fmt.weights(recommendation.class_weights)} "
                 f"({recommendation.candidate}): important_f1 {fmt.diff(d.mean)} {fmt.VS_NONE} over {n} paired units, "
                 f"{fmt.diff_interval(d, level)}, clear of 0.")
     if recommendation.decision == "thresholds":
@@ -133,8 +133,9 @@ def paste_snippet(recommendation: Recommendation) -> str:
 
 
 def decision_attr(recommendation: Recommendation) -> str:
-    """The short ``decision`` user attr, the first row of the dashboard's study page: what to paste and why."""
-    return (f"{recommendation.decision}: {paste_snippet(recommendation)}. {decision_sentence(recommendation)} "
+    """The ``decision`` user attr, the first row of the dashboard's study page: the decision in words, then what to
+    paste (the decision bar reads the kind from the sentence's first words)."""
+    return (f"{decision_sentence(recommendation)} Paste into SKOL: {paste_snippet(recommendation)}. "
             f"predict --study uses the {recommendation.default_model} model.")
 
 
@@ -211,7 +212,7 @@ def study_note(recommendation: Recommendation, test: dict | None = None) -> str:
     if test:
         deployed = deployed_test(rec, test)
         lines += ["", "### Test split (scored once, after the decision)", "",
-                  "| model | important_f1 | Nomenclature F1 (support) | Description F1 (support) |", "|---|---|---|---|"]
+                  "| model | important_f1 | Nomenclature F1 (lines) | Description F1 (lines) |", "|---|---|---|---|"]
         def row(model: str, score: float, s: dict | None) -> str:  # each F1 beside the test lines it rests on
             per_class = (" | ".join(f"{fmt.score(s[f'{c}_f1'])} ({s[f'{c}_support']})" for c in IMPORTANT)
                          if s else " | ")

@@ -39,7 +39,10 @@ GLOSSARY_TERMS = {
     "important_f1": "the mean of the Nomenclature F1 and the Description F1; Misc is not in it.",
     "unit": "one (repeat, fold) of the confirmation: every candidate is trained on the same training folds and "
             "scored on the same held-out fold, so their scores pair up unit by unit.",
+    "r0f1": "a unit's name: repeat 0, fold 1.",
     "held-out fold": "the part of the non-test lines a unit scores on, never trained on in that unit.",
+    "N / D / M": "class weights in class order: Nomenclature / Description / Misc, as trained (their mean over "
+                 "the training lines is 1).",
     "vs no weights": "a candidate's score minus the unweighted model's, unit by unit, averaged.",
     "95% interval": "where the true difference lies with 95% confidence; it is widened for the overlap between "
                     "units' training data (the corrected resampled t of Nadeau and Bengio). A recommendation "
@@ -53,6 +56,8 @@ GLOSSARY_TERMS = {
                       "(a temperature and a bias per class, fitted on held-out folds) before they are averaged.",
     "search's single model": "the model one trial of the search trained on its training split: the Best Trial of "
                              "the dashboard is one of these, scored on one validation split.",
+    "temperature": "the calibration's divisor of a model's scores before the softmax: above 1 makes it less "
+                   "confident, below 1 more.",
     "Step (dashboard)": "an epoch: the validation score after each epoch of a trial.",
     "PED-ANOVA": "how much each weight parameter explains the scores (the importance figure; optuna-dashboard's).",
     "Pareto front": "the trials no other trial beats on both Nomenclature F1 and Description F1.",
@@ -115,7 +120,7 @@ def formatters(df: pd.DataFrame) -> dict:
 def candidates_frame(rec: Recommendation) -> pd.DataFrame:
     """The confirmation's candidates: weights as trained, mean important_f1 over the units, the paired
     difference to no weights with its interval, printed as every view prints them (:mod:`.formats`)."""
-    return pd.DataFrame([{"candidate": r.candidate, "kind": r.kind, "trial": r.trial,
+    return pd.DataFrame([{"candidate": r.candidate, "trial": r.trial,
                           "weights N / D / M (as trained)": fmt.weights(r.class_weights),
                           "important_f1 (mean over units)": fmt.score(r.mean), fmt.VS_NONE: fmt.diff(r.diff.mean),
                           "interval": fmt.diff_interval(r.diff, rec.level)}
@@ -124,7 +129,7 @@ def candidates_frame(rec: Recommendation) -> pd.DataFrame:
 
 def test_split_frame(test: dict, rec: Recommendation | None = None) -> pd.DataFrame:
     """Test scores (scored once, after the decision): the deployed model's first, then each single model's
-    per class, each F1 with its support (lines of that class in the test split)."""
+    per class, each F1 with the test lines of that class it rests on."""
     rows = []
     deployed = deployed_test(rec, test) if rec else None
     def row(model: str, score: float, s: dict | None) -> dict:

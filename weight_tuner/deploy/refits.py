@@ -128,7 +128,9 @@ class Refits:
         study_name = self.study.study_name
         describe(companion, "final_training_loss", {  # absolute paths: a local worker may start elsewhere
             "about": f"The refits of study {study_name!r}: one trial per deployed model, trained on every non-test "
-                     f"line; its values are final training losses, not scores. The decision is in study {study_name!r}.",
+                     "line; its values are final training losses, not scores, and every refit is deployed: no trial "
+                     f"is the best here, whatever the direction and the best line say. The decision is in study "
+                     f"{study_name!r}.",
             "config": self.config.as_dict(), **where})
         trials = companion.get_trials(deepcopy=False)
         # This run's refits: the trials queued from here on (and their retries), those an earlier run left

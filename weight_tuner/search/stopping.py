@@ -2,9 +2,10 @@
 
 The confirmation reads only the search's top distinct weight vectors (``--confirm-top``, 3 by default), so
 a trial matters to the decision only if it changes them. A trial *moves* the candidates when it enters the
-top by more than the validation score's own noise: it beats the weakest candidate so far (or fills an empty
-place) by more than ``delta``, the binomial standard deviation of important_f1 on the validation lines at the
-best trial's per-class F1. A trial that enters by less is a tie the confirmation cannot tell apart either.
+top by more than the validation score's own noise: it fills an empty place, or beats the weakest candidate as it
+stood at the last move by more than ``delta``, the binomial standard deviation of important_f1 on the validation
+lines at the best trial's per-class F1. A trial that enters by less is a tie the confirmation cannot tell apart
+either.
 The search stops once ``patience`` finished trials in a row have not moved the candidates, from
 ``min_trials`` on, and at ``max_trials`` whatever happens. docs/architecture.md gives the reasons for each
 number; ``benchmarks/replay_stopping.py`` replays the rule over stored studies.
@@ -73,24 +74,33 @@ class Step:
 def validation_noise(f1: dict[str, float], counts: dict[str, int]) -> float:
     """The binomial standard deviation of important_f1 (the mean of the important classes' F1) with per-class F1
     ``f1`` on a validation split with ``counts`` lines per class: each class's F1 read as a proportion of its
-    lines."""
-    var = sum(f1[c] * (1.0 - f1[c]) / max(counts.get(c, 0), 1) for c in IMPORTANT)
+    lines, with one success and one failure added (Laplace), so that a perfect score on 4 lines does not read as
+    no noise."""
+    var = 0.0
+    for c in IMPORTANT:
+        n = max(counts.get(c, 0), 1)
+        p = (f1[c] * n + 1.0) / (n + 2.0)
+        var += p * (1.0 - p) / n
     return math.sqrt(var) / len(IMPORTANT)
 
 
 def moves(steps: Sequence[Step], top: int, delta: float) -> list[int]:
     """Positions in ``steps`` of the trials that moved the top ``top`` distinct candidates: a weight vector not
-    among them that fills an empty place or beats the last place by more than ``delta``. No weights is no
+    among them that fills an empty place, or beats by more than ``delta`` the last place as it stood at the last
+    move (so that entries each within the noise, which add up to more, count once they do). No weights is no
     candidate: the confirmation compares every candidate with it whatever the search found."""
     best: dict[tuple, float] = {}  # candidate key -> its best score so far
-    out = []
+    reference, out = -math.inf, []
     for i, step in enumerate(steps):
         if step.score is None or step.key == weights_key(None):
             continue
         leaders = sorted(best, key=best.get, reverse=True)[:top]
-        if step.key not in leaders and (len(leaders) < top or step.score > best[leaders[-1]] + delta):
-            out.append(i)
+        moved = step.key not in leaders and (len(leaders) < top or step.score > reference + delta)
         best[step.key] = max(best.get(step.key, -math.inf), step.score)
+        if moved:
+            out.append(i)
+            ranked = sorted(best.values(), reverse=True)
+            reference = ranked[top - 1] if len(ranked) >= top else -math.inf
     return out
 
 
