@@ -70,7 +70,7 @@ def test_the_study_note_and_decision_name_the_refits_tune_made(deployed_study):
     _, storage, _ = deployed_study
     study = load_existing_study(storage, "shared")
     note = get_note_from_system_attrs(study._storage.get_study_system_attrs(study._study_id), None)["body"]
-    assert "Default: refit. Refit: the mean of 2 models on every non-test line" in note
+    assert "Refit, the mean of 2 models on every non-test line" in note and "Also kept (predict --use ensemble|single)" in note
     assert "calibrated first, fitted on" in note and "divided by a temperature of" in note
     assert study.user_attrs["decision"].endswith("predict --study uses the refit model.")
 

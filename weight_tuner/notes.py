@@ -152,17 +152,19 @@ def deployed_sentence(recommendation: Recommendation) -> str:
     refit, cal = deployed.refit, deployed.calibration
     n_refits = refit.get("models", 1) if refit else 0  # entries made before refits were counted hold one
     refits = "one model" if n_refits == 1 else f"the mean of {n_refits} models"
-    text = {"ensemble": f"Ensemble: {ens}.",
-            "single": f"Single: the search's model of trial {deployed.single['trial']} (its training split).",
-            "refit": (f"Refit: {refits} on every non-test line ({refit['train_lines']} lines)." if refit
-                      else "Refit: not made (tune --refits N)."),
+    text = {"ensemble": f"ensemble, {ens}.",
+            "single": f"single, the search's model of trial {deployed.single['trial']} (its training split).",
+            "refit": (f"refit, {refits} on every non-test line ({refit['train_lines']} lines)." if refit
+                      else "refit, not made (tune --refits N)."),
             "calibration": (f"Each model's probabilities are calibrated first, fitted on {cal['fitted_on']}: its "
                             f"scores are divided by a temperature of {cal['temperature']:.3f} (above 1 makes them less "
                             "confident, below 1 more) and shifted per class by "
                             f"{', '.join(f'{c} {b:+.3f}' for c, b in zip(CLASSES, cal['biases']))}."
                             if cal else "No calibration.")}
-    order = [deployed.default] + [k for k in text if k != deployed.default]
-    return " ".join([f"Default: {deployed.default}."] + [text[k] for k in order])
+    others = [k for k in ("refit", "ensemble", "single") if k != deployed.default]
+    return " ".join([text[deployed.default][0].upper() + text[deployed.default][1:],
+                     f"Also kept (predict --use {'|'.join(others)}): {text[others[0]]} {text[others[1]]}",
+                     text["calibration"]])
 
 
 def deployed_test(recommendation: Recommendation, test: dict | None) -> dict | None:
