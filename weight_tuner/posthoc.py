@@ -128,6 +128,16 @@ class Calibration:
         return Calibration(float(stored["temperature"]), tuple(float(b) for b in stored["biases"]))
 
 
+def calibrated_mean(models, split, calibration: Calibration | None) -> np.ndarray:
+    """The per-line probabilities of several ``(model, config)`` pairs on ``split``, each calibrated first, then
+    averaged: how every ensemble is scored (the confirmation's members, the refits, ``predict``). ``models`` may be a
+    generator, so that one model at a time is loaded."""
+    from .train import predict_probs
+
+    return np.mean([apply_calibration(predict_probs(model, split, config), calibration) for model, config in models],
+                   axis=0)
+
+
 def apply_calibration(probs: np.ndarray, calibration: Calibration | None) -> np.ndarray:
     """``probs`` recalibrated by ``calibration`` (unchanged without one), in their dtype; each line still
     sums to 1."""

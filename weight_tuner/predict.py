@@ -22,7 +22,7 @@ from .config import CLASSES
 from .errors import DataError
 from .metrics import compute_stats
 from .paths import atomic_write_bytes
-from .train import SplitData, predict_probs
+from .train import SplitData
 from .bundles import load_bundle, load_label_map
 from .windows import offsets_from_sizes
 
@@ -214,15 +214,14 @@ def _probs_csv(fl: FileLines, probs: np.ndarray, pred: np.ndarray) -> bytes:
 
 def _mean_probs(loaded: list, fl: FileLines, calibration) -> np.ndarray:
     """The models' per-line probabilities on one file, each calibrated, averaged."""
-    from .posthoc import apply_calibration
+    from .posthoc import calibrated_mean
 
     featurizer = loaded[0][1]
     # each chunk a document, as in training (a file's chunks: the whole file, unless it is very long)
     rows = featurizer.transform_rows(fl.texts, np.diff(fl.offsets).tolist(), fl.line_nos)
     split = SplitData.whole(str(fl.path), rows, fl.y if fl.y is not None else
                             np.zeros(len(fl.texts), dtype=np.int64), fl.offsets, [str(fl.path)])
-    return np.mean([apply_calibration(predict_probs(model, split, config), calibration)
-                    for model, _, config in loaded], axis=0)
+    return calibrated_mean(((model, config) for model, _, config in loaded), split, calibration)
 
 
 def _adapted(items: list, train_prior: dict[str, float], where: Path) -> tuple[list, dict[str, float]]:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..posthoc import Calibration, apply_calibration, apply_multipliers
+from ..posthoc import Calibration, apply_multipliers, calibrated_mean
 from ..records import Deployed
 
 
@@ -31,13 +31,9 @@ def ensemble_probs(bundles: list[Path], split, multipliers: dict | None = None,
                    calibration: Calibration | None = None) -> np.ndarray:
     """The mean of the bundles' per-line probabilities on ``split``, each calibrated first (with
     ``calibration``), the mean re-weighted by ``multipliers``."""
-    from ..train import predict_probs
     from ..bundles import load_bundle
 
-    probs = []
-    for path in bundles:
-        model, _, cfg = load_bundle(path)
-        probs.append(apply_calibration(predict_probs(model, split, cfg), calibration))
-    return apply_multipliers(np.mean(probs, axis=0), multipliers)
+    loaded = ((model, cfg) for model, _, cfg in map(load_bundle, bundles))
+    return apply_multipliers(calibrated_mean(loaded, split, calibration), multipliers)
 
 

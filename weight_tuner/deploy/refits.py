@@ -11,7 +11,6 @@ import socket
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 from optuna.trial import TrialState
 
@@ -21,7 +20,7 @@ from ..folds import refit_data
 from ..metrics import compute_stats
 from ..notes import publish
 from ..paths import check_bundle, models_dir
-from ..posthoc import apply_calibration, apply_multipliers
+from ..posthoc import apply_multipliers, calibrated_mean
 from ..records import Recommendation
 from ..retries import NothingLeft, StaleTrials, create_study, load_study, take_waiting
 from ..storage import describe, storage_of, stored_recommendation, trial_config, unweighted_config
@@ -161,7 +160,6 @@ class Refits:
         entry."""
         if self.kept is not None:
             return self.kept
-        from ..train import predict_probs
         from ..bundles import load_bundle
 
         # Read again: the test check may have completed the recommendation (an old thresholds decision's multipliers).
@@ -183,11 +181,8 @@ class Refits:
                              f"{self.companion.study_name!r} failed for good; see its fail_reason)")
         test = prepared.splits["test"]
         calibration = stored_calibration(rec.deployed)
-        probs = []
-        for path in self.paths:
-            model, _, cfg = load_bundle(path)
-            probs.append(apply_calibration(predict_probs(model, test, cfg), calibration))
-        mean = apply_multipliers(np.mean(probs, axis=0), rec.multipliers)
+        loaded = ((model, cfg) for model, _, cfg in map(load_bundle, self.paths))
+        mean = apply_multipliers(calibrated_mean(loaded, test, calibration), rec.multipliers)
         stats = compute_stats(test.y, mean)  # per class and the confusion matrix: every view shows these
         entry = {"models": count, "config": self.config.as_dict(), "train_lines": int(data.train.n),
                  "train_class_counts": data.train.class_counts(),
