@@ -181,18 +181,17 @@ def stop_line(study: optuna.Study) -> str:
 def search_done(study: optuna.Study) -> int | None:
     """The finished trials at which ``--trials auto`` ended the search, or ``None`` while it goes on (and always
     without the rule). The first process to find it stores it, so all processes stop at one count."""
-    rule = StoppingRule.of(study)
-    if rule is None:
+    attrs = study.user_attrs  # one read of the storage: every process asks before each trial
+    if not attrs.get(RULE_ATTR):
         return None
-    stored = study.user_attrs.get(DONE_ATTR)
-    if stored is not None:
-        return int(stored["trials"])
-    trials = finished_prefix(study)
-    delta = study_noise(study, trials)
-    at = None if delta is None else stop_after(steps_of(trials), rule, delta)
+    if attrs.get(DONE_ATTR) is not None:
+        return int(attrs[DONE_ATTR]["trials"])
+    rule, trials = StoppingRule(**attrs[RULE_ATTR]), finished_prefix(study)
+    steps, delta = steps_of(trials), study_noise(study, trials)
+    at = None if delta is None else stop_after(steps, rule, delta)
     if at is None:
         return None
-    moved = [trials[i].number for i in moves(steps_of(trials[:at]), rule.top, delta)]
+    moved = [trials[i].number for i in moves(steps[:at], rule.top, delta)]
     study.set_user_attr(DONE_ATTR, {"trials": at, "delta": round(delta, 6), "last_move": moved[-1] if moved else None,
                                     "max_trials": rule.max_trials})
     return at
