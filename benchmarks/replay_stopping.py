@@ -29,12 +29,12 @@ from weight_tuner.search.stopping import StoppingRule, finished_prefix, moves, s
 from weight_tuner.space import stored_evaluation
 
 
-def truncated(study: optuna.Study, numbers: set[int]) -> optuna.Study:
-    """An in-memory copy of ``study`` holding only the trials numbered ``numbers`` (and its user attrs)."""
-    copy = optuna.create_study(directions=study.directions)
+def truncated(study: optuna.Study, trials: list, storage=None, study_name: str | None = None) -> optuna.Study:
+    """A copy of ``study`` holding only ``trials`` (and its user attrs): in memory, or in ``storage``."""
+    copy = optuna.create_study(storage=storage, study_name=study_name, directions=study.directions)
     for key, value in study.user_attrs.items():
         copy.set_user_attr(key, value)
-    copy.add_trials([t for t in study.get_trials(deepcopy=True) if t.number in numbers])
+    copy.add_trials(trials)
     return copy
 
 
@@ -54,8 +54,8 @@ def case(name: str, url: str, study_name: str, rule: StoppingRule) -> dict:
     rule = StoppingRule(max_trials=rule.max_trials, patience=rule.patience, min_trials=rule.min_trials, top=top)
     at = stop_after(steps, rule, delta) or len(trials)
     moved = [trials[i].number for i in moves(steps, top, delta)]
-    early = numbers(select_candidates(truncated(study, {t.number for t in trials[:at]}), top), trials)
-    full = numbers(select_candidates(truncated(study, {t.number for t in trials}), top), trials)
+    early = numbers(select_candidates(truncated(study, trials[:at]), top), trials)
+    full = numbers(select_candidates(truncated(study, trials), top), trials)
     return {"name": name, "trials": len(trials), "stop_at": at, "delta": delta, "moves": moved,
             "candidates_at_stop": early, "candidates_at_end": full, "same_candidates": early == full,
             "steps": [{"score": s.score, "key": list(s.key)} for s in steps], "top": top}
@@ -68,10 +68,7 @@ def copy_prefix(url: str, study_name: str, n: int, folder: Path) -> str:
     source = Path(url.removeprefix("sqlite:///")).parent / study_name
     folder.mkdir(parents=True, exist_ok=True)
     target = f"sqlite:///{folder.resolve() / Path(url).name}"
-    copy = optuna.create_study(study_name=study_name, storage=target, directions=study.directions)
-    for key, value in study.user_attrs.items():
-        copy.set_user_attr(key, value)
-    copy.add_trials(keep)
+    truncated(study, keep, target, study_name)
     shutil.copytree(source / "members", folder / study_name / "members", dirs_exist_ok=True)
     return target
 
